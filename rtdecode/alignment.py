@@ -1,0 +1,85 @@
+"""Cutting video frames and behavior per window, with no look-ahead past the window end.
+
+Offline training and the live daemon both call these functions (the daemon on its ring buffers), so a window
+sees the same frames and behavior in both. Frames are selected by timestamp: a frame belongs to a window's frame
+context if it was shown before the window ended, i.e. ``end - frame_window <= t_frame < end``. Using frames
+with ``t_frame >= end`` would let the model see the future (a defect of the release, neuroformer-notes.md §6).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Frame and window times come from different float computations (i / fps vs origin + k * window), so two
+# instants that are equal on paper can differ in the last bits. Timestamps within this many seconds of a window
+# edge count as on the edge: a frame shown 1 us before a window ends is treated as shown at its end (excluded:
+# no look-ahead), and one at exactly end - frame_window is included.
+EDGE_TOLERANCE = 1e-6
+
+__all__ = ["frame_ranges", "frame_stack_indices", "behavior_per_window", "frames_per_window"]
+
+
+def frame_ranges(frame_times: np.ndarray, window_ends: np.ndarray, frame_window: float) -> tuple[np.ndarray, np.ndarray]:
+    """Index ranges [lo, hi) of the frames shown in [end - frame_window, end) for each window end.
+
+    Args:
+        frame_times: (F,) float64 s, strictly increasing.
+        window_ends: (W,) float64 s.
+        frame_window: s of video before each window end.
+    Returns:
+        lo, hi: (W,) int64.
+    """
+    hi = np.searchsorted(frame_times, window_ends - EDGE_TOLERANCE, side="left")
+    lo = np.searchsorted(frame_times, window_ends - frame_window - EDGE_TOLERANCE, side="left")
+    return lo.astype(np.int64), hi.astype(np.int64)
+
+
+def frames_per_window(frame_window: float, frame_rate: float) -> int:
+    """Frames a model takes per window: round(frame_window * frame_rate), at least 1."""
+    return max(1, int(round(frame_window * frame_rate)))
+
+
+def frame_stack_indices(frame_times: np.ndarray, window_ends: np.ndarray, n_frames: int) -> np.ndarray:
+    """(W, n_frames) int64 indices of the last `n_frames` frames shown before each window end, oldest first.
+
+    A fixed count (rather than a time range) gives the model a fixed-size input. Where fewer frames exist (start
+    of a recording) the earliest available frame is repeated; -1 marks windows with no frame at all yet.
+    """
+    hi = np.searchsorted(frame_times, window_ends - EDGE_TOLERANCE, side="left")  # frames [0, hi) shown before the end
+    idx = hi[:, None] - n_frames + np.arange(n_frames)[None, :]
+    idx = np.maximum(idx, 0)
+    idx[hi == 0] = -1
+    return idx.astype(np.int64)
+
+
+def behavior_per_window(
+    times: np.ndarray, values: np.ndarray, window_starts: np.ndarray, window_ends: np.ndarray
+) -> np.ndarray:
+    """(W,) float64 behavior value of each window: the mean of samples in [start, end), vectorised.
+
+    Windows with no sample inside (a window shorter than the sampling interval) get the linear interpolation at
+    the window centre; windows outside the sampled span or next to missing (NaN) samples get NaN, which training
+    masks out. Never extrapolates.
+    """
+    ok = np.isfinite(values)
+    t, v = times[ok], values[ok]
+    out = np.full(window_starts.shape, np.nan, dtype=np.float64)
+    if t.size == 0:
+        return out
+    csum = np.concatenate(([0.0], np.cumsum(v)))
+    lo = np.searchsorted(t, window_starts, side="left")
+    hi = np.searchsorted(t, window_ends, side="left")
+    n = hi - lo
+    has = n > 0
+    out[has] = (csum[hi[has]] - csum[lo[has]]) / n[has]
+    centre = 0.5 * (window_starts + window_ends)
+    inside = ~has & (centre >= t[0]) & (centre <= t[-1])
+    out[inside] = np.interp(centre[inside], t, v)
+    # a gap of missing samples around the window: do not interpolate across it
+    if not ok.all() and inside.any():
+        gap = np.searchsorted(times, centre[inside], side="left")
+        prev_ok = ok[np.clip(gap - 1, 0, ok.size - 1)]
+        next_ok = ok[np.clip(gap, 0, ok.size - 1)]
+        idx = np.flatnonzero(inside)
+        out[idx[~(prev_ok & next_ok)]] = np.nan
+    return out

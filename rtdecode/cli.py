@@ -1,0 +1,145 @@
+"""The `rtdecode` command line. Each subcommand is a thin layer over a library function.
+
+Heavy imports (torch, pynwb, onnxruntime) happen inside the commands that need them, so `rtdecode --help`
+and the serve path stay fast and torch-free.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    name="rtdecode",
+    help=(
+        "Real-time Neuroformer decoding for closed-loop experiments: simulate or load a session, tokenize it, "
+        "train a model, and decode behavior live. Start with `rtdecode demo`."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+console = Console()
+
+SessionPath = Annotated[Path, typer.Argument(help="Session file: .npz (rtdecode native) or .nwb.", exists=True, dir_okay=False)]
+
+
+def _fail(message: str) -> None:
+    console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code=2)
+
+
+def _window_options(
+    window: float, prev_window: float, dt: float, block_size: int, prev_block_size: int
+) -> Any:
+    from rtdecode.tokenizer import WindowConfig
+
+    try:
+        return WindowConfig(
+            window=window, prev_window=prev_window, dt=dt, block_size=block_size, prev_block_size=prev_block_size
+        )
+    except ValueError as e:
+        _fail(str(e))
+
+
+@app.command()
+def info(
+    session: SessionPath,
+    window: Annotated[float, typer.Option(help="Window length for the token preview, s.")] = 0.05,
+    block_size: Annotated[int, typer.Option(help="Token slots per window (SOS+EOS included) for the truncation preview.")] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON instead of a table.")] = False,
+) -> None:
+    """Summarise a session: neurons, duration, firing rates, modalities, and what tokenization would give."""
+    from rtdecode.io import load_session
+    from rtdecode.session import SessionError
+    from rtdecode.summary import session_summary
+    from rtdecode.tokenizer import WindowConfig
+
+    try:
+        s = load_session(session)
+    except (SessionError, ImportError) as e:
+        _fail(str(e))
+    summary = session_summary(s, WindowConfig(window=window, block_size=block_size))
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    _print_summary(summary, title=str(session))
+
+
+def _print_summary(summary: dict[str, Any], title: str) -> None:
+    t = Table(title=title, show_header=False, title_justify="left")
+    t.add_column(style="bold")
+    t.add_column()
+    t.add_row("neurons", f"{summary['neurons']}")
+    t.add_row("duration", f"{summary['duration_s']:.1f} s  [{summary['start_s']:.3f}, {summary['stop_s']:.3f})")
+    t.add_row("spikes", f"{summary['spikes']:,}")
+    t.add_row(
+        "firing rate",
+        f"mean {summary['rate_mean_hz']:.2f} Hz, median {summary['rate_median_hz']:.2f} Hz, "
+        f"max {summary['rate_max_hz']:.1f} Hz, silent neurons {summary['silent_neurons']}",
+    )
+    t.add_row("modalities", ", ".join(summary["modalities"]))
+    if "frames" in summary:
+        f = summary["frames"]
+        t.add_row("frames", f"{f['count']} x {f['shape'][0]}x{f['shape'][1]} {f['dtype']} at {f['rate_hz']:.1f} fps")
+    for name, b in summary["behavior"].items():
+        t.add_row(
+            f"behavior: {name}",
+            f"{b['samples']} samples at {b['rate_hz']:.1f} Hz, range [{b['min']:.2f}, {b['max']:.2f}] {b['unit']}"
+            + (f", {b['missing']} missing" if b["missing"] else ""),
+        )
+    if summary["trials"]:
+        t.add_row("trials", str(summary["trials"]))
+    if summary["truth"]:
+        t.add_row("ground truth", ", ".join(summary["truth"]))
+    k = summary["tokens"]
+    t.add_row(
+        "tokens",
+        f"{k['windows']:,} windows of {k['window_s'] * 1e3:.0f} ms, {k['spikes_per_window_mean']:.1f} spikes/window "
+        f"(p99 {k['spikes_per_window_p99']:.0f}); {k['windows_truncated']} windows over block {k['block_size']} "
+        f"({k['spikes_truncated']} spikes truncated)",
+    )
+    console.print(t)
+
+
+@app.command()
+def prepare(
+    session: SessionPath,
+    out: Annotated[Path, typer.Option(help="Directory for the token store (created).")],
+    window: Annotated[float, typer.Option(help="Current window length, s.")] = 0.05,
+    prev_window: Annotated[float, typer.Option(help="History window before each window, s.")] = 0.05,
+    dt: Annotated[float, typer.Option(help="Time quantum inside a window, s.")] = 0.01,
+    block_size: Annotated[int, typer.Option(help="Token slots per window, SOS and EOS included.")] = 100,
+    prev_block_size: Annotated[int, typer.Option(help="Token slots for the history.")] = 100,
+) -> None:
+    """Tokenize a session once and store the tokens for training (memory-mapped arrays + tokens.json)."""
+    from rtdecode.io import load_session
+    from rtdecode.session import SessionError
+    from rtdecode.token_store import save_tokens
+    from rtdecode.tokenizer import tokenize_session
+
+    cfg = _window_options(window, prev_window, dt, block_size, prev_block_size)
+    try:
+        s = load_session(session)
+    except (SessionError, ImportError) as e:
+        _fail(str(e))
+    tokens = tokenize_session(s.spike_times, s.spike_neurons, s.n_neurons, s.start, s.stop, cfg, s.neuron_ids)
+    save_tokens(tokens, out, source={"session": str(session)})
+    stats = tokens.truncation_stats()
+    console.print(
+        f"wrote {out}: {tokens.n_windows:,} windows, {tokens.bins.size:,} spikes; "
+        f"{stats['windows_truncated']} windows truncated ({stats['spikes_truncated']} spikes)"
+    )
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

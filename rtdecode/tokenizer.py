@@ -1,0 +1,410 @@
+"""The one tokenizer: spikes -> Neuroformer tokens, in pure numpy, shared by training and the live daemon.
+
+Semantics (neuroformer-notes.md section 2), fixed here once:
+
+* Time is quantised to `dt` on a grid anchored at `origin`: a spike at t has global quantum
+  ``q = floor((t - origin) / dt + 1e-6)``. The 1e-6-quantum tolerance (10 ns at dt = 10 ms) puts a spike written
+  as exactly 0.15 s into quantum 15 even though 0.15 / 0.01 is 14.999999999999998 in float64; it is far below any
+  acquisition system's clock resolution. Every later step is integer arithmetic, so the offline and live paths
+  cannot disagree about which window or bin a spike falls in.
+* Window k covers quanta [k * B, (k + 1) * B) with B = window / dt. Its history ("previous window") covers the
+  P = prev_window / dt quanta just before it, [k * B - P, k * B), and may span several earlier windows.
+* Inside a window tokens are ordered by time bin, then neuron index; a neuron firing c times in a bin gives c
+  tokens. A current window becomes ``SOS, spikes..., EOS, PAD...`` in `block_size` slots; a window with more than
+  ``block_size - 2`` spikes keeps the earliest ones (the rest are counted as truncated). History becomes
+  ``spikes..., PAD...`` in `prev_block_size` slots and keeps the most recent spikes when it overflows, because
+  those are the ones nearest the predicted window.
+* ID tokens are neuron indices 0..N-1 plus SOS, EOS, PAD = N, N+1, N+2. Time tokens are the quantum offsets
+  inside the (current or history) window 0..max(B, P)-1 plus SOS, EOS, PAD after them.
+
+The session-wide result (`TokenizedSession`) stores every spike once, untruncated, as a sorted ragged stream with
+per-window pointers; `pack_tokens` turns any set of windows into padded arrays in one vectorised pass. The live
+`rtdecode.window.RollingWindow` calls the same `quantize`, `order_events` and `pack_tokens`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+__all__ = [
+    "WindowConfig",
+    "Vocab",
+    "TokenBatch",
+    "TokenizedSession",
+    "quantize",
+    "order_events",
+    "pack_tokens",
+    "tokenize_session",
+    "window_range",
+]
+
+QUANTUM_TOLERANCE = 1e-6  # in units of dt; see the module docstring
+
+
+def _as_quanta(seconds: float, dt: float, what: str) -> int:
+    """`seconds` as a whole number of `dt` quanta, or a ValueError saying why not."""
+    n = round(seconds / dt)
+    if n <= 0 or not math.isclose(n * dt, seconds, rel_tol=1e-9, abs_tol=1e-12):
+        raise ValueError(f"{what} ({seconds} s) must be a positive whole multiple of dt ({dt} s)")
+    return int(n)
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    """How a stream of spikes is cut into windows and tokens.
+
+    Args:
+        window: current window length, s (release: 0.05). Windows tile time without overlap.
+        prev_window: history length before each window, s (release: 0.05; longer gives more context).
+        dt: time quantum, s (release: 0.01). window and prev_window must be whole multiples of it.
+        frame_window: video before the window end fed to the model, s (release: 0.15).
+        block_size: token slots for a current window, SOS and EOS included (release: 100).
+        prev_block_size: token slots for the history (no SOS/EOS).
+        origin: time, s, at which the window grid starts; windows start at origin + k * window.
+    """
+
+    window: float = 0.05
+    prev_window: float = 0.05
+    dt: float = 0.01
+    frame_window: float = 0.15
+    block_size: int = 100
+    prev_block_size: int = 100
+    origin: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not (self.dt > 0 and math.isfinite(self.dt)):
+            raise ValueError(f"dt must be a positive number of seconds; got {self.dt}")
+        _as_quanta(self.window, self.dt, "window")
+        _as_quanta(self.prev_window, self.dt, "prev_window")
+        if self.frame_window < 0:
+            raise ValueError(f"frame_window must be >= 0; got {self.frame_window}")
+        if self.block_size < 3:
+            raise ValueError(f"block_size must be >= 3 (SOS, one spike, EOS); got {self.block_size}")
+        if self.prev_block_size < 1:
+            raise ValueError(f"prev_block_size must be >= 1; got {self.prev_block_size}")
+        if not math.isfinite(self.origin):
+            raise ValueError(f"origin must be finite; got {self.origin}")
+
+    @property
+    def bins_per_window(self) -> int:
+        """B: quanta per current window."""
+        return _as_quanta(self.window, self.dt, "window")
+
+    @property
+    def prev_bins(self) -> int:
+        """P: quanta per history window."""
+        return _as_quanta(self.prev_window, self.dt, "prev_window")
+
+    @property
+    def max_spikes(self) -> int:
+        """Spike tokens that fit in a current window (block_size minus SOS and EOS)."""
+        return self.block_size - 2
+
+    def window_start(self, k: int | np.ndarray) -> Any:
+        """Start time(s), s, of absolute window index k."""
+        return self.origin + (np.asarray(k) * self.bins_per_window) * self.dt
+
+    def window_index(self, t: float) -> int:
+        """Absolute index of the window containing time t (the same quantisation as the spikes)."""
+        return int(quantize(np.array([t]), self)[0]) // self.bins_per_window
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> WindowConfig:
+        allowed = set(cls.__dataclass_fields__)
+        unknown = set(d) - allowed
+        if unknown:
+            raise ValueError(f"unknown window config keys {sorted(unknown)}; allowed: {sorted(allowed)}")
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class Vocab:
+    """Token vocabularies, serialisable to JSON so checkpoints and bundles carry them.
+
+    Args:
+        n_neurons: N; neuron ID tokens are 0..N-1.
+        n_time: number of time-offset tokens before the specials (max of B and P).
+        neuron_ids: (N,) acquisition unit IDs, index i <-> unit neuron_ids[i]; the daemon maps incoming unit IDs
+            through it and counts unknown ones.
+    """
+
+    n_neurons: int
+    n_time: int
+    neuron_ids: tuple[int, ...] = ()
+
+    @classmethod
+    def for_config(cls, config: WindowConfig, n_neurons: int, neuron_ids: Any = None) -> Vocab:
+        ids = tuple(int(i) for i in (range(n_neurons) if neuron_ids is None else neuron_ids))
+        if len(ids) != n_neurons:
+            raise ValueError(f"neuron_ids has {len(ids)} entries for {n_neurons} neurons")
+        return cls(n_neurons=n_neurons, n_time=max(config.bins_per_window, config.prev_bins), neuron_ids=ids)
+
+    # ID vocabulary
+    @property
+    def id_sos(self) -> int:
+        return self.n_neurons
+
+    @property
+    def id_eos(self) -> int:
+        return self.n_neurons + 1
+
+    @property
+    def id_pad(self) -> int:
+        return self.n_neurons + 2
+
+    @property
+    def id_size(self) -> int:
+        return self.n_neurons + 3
+
+    # time-offset vocabulary
+    @property
+    def dt_sos(self) -> int:
+        return self.n_time
+
+    @property
+    def dt_eos(self) -> int:
+        return self.n_time + 1
+
+    @property
+    def dt_pad(self) -> int:
+        return self.n_time + 2
+
+    @property
+    def dt_size(self) -> int:
+        return self.n_time + 3
+
+    def to_json(self) -> str:
+        return json.dumps({"n_neurons": self.n_neurons, "n_time": self.n_time, "neuron_ids": list(self.neuron_ids)})
+
+    @classmethod
+    def from_json(cls, text: str) -> Vocab:
+        d = json.loads(text)
+        return cls(n_neurons=int(d["n_neurons"]), n_time=int(d["n_time"]), neuron_ids=tuple(d["neuron_ids"]))
+
+
+def quantize(times: np.ndarray, config: WindowConfig) -> np.ndarray:
+    """Global time quanta of `times` (s): (S,) float64 -> (S,) int64. See the module docstring."""
+    q = np.subtract(times, config.origin, dtype=np.float64)
+    q /= config.dt
+    q += QUANTUM_TOLERANCE
+    np.floor(q, out=q)
+    return q.astype(np.int64)
+
+
+def order_events(bins: np.ndarray, neurons: np.ndarray, n_neurons: int) -> np.ndarray:
+    """Permutation putting events in token order: by quantum, then neuron index (stable for repeats)."""
+    key = bins * np.int64(n_neurons) + neurons
+    return np.argsort(key, kind="stable")
+
+
+@dataclass(frozen=True)
+class TokenBatch:
+    """Padded token arrays for a batch of windows.
+
+    ids, dts: (n_windows, slots) int32 token IDs (see Vocab). lengths: (n_windows,) int32 number of non-PAD tokens
+    (SOS and EOS included for current windows). truncated: (n_windows,) int32 spikes dropped because the window
+    overflowed its slots.
+    """
+
+    ids: np.ndarray
+    dts: np.ndarray
+    lengths: np.ndarray
+    truncated: np.ndarray
+
+
+def pack_tokens(
+    neurons: np.ndarray,
+    offsets: np.ndarray,
+    counts: np.ndarray,
+    slots: int,
+    vocab: Vocab,
+    *,
+    sos_eos: bool,
+    keep: Literal["first", "last"],
+) -> TokenBatch:
+    """Pack ragged per-window events into padded token arrays, vectorised over windows.
+
+    Args:
+        neurons: (E,) neuron indices of all windows' events, concatenated window after window, in token order.
+        offsets: (E,) quantum offset of each event inside its window (0 .. n_time-1).
+        counts: (n_windows,) events per window; sums to E.
+        slots: width of the output arrays (block size).
+        vocab: token vocabularies (specials).
+        sos_eos: wrap each window's spikes in SOS ... EOS (current windows) or not (history).
+        keep: on overflow keep the "first" (earliest) or "last" (most recent) events.
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    n_win = counts.size
+    cap = slots - 2 if sos_eos else slots
+    kept = np.minimum(counts, cap)
+    ids = np.full((n_win, slots), vocab.id_pad, dtype=np.int32)
+    dts = np.full((n_win, slots), vocab.dt_pad, dtype=np.int32)
+    total = int(counts.sum())
+    if total:
+        starts = np.cumsum(counts) - counts
+        row = np.repeat(np.arange(n_win), counts)
+        pos = np.arange(total) - np.repeat(starts, counts)  # position of each event inside its window
+        if keep == "first":
+            sel = pos < cap
+            col = pos
+        else:
+            drop = np.repeat(counts - kept, counts)
+            sel = pos >= drop
+            col = pos - drop
+        if not sel.all():
+            row, col = row[sel], col[sel]
+            neurons, offsets = neurons[sel], offsets[sel]
+        col = col + 1 if sos_eos else col
+        ids[row, col] = neurons
+        dts[row, col] = offsets
+    if sos_eos:
+        ids[:, 0] = vocab.id_sos
+        dts[:, 0] = vocab.dt_sos
+        eos = kept + 1
+        ids[np.arange(n_win), eos] = vocab.id_eos
+        dts[np.arange(n_win), eos] = vocab.dt_eos
+        lengths = kept + 2
+    else:
+        lengths = kept
+    return TokenBatch(ids, dts, lengths.astype(np.int32), (counts - kept).astype(np.int32))
+
+
+@dataclass(frozen=True)
+class TokenizedSession:
+    """Every spike of a session in token order, with pointers to each window's and each history's events.
+
+    Args:
+        config: the window config used.
+        vocab: the vocabularies.
+        bins: (S,) int64 global quanta, non-decreasing (token order).
+        neurons: (S,) int32 neuron indices.
+        first_window: absolute index of the first complete window inside the session.
+        window_ptr: (n_windows + 1,) int64; window i's events are bins/neurons[window_ptr[i]:window_ptr[i + 1]].
+        history_ptr: (n_windows,) int64; window i's history events are [history_ptr[i]:window_ptr[i]].
+    """
+
+    config: WindowConfig
+    vocab: Vocab
+    bins: np.ndarray
+    neurons: np.ndarray
+    first_window: int
+    window_ptr: np.ndarray
+    history_ptr: np.ndarray
+
+    @property
+    def n_windows(self) -> int:
+        return int(self.window_ptr.size - 1)
+
+    @property
+    def window_counts(self) -> np.ndarray:
+        """(n_windows,) spikes per window before truncation."""
+        return np.diff(self.window_ptr)
+
+    def window_starts(self) -> np.ndarray:
+        """(n_windows,) float64 start time of each window, s."""
+        return self.config.window_start(self.first_window + np.arange(self.n_windows))
+
+    def window_ends(self) -> np.ndarray:
+        return self.window_starts() + self.config.window
+
+    def current(self, windows: np.ndarray | list[int]) -> TokenBatch:
+        """Current-window tokens (SOS, spikes, EOS, PAD) for the given window indices (0-based in this session)."""
+        w = np.asarray(windows, dtype=np.int64)
+        lo, hi = self.window_ptr[w], self.window_ptr[w + 1]
+        base = (self.first_window + w) * self.config.bins_per_window
+        return self._pack(lo, hi, base, self.config.block_size, sos_eos=True, keep="first")
+
+    def history(self, windows: np.ndarray | list[int]) -> TokenBatch:
+        """History tokens (spikes of the previous `prev_window`, PAD) for the given windows."""
+        w = np.asarray(windows, dtype=np.int64)
+        lo, hi = self.history_ptr[w], self.window_ptr[w]
+        base = (self.first_window + w) * self.config.bins_per_window - self.config.prev_bins
+        return self._pack(lo, hi, base, self.config.prev_block_size, sos_eos=False, keep="last")
+
+    def _pack(
+        self, lo: np.ndarray, hi: np.ndarray, base: np.ndarray, slots: int, *, sos_eos: bool, keep: Literal["first", "last"]
+    ) -> TokenBatch:
+        counts = hi - lo
+        idx = _ranges(lo, counts)
+        offsets = self.bins[idx] - np.repeat(base, counts)
+        return pack_tokens(self.neurons[idx], offsets, counts, slots, self.vocab, sos_eos=sos_eos, keep=keep)
+
+    def truncation_stats(self) -> dict[str, int]:
+        """How many windows overflowed `block_size` and how many spikes that dropped."""
+        over = np.maximum(self.window_counts - self.config.max_spikes, 0)
+        return {"windows_truncated": int((over > 0).sum()), "spikes_truncated": int(over.sum())}
+
+
+def _ranges(lo: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Concatenation of arange(lo[i], lo[i] + counts[i]) over i, without a Python loop."""
+    total = int(counts.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    starts = np.cumsum(counts) - counts
+    return np.arange(total, dtype=np.int64) + np.repeat(lo - starts, counts)
+
+
+def window_range(start: float, stop: float, config: WindowConfig) -> tuple[int, int]:
+    """Absolute indices [first, last) of the complete windows inside [start, stop).
+
+    The first window starts at or after `start` and the last ends at or before `stop`, with the same quantum
+    tolerance as `quantize`, so offline tokenization and the live window agree on which windows exist.
+    """
+    B = config.bins_per_window
+    x0 = (start - config.origin) / config.dt
+    x1 = (stop - config.origin) / config.dt
+    q_start = math.ceil(x0 - QUANTUM_TOLERANCE)
+    q_stop = math.floor(x1 + QUANTUM_TOLERANCE)
+    return -(-q_start // B), q_stop // B
+
+
+def tokenize_session(
+    spike_times: np.ndarray,
+    spike_neurons: np.ndarray,
+    n_neurons: int,
+    start: float,
+    stop: float,
+    config: WindowConfig,
+    neuron_ids: Any = None,
+) -> TokenizedSession:
+    """Tokenize a whole recording at once (vectorised; no Python loop over spikes, bins or neurons).
+
+    Windows are the complete windows of the grid inside [start, stop). Spikes before the first window still
+    serve as its history.
+
+    Args:
+        spike_times: (S,) float64 s. Need not be sorted: events are put in token order here.
+        spike_neurons: (S,) integer neuron indices in [0, n_neurons).
+        n_neurons, start, stop: as in `Session`.
+        config: window config.
+        neuron_ids: optional (N,) unit IDs stored in the vocabulary.
+    """
+    B = config.bins_per_window
+    bins = quantize(np.asarray(spike_times, dtype=np.float64), config)
+    neurons = np.asarray(spike_neurons).astype(np.int32, copy=False)
+    if neurons.size and (neurons.min() < 0 or neurons.max() >= n_neurons):
+        raise ValueError(f"neuron indices must lie in [0, {n_neurons}); got {neurons.min()}..{neurons.max()}")
+    order = order_events(bins, neurons, n_neurons)
+    bins, neurons = bins[order], neurons[order]
+    first, last = window_range(start, stop, config)
+    n_windows = max(last - first, 0)
+    edges = (first + np.arange(n_windows + 1, dtype=np.int64)) * B
+    window_ptr = np.searchsorted(bins, edges, side="left").astype(np.int64)
+    history_ptr = np.searchsorted(bins, edges[:-1] - config.prev_bins, side="left").astype(np.int64)
+    return TokenizedSession(
+        config=config,
+        vocab=Vocab.for_config(config, n_neurons, neuron_ids),
+        bins=bins,
+        neurons=neurons,
+        first_window=first,
+        window_ptr=window_ptr,
+        history_ptr=history_ptr,
+    )

@@ -1,0 +1,240 @@
+"""The live rolling token window: spikes arrive in batches, windows close by data time, tokens match offline.
+
+Rules, chosen so that a time-sorted stream gives exactly `tokenize_session`'s tokens however it is batched:
+
+* Events are processed in arrival order. An event in a later window than the open one closes the open window
+  (and any empty windows in between) first. A watermark `advance(t)` ("no data older than t will come")
+  closes every window that ends at or before t, so silence still produces (empty) windows. Windows never close
+  by wall-clock time: a replay at any speed gives the same windows.
+* An event older than the open window is late: it is dropped and counted, never re-opens a closed window
+  (its decode is already published). Before the first window has closed, events older than it are kept as that
+  window's history, exactly as offline tokenization uses spikes before a session's first window.
+* Events with a neuron index outside [0, n_neurons) or a non-finite time are dropped and counted.
+* Inside the open window arrival order does not matter: events are sorted into token order when it closes.
+
+Per-batch work on the common path (all events inside the open window) is a handful of numpy calls into
+preallocated buffers; sorting and packing happen once per window, at close.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from rtdecode.tokenizer import TokenBatch, Vocab, WindowConfig, order_events, pack_tokens, quantize, window_range
+
+__all__ = ["ClosedWindow", "RollingWindow", "WindowCounters"]
+
+
+@dataclass(frozen=True)
+class ClosedWindow:
+    """A window whose events are final.
+
+    Args:
+        index: absolute window index (start time = config.window_start(index)).
+        start, end: window bounds, s.
+        neurons, offsets: (n,) events in token order; offsets are quanta inside the window.
+        prev_neurons, prev_offsets: (m,) history events in token order; offsets are quanta inside the history.
+    """
+
+    index: int
+    start: float
+    end: float
+    neurons: np.ndarray
+    offsets: np.ndarray
+    prev_neurons: np.ndarray
+    prev_offsets: np.ndarray
+
+    def tokens(self, config: WindowConfig, vocab: Vocab) -> tuple[TokenBatch, TokenBatch]:
+        """(current, history) token arrays of this window, each with one row, via the shared `pack_tokens`."""
+        cur = pack_tokens(
+            self.neurons, self.offsets, np.array([self.neurons.size]), config.block_size, vocab,
+            sos_eos=True, keep="first",
+        )
+        prev = pack_tokens(
+            self.prev_neurons, self.prev_offsets, np.array([self.prev_neurons.size]), config.prev_block_size, vocab,
+            sos_eos=False, keep="last",
+        )
+        return cur, prev
+
+
+@dataclass
+class WindowCounters:
+    """What the window has seen; the daemon publishes these in its status messages."""
+
+    events: int = 0
+    late: int = 0
+    bad_neuron: int = 0
+    bad_time: int = 0
+    windows_closed: int = 0
+    spikes_truncated: int = 0
+
+
+_NO_WINDOWS: list[ClosedWindow] = []
+
+
+class RollingWindow:
+    """Accepts spike batches in arrival order and returns windows as they close.
+
+    Args:
+        config: window config (the bundle's).
+        n_neurons: N; valid indices are 0..N-1.
+        start: session start time, s: the first window is the first grid window starting at or after it
+            (as in `tokenize_session`).
+        capacity: initial event capacity of the open window's buffers; they grow (rarely) if a window holds more.
+    """
+
+    def __init__(self, config: WindowConfig, n_neurons: int, start: float = 0.0, capacity: int = 4096) -> None:
+        self.config = config
+        self.n_neurons = int(n_neurons)
+        self.vocab = Vocab.for_config(config, n_neurons)
+        self.counters = WindowCounters()
+        self._B = config.bins_per_window
+        self._P = config.prev_bins
+        self._open = window_range(start, start, config)[0]  # first window starting at or after `start`
+        self._lo = self._open * self._B  # first quantum of the open window
+        self._hi = self._lo + self._B
+        self._bins = np.empty(capacity, dtype=np.int64)
+        self._neurons = np.empty(capacity, dtype=np.int32)
+        self._n = 0
+        self._any_closed = False
+        # history: events of the last P quanta before the open window, in token order
+        self._hist_bins = np.zeros(0, dtype=np.int64)
+        self._hist_neurons = np.zeros(0, dtype=np.int32)
+
+    @property
+    def open_index(self) -> int:
+        """Absolute index of the window currently collecting events."""
+        return self._open
+
+    @property
+    def open_start(self) -> float:
+        return float(self.config.window_start(self._open))
+
+    def push(self, times: np.ndarray, neurons: np.ndarray) -> list[ClosedWindow]:
+        """Add a batch of events; return the windows this batch closed (usually none).
+
+        Args:
+            times: (n,) float64 spike times, s, session clock.
+            neurons: (n,) integer neuron indices.
+        """
+        n = times.shape[0]
+        if n == 0:
+            return _NO_WINDOWS
+        if neurons.shape[0] != n:
+            raise ValueError(f"{n} spike times but {neurons.shape[0]} neuron indices")
+        self.counters.events += n
+        q = quantize(times, self.config)
+        neurons = neurons.astype(np.int32, copy=False)
+        # one unsigned comparison catches negative and too-large indices together
+        if neurons.view(np.uint32).max() >= self.n_neurons:
+            q, neurons, times = self._drop_bad_neurons(q, neurons, times)
+        # NaN and inf quantise far outside any window, so finite checks are only needed off the fast path
+        if q.size and q.min() >= self._lo and q.max() < self._hi:
+            self._append(q, neurons)
+            return _NO_WINDOWS
+        if q.size and not np.isfinite(times).all():
+            bad = ~np.isfinite(times)
+            self.counters.bad_time += int(bad.sum())
+            q, neurons = q[~bad], neurons[~bad]
+        return self._push_slow(q, neurons) if q.size else _NO_WINDOWS
+
+    def advance(self, t: float) -> list[ClosedWindow]:
+        """Watermark: no event older than `t` will come; close every window ending at or before t."""
+        q = int(quantize(np.array([t], dtype=np.float64), self.config)[0])
+        target = q // self._B  # the window containing t stays open
+        return self._close_until(target) if target > self._open else _NO_WINDOWS
+
+    def flush(self) -> list[ClosedWindow]:
+        """Close the open window regardless (end of stream). Offline tokenization only keeps windows that are
+        complete inside the session, so use `advance(session.stop)` to match it exactly."""
+        return self._close_until(self._open + 1)
+
+    # ------------------------------------------------------------------ internals
+    def _drop_bad_neurons(
+        self, q: np.ndarray, neurons: np.ndarray, times: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        bad = neurons.view(np.uint32) >= self.n_neurons
+        self.counters.bad_neuron += int(bad.sum())
+        return q[~bad], neurons[~bad], times[~bad]
+
+    def _append(self, q: np.ndarray, neurons: np.ndarray) -> None:
+        end = self._n + q.shape[0]
+        if end > self._bins.shape[0]:
+            size = max(end, 2 * self._bins.shape[0])
+            self._bins = np.resize(self._bins, size)
+            self._neurons = np.resize(self._neurons, size)
+        self._bins[self._n : end] = q
+        self._neurons[self._n : end] = neurons
+        self._n = end
+
+    def _push_slow(self, q: np.ndarray, neurons: np.ndarray) -> list[ClosedWindow]:
+        """Batch crosses a window boundary or holds late events: apply the arrival-order rules vectorised."""
+        w = q // self._B
+        # an event is late if an earlier event (or the open window) already reached a later window;
+        # w[i] < max(w[:i + 1]) is the same test as w[i] < max(w[:i]), and needs no shifted copy
+        late = w < np.maximum(np.maximum.accumulate(w), self._open)
+        if late.any():
+            if not self._any_closed:
+                early = late & (w < self._open) & (q >= self._lo - self._P)
+                # events before the first window serve as its history (offline does the same)
+                if early.any():
+                    self._add_history(q[early], neurons[early])
+                    late &= ~early
+                    keep_early = ~early
+                    q, neurons, w, late = q[keep_early], neurons[keep_early], w[keep_early], late[keep_early]
+            self.counters.late += int(late.sum())
+            if late.any():
+                q, neurons, w = q[~late], neurons[~late], w[~late]
+        closed: list[ClosedWindow] = []
+        if q.size == 0:
+            return closed
+        # remaining events are in non-decreasing window order; split at window changes
+        cuts = np.flatnonzero(np.diff(w)) + 1
+        for lo, hi in zip(np.concatenate(([0], cuts)), np.concatenate((cuts, [w.size]))):
+            target = int(w[lo])
+            if target > self._open:
+                closed.extend(self._close_until(target))
+            self._append(q[lo:hi], neurons[lo:hi])
+        return closed
+
+    def _add_history(self, q: np.ndarray, neurons: np.ndarray) -> None:
+        bins = np.concatenate((self._hist_bins, q))
+        nrn = np.concatenate((self._hist_neurons, neurons))
+        order = order_events(bins, nrn, self.n_neurons)
+        self._hist_bins, self._hist_neurons = bins[order], nrn[order]
+
+    def _close_until(self, target: int) -> list[ClosedWindow]:
+        """Close the open window and every (empty) window before absolute index `target`; open `target`."""
+        out: list[ClosedWindow] = []
+        cfg = self.config
+        while self._open < target:
+            bins, nrn = self._bins[: self._n], self._neurons[: self._n]
+            order = order_events(bins, nrn, self.n_neurons)
+            bins, nrn = bins[order], nrn[order]  # copies: the buffers are reused
+            h_lo = np.searchsorted(self._hist_bins, self._lo - self._P, side="left")
+            hist_bins, hist_neurons = self._hist_bins[h_lo:], self._hist_neurons[h_lo:]
+            start = cfg.origin + self._lo * cfg.dt  # the same float expression as TokenizedSession.window_starts
+            out.append(
+                ClosedWindow(
+                    index=self._open,
+                    start=start,
+                    end=start + cfg.window,
+                    neurons=nrn,
+                    offsets=(bins - self._lo).astype(np.int32),
+                    prev_neurons=hist_neurons,
+                    prev_offsets=(hist_bins - (self._lo - self._P)).astype(np.int32),
+                )
+            )
+            self.counters.windows_closed += 1
+            self.counters.spikes_truncated += max(0, nrn.size - cfg.max_spikes)
+            # the closed window's events join the history; keep only what a later window can need
+            self._hist_bins = np.concatenate((hist_bins, bins))
+            self._hist_neurons = np.concatenate((hist_neurons, nrn))
+            self._n = 0
+            self._any_closed = True
+            self._open += 1
+            self._lo += self._B
+            self._hi += self._B
+        return out
