@@ -19,6 +19,7 @@ preallocated buffers; sorting and packing happen once per window, at close.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -27,14 +28,13 @@ from rtdecode.tokenizer import TokenBatch, Vocab, WindowConfig, order_events, pa
 __all__ = ["ClosedWindow", "RollingWindow", "WindowCounters"]
 
 
-@dataclass(frozen=True)
-class ClosedWindow:
-    """A window whose events are final.
+class ClosedWindow(NamedTuple):
+    """A window whose events are final (a NamedTuple: cheap to build once per window on the hot path).
 
     Args:
         index: absolute window index (start time = config.window_start(index)).
         start, end: window bounds, s.
-        neurons, offsets: (n,) events in token order; offsets are quanta inside the window.
+        neurons, offsets: (n,) events in token order; offsets are int64 quanta inside the window.
         prev_neurons, prev_offsets: (m,) history events in token order; offsets are quanta inside the history.
     """
 
@@ -92,6 +92,7 @@ class RollingWindow:
         self.counters = WindowCounters()
         self._B = config.bins_per_window
         self._P = config.prev_bins
+        self._max_spikes = config.max_spikes
         self._open = window_range(start, start, config)[0]  # first window starting at or after `start`
         self._lo = self._open * self._B  # first quantum of the open window
         self._hi = self._lo + self._B
@@ -191,8 +192,8 @@ class RollingWindow:
         if q.size == 0:
             return closed
         # remaining events are in non-decreasing window order; split at window changes
-        cuts = np.flatnonzero(np.diff(w)) + 1
-        for lo, hi in zip(np.concatenate(([0], cuts)), np.concatenate((cuts, [w.size]))):
+        cuts = (np.flatnonzero(w[1:] != w[:-1]) + 1).tolist()
+        for lo, hi in zip([0, *cuts], [*cuts, w.size]):
             target = int(w[lo])
             if target > self._open:
                 closed.extend(self._close_until(target))
@@ -222,13 +223,14 @@ class RollingWindow:
                     start=start,
                     end=start + cfg.window,
                     neurons=nrn,
-                    offsets=(bins - self._lo).astype(np.int32),
+                    offsets=bins - self._lo,
                     prev_neurons=hist_neurons,
-                    prev_offsets=(hist_bins - (self._lo - self._P)).astype(np.int32),
+                    prev_offsets=hist_bins - (self._lo - self._P),
                 )
             )
             self.counters.windows_closed += 1
-            self.counters.spikes_truncated += max(0, nrn.size - cfg.max_spikes)
+            if nrn.size > self._max_spikes:
+                self.counters.spikes_truncated += nrn.size - self._max_spikes
             # the closed window's events join the history; keep only what a later window can need
             self._hist_bins = np.concatenate((hist_bins, bins))
             self._hist_neurons = np.concatenate((hist_neurons, nrn))
