@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
+from typing import Any
 
 import numpy as np
 
@@ -71,36 +72,46 @@ def load_npz(path: str | os.PathLike[str]) -> Session:
     except (zipfile.BadZipFile, ValueError, OSError) as e:
         raise SessionError(f"{path}: not a readable .npz session ({e})") from e
     with z:
-        keys = set(z.files)
-        if "format" not in keys or str(z["format"]) != FORMAT:
-            raise SessionError(f"{path}: not an rtdecode session file (missing format='{FORMAT}')")
-        version = int(z["format_version"])
-        if version > FORMAT_VERSION:
-            raise SessionError(
-                f"{path}: session format version {version} is newer than this rtdecode reads ({FORMAT_VERSION}); "
-                "upgrade rtdecode"
-            )
-        missing = {"spike_times", "spike_neurons", "n_neurons", "start", "stop"} - keys
-        if missing:
-            raise SessionError(f"{path}: missing arrays {sorted(missing)}")
-        behavior = {}
-        for k in sorted(keys):
-            if k.startswith("behavior/") and k.endswith("/times"):
-                name = k[len("behavior/") : -len("/times")]
-                unit = str(z[f"behavior/{name}/unit"]) if f"behavior/{name}/unit" in keys else ""
-                behavior[name] = Behavior(z[k], z[f"behavior/{name}/values"], unit)
-        truth = {k[len("truth/") :]: z[k] for k in keys if k.startswith("truth/")}
-        return Session(
-            spike_times=z["spike_times"],
-            spike_neurons=z["spike_neurons"],
-            n_neurons=int(z["n_neurons"]),
-            start=float(z["start"]),
-            stop=float(z["stop"]),
-            neuron_ids=z["neuron_ids"] if "neuron_ids" in keys else None,
-            frames=z["frames"] if "frames" in keys else None,
-            frame_times=z["frame_times"] if "frame_times" in keys else None,
-            behavior=behavior,
-            trials=z["trials"] if "trials" in keys else None,
-            truth=truth,
-            metadata=json.loads(str(z["metadata_json"])) if "metadata_json" in keys else {},
+        try:
+            return _session_from_npz(z, path)
+        except ValueError as e:  # e.g. an object array: numpy refuses it (allow_pickle=False) only when read
+            if isinstance(e, SessionError):
+                raise
+            raise SessionError(f"{path}: unreadable session array ({e})") from e
+
+
+def _session_from_npz(z: Any, path: str | os.PathLike[str]) -> Session:
+    """Build the Session from an open NpzFile (arrays are read, and validated, here)."""
+    keys = set(z.files)
+    if "format" not in keys or str(z["format"]) != FORMAT:
+        raise SessionError(f"{path}: not an rtdecode session file (missing format='{FORMAT}')")
+    version = int(z["format_version"])
+    if version > FORMAT_VERSION:
+        raise SessionError(
+            f"{path}: session format version {version} is newer than this rtdecode reads ({FORMAT_VERSION}); "
+            "upgrade rtdecode"
         )
+    missing = {"spike_times", "spike_neurons", "n_neurons", "start", "stop"} - keys
+    if missing:
+        raise SessionError(f"{path}: missing arrays {sorted(missing)}")
+    behavior = {}
+    for k in sorted(keys):
+        if k.startswith("behavior/") and k.endswith("/times"):
+            name = k[len("behavior/") : -len("/times")]
+            unit = str(z[f"behavior/{name}/unit"]) if f"behavior/{name}/unit" in keys else ""
+            behavior[name] = Behavior(z[k], z[f"behavior/{name}/values"], unit)
+    truth = {k[len("truth/") :]: z[k] for k in keys if k.startswith("truth/")}
+    return Session(
+        spike_times=z["spike_times"],
+        spike_neurons=z["spike_neurons"],
+        n_neurons=int(z["n_neurons"]),
+        start=float(z["start"]),
+        stop=float(z["stop"]),
+        neuron_ids=z["neuron_ids"] if "neuron_ids" in keys else None,
+        frames=z["frames"] if "frames" in keys else None,
+        frame_times=z["frame_times"] if "frame_times" in keys else None,
+        behavior=behavior,
+        trials=z["trials"] if "trials" in keys else None,
+        truth=truth,
+        metadata=json.loads(str(z["metadata_json"])) if "metadata_json" in keys else {},
+    )
