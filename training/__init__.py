@@ -1,0 +1,1 @@
+"""Offline training of Neuroformer models (PyTorch; the `[train]` extra). Installed as `rtdecode.training`."""
