@@ -37,6 +37,7 @@ __all__ = [
     "TokenBatch",
     "TokenizedSession",
     "quantize",
+    "quantize_floor",
     "order_events",
     "pack_tokens",
     "tokenize_session",
@@ -190,13 +191,17 @@ class Vocab:
         return cls(n_neurons=int(d["n_neurons"]), n_time=int(d["n_time"]), neuron_ids=tuple(d["neuron_ids"]))
 
 
-def quantize(times: np.ndarray, config: WindowConfig) -> np.ndarray:
-    """Global time quanta of `times` (s): (S,) float64 -> (S,) int64. See the module docstring."""
+def quantize_floor(times: np.ndarray, config: WindowConfig) -> np.ndarray:
+    """Global time quanta of `times` as whole-valued float64 (NaN stays NaN, so callers can range-check first)."""
     q = np.subtract(times, config.origin, dtype=np.float64)
     q /= config.dt
     q += QUANTUM_TOLERANCE
-    np.floor(q, out=q)
-    return q.astype(np.int64)
+    return np.floor(q, out=q)
+
+
+def quantize(times: np.ndarray, config: WindowConfig) -> np.ndarray:
+    """Global time quanta of finite `times` (s): (S,) float64 -> (S,) int64. See the module docstring."""
+    return quantize_floor(times, config).astype(np.int64)
 
 
 def order_events(bins: np.ndarray, neurons: np.ndarray, n_neurons: int) -> np.ndarray:

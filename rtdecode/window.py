@@ -23,7 +23,16 @@ from typing import NamedTuple
 
 import numpy as np
 
-from rtdecode.tokenizer import TokenBatch, Vocab, WindowConfig, order_events, pack_tokens, quantize, window_range
+from rtdecode.tokenizer import (
+    TokenBatch,
+    Vocab,
+    WindowConfig,
+    order_events,
+    pack_tokens,
+    quantize,
+    quantize_floor,
+    window_range,
+)
 
 __all__ = ["ClosedWindow", "RollingWindow", "WindowCounters"]
 
@@ -126,20 +135,21 @@ class RollingWindow:
         if neurons.shape[0] != n:
             raise ValueError(f"{n} spike times but {neurons.shape[0]} neuron indices")
         self.counters.events += n
-        q = quantize(times, self.config)
-        neurons = neurons.astype(np.int32, copy=False)
+        qf = quantize_floor(times, self.config)  # float: NaN/inf fail the range test below, so the fast path
+        neurons = neurons.astype(np.int32, copy=False)  # needs no separate finiteness check
         # one unsigned comparison catches negative and too-large indices together
         if neurons.view(np.uint32).max() >= self.n_neurons:
-            q, neurons, times = self._drop_bad_neurons(q, neurons, times)
-        # NaN and inf quantise far outside any window, so finite checks are only needed off the fast path
-        if q.size and q.min() >= self._lo and q.max() < self._hi:
-            self._append(q, neurons)
+            bad = neurons.view(np.uint32) >= self.n_neurons
+            self.counters.bad_neuron += int(bad.sum())
+            qf, neurons = qf[~bad], neurons[~bad]
+        if qf.size and qf.min() >= self._lo and qf.max() < self._hi:
+            self._append(qf, neurons)
             return _NO_WINDOWS
-        if q.size and not np.isfinite(times).all():
-            bad = ~np.isfinite(times)
-            self.counters.bad_time += int(bad.sum())
-            q, neurons = q[~bad], neurons[~bad]
-        return self._push_slow(q, neurons) if q.size else _NO_WINDOWS
+        finite = np.isfinite(qf)
+        if not finite.all():
+            self.counters.bad_time += int((~finite).sum())
+            qf, neurons = qf[finite], neurons[finite]
+        return self._push_slow(qf.astype(np.int64), neurons) if qf.size else _NO_WINDOWS
 
     def advance(self, t: float) -> list[ClosedWindow]:
         """Watermark: no event older than `t` will come; close every window ending at or before t."""
@@ -153,13 +163,6 @@ class RollingWindow:
         return self._close_until(self._open + 1)
 
     # ------------------------------------------------------------------ internals
-    def _drop_bad_neurons(
-        self, q: np.ndarray, neurons: np.ndarray, times: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        bad = neurons.view(np.uint32) >= self.n_neurons
-        self.counters.bad_neuron += int(bad.sum())
-        return q[~bad], neurons[~bad], times[~bad]
-
     def _append(self, q: np.ndarray, neurons: np.ndarray) -> None:
         end = self._n + q.shape[0]
         if end > self._bins.shape[0]:
