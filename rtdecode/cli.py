@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -176,6 +177,69 @@ def _register_simulate() -> None:
 
 
 _register_simulate()
+
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Option(help="Session file (.npz or .nwb) to train on.", exists=True, dir_okay=False)],
+    out: Annotated[Path, typer.Option(help="Run directory for checkpoints, metrics.csv and TensorBoard logs.")],
+    config: Annotated[str, typer.Option(help="Run config: a TOML file, or a built-in name (small, release, spikes_only).")] = "small",
+    tokens: Annotated[Optional[Path], typer.Option(help="Token store from `rtdecode prepare` (else tokenized here).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out exactly where it stopped.")] = False,
+    max_steps: Annotated[Optional[int], typer.Option(help="Override [train] max_steps.")] = None,
+    max_minutes: Annotated[Optional[float], typer.Option(help="Override [train] max_minutes (0 = no time limit).")] = None,
+    eval_every: Annotated[Optional[int], typer.Option(help="Override [train] eval_every.")] = None,
+    device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = "auto",
+) -> None:
+    """Train a Neuroformer on a session: next-spike prediction, behavior decoding and contrastive alignment.
+
+    Splits the session into contiguous time blocks (train/val/test with guard gaps), evaluates on validation every
+    eval_every steps, keeps the latest and the best checkpoints (safetensors + JSON), and ends with test-split
+    figures beside a ridge-regression baseline. Works under `torchrun --nproc-per-node K --no-python rtdecode train`.
+    """
+    import dataclasses
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from rtdecode.training.config import load_config
+    from rtdecode.training.train import train as run_train
+
+    try:
+        cfg = load_config(config)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    overrides = {k: v for k, v in (("max_steps", max_steps), ("max_minutes", max_minutes), ("eval_every", eval_every)) if v is not None}
+    if overrides:
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **overrides))
+    with Progress(
+        TextColumn("training"), BarColumn(), TextColumn("step {task.completed}/{task.total}"),
+        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console,
+        disable=os.environ.get("RANK", "0") != "0",
+    ) as bar:
+        task = bar.add_task("train", total=cfg.train.max_steps, info="")
+
+        def on_step(step: int, total: int, scalars: dict[str, float]) -> None:
+            if step % 10 == 0 or step == total:
+                bar.update(task, completed=step, info=f"loss {scalars['total']:.3f}, {scalars['windows_per_s']:.0f} windows/s")
+
+        result = run_train(cfg, data, out, tokens_dir=tokens, resume=resume, device=device, log=bar.console.print, progress=on_step)
+    if result.test:
+        _print_train_result(result)
+
+
+def _print_train_result(result: Any) -> None:
+    t = Table(title=f"held-out test windows ({result.run_dir})", title_justify="left")
+    t.add_column("metric")
+    t.add_column("model", justify="right")
+    t.add_column("baseline", justify="right")
+    for key, value in result.test.items():
+        if key.endswith("_r") or key.endswith("_r2"):
+            base = result.baseline.get(f"ridge_{key}")
+            t.add_row(key.replace("_r2", " R^2").replace("_r", " r"), f"{value:.3f}", f"{base:.3f} (ridge)" if base is not None else "")
+    t.add_row("next-ID set F1", f"{result.test.get('set_f1', float('nan')):.3f}", f"{result.baseline.get('rate_set_f1', float('nan')):.3f} (rates)")
+    t.add_row("next-ID accuracy", f"{result.test.get('id_accuracy', float('nan')):.3f}", "")
+    console.print(t)
+    console.print(f"{result.windows_per_s:.0f} training windows/s, {result.data_share:.1%} of the time loading data")
 
 
 @app.command()

@@ -1,0 +1,1 @@
+"""Built-in run configs (TOML), addressable by name: `rtdecode train --config small`."""

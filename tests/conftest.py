@@ -1,0 +1,47 @@
+"""Shared fixtures: a tiny simulated session (real simulator, real files) and a tiny run config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rtdecode.io import save_session
+from rtdecode.session import Session
+from rtdecode.simulator import SimulationConfig, simulate
+
+TINY_SIM = SimulationConfig(n_neurons=60, duration=30.0, n_visual=10, n_speed=8, n_phi=8, n_theta=8, seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_session() -> Session:
+    return simulate(TINY_SIM)
+
+
+@pytest.fixture(scope="session")
+def tiny_session_path(tiny_session: Session, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sessions") / "tiny.npz"
+    save_session(tiny_session, path)
+    return path
+
+
+def tiny_config_dict(**train: object) -> dict:
+    """A model small enough to train for a few steps in about a second on one CPU core."""
+    return {
+        "window": {"block_size": 48, "prev_window": 0.1, "prev_block_size": 48},
+        "model": {"d_model": 32, "n_heads": 2, "dropout": 0.0, "feature_layers": 1, "frame_layers": 1,
+                  "history_layers": 1, "frame_cross_layers": 1, "behavior_cross_layers": 1, "fused_layers": 1},
+        "frames": {"enabled": True},
+        "behavior": [{"name": "speed"}, {"name": "phi", "kind": "classification", "bins": [-5.0, 0.0, 5.0]},
+                     {"name": "theta", "role": "input"}],
+        "contrastive": {"enabled": True, "pairs": [["spikes", "frames"], ["spikes", "speed"]]},
+        "train": {"batch_size": 8, "max_steps": 20, "warmup_steps": 2, "eval_every": 10, "eval_windows": 40,
+                  "num_threads": 1, "n_blocks": 6, **train},
+    }
+
+
+@pytest.fixture()
+def tiny_config():
+    from rtdecode.training.config import RunConfig
+
+    return RunConfig.from_dict(tiny_config_dict())

@@ -1,0 +1,157 @@
+"""Model structure: shapes, masks (PAD never attended), KV-cache equivalence, attention recording, generation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from rtdecode.training.data import WindowData, to_torch  # noqa: E402
+from rtdecode.training.generate import SamplingConfig, generate_window, top_p_filter  # noqa: E402
+from rtdecode.training.losses import compute_losses  # noqa: E402
+from rtdecode.training.model import Neuroformer  # noqa: E402
+
+
+@pytest.fixture()
+def setup(tiny_session, tiny_config):
+    torch.manual_seed(0)
+    data = WindowData(tiny_session, tiny_config)
+    norm = data.normalisation(np.arange(data.n_windows))
+    model = Neuroformer(tiny_config, data.tokens.vocab).eval()
+    return model, data, norm
+
+
+def busy_windows(data, n=4):
+    counts = data.tokens.window_counts
+    return np.argsort(-counts, kind="stable")[:n]
+
+
+def test_output_shapes(setup):
+    model, data, norm = setup
+    w = busy_windows(data)
+    batch = to_torch(data.batch(w, norm), "cpu")
+    out = model(batch)
+    B, T = batch["ids"].shape
+    assert out.id_logits.shape == (B, T, data.tokens.vocab.id_size)
+    assert out.dt_logits.shape == (B, T, data.tokens.vocab.dt_size)
+    assert out.behavior["speed"].shape == (B,) and out.behavior["phi"].shape == (B, 4)
+    assert set(out.contrastive) == {"spikes", "frames", "speed"}
+    losses = compute_losses(out, batch, model.cfg, model.vocab)
+    assert all(torch.isfinite(v) for v in losses.values())
+
+
+def test_pad_tokens_never_influence_valid_positions_or_decodes(setup):
+    model, data, norm = setup
+    w = busy_windows(data)
+    b = data.batch(w, norm, trim=False)
+    ref = model(to_torch(b, "cpu"))
+    scrambled = {k: v.copy() for k, v in b.items()}
+    rng = np.random.default_rng(0)
+    pad_cur = np.arange(b["ids"].shape[1])[None, :] >= b["lengths"][:, None]
+    pad_hist = np.arange(b["prev_ids"].shape[1])[None, :] >= b["prev_lengths"][:, None]
+    assert pad_cur.any() and pad_hist.any()
+    n = model.vocab.n_neurons
+    scrambled["ids"][pad_cur] = rng.integers(0, n, pad_cur.sum())
+    scrambled["dts"][pad_cur] = rng.integers(0, 5, pad_cur.sum())
+    scrambled["prev_ids"][pad_hist] = rng.integers(0, n, pad_hist.sum())
+    out = model(to_torch(scrambled, "cpu"))
+    valid = torch.from_numpy(~pad_cur)
+    torch.testing.assert_close(out.id_logits[valid], ref.id_logits[valid], atol=1e-5, rtol=0)
+    for name in ("speed", "phi"):
+        torch.testing.assert_close(out.behavior[name], ref.behavior[name], atol=1e-5, rtol=0)
+
+
+def test_trimmed_batch_gives_the_same_outputs(setup):
+    model, data, norm = setup
+    w = np.arange(10, 18)
+    full, trimmed = model(to_torch(data.batch(w, norm, trim=False), "cpu")), model(to_torch(data.batch(w, norm), "cpu"))
+    T = trimmed.id_logits.shape[1]
+    torch.testing.assert_close(trimmed.id_logits, full.id_logits[:, :T], atol=1e-5, rtol=0)
+    torch.testing.assert_close(trimmed.behavior["speed"], full.behavior["speed"], atol=1e-5, rtol=0)
+
+
+def test_empty_history_gives_finite_outputs(setup):
+    model, data, norm = setup
+    b = data.batch(np.arange(4), norm)
+    b["prev_lengths"][:] = 0
+    b["prev_ids"][:] = model.vocab.id_pad
+    out = model(to_torch(b, "cpu"))
+    assert torch.isfinite(out.id_logits).all() and torch.isfinite(out.behavior["speed"]).all()
+
+
+def test_incremental_decoding_with_kv_cache_matches_full_forward(setup):
+    model, data, norm = setup
+    batch = to_torch(data.batch(busy_windows(data), norm), "cpu")
+    with torch.no_grad():
+        ctx = model.encode_context(batch)
+        full = model.forward_tokens(batch["ids"], batch["dts"], ctx)
+        cache = model.new_cache()
+        T = batch["ids"].shape[1]
+        cuts = [0, 1, 2, 7, 8, T // 2, T]
+        parts = [model.forward_tokens(batch["ids"][:, a:b], batch["dts"][:, a:b], ctx, cache) for a, b in zip(cuts, cuts[1:])]
+    assert cache.length == T
+    assert (torch.cat(parts, 1) - full).abs().max().item() < 1e-5
+
+
+def test_recorded_attention_equals_fast_path(setup):
+    model, data, norm = setup
+    batch = to_torch(data.batch(busy_windows(data), norm), "cpu")
+    with torch.no_grad():
+        fast = model(batch).id_logits
+        for blk in model.feature:
+            blk.attn.record = True
+        slow = model(batch).id_logits
+        weights = model.feature[0].attn.last_weights
+    torch.testing.assert_close(slow, fast, atol=1e-5, rtol=1e-5)
+    T = batch["ids"].shape[1]
+    assert weights.shape == (4, model.cfg.model.n_heads, T, T)
+    assert torch.all(weights.triu(diagonal=1) == 0)  # causal: no attention to later tokens
+    torch.testing.assert_close(weights.sum(-1), torch.ones_like(weights.sum(-1)))
+
+
+def test_generation_stops_at_eos_and_respects_block_size(setup):
+    model, data, norm = setup
+    batch = to_torch(data.batch(np.arange(6), norm), "cpu")
+    ctx = model.encode_context(batch)
+    ids, dts = generate_window(model, ctx, SamplingConfig(temperature=1.0, top_p=1.0, seed=0))
+    limit = model.cfg.window.max_spikes
+    for i, d in zip(ids, dts):
+        assert i.size <= limit
+        assert ((i >= 0) & (i < model.vocab.n_neurons)).all()  # never a special token
+        assert (np.diff(d) >= 0).all() and ((d >= 0) & (d < model.cfg.window.bins_per_window)).all()
+    # a model whose EOS logit dominates stops at once
+    with torch.no_grad():
+        model.id_head.bias[model.vocab.id_eos] = 1e4
+    ids, _ = generate_window(model, ctx, SamplingConfig(seed=0))
+    assert all(i.size == 0 for i in ids)
+    # one that never emits EOS fills exactly the block
+    with torch.no_grad():
+        model.id_head.bias[model.vocab.id_eos] = -1e4
+    ids, _ = generate_window(model, ctx, SamplingConfig(seed=0))
+    assert all(i.size == limit for i in ids)
+
+
+def test_seeded_sampling_is_reproducible(setup):
+    model, data, norm = setup
+    ctx = model.encode_context(to_torch(data.batch(np.arange(3), norm), "cpu"))
+    a = generate_window(model, ctx, SamplingConfig(seed=5))
+    b = generate_window(model, ctx, SamplingConfig(seed=5))
+    assert all(np.array_equal(x, y) for x, y in zip(a[0], b[0]))
+
+
+def test_top_p_keeps_the_smallest_nucleus():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    kept = torch.isfinite(top_p_filter(logits, 0.7))
+    assert kept.tolist() == [[True, True, False, False]]
+    assert torch.isfinite(top_p_filter(logits, 1.0)).all()
+
+
+def test_weight_decay_only_on_linear_and_conv_weights(setup):
+    model, _, _ = setup
+    opt = model.configure_optimizer(1e-3, (0.9, 0.95), 0.1)
+    decay, no_decay = opt.param_groups
+    decayed = {id(p) for p in decay["params"]}
+    assert id(model.id_emb.weight) not in decayed and id(model.null_memory) not in decayed
+    assert id(model.id_head.weight) in decayed and id(model.id_head.bias) not in decayed
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))

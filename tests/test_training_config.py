@@ -1,0 +1,54 @@
+"""Run configs: TOML in, frozen dataclasses out, unknown keys and wrong types rejected by name."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("torch")
+
+from rtdecode.training.config import RunConfig, builtin_configs, load_config  # noqa: E402
+
+
+def test_builtin_configs_load():
+    assert set(builtin_configs()) >= {"small", "release", "spikes_only"}
+    small = load_config("small")
+    assert small.frames.enabled and [b.name for b in small.targets] == ["speed", "phi", "theta"]
+    release = load_config("release")
+    assert (release.model.d_model, release.model.n_heads, release.model.fused_layers) == (256, 8, 6)
+    assert not load_config("spikes_only").behavior
+
+
+def test_unknown_key_names_the_allowed_ones():
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['widht'\] in \[model\]; allowed: .*d_model"):
+        RunConfig.from_dict({"model": {"widht": 3}})
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['trian'\] in \[config\]"):
+        RunConfig.from_dict({"trian": {}})
+
+
+@pytest.mark.parametrize(
+    "patch, message",
+    [
+        ({"train": {"lr": "fast"}}, "train.lr must be a number"),
+        ({"train": {"batch_size": 3.5}}, "train.batch_size must be an integer"),
+        ({"frames": {"enabled": "yes"}}, "frames.enabled must be true or false"),
+        ({"model": {"d_model": 30, "n_heads": 4}}, "divisible"),
+        ({"window": {"window": 0.055}}, "multiple of dt"),
+        ({"behavior": [{"name": "speed", "role": "both"}]}, "role must be"),
+        ({"behavior": [{"name": "x", "kind": "classification", "bins": [1.0, 0.0]}]}, "strictly increasing"),
+        ({"behavior": [{"name": "x"}, {"name": "x"}]}, "unique"),
+        ({"contrastive": {"enabled": True, "pairs": [["spikes", "frames"]]}}, "not an enabled modality"),
+        ({"model": {"frame_patch": [3, 8]}}, "must have 3 elements"),
+    ],
+)
+def test_bad_values_are_rejected_with_the_field_named(patch, message):
+    with pytest.raises(ValueError, match=message):
+        RunConfig.from_dict(patch)
+
+
+def test_round_trip_through_dict(tiny_config):
+    assert RunConfig.from_dict(tiny_config.to_dict()) == tiny_config
+
+
+def test_missing_file_lists_builtins(tmp_path):
+    with pytest.raises(FileNotFoundError, match="built-in configs: release, small, spikes_only"):
+        load_config(tmp_path / "nope.toml")

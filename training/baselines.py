@@ -1,0 +1,85 @@
+"""Baselines every model figure is compared against, computed on the same windows and split (numpy only).
+
+* Ridge regression of each behavior variable on binned spike counts: per neuron, the count in the current
+  window and in its history window (the same information the model sees), z-scored; the ridge penalty is
+  chosen on the validation windows.
+* Per-neuron-rate set prediction: for a window with n spikes, predict the n neurons that fire most in training.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rtdecode.tokenizer import TokenizedSession
+
+__all__ = ["binned_counts", "ridge_decode", "rate_baseline_f1", "pearson_r", "r_squared", "set_f1"]
+
+
+def binned_counts(tokens: TokenizedSession, windows: np.ndarray) -> np.ndarray:
+    """(W, 2N) float64: spikes per neuron in each window and in its history window."""
+    n = tokens.vocab.n_neurons
+    out = np.zeros((windows.size, 2 * n))
+    for col, (lo, hi) in enumerate(((tokens.window_ptr[windows], tokens.window_ptr[windows + 1]),
+                                    (tokens.history_ptr[windows], tokens.window_ptr[windows]))):
+        counts = hi - lo
+        rows = np.repeat(np.arange(windows.size), counts)
+        idx = np.arange(counts.sum()) + np.repeat(lo - (np.cumsum(counts) - counts), counts)
+        np.add.at(out, (rows, col * n + tokens.neurons[idx]), 1.0)
+    return out
+
+
+def pearson_r(y: np.ndarray, p: np.ndarray) -> float:
+    ok = np.isfinite(y) & np.isfinite(p)
+    if ok.sum() < 3 or np.std(y[ok]) == 0 or np.std(p[ok]) == 0:
+        return float("nan")
+    return float(np.corrcoef(y[ok], p[ok])[0, 1])
+
+
+def r_squared(y: np.ndarray, p: np.ndarray) -> float:
+    ok = np.isfinite(y) & np.isfinite(p)
+    ss = np.sum((y[ok] - y[ok].mean()) ** 2)
+    return float(1.0 - np.sum((y[ok] - p[ok]) ** 2) / ss) if ss > 0 else float("nan")
+
+
+def ridge_decode(
+    x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, x_test: np.ndarray,
+    alphas: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0),
+) -> tuple[np.ndarray, float]:
+    """Fit ridge on train (penalty chosen by validation r), predict test. Returns (test predictions, alpha)."""
+    ok = np.isfinite(y_train)
+    mu, sd = x_train[ok].mean(0), x_train[ok].std(0) + 1e-6
+    xt = (x_train[ok] - mu) / sd
+    ym = y_train[ok].mean()
+    gram = xt.T @ xt
+    rhs = xt.T @ (y_train[ok] - ym)
+    best = (-np.inf, alphas[0], None)
+    for a in alphas:
+        w = np.linalg.solve(gram + a * np.eye(gram.shape[0]), rhs)
+        r = pearson_r(y_val, (x_val - mu) / sd @ w + ym)
+        if np.isfinite(r) and r > best[0]:
+            best = (r, a, w)
+    w = best[2] if best[2] is not None else np.zeros(xt.shape[1])
+    return (x_test - mu) / sd @ w + ym, float(best[1])
+
+
+def set_f1(pred: list[set[int]], true: list[set[int]]) -> dict[str, float]:
+    """Mean per-window precision, recall and F1 of predicted vs true neuron sets (empty/empty counts as 1)."""
+    p, r, f = [], [], []
+    for a, b in zip(pred, true):
+        tp = len(a & b)
+        prec = tp / len(a) if a else float(not b)
+        rec = tp / len(b) if b else float(not a)
+        p.append(prec)
+        r.append(rec)
+        f.append(2 * prec * rec / (prec + rec) if prec + rec else 0.0)
+    return {"precision": float(np.mean(p)), "recall": float(np.mean(r)), "f1": float(np.mean(f))}
+
+
+def rate_baseline_f1(tokens: TokenizedSession, train: np.ndarray, test: np.ndarray) -> dict[str, float]:
+    """Set F1 of predicting, for each test window with n spikes, the n most active training neurons."""
+    counts = binned_counts(tokens, train)[:, : tokens.vocab.n_neurons].sum(0)
+    ranking = np.argsort(-counts, kind="stable")
+    true = [set(tokens.neurons[tokens.window_ptr[w] : tokens.window_ptr[w + 1]].tolist()) for w in test]
+    n_spikes = np.diff(tokens.window_ptr)[test]
+    pred = [set(ranking[: min(n, tokens.config.max_spikes)].tolist()) for n in n_spikes]
+    return set_f1(pred, true)

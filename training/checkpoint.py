@@ -1,0 +1,172 @@
+"""Checkpoints: safetensors weights + JSON, written atomically; nothing is ever unpickled.
+
+A run directory holds:
+
+    checkpoint.json          format, version, config, vocab (with neuron IDs), normalisation, step, metrics, best
+    model.safetensors        the latest weights
+    best-<objective>.safetensors   the weights that scored best on each objective (val_loss, behavior_r)
+    train_state.safetensors  optimizer moments and torch RNG state (for --resume)
+    train_state.json         optimizer hyper-parameters, scheduler step, numpy RNG state, timing
+
+JSON is written last, so a crash mid-save leaves the previous checkpoint.json pointing at complete files only
+if weights are written under new names first; here every file is replaced atomically and the JSON is the
+commit point for the step it names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+import rtdecode
+from rtdecode.io.atomic import atomic_path, atomic_write
+from rtdecode.tokenizer import Vocab
+from rtdecode.training.config import RunConfig
+from rtdecode.training.data import Normalisation
+
+FORMAT = "rtdecode-checkpoint"
+FORMAT_VERSION = 1
+
+__all__ = ["save_weights", "load_weights", "write_meta", "read_meta", "save_train_state", "load_train_state", "LoadedRun"]
+
+
+def _save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
+    with atomic_path(path, suffix=".tmp.safetensors") as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
+
+
+def save_weights(model: torch.nn.Module, path: Path) -> None:
+    """Model parameters and buffers as safetensors (unwrapping DDP)."""
+    module = getattr(model, "module", model)
+    _save_tensors(module.state_dict(), path, {"format": FORMAT})
+
+
+def load_weights(model: torch.nn.Module, path: Path) -> None:
+    """Load safetensors weights; every key must match (a mismatch names the missing/unexpected keys)."""
+    state = load_file(str(path))
+    module = getattr(model, "module", model)
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{path}: weights do not fit this model (missing {missing[:5]}, unexpected {unexpected[:5]})")
+
+
+def code_version() -> str:
+    """Package version, plus the git commit when running from a checkout."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return f"{rtdecode.__version__}+{sha}" if sha else rtdecode.__version__
+
+
+def write_meta(
+    run_dir: Path, cfg: RunConfig, vocab: Vocab, norm: Normalisation, step: int, metrics: dict[str, Any],
+    best: dict[str, Any], extra: dict[str, Any] | None = None,
+) -> None:
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "code_version": code_version(),
+        "config": cfg.to_dict(),
+        "vocab": json.loads(vocab.to_json()),
+        "normalisation": norm.to_dict(),
+        "step": step,
+        "metrics": metrics,
+        "best": best,
+        **(extra or {}),
+    }
+    with atomic_write(run_dir / "checkpoint.json") as f:
+        f.write(json.dumps(meta, indent=2, default=_json_default).encode())
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def read_meta(run_dir: Path) -> dict[str, Any]:
+    path = Path(run_dir) / "checkpoint.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{run_dir}: no checkpoint.json (is this a run directory written by `rtdecode train`?)")
+    meta = json.loads(path.read_text())
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path}: not an rtdecode checkpoint")
+    if int(meta["format_version"]) > FORMAT_VERSION:
+        raise ValueError(f"{path}: checkpoint format {meta['format_version']} is newer than this rtdecode; upgrade")
+    return meta
+
+
+class LoadedRun:
+    """A run directory opened for inference: config, vocab, normalisation and a model with its weights."""
+
+    def __init__(self, run_dir: str | os.PathLike[str], weights: str = "model", device: str = "cpu") -> None:
+        from rtdecode.training.model import Neuroformer
+
+        self.dir = Path(run_dir)
+        self.meta = read_meta(self.dir)
+        self.config = RunConfig.from_dict(self.meta["config"])
+        self.vocab = Vocab.from_json(json.dumps(self.meta["vocab"]))
+        self.norm = Normalisation.from_dict(self.meta["normalisation"])
+        self.model = Neuroformer(self.config, self.vocab).to(device)
+        path = self.dir / f"{weights}.safetensors"
+        if not path.exists():
+            raise FileNotFoundError(f"{path} not found; available: {sorted(p.stem for p in self.dir.glob('*.safetensors'))}")
+        load_weights(self.model, path)
+        self.model.eval()
+
+
+def save_train_state(
+    run_dir: Path, optimizer: torch.optim.Optimizer, scheduler: Any, np_rng: np.random.Generator, extra: dict[str, Any]
+) -> None:
+    """Everything --resume needs beyond the weights, without pickle: tensors to safetensors, the rest to JSON."""
+    sd = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {"torch_rng": torch.get_rng_state()}
+    scalars: dict[str, dict[str, Any]] = {}
+    for idx, state in sd["state"].items():
+        for key, value in state.items():
+            if torch.is_tensor(value):
+                tensors[f"opt.{idx}.{key}"] = value
+            else:
+                scalars.setdefault(str(idx), {})[key] = value
+    meta = {
+        "param_groups": sd["param_groups"],
+        "state_scalars": scalars,
+        "scheduler": scheduler.state_dict(),
+        "numpy_rng": np_rng.bit_generator.state,
+        **extra,
+    }
+    _save_tensors(tensors, run_dir / "train_state.safetensors")
+    with atomic_write(run_dir / "train_state.json") as f:
+        f.write(json.dumps(meta, indent=2, default=_json_default).encode())
+
+
+def load_train_state(
+    run_dir: Path, optimizer: torch.optim.Optimizer, scheduler: Any, np_rng: np.random.Generator
+) -> dict[str, Any]:
+    """Restore optimizer, scheduler and both RNGs; return the extra JSON fields (step, best, ...)."""
+    tensors = load_file(str(run_dir / "train_state.safetensors"))
+    meta = json.loads((run_dir / "train_state.json").read_text())
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        if name.startswith("opt."):
+            _, idx, key = name.split(".", 2)
+            state.setdefault(int(idx), {})[key] = value
+    for idx, scalars in meta["state_scalars"].items():
+        state.setdefault(int(idx), {}).update(scalars)
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    scheduler.load_state_dict(meta["scheduler"])
+    np_rng.bit_generator.state = meta["numpy_rng"]
+    torch.set_rng_state(tensors["torch_rng"])
+    return meta

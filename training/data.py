@@ -1,0 +1,171 @@
+"""Windows -> model batches: tokens, frames and behavior per window, precomputed once and sliced per batch.
+
+Everything per window is computed by the serve-side numpy code (`rtdecode.tokenizer`, `rtdecode.alignment`), so
+a window looks the same to training and to the daemon. Building a batch is a few vectorised gathers: no Python
+loop over spikes, neurons or windows, and no DataLoader workers to start.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from rtdecode.alignment import behavior_per_window, frame_stack_indices
+from rtdecode.session import Session
+from rtdecode.tokenizer import TokenizedSession, tokenize_session
+from rtdecode.training.config import RunConfig
+from rtdecode.training.model import behavior_input_slots
+
+__all__ = ["Normalisation", "WindowData", "to_torch"]
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """Statistics of the training windows, stored in checkpoints and bundles so serving scales identically.
+
+    behavior: name -> (mean, std) of the per-window values (targets are z-scored with them).
+    frames: (mean, std) of pixel values / 255.
+    """
+
+    behavior: dict[str, tuple[float, float]]
+    frames: tuple[float, float] = (0.5, 0.25)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"behavior": {k: list(v) for k, v in self.behavior.items()}, "frames": list(self.frames)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Normalisation:
+        return cls({k: (float(v[0]), float(v[1])) for k, v in d["behavior"].items()}, tuple(d["frames"]))  # type: ignore[arg-type]
+
+
+class WindowData:
+    """Per-window model inputs and targets for one session.
+
+    Args:
+        session: the recording.
+        cfg: run config (window, frames, behavior declarations).
+        tokens: its tokenization with cfg.window (computed here if not given, e.g. from a token store).
+    """
+
+    def __init__(self, session: Session, cfg: RunConfig, tokens: TokenizedSession | None = None) -> None:
+        self.cfg = cfg
+        self.session = session
+        self.tokens = tokens or tokenize_session(
+            session.spike_times, session.spike_neurons, session.n_neurons, session.start, session.stop, cfg.window,
+            session.neuron_ids,
+        )
+        if self.tokens.config != cfg.window:
+            raise ValueError("the token store was made with a different window config than this run's")
+        starts, ends = self.tokens.window_starts(), self.tokens.window_ends()
+        self.n_windows = self.tokens.n_windows
+        self.frame_index: np.ndarray | None = None
+        if cfg.frames.enabled:
+            if session.frames is None or session.frame_times is None:
+                raise ValueError("the config enables frames but the session has none; set [frames] enabled = false")
+            fr = cfg.frames
+            if session.frames.shape[1:] != (fr.height, fr.width):
+                raise ValueError(
+                    f"session frames are {session.frames.shape[1]}x{session.frames.shape[2]} but the config expects "
+                    f"{fr.height}x{fr.width}; set [frames] height/width to match"
+                )
+            self.frame_index = frame_stack_indices(session.frame_times, ends, fr.n_frames)  # (W, F), -1 = none
+        self.targets: dict[str, np.ndarray] = {}
+        for spec in cfg.targets:
+            b = self._behavior(spec.name)
+            self.targets[spec.name] = behavior_per_window(b.times, b.values, starts, ends)
+        self.inputs: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        for spec in cfg.inputs:
+            self.inputs[spec.name] = self._input_samples(spec.name, spec.input_window, ends)
+
+    def _behavior(self, name: str) -> Any:
+        if name not in self.session.behavior:
+            raise ValueError(f"behavior '{name}' is not in the session (it has {sorted(self.session.behavior)})")
+        return self.session.behavior[name]
+
+    def _input_samples(self, name: str, window: float, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(W, K) sample indices, ages in dt bins, validity of the samples in [end - window, end) of each window."""
+        b = self._behavior(name)
+        lo = np.searchsorted(b.times, ends - window, side="left")
+        hi = np.searchsorted(b.times, ends - 1e-9, side="left")
+        K = max(1, int((hi - lo).max(initial=0)))
+        idx = lo[:, None] + np.arange(K)[None, :]
+        valid = idx < hi[:, None]
+        idx = np.minimum(idx, max(b.times.size - 1, 0))
+        slots = behavior_input_slots(window, self.cfg.window.dt)
+        ages = np.clip(np.floor((ends[:, None] - b.times[idx]) / self.cfg.window.dt), 0, slots - 1).astype(np.int64)
+        valid &= np.isfinite(b.values[idx])
+        return idx, ages, valid
+
+    def normalisation(self, windows: np.ndarray) -> Normalisation:
+        """Mean/std of every declared behavior variable and of the frames over `windows` (the training split)."""
+        stats: dict[str, tuple[float, float]] = {}
+        for spec in self.cfg.behavior:
+            if spec.name in self.targets:
+                v = self.targets[spec.name][windows]
+            else:
+                idx, _, valid = self.inputs[spec.name]
+                v = self._behavior(spec.name).values[idx[windows][valid[windows]]]
+            v = v[np.isfinite(v)]
+            if v.size < 2:
+                raise ValueError(f"behavior '{spec.name}' has fewer than 2 valid values in the training windows")
+            stats[spec.name] = (float(v.mean()), float(max(v.std(), 1e-6)))
+        frames = (0.5, 0.25)
+        if self.frame_index is not None and self.session.frames is not None:
+            sample = self.frame_index[windows[:: max(1, windows.size // 500)]].ravel()
+            px = self.session.frames[sample[sample >= 0]].astype(np.float32) / 255.0
+            if px.size:
+                frames = (float(px.mean()), float(max(px.std(), 1e-3)))
+        return Normalisation(stats, frames)
+
+    def batch(self, windows: np.ndarray, norm: Normalisation, trim: bool = True) -> dict[str, np.ndarray]:
+        """Model inputs and targets of `windows` (indices into this session's windows) as numpy arrays.
+
+        With `trim`, token arrays are cut to the longest window of the batch (the serving graphs use fixed
+        sizes; `trim=False` gives those).
+        """
+        cur = self.tokens.current(windows)
+        hist = self.tokens.history(windows)
+        # trim the padding every window of this batch has: PAD is masked anyway, so results are unchanged and
+        # the model does ~block_size / longest-window less work
+        T = int(cur.lengths.max(initial=2)) if trim else cur.ids.shape[1]
+        M = max(1, int(hist.lengths.max(initial=1))) if trim else hist.ids.shape[1]
+        out: dict[str, np.ndarray] = {
+            "ids": cur.ids[:, :T].astype(np.int64),
+            "dts": cur.dts[:, :T].astype(np.int64),
+            "lengths": cur.lengths.astype(np.int64),
+            "prev_ids": hist.ids[:, :M].astype(np.int64),
+            "prev_dts": hist.dts[:, :M].astype(np.int64),
+            "prev_lengths": hist.lengths.astype(np.int64),
+        }
+        if self.frame_index is not None and self.session.frames is not None:
+            idx = self.frame_index[windows]  # (B, F)
+            frames = self.session.frames[np.maximum(idx, 0)].astype(np.float32) / 255.0
+            frames = (frames - norm.frames[0]) / norm.frames[1]
+            frames[idx < 0] = 0.0  # no frame shown yet: the mean image
+            out["frames"] = frames
+        for spec in self.cfg.targets:
+            mean, std = norm.behavior[spec.name]
+            raw = self.targets[spec.name][windows]
+            out[f"y_{spec.name}"] = ((raw - mean) / std).astype(np.float32)  # NaN stays NaN: masked in the loss
+            if spec.kind == "classification":
+                cls = np.digitize(raw, spec.bins).astype(np.int64)
+                cls[~np.isfinite(raw)] = -100  # ignored by cross-entropy
+                out[f"c_{spec.name}"] = cls
+        for spec in self.cfg.inputs:
+            idx, ages, valid = self.inputs[spec.name]
+            mean, std = norm.behavior[spec.name]
+            vals = (self._behavior(spec.name).values[idx[windows]] - mean) / std
+            v = valid[windows]
+            out[f"in_{spec.name}"] = np.where(v, vals, 0.0).astype(np.float32)
+            out[f"in_{spec.name}_age"] = ages[windows]
+            out[f"in_{spec.name}_valid"] = v
+        return out
+
+
+def to_torch(batch: dict[str, np.ndarray], device: Any) -> dict[str, Any]:
+    """numpy batch -> torch tensors on `device` (imported here so this module's numpy side stays torch-free)."""
+    import torch
+
+    return {k: torch.from_numpy(np.ascontiguousarray(v)).to(device, non_blocking=True) for k, v in batch.items()}

@@ -1,0 +1,107 @@
+"""Held-out evaluation of a model: teacher-forced token metrics and behavior decoding, in the units of the data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from rtdecode.training.baselines import pearson_r, r_squared, set_f1
+from rtdecode.training.data import Normalisation, WindowData, to_torch
+from rtdecode.training.losses import compute_losses, shifted_targets
+from rtdecode.training.model import Neuroformer
+
+__all__ = ["evaluate", "predict_behavior"]
+
+
+@torch.no_grad()
+def evaluate(
+    model: Neuroformer, data: WindowData, windows: np.ndarray, norm: Normalisation, batch_size: int = 64,
+    device: Any = "cpu",
+) -> dict[str, float]:
+    """Losses, next-ID accuracy, per-window set precision/recall/F1 of predicted IDs, behavior r and R^2.
+
+    Set F1 (teacher-forced): for a window with n spikes, the n neurons with the most predicted probability summed
+    over the window's spike positions, vs the neurons that actually fired. The per-neuron-rate baseline
+    (`baselines.rate_baseline_f1`) predicts n neurons the same way from training rates, so the two compare
+    like for like.
+    """
+    was_training = model.training
+    model.eval()
+    vocab, cfg = model.vocab, model.cfg
+    sums: dict[str, float] = {}
+    n_batches = 0
+    correct = total = 0
+    pred_sets: list[set[int]] = []
+    true_sets: list[set[int]] = []
+    decoded: dict[str, list[np.ndarray]] = {b.name: [] for b in cfg.targets}
+    for lo in range(0, windows.size, batch_size):
+        w = windows[lo : lo + batch_size]
+        batch = to_torch(data.batch(w, norm), device)
+        out = model(batch)
+        for k, v in compute_losses(out, batch, cfg, vocab).items():
+            sums[k] = sums.get(k, 0.0) + float(v)
+        n_batches += 1
+        tgt = shifted_targets(batch["ids"], vocab.id_pad)
+        pred = out.id_logits.argmax(-1)
+        ok = tgt != vocab.id_pad
+        correct += int((pred[ok] == tgt[ok]).sum())
+        total += int(ok.sum())
+        lengths = batch["lengths"]
+        spike_pos = torch.arange(tgt.shape[1], device=tgt.device)[None, :] < (lengths - 2)[:, None]  # predicts a spike
+        probs = out.id_logits.float().softmax(-1)[..., : vocab.n_neurons]  # (B, T, N)
+        mass = (probs * spike_pos.unsqueeze(-1)).sum(1).cpu().numpy()  # (B, N)
+        ranking = np.argsort(-mass, axis=1, kind="stable")
+        ids_np = batch["ids"].cpu().numpy()
+        for row, length in enumerate(lengths.cpu().numpy()):
+            true = ids_np[row, 1 : length - 1]
+            pred_sets.append(set(ranking[row, : true.size].tolist()))
+            true_sets.append(set(true.tolist()))
+        for spec in cfg.targets:
+            decoded[spec.name].append(_to_units(out.behavior[spec.name], spec, norm))
+    metrics = {f"loss_{k}": v / max(n_batches, 1) for k, v in sums.items()}
+    metrics["id_accuracy"] = correct / max(total, 1)
+    metrics.update({f"set_{k}": v for k, v in set_f1(pred_sets, true_sets).items()})
+    rs = []
+    for spec in cfg.targets:
+        y = data.targets[spec.name][windows]
+        p = np.concatenate(decoded[spec.name]) if decoded[spec.name] else np.zeros(0)
+        if spec.kind == "regression":
+            metrics[f"{spec.name}_r"] = pearson_r(y, p)
+            metrics[f"{spec.name}_r2"] = r_squared(y, p)
+            rs.append(metrics[f"{spec.name}_r"])
+        else:
+            cls = np.digitize(y, spec.bins)
+            ok = np.isfinite(y)
+            metrics[f"{spec.name}_accuracy"] = float((p[ok] == cls[ok]).mean()) if ok.any() else float("nan")
+    if rs:
+        metrics["behavior_r_mean"] = float(np.nanmean(rs))
+    model.train(was_training)
+    return metrics
+
+
+def _to_units(pred: torch.Tensor, spec: Any, norm: Normalisation) -> np.ndarray:
+    """Regression: z-score -> the variable's units. Classification: the predicted class index."""
+    if spec.kind == "regression":
+        mean, std = norm.behavior[spec.name]
+        return pred.float().cpu().numpy() * std + mean
+    return pred.argmax(-1).cpu().numpy()
+
+
+@torch.no_grad()
+def predict_behavior(
+    model: Neuroformer, data: WindowData, windows: np.ndarray, norm: Normalisation, batch_size: int = 64,
+    device: Any = "cpu",
+) -> dict[str, np.ndarray]:
+    """Decoded behavior (data units) for `windows`, name -> (W,)."""
+    model.eval()
+    out: dict[str, list[np.ndarray]] = {b.name: [] for b in model.cfg.targets}
+    for lo in range(0, windows.size, batch_size):
+        batch = to_torch(data.batch(windows[lo : lo + batch_size], norm), device)
+        ctx = model.encode_context(batch)
+        h = model.forward_tokens(batch["ids"], batch["dts"], ctx)
+        decoded = model.behavior_outputs(model.pool(h, batch["lengths"]))
+        for spec in model.cfg.targets:
+            out[spec.name].append(_to_units(decoded[spec.name], spec, norm))
+    return {k: np.concatenate(v) if v else np.zeros(0) for k, v in out.items()}

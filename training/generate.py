@@ -1,0 +1,175 @@
+"""Autoregressive spike generation with a KV cache: one forward step per generated token, not per window.
+
+The release re-ran the whole model for every sampled spike and recomputed history and frame keys each time
+(neuroformer-notes.md section 6). Here the window's context is encoded once, the SOS token primes the cache, and
+each step feeds one token. Sampling follows the token grammar: an ID is a neuron or EOS (never SOS/PAD), a time
+offset lies in the window and never goes below the previous spike's (tokens are ordered by time bin).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from rtdecode.training.model import Context, Neuroformer
+
+__all__ = ["SamplingConfig", "generate_window", "top_p_filter"]
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """temperature: softmax temperature (0 = greedy). top_p: nucleus mass kept (1 = all). seed: torch seed."""
+
+    temperature: float = 1.0
+    top_p: float = 0.95
+    seed: int | None = None
+
+
+def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Set to -inf every logit outside the smallest set whose probability reaches `top_p` (per row)."""
+    if top_p >= 1.0:
+        return logits
+    sorted_logits, order = logits.sort(dim=-1, descending=True)
+    cum = sorted_logits.softmax(-1).cumsum(-1)
+    drop = cum - sorted_logits.softmax(-1) >= top_p  # keep the token that crosses the threshold
+    sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+    return torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+
+
+def _sample(logits: torch.Tensor, cfg: SamplingConfig, gen: torch.Generator | None) -> torch.Tensor:
+    if cfg.temperature <= 0:
+        return logits.argmax(-1)
+    probs = top_p_filter(logits / cfg.temperature, cfg.top_p).softmax(-1)
+    return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+
+
+@torch.no_grad()
+def generate_window(
+    model: Neuroformer, ctx: Context, sampling: SamplingConfig = SamplingConfig(), max_tokens: int | None = None
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Generate one window for each of the B contexts in `ctx`.
+
+    Returns per window (neuron indices, time offsets in dt quanta), in token order. Generation stops at EOS or
+    when the window's spike slots (block_size - 2) are full.
+    """
+    vocab = model.vocab
+    n_bins = model.cfg.window.bins_per_window
+    limit = min(max_tokens or model.cfg.window.max_spikes, model.cfg.window.max_spikes)
+    B = ctx.history[0].k.shape[0] if ctx.history else _batch_size(ctx)
+    device = model.id_head.weight.device
+    gen = None
+    if sampling.seed is not None:
+        gen = torch.Generator(device=device)
+        gen.manual_seed(sampling.seed)
+    id_mask = torch.full((vocab.id_size,), float("-inf"), device=device)
+    id_mask[: vocab.n_neurons] = 0.0
+    id_mask[vocab.id_eos] = 0.0
+    dt_allowed = torch.arange(vocab.dt_size, device=device)
+    cache = model.new_cache()
+    ids = torch.full((B, 1), vocab.id_sos, dtype=torch.long, device=device)
+    dts = torch.full((B, 1), vocab.dt_sos, dtype=torch.long, device=device)
+    last_dt = torch.zeros(B, dtype=torch.long, device=device)
+    done = torch.zeros(B, dtype=torch.bool, device=device)
+    out_ids: list[list[int]] = [[] for _ in range(B)]
+    out_dts: list[list[int]] = [[] for _ in range(B)]
+    for _ in range(limit):
+        h = model.forward_tokens(ids, dts, ctx, cache)[:, -1]  # (B, D)
+        id_logits, dt_logits = model.token_logits(h)
+        next_id = _sample(id_logits + id_mask, sampling, gen)
+        ok_dt = (dt_allowed[None, :] >= last_dt[:, None]) & (dt_allowed[None, :] < n_bins)
+        next_dt = _sample(dt_logits.masked_fill(~ok_dt, float("-inf")), sampling, gen)
+        is_eos = next_id == vocab.id_eos
+        for b in torch.nonzero(~done & ~is_eos).flatten().tolist():
+            out_ids[b].append(int(next_id[b]))
+            out_dts[b].append(int(next_dt[b]))
+        done |= is_eos
+        if bool(done.all()):
+            break
+        last_dt = torch.where(done, last_dt, next_dt)
+        ids, dts = next_id[:, None], torch.where(is_eos, vocab.dt_eos, next_dt)[:, None]
+    return [np.array(x, dtype=np.int64) for x in out_ids], [np.array(x, dtype=np.int64) for x in out_dts]
+
+
+def _batch_size(ctx: Context) -> Any:
+    for mems in (ctx.frames, *ctx.behavior.values()):
+        if mems:
+            return mems[0].k.shape[0]
+    raise ValueError("empty context: the model has no cross-attention blocks to take the batch size from")
+
+
+@torch.no_grad()
+def generate_session(
+    model: Neuroformer,
+    data: Any,
+    windows: np.ndarray,
+    norm: Any,
+    *,
+    history: str = "true",
+    sampling: SamplingConfig = SamplingConfig(),
+    batch_size: int = 64,
+) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    """Generate spikes for `windows` of a WindowData.
+
+    history="true": each window is conditioned on the recorded previous window (windows run in parallel batches).
+    history="generated": closed loop over consecutive windows; each window's history is built from the windows
+    generated before it, with the same packing as the tokenizer (so the model never sees the real spikes after
+    the first window's history).
+
+    Returns spike times (s), neuron indices, and timing {"windows_per_s", "ms_per_window", "tokens"}.
+    """
+    import time
+
+    from rtdecode.tokenizer import pack_tokens
+    from rtdecode.training.data import to_torch
+
+    if history not in ("true", "generated"):
+        raise ValueError(f"history must be 'true' or 'generated'; got {history!r}")
+    cfg = model.cfg.window
+    device = model.id_head.weight.device
+    starts = data.tokens.window_starts()
+    times: list[np.ndarray] = []
+    neurons: list[np.ndarray] = []
+    n_tokens = 0
+    t0 = time.perf_counter()
+    model.eval()
+    if history == "true":
+        for lo in range(0, windows.size, batch_size):
+            w = windows[lo : lo + batch_size]
+            batch = to_torch(data.batch(w, norm), device)
+            ids, offs = generate_window(model, model.encode_context(batch), sampling)
+            for win, i, o in zip(w, ids, offs):
+                times.append(starts[win] + (o + 0.5) * cfg.dt)
+                neurons.append(i)
+                n_tokens += i.size
+    else:
+        B, P = cfg.bins_per_window, cfg.prev_bins
+        gen_bins = np.zeros(0, np.int64)  # absolute quanta of generated spikes so far
+        gen_neurons = np.zeros(0, np.int64)
+        for j, win in enumerate(windows):
+            batch = data.batch(np.array([win]), norm, trim=False)
+            if j > 0:
+                if win != windows[j - 1] + 1:
+                    raise ValueError("closed-loop generation needs consecutive windows")
+                first_q = (data.tokens.first_window + win) * B
+                keep = gen_bins >= first_q - P
+                gen_bins, gen_neurons = gen_bins[keep], gen_neurons[keep]
+                hist = pack_tokens(gen_neurons, gen_bins - (first_q - P), np.array([gen_bins.size]),
+                                   cfg.prev_block_size, data.tokens.vocab, sos_eos=False, keep="last")
+                batch["prev_ids"], batch["prev_dts"] = hist.ids.astype(np.int64), hist.dts.astype(np.int64)
+                batch["prev_lengths"] = hist.lengths.astype(np.int64)
+            ids, offs = generate_window(model, model.encode_context(to_torch(batch, device)), sampling)
+            times.append(starts[win] + (offs[0] + 0.5) * cfg.dt)
+            neurons.append(ids[0])
+            n_tokens += ids[0].size
+            gen_bins = np.concatenate([gen_bins, (data.tokens.first_window + win) * B + offs[0]])
+            gen_neurons = np.concatenate([gen_neurons, ids[0]])
+    elapsed = time.perf_counter() - t0
+    t = np.concatenate(times) if times else np.zeros(0)
+    n = np.concatenate(neurons) if neurons else np.zeros(0, np.int64)
+    order = np.argsort(t, kind="stable")
+    timing = {"windows_per_s": windows.size / elapsed, "ms_per_window": 1e3 * elapsed / max(windows.size, 1),
+              "tokens": float(n_tokens)}
+    return t[order], n[order], timing

@@ -1,0 +1,58 @@
+"""Training objectives: next-token cross-entropies, behavior losses, symmetric InfoNCE.
+
+Targets are the input tokens shifted left by one; the last position's target is PAD. PAD targets are ignored, so
+a window contributes exactly (its length - 1) predictions: the spikes after SOS, then EOS.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from rtdecode.tokenizer import Vocab
+from rtdecode.training.config import RunConfig
+from rtdecode.training.model import Outputs
+
+__all__ = ["shifted_targets", "compute_losses", "info_nce"]
+
+
+def shifted_targets(tokens: torch.Tensor, pad: int) -> torch.Tensor:
+    """(B, T) -> (B, T): position i's target is token i + 1; the last position's target is PAD."""
+    return torch.cat([tokens[:, 1:], torch.full_like(tokens[:, :1], pad)], dim=1)
+
+
+def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Symmetric CLIP loss between L2-normalised (B, d) features; matching rows are the positives."""
+    logits = a @ b.t() / temperature
+    labels = torch.arange(a.shape[0], device=a.device)
+    return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
+
+
+def compute_losses(out: Outputs, batch: dict[str, torch.Tensor], cfg: RunConfig, vocab: Vocab) -> dict[str, torch.Tensor]:
+    """Every loss term (unweighted) and 'total' (weighted as the config says)."""
+    t = cfg.train
+    id_tgt = shifted_targets(batch["ids"], vocab.id_pad)
+    dt_tgt = shifted_targets(batch["dts"], vocab.dt_pad)
+    losses = {
+        "id": F.cross_entropy(out.id_logits.flatten(0, 1).float(), id_tgt.flatten(), ignore_index=vocab.id_pad),
+        "dt": F.cross_entropy(out.dt_logits.flatten(0, 1).float(), dt_tgt.flatten(), ignore_index=vocab.dt_pad),
+    }
+    total = t.id_weight * losses["id"] + t.dt_weight * losses["dt"]
+    for spec in cfg.targets:
+        pred = out.behavior[spec.name].float()
+        if spec.kind == "regression":
+            y = batch[f"y_{spec.name}"]
+            ok = torch.isfinite(y)
+            loss = F.mse_loss(pred[ok], y[ok]) if ok.any() else pred.sum() * 0.0
+        else:
+            c = batch[f"c_{spec.name}"]
+            loss = F.cross_entropy(pred, c, ignore_index=-100) if (c >= 0).any() else pred.sum() * 0.0
+        losses[f"behavior_{spec.name}"] = loss
+        total = total + spec.weight * loss
+    if cfg.contrastive.enabled and out.contrastive and out.pooled.shape[0] > 1:
+        c = cfg.contrastive
+        terms = [info_nce(out.contrastive[a], out.contrastive[b], c.temperature) for a, b in c.pairs]
+        losses["contrastive"] = torch.stack(terms).mean()
+        total = total + c.weight * losses["contrastive"]
+    losses["total"] = total
+    return losses

@@ -1,0 +1,413 @@
+"""The Neuroformer model, top-down: config -> embeddings -> blocks -> stacks -> heads.
+
+Data flow for one window (neuroformer-notes.md section 3), B windows at a time, T token slots, D = d_model:
+
+    current tokens (B, T) --embed--> feature encoder (causal self-attention)
+        -> cross-attention to the previous window's tokens (history)
+        -> cross-attention to frame patch tokens (frame encoder: Conv3d patches + position code + self-attention)
+        -> cross-attention to each input behavior group
+        -> fused causal self-attention -> next-ID and next-time-offset logits at every position
+                                       -> masked mean pool over valid tokens -> behavior heads, contrastive feature
+
+Two structural choices make export and live serving natural:
+* The per-window context (history, frames, behavior inputs) is turned into every cross-attention block's keys
+  and values once, by `encode_context`; the token path only reads them.
+* Every causal block accepts a chunk of new tokens plus a KV cache of the earlier ones (`TokenCache`), so the
+  same weights run a full window, one generated token, or a batch of freshly arrived spikes.
+
+Padding: PAD tokens always follow a window's valid tokens, so causal attention alone keeps valid queries off PAD
+keys; memories (history, behavior inputs) carry a key-padding mask plus one learned "null" key that is always
+valid, so an empty history never yields an all-masked softmax. Pooling averages valid positions only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from rtdecode.tokenizer import Vocab
+from rtdecode.training.config import RunConfig
+
+__all__ = ["Neuroformer", "Context", "TokenCache", "Outputs"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# attention and blocks
+# ---------------------------------------------------------------------------------------------------------------
+class Attention(nn.Module):
+    """Multi-head attention whose keys/values can be computed separately (cross-attention memories, KV cache).
+
+    `record` switches on explicit softmax so `last_weights` (B, H, Tq, Tk) can be read for connectivity analysis;
+    off (the default) it runs F.scaled_dot_product_attention.
+    """
+
+    def __init__(self, d: int, n_heads: int, dropout: float) -> None:
+        super().__init__()
+        self.n_heads, self.head_dim = n_heads, d // n_heads
+        self.q = nn.Linear(d, d)
+        self.kv = nn.Linear(d, 2 * d)
+        self.proj = nn.Linear(d, d)
+        self.proj.residual = True  # type: ignore[attr-defined]  # scaled init, see Neuroformer._init
+        self.dropout = dropout
+        self.record = False
+        self.last_weights: torch.Tensor | None = None
+
+    def keys_values(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, M, D) -> k, v each (B, H, M, hd)."""
+        B, M, _ = x.shape
+        kv = self.kv(x).view(B, M, 2, self.n_heads, self.head_dim)
+        return kv[:, :, 0].transpose(1, 2), kv[:, :, 1].transpose(1, 2)
+
+    def forward(
+        self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """x (B, T, D) queries; k, v (B, H, M, hd); mask broadcastable to (B, H, T, M), True = may attend."""
+        B, T, D = x.shape
+        q = self.q(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
+        p = self.dropout if self.training else 0.0
+        if self.record:
+            scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)
+            if mask is not None:
+                scores = scores.masked_fill(~mask, float("-inf"))
+            w = scores.softmax(dim=-1)
+            self.last_weights = w.detach()
+            y = F.dropout(w, p) @ v
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+        return self.proj(y.transpose(1, 2).reshape(B, T, D))
+
+
+class MLP(nn.Module):
+    def __init__(self, d: int, ratio: int, dropout: float) -> None:
+        super().__init__()
+        self.fc = nn.Linear(d, ratio * d)
+        self.proj = nn.Linear(ratio * d, d)
+        self.proj.residual = True  # type: ignore[attr-defined]
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.proj(F.gelu(self.fc(x))))
+
+
+class SelfBlock(nn.Module):
+    """Pre-LN self-attention + MLP. Causal blocks take a chunk of tokens and an optional cache of earlier ones."""
+
+    def __init__(self, d: int, n_heads: int, dropout: float, mlp_ratio: int, causal: bool) -> None:
+        super().__init__()
+        self.causal = causal
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.attn = Attention(d, n_heads, dropout)
+        self.mlp = MLP(d, mlp_ratio, dropout)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, cache: LayerCache | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.ln1(x)
+        k, v = self.attn.keys_values(h)
+        if cache is not None:
+            k, v = cache.extend(k, v)
+        if self.causal:
+            T, M = x.shape[1], k.shape[2]
+            # query i (absolute position M - T + i) may see keys 0 .. M - T + i
+            mask = torch.ones(T, M, dtype=torch.bool, device=x.device).tril(diagonal=M - T)
+        x = x + self.drop(self.attn(h, k, v, mask))
+        return x + self.mlp(self.ln2(x))
+
+
+class CrossBlock(nn.Module):
+    """Pre-LN cross-attention to a memory whose keys/values come precomputed (see `memory`), + MLP."""
+
+    def __init__(self, d: int, n_heads: int, dropout: float, mlp_ratio: int) -> None:
+        super().__init__()
+        self.ln_q, self.ln_mem, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
+        self.attn = Attention(d, n_heads, dropout)
+        self.mlp = MLP(d, mlp_ratio, dropout)
+        self.drop = nn.Dropout(dropout)
+
+    def memory(self, mem: torch.Tensor, valid: torch.Tensor | None) -> CrossMemory:
+        """mem (B, M, D), valid (B, M) bool or None -> keys/values and mask, computed once per window."""
+        k, v = self.attn.keys_values(self.ln_mem(mem))
+        return CrossMemory(k, v, None if valid is None else valid[:, None, None, :])
+
+    def forward(self, x: torch.Tensor, memory: CrossMemory) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.ln_q(x), memory.k, memory.v, memory.mask))
+        return x + self.mlp(self.ln2(x))
+
+
+@dataclass
+class CrossMemory:
+    k: torch.Tensor  # (B, H, M, hd)
+    v: torch.Tensor
+    mask: torch.Tensor | None  # (B, 1, 1, M) True = valid
+
+
+@dataclass
+class LayerCache:
+    """Keys/values of the tokens a causal block has already seen (B, H, T_seen, hd)."""
+
+    k: torch.Tensor | None = None
+    v: torch.Tensor | None = None
+
+    def extend(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.k is not None and self.v is not None:
+            k, v = torch.cat([self.k, k], dim=2), torch.cat([self.v, v], dim=2)
+        self.k, self.v = k, v
+        return k, v
+
+
+@dataclass
+class TokenCache:
+    """A KV cache for every causal block, plus how many tokens it holds (their absolute positions)."""
+
+    feature: list[LayerCache]
+    fused: list[LayerCache]
+    length: int = 0
+
+
+@dataclass
+class Context:
+    """The per-window context, encoded once: cross-attention memories in block order + pooled features."""
+
+    history: list[CrossMemory]
+    frames: list[CrossMemory]
+    behavior: dict[str, list[CrossMemory]]
+    frame_feature: torch.Tensor | None = None  # (B, D) mean of frame tokens, for the contrastive loss
+
+
+@dataclass
+class Outputs:
+    id_logits: torch.Tensor  # (B, T, id_size)
+    dt_logits: torch.Tensor  # (B, T, dt_size)
+    behavior: dict[str, torch.Tensor]  # name -> (B,) regression or (B, n_classes) logits
+    pooled: torch.Tensor  # (B, D)
+    contrastive: dict[str, torch.Tensor] = field(default_factory=dict)  # modality -> (B, dim), L2-normalised
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# encoders of the context
+# ---------------------------------------------------------------------------------------------------------------
+class FrameEncoder(nn.Module):
+    """Frames (B, F, H, W) -> patch tokens (B, P, D): Conv3d (kernel = stride) + position code + LN + ReLU + blocks.
+
+    The release computed a frame position code and then dropped it; here every patch token keeps its own.
+    """
+
+    def __init__(self, cfg: RunConfig) -> None:
+        super().__init__()
+        m, fr = cfg.model, cfg.frames
+        pt, ph, pw = m.frame_patch
+        if fr.n_frames % pt or fr.height % ph or fr.width % pw:
+            raise ValueError(
+                f"frames {fr.n_frames}x{fr.height}x{fr.width} must divide evenly by model.frame_patch {m.frame_patch}"
+            )
+        self.n_tokens = (fr.n_frames // pt) * (fr.height // ph) * (fr.width // pw)
+        self.patch = nn.Conv3d(1, m.d_model, kernel_size=m.frame_patch, stride=m.frame_patch)
+        self.pos = nn.Parameter(torch.zeros(1, self.n_tokens, m.d_model))
+        self.ln = nn.LayerNorm(m.d_model)
+        self.blocks = nn.ModuleList(
+            SelfBlock(m.d_model, m.n_heads, m.dropout, m.mlp_ratio, causal=False) for _ in range(m.frame_layers)
+        )
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        x = self.patch(frames.unsqueeze(1))  # (B, D, F', H', W')
+        x = x.flatten(2).transpose(1, 2)  # (B, P, D)
+        x = F.relu(self.ln(x + self.pos))
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+class BehaviorInputEncoder(nn.Module):
+    """Samples of one input behavior variable -> tokens: MLP(value) + embedding of the sample's age (in dt bins)."""
+
+    def __init__(self, d: int, n_ages: int) -> None:
+        super().__init__()
+        self.value = nn.Sequential(nn.Linear(1, d), nn.GELU(), nn.Linear(d, d))
+        self.age = nn.Embedding(n_ages, d)
+
+    def forward(self, values: torch.Tensor, ages: torch.Tensor) -> torch.Tensor:
+        """values (B, K) z-scored, ages (B, K) long -> (B, K, D)."""
+        return self.value(values.unsqueeze(-1)) + self.age(ages)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the model
+# ---------------------------------------------------------------------------------------------------------------
+class Neuroformer(nn.Module):
+    """Neuroformer built from a RunConfig and a vocabulary: only the layers the declared modalities need."""
+
+    def __init__(self, cfg: RunConfig, vocab: Vocab) -> None:
+        super().__init__()
+        self.cfg, self.vocab = cfg, vocab
+        m, w = cfg.model, cfg.window
+        d = m.d_model
+        self.id_emb = nn.Embedding(vocab.id_size, d)
+        self.dt_emb = nn.Embedding(vocab.dt_size, d)
+        self.pos_emb = nn.Embedding(w.block_size, d)
+        self.prev_pos_emb = nn.Embedding(w.prev_block_size, d)
+        self.null_memory = nn.Parameter(torch.zeros(1, 1, d))  # the always-valid key of every memory
+        self.drop = nn.Dropout(m.dropout)
+
+        def causal(n: int) -> nn.ModuleList:
+            return nn.ModuleList(SelfBlock(d, m.n_heads, m.dropout, m.mlp_ratio, causal=True) for _ in range(n))
+
+        def cross(n: int) -> nn.ModuleList:
+            return nn.ModuleList(CrossBlock(d, m.n_heads, m.dropout, m.mlp_ratio) for _ in range(n))
+
+        self.feature = causal(m.feature_layers)
+        self.history_cross = cross(m.history_layers)
+        self.frame_encoder = FrameEncoder(cfg) if cfg.frames.enabled else None
+        self.frame_cross = cross(m.frame_cross_layers) if cfg.frames.enabled else nn.ModuleList()
+        self.behavior_inputs = nn.ModuleDict(
+            {b.name: BehaviorInputEncoder(d, behavior_input_slots(b.input_window, w.dt)) for b in cfg.inputs}
+        )
+        self.behavior_cross = nn.ModuleDict({b.name: cross(m.behavior_cross_layers) for b in cfg.inputs})
+        self.fused = causal(m.fused_layers)
+        self.ln_f = nn.LayerNorm(d)
+        self.id_head = nn.Linear(d, vocab.id_size)
+        self.dt_head = nn.Linear(d, vocab.dt_size)
+        self.behavior_heads = nn.ModuleDict(
+            {b.name: nn.Linear(d, 1 if b.kind == "regression" else b.n_classes) for b in cfg.targets}
+        )
+        c = cfg.contrastive
+        modalities = sorted({mod for pair in c.pairs for mod in pair}) if c.enabled else []
+        self.contrastive_proj = nn.ModuleDict({mod: nn.Linear(d, c.dim) for mod in modalities})
+        self.behavior_value_emb = nn.ModuleDict(
+            {mod: nn.Sequential(nn.Linear(1, d), nn.GELU(), nn.Linear(d, d)) for mod in modalities
+             if mod not in ("spikes", "frames")}
+        )
+        self.apply(self._init)
+
+    def _init(self, module: nn.Module) -> None:
+        n_layers = max(1, len(self.feature) + len(self.fused))
+        if isinstance(module, (nn.Linear, nn.Conv3d)):
+            std = 0.02 / math.sqrt(2 * n_layers) if getattr(module, "residual", False) else 0.02
+            nn.init.normal_(module.weight, 0.0, std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, 0.0, 0.02)
+
+    # ------------------------------------------------------------------ context
+    def encode_context(self, batch: dict[str, torch.Tensor]) -> Context:
+        """History tokens, frames and behavior inputs -> every cross block's keys/values. Once per window."""
+        B = batch["prev_ids"].shape[0]
+        null = self.null_memory.expand(B, 1, -1)
+        M = batch["prev_ids"].shape[1]
+        hist = self.id_emb(batch["prev_ids"]) + self.dt_emb(batch["prev_dts"]) + self.prev_pos_emb.weight[:M]
+        hist = torch.cat([null, hist], dim=1)  # (B, 1 + M, D)
+        valid = torch.arange(M, device=hist.device)[None, :] < batch["prev_lengths"][:, None]
+        hist_valid = torch.cat([torch.ones(B, 1, dtype=torch.bool, device=hist.device), valid], dim=1)
+        ctx = Context(history=[blk.memory(hist, hist_valid) for blk in self.history_cross], frames=[], behavior={})
+        if self.frame_encoder is not None:
+            frames = self.frame_encoder(batch["frames"])  # (B, P, D)
+            ctx.frames = [blk.memory(frames, None) for blk in self.frame_cross]
+            ctx.frame_feature = frames.mean(dim=1)
+        for name, encoder in self.behavior_inputs.items():
+            tokens = encoder(batch[f"in_{name}"], batch[f"in_{name}_age"])  # (B, K, D)
+            tokens = torch.cat([null, tokens], dim=1)
+            ok = torch.cat([torch.ones(B, 1, dtype=torch.bool, device=tokens.device), batch[f"in_{name}_valid"]], 1)
+            ctx.behavior[name] = [blk.memory(tokens, ok) for blk in self.behavior_cross[name]]
+        return ctx
+
+    # ------------------------------------------------------------------ tokens
+    def new_cache(self) -> TokenCache:
+        return TokenCache([LayerCache() for _ in self.feature], [LayerCache() for _ in self.fused])
+
+    def forward_tokens(
+        self, ids: torch.Tensor, dts: torch.Tensor, ctx: Context, cache: TokenCache | None = None
+    ) -> torch.Tensor:
+        """Run a chunk of tokens (B, t) through every stack; with a cache they continue the cached sequence.
+
+        Returns the final normalised hidden states (B, t, D).
+        """
+        start = cache.length if cache is not None else 0
+        t = ids.shape[1]
+        pos = torch.arange(start, start + t, device=ids.device)
+        x = self.drop(self.id_emb(ids) + self.dt_emb(dts) + self.pos_emb(pos))
+        for i, blk in enumerate(self.feature):
+            x = blk(x, cache.feature[i] if cache is not None else None)
+        x = self._cross(x, ctx)
+        for i, blk in enumerate(self.fused):
+            x = blk(x, cache.fused[i] if cache is not None else None)
+        if cache is not None:
+            cache.length += t
+        return self.ln_f(x)
+
+    def _cross(self, x: torch.Tensor, ctx: Context) -> torch.Tensor:
+        for blk, mem in zip(self.history_cross, ctx.history):
+            x = blk(x, mem)
+        for blk, mem in zip(self.frame_cross, ctx.frames):
+            x = blk(x, mem)
+        for name, mems in ctx.behavior.items():
+            for blk, mem in zip(self.behavior_cross[name], mems):
+                x = blk(x, mem)
+        return x
+
+    # ------------------------------------------------------------------ heads
+    def token_logits(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.id_head(h), self.dt_head(h)
+
+    def pool(self, h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Mean of hidden states over each window's valid positions (SOS, spikes, EOS); PAD excluded."""
+        valid = (torch.arange(h.shape[1], device=h.device)[None, :] < lengths[:, None]).to(h.dtype)
+        return (h * valid.unsqueeze(-1)).sum(1) / valid.sum(1, keepdim=True).clamp_min(1.0)
+
+    def behavior_outputs(self, pooled: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = {}
+        for b in self.cfg.targets:
+            y = self.behavior_heads[b.name](pooled)
+            out[b.name] = y.squeeze(-1) if b.kind == "regression" else y
+        return out
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> Outputs:
+        """Teacher-forced pass over whole windows (B, T): logits at every position, decodes from the pool."""
+        ctx = self.encode_context(batch)
+        h = self.forward_tokens(batch["ids"], batch["dts"], ctx)
+        id_logits, dt_logits = self.token_logits(h)
+        pooled = self.pool(h, batch["lengths"])
+        out = Outputs(id_logits, dt_logits, self.behavior_outputs(pooled), pooled)
+        if self.contrastive_proj:
+            out.contrastive = self._contrastive_features(pooled, ctx, batch)
+        return out
+
+    def _contrastive_features(
+        self, pooled: torch.Tensor, ctx: Context, batch: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        feats = {}
+        for mod, proj in self.contrastive_proj.items():
+            if mod == "spikes":
+                f = pooled
+            elif mod == "frames":
+                assert ctx.frame_feature is not None
+                f = ctx.frame_feature
+            else:
+                value = torch.nan_to_num(batch[f"y_{mod}"], nan=0.0)
+                f = self.behavior_value_emb[mod](value.unsqueeze(-1))
+            feats[mod] = F.normalize(proj(f), dim=-1)
+        return feats
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizer(self, lr: float, betas: tuple[float, float], weight_decay: float) -> torch.optim.AdamW:
+        """AdamW with weight decay on Linear and Conv3d weights only; biases, norms, embeddings and the learned
+        position/null vectors are not decayed (shrinking them toward zero has no regularising meaning)."""
+        decay, no_decay = [], []
+        for module in self.modules():
+            for name, p in module.named_parameters(recurse=False):
+                if not p.requires_grad:
+                    continue
+                is_weight = name == "weight" and isinstance(module, (nn.Linear, nn.Conv3d))
+                (decay if is_weight else no_decay).append(p)
+        groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=False)
+
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def behavior_input_slots(input_window: float, dt: float) -> int:
+    """Age embeddings (and max samples) for a behavior input: one per dt bin of its window."""
+    return max(1, int(round(input_window / dt)))

@@ -1,0 +1,347 @@
+"""`rtdecode train`: fit a Neuroformer on one session, evaluate on held-out time blocks, checkpoint as it goes.
+
+Top-down: load the session -> windows and a time-block split with guard gaps -> normalisation from the training
+windows -> model and AdamW (decay on Linear/Conv weights only) -> warm-up + cosine schedule -> steps of
+length-grouped batches -> every `eval_every` steps: validation metrics, CSV/TensorBoard, checkpoint, best-per-
+objective weights -> at the end: test-split metrics beside a ridge baseline on the same windows.
+
+Runs unchanged under `torchrun --nproc-per-node K` (DDP: NCCL on GPU, gloo on CPU). Every rank draws the same
+global batch from the same seeded generator and takes its own slice, so sampling needs no communication and a
+resumed run replays exactly.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from rtdecode.io import load_session
+from rtdecode.splits import Split, split_blocks
+from rtdecode.token_store import load_tokens
+from rtdecode.training.baselines import binned_counts, pearson_r, r_squared, rate_baseline_f1, ridge_decode
+from rtdecode.training.checkpoint import (
+    load_train_state,
+    load_weights,
+    read_meta,
+    save_train_state,
+    save_weights,
+    write_meta,
+)
+from rtdecode.training.config import RunConfig
+from rtdecode.training.data import Normalisation, WindowData, to_torch
+from rtdecode.training.evaluate import evaluate
+from rtdecode.training.losses import compute_losses
+from rtdecode.training.model import Neuroformer
+
+__all__ = ["train", "TrainResult", "make_split", "lr_lambda"]
+
+# best-checkpoint objectives: name -> (validation metric, whether higher is better)
+OBJECTIVES = {"val_loss": ("loss_total", False), "behavior_r": ("behavior_r_mean", True)}
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    val: dict[str, float]
+    test: dict[str, float]
+    baseline: dict[str, float]
+    windows_per_s: float
+    data_share: float
+
+
+def make_split(data: WindowData, cfg: RunConfig) -> Split:
+    """Contiguous time blocks, guard gap = history + window, seeded by the config."""
+    w = cfg.window
+    return split_blocks(
+        data.tokens.window_starts(), w.window, n_blocks=cfg.train.n_blocks, fractions=cfg.train.split,
+        gap=w.prev_window + w.window, seed=cfg.train.seed,
+    )
+
+
+def lr_lambda(cfg: RunConfig) -> Callable[[int], float]:
+    """Linear warm-up to 1, then cosine decay to min_lr_ratio at max_steps."""
+    t = cfg.train
+
+    def f(step: int) -> float:
+        if step < t.warmup_steps:
+            return (step + 1) / max(1, t.warmup_steps)
+        progress = min(1.0, (step - t.warmup_steps) / max(1, t.max_steps - t.warmup_steps))
+        return t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return f
+
+
+class LengthGroupedBatches:
+    """Batches of similar token counts, reproducible from (seed, epoch, cursor) alone.
+
+    Each epoch: shuffle the windows, take pools of `pool` batches, sort each pool by spike count, cut it into
+    batches, shuffle the batches. Trimmed batches then carry little padding (~1.5x faster than random batches).
+    The epoch's order comes from a generator seeded by (seed, epoch), so the whole sampler state is two integers
+    and a resumed run draws exactly the batches the uninterrupted run would have.
+    """
+
+    def __init__(self, windows: np.ndarray, counts: np.ndarray, batch_size: int, seed: int, pool: int = 16) -> None:
+        """windows: indices to draw from; counts: spikes of every window of the session (indexed by window)."""
+        if windows.size < batch_size:
+            raise ValueError(f"fewer training windows ({windows.size}) than one batch ({batch_size})")
+        self.windows, self.lengths = windows, counts[windows]
+        self.batch_size, self.seed, self.pool = batch_size, seed, pool
+        self.epoch, self.cursor = 0, 0
+        self._batches = self._epoch_batches(0)
+
+    def _epoch_batches(self, epoch: int) -> list[np.ndarray]:
+        rng = np.random.default_rng([self.seed, epoch])
+        order = rng.permutation(self.windows.size)
+        n = self.batch_size * self.pool
+        batches: list[np.ndarray] = []
+        for lo in range(0, order.size - self.batch_size + 1, n):
+            chunk = order[lo : lo + n]
+            chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]  # positions into self.windows
+            batches += [chunk[i : i + self.batch_size] for i in range(0, chunk.size - self.batch_size + 1, self.batch_size)]
+        return [batches[i] for i in rng.permutation(len(batches))]
+
+    def next(self) -> np.ndarray:
+        if self.cursor >= len(self._batches):
+            self.epoch, self.cursor = self.epoch + 1, 0
+            self._batches = self._epoch_batches(self.epoch)
+        batch = self._batches[self.cursor]
+        self.cursor += 1
+        return self.windows[batch]
+
+    def state(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "cursor": self.cursor}
+
+    def load_state(self, state: dict[str, int]) -> None:
+        self.epoch, self.cursor = int(state["epoch"]), int(state["cursor"])
+        self._batches = self._epoch_batches(self.epoch)
+
+
+def _distributed() -> tuple[int, int, torch.device]:
+    """(rank, world size, device), initialising the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    rank = dist.get_rank() if world > 1 else 0
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return rank, world, torch.device("cuda", local)
+    return rank, world, torch.device("cpu")
+
+
+def train(
+    cfg: RunConfig,
+    session_path: str | Path,
+    run_dir: str | Path,
+    *,
+    tokens_dir: str | Path | None = None,
+    resume: bool = False,
+    device: str = "auto",
+    log: Callable[[str], None] = print,
+    progress: Callable[[int, int, dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """Train per `cfg` on the session at `session_path`, writing checkpoints and logs to `run_dir`."""
+    run_dir = Path(run_dir)
+    rank, world, dev = _distributed()
+    if device == "cpu":
+        dev = torch.device("cpu")
+    is_main = rank == 0
+    t = cfg.train
+    torch.manual_seed(t.seed)
+    if t.num_threads:
+        torch.set_num_threads(t.num_threads)
+
+    session = load_session(session_path)
+    tokens = load_tokens(tokens_dir) if tokens_dir else None
+    data = WindowData(session, cfg, tokens)
+    split = make_split(data, cfg)
+    norm = data.normalisation(split.train)
+    vocab = data.tokens.vocab
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        log(f"session {session_path}: {data.n_windows} windows; split {split.summary()} (guard gap "
+            f"{cfg.window.prev_window + cfg.window.window:.3f} s)")
+
+    model = Neuroformer(cfg, vocab).to(dev)
+    optimizer = model.configure_optimizer(t.lr, t.betas, t.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
+    rng = np.random.default_rng(t.seed)  # reserved for future host-side randomness; saved with the run state
+    sampler = LengthGroupedBatches(split.train, data.tokens.window_counts, t.batch_size * world, t.seed)
+    step, best = 0, {name: None for name in OBJECTIVES}
+    if resume:
+        meta = read_meta(run_dir)
+        if RunConfig.from_dict(meta["config"]) != cfg:  # JSON turned tuples into lists: compare parsed configs
+            raise ValueError(f"{run_dir}: --resume with a different config than the run was started with")
+        load_weights(model, run_dir / "model.safetensors")
+        state = load_train_state(run_dir, optimizer, scheduler, rng)
+        step, best = int(state["step"]), state["best"]
+        sampler.load_state(state["sampler"])
+        norm = Normalisation.from_dict(meta["normalisation"])
+        if is_main:
+            log(f"resumed {run_dir} at step {step}")
+    if is_main:
+        log(f"model: {model.n_params() / 1e6:.2f} M parameters on {dev}" + (f", {world} processes" if world > 1 else ""))
+    net: torch.nn.Module = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.amp) if dev.type == "cuda" else None
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype is torch.float16)
+    writer = _tensorboard(run_dir / "tb") if is_main else None
+    csv_path = run_dir / "metrics.csv"
+    val_metrics: dict[str, float] = {}
+    t_data = t_model = 0.0
+    windows_done = 0
+    t_start = time.perf_counter()
+    deadline = t_start + t.max_minutes * 60 if t.max_minutes > 0 else math.inf
+    net.train()
+    while step < t.max_steps:
+        a = time.perf_counter()
+        global_batch = sampler.next()
+        mine = global_batch[rank * t.batch_size : (rank + 1) * t.batch_size]
+        batch = to_torch(data.batch(mine, norm), dev)
+        b = time.perf_counter()
+        with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            out = net(batch)
+            losses = compute_losses(out, batch, cfg, vocab)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(losses["total"]).backward()
+        if t.grad_clip > 0:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        step += 1
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        c = time.perf_counter()
+        t_data += b - a
+        t_model += c - b
+        windows_done += mine.size
+        scalars = {k: float(v.detach()) for k, v in losses.items()}
+        scalars["lr"] = scheduler.get_last_lr()[0]
+        scalars["windows_per_s"] = windows_done * world / max(t_data + t_model, 1e-9)
+        if progress and is_main:
+            progress(step, t.max_steps, scalars)
+        last = step >= t.max_steps or time.perf_counter() >= deadline
+        if step % t.eval_every == 0 or last:
+            val_metrics = _evaluate(model, data, split.val, norm, t.eval_windows, dev)
+            if is_main:
+                _log_metrics(csv_path, writer, step, scalars, val_metrics)
+                improved = _update_best(best, val_metrics, step)
+                for name in improved:
+                    save_weights(model, run_dir / f"best-{name}.safetensors")
+                save_weights(model, run_dir / "model.safetensors")
+                save_train_state(
+                    run_dir, optimizer, scheduler, rng, {"step": step, "best": best, "sampler": sampler.state()}
+                )
+                write_meta(run_dir, cfg, vocab, norm, step, val_metrics, best)
+                log(_format_eval(step, scalars, val_metrics))
+        if last:
+            break
+    elapsed = max(t_data + t_model, 1e-9)
+    wps, share = windows_done * world / elapsed, t_data / elapsed
+    ddp = _check_ranks_agree(model) if world > 1 else None
+    test_metrics, baseline = {}, {}
+    if is_main:
+        test_metrics = _evaluate(model, data, split.test, norm, 0, dev)
+        baseline = _baselines(data, split, cfg)
+        extra = {"test": test_metrics, "baseline": baseline, "throughput": {"windows_per_s": wps, "data_share": share}}
+        if ddp is not None:
+            extra["ddp"] = ddp
+        write_meta(run_dir, cfg, vocab, norm, step, val_metrics, best, extra)
+        log(f"trained {step} steps at {wps:.0f} windows/s ({share:.1%} of the time loading data)")
+    if writer:
+        writer.close()
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return TrainResult(run_dir, step, val_metrics, test_metrics, baseline, wps, share)
+
+
+def _evaluate(model: Neuroformer, data: WindowData, windows: np.ndarray, norm: Normalisation, limit: int, dev: Any) -> dict[str, float]:
+    if limit and windows.size > limit:
+        windows = windows[np.linspace(0, windows.size - 1, limit).astype(np.int64)]
+    return evaluate(model, data, windows, norm, device=dev)
+
+
+def _update_best(best: dict[str, Any], metrics: dict[str, float], step: int) -> list[str]:
+    """Record each objective that improved at this evaluation; return their names."""
+    improved = []
+    for name, (key, higher_is_better) in OBJECTIVES.items():
+        value = metrics.get(key)
+        if value is None or not math.isfinite(value):
+            continue
+        old = best.get(name)
+        if old is None or (value > old["value"] if higher_is_better else value < old["value"]):
+            best[name] = {"value": value, "step": step, "metric": key}
+            improved.append(name)
+    return improved
+
+
+def _baselines(data: WindowData, split: Split, cfg: RunConfig) -> dict[str, float]:
+    """Ridge on binned counts (current + history window) per behavior target, and the rate set-F1 baseline."""
+    out: dict[str, float] = {}
+    if cfg.targets:
+        x = {k: binned_counts(data.tokens, getattr(split, k)) for k in ("train", "val", "test")}
+        for spec in cfg.targets:
+            if spec.kind != "regression":
+                continue
+            y = {k: data.targets[spec.name][getattr(split, k)] for k in ("train", "val", "test")}
+            pred, alpha = ridge_decode(x["train"], y["train"], x["val"], y["val"], x["test"])
+            out[f"ridge_{spec.name}_r"] = pearson_r(y["test"], pred)
+            out[f"ridge_{spec.name}_r2"] = r_squared(y["test"], pred)
+    out.update({f"rate_set_{k}": v for k, v in rate_baseline_f1(data.tokens, split.train, split.test).items()})
+    return out
+
+
+def _check_ranks_agree(model: Neuroformer) -> dict[str, Any]:
+    """All-gather a digest of the weights: DDP ranks must hold identical parameters."""
+    flat = torch.cat([p.detach().float().flatten().cpu() for p in model.parameters()])
+    digest = [float(flat.sum()), float((flat * flat).sum()), float(flat[:: max(1, flat.numel() // 997)].sum())]
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, digest)
+    return {"world_size": len(gathered), "digests": gathered, "weights_agree": all(g == gathered[0] for g in gathered)}
+
+
+def _tensorboard(path: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional: CSV is always written
+        return None
+    return SummaryWriter(str(path))
+
+
+def _log_metrics(path: Path, writer: Any, step: int, train: dict[str, float], val: dict[str, float]) -> None:
+    row = {"step": step, **{f"train_{k}": v for k, v in train.items()}, **{f"val_{k}": v for k, v in val.items()}}
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            w.writeheader()
+        w.writerow(row)
+    if writer is not None:
+        for k, v in row.items():
+            if k != "step":
+                writer.add_scalar(k.replace("_", "/", 1), v, step)
+        writer.flush()
+
+
+def _format_eval(step: int, train: dict[str, float], val: dict[str, float]) -> str:
+    parts = [f"step {step}", f"train loss {train['total']:.3f}", f"val loss {val.get('loss_total', float('nan')):.3f}",
+             f"id acc {val.get('id_accuracy', 0):.3f}", f"set F1 {val.get('set_f1', 0):.3f}"]
+    parts += [f"{k[:-2]} r {v:.3f}" for k, v in val.items() if k.endswith("_r") and not k.startswith("loss")]
+    return ", ".join(parts)
