@@ -243,6 +243,83 @@ def _print_train_result(result: Any) -> None:
 
 
 @app.command()
+def finetune(
+    from_run: Annotated[Path, typer.Option("--from", help="Pretrained run directory (from `rtdecode train`).", exists=True, file_okay=False)],
+    data: Annotated[Path, typer.Option(help="Session file to fine-tune on.", exists=True, dir_okay=False)],
+    out: Annotated[Path, typer.Option(help="Run directory for the fine-tuned model.")],
+    fraction: Annotated[float, typer.Option(help="Fraction of training windows with behavior labels to use (0-1].")] = 0.01,
+    freeze: Annotated[str, typer.Option(help="none: train all; top: fused stack + behavior heads; backbone: behavior heads only.")] = "backbone",
+    steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 300,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-3,
+    from_scratch: Annotated[bool, typer.Option(help="Same architecture from random weights (the baseline to beat).")] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+) -> None:
+    """Few-shot fine-tuning: decode behavior from a pretrained model using a small labelled fraction of windows."""
+    from rtdecode.training.finetune import finetune as run_finetune
+
+    try:
+        result = run_finetune(from_run, data, out, fraction=fraction, freeze=freeze, steps=steps, lr=lr,
+                              from_scratch=from_scratch, device=device, log=console.print)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    _print_train_result(result)
+
+
+@app.command()
+def generate(
+    from_run: Annotated[Path, typer.Option("--from", help="Run directory (from `rtdecode train`).", exists=True, file_okay=False)],
+    data: Annotated[Path, typer.Option(help="Session whose windows to generate.", exists=True, dir_okay=False)],
+    out: Annotated[Path, typer.Option(help="Output session file (.npz/.nwb) with the generated spikes.")],
+    split: Annotated[str, typer.Option(help="Which windows: test, val, train or all.")] = "test",
+    history: Annotated[str, typer.Option(help="true: condition on recorded history; generated: closed loop on the model's own output.")] = "true",
+    temperature: Annotated[float, typer.Option(help="Sampling temperature (0 = greedy).")] = 1.0,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 0.95,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    max_windows: Annotated[int, typer.Option(help="Generate at most this many windows (0 = all).")] = 0,
+) -> None:
+    """Generate spikes window by window with the KV cache, and write them as a session file.
+
+    With --history generated the windows must be consecutive: the longest contiguous run of the split is used.
+    """
+    import numpy as np
+
+    from rtdecode.io import load_session, save_session
+    from rtdecode.session import Session
+    from rtdecode.training.checkpoint import LoadedRun
+    from rtdecode.training.data import WindowData
+    from rtdecode.training.generate import SamplingConfig, generate_session
+    from rtdecode.training.train import make_split
+
+    run = LoadedRun(from_run)
+    session = load_session(data)
+    wd = WindowData(session, run.config)
+    parts = make_split(wd, run.config)
+    if split not in ("test", "val", "train", "all"):
+        _fail(f"--split must be test, val, train or all; got {split}")
+    windows = np.arange(wd.n_windows) if split == "all" else getattr(parts, split)
+    if history == "generated":
+        runs = np.split(windows, np.flatnonzero(np.diff(windows) != 1) + 1)
+        windows = max(runs, key=len)
+    if max_windows:
+        windows = windows[:max_windows]
+    try:
+        times, neurons, timing = generate_session(
+            run.model, wd, windows, run.norm, history=history,
+            sampling=SamplingConfig(temperature=temperature, top_p=top_p, seed=seed),
+        )
+    except ValueError as e:
+        _fail(str(e))
+    starts = wd.tokens.window_starts()
+    t0, t1 = float(starts[windows[0]]), float(starts[windows[-1]] + run.config.window.window)
+    save_session(Session(times, neurons, session.n_neurons, min(t0, t1), max(t1, t0 + 1e-9),
+                         neuron_ids=session.neuron_ids,
+                         metadata={"source": "rtdecode generate", "run": str(from_run), "history": history,
+                                   "windows": [int(windows[0]), int(windows[-1])], **timing}), out)
+    console.print(f"wrote {out}: {times.size:,} spikes in {windows.size} windows; {timing['ms_per_window']:.1f} ms "
+                  f"per window ({timing['windows_per_s']:.1f} windows/s, KV cache)")
+
+
+@app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for everything the demo writes.")] = Path("demo-out"),
     quick: Annotated[bool, typer.Option(help="A short session (60 s) for CI and a first look.")] = False,

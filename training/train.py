@@ -148,11 +148,24 @@ def train(
     *,
     tokens_dir: str | Path | None = None,
     resume: bool = False,
+    init_from: str | Path | None = None,
+    label_fraction: float = 1.0,
+    freeze: str = "none",
     device: str = "auto",
     log: Callable[[str], None] = print,
     progress: Callable[[int, int, dict[str, float]], None] | None = None,
 ) -> TrainResult:
-    """Train per `cfg` on the session at `session_path`, writing checkpoints and logs to `run_dir`."""
+    """Train per `cfg` on the session at `session_path`, writing checkpoints and logs to `run_dir`.
+
+    Fine-tuning options (see `rtdecode.training.finetune`): `init_from` loads starting weights (safetensors);
+    `label_fraction` trains on a seeded random fraction of the training windows (as if only they were
+    labelled; normalisation comes from them alone); `freeze` is "none", "top" (train only the fused stack and
+    the behavior heads) or "backbone" (train only the behavior heads: a probe of the pretrained features).
+    """
+    if freeze not in FREEZE:
+        raise ValueError(f"freeze must be one of {sorted(FREEZE)}; got {freeze!r}")
+    if not 0 < label_fraction <= 1:
+        raise ValueError(f"label_fraction must be in (0, 1]; got {label_fraction}")
     run_dir = Path(run_dir)
     rank, world, dev = _distributed()
     if device == "cpu":
@@ -167,18 +180,27 @@ def train(
     tokens = load_tokens(tokens_dir) if tokens_dir else None
     data = WindowData(session, cfg, tokens)
     split = make_split(data, cfg)
-    norm = data.normalisation(split.train)
+    train_windows = split.train
+    if label_fraction < 1:
+        n = max(t.batch_size * world, int(round(label_fraction * split.train.size)))
+        pick = np.random.default_rng([t.seed, 1]).choice(split.train.size, size=min(n, split.train.size), replace=False)
+        train_windows = np.sort(split.train[pick])
+    norm = data.normalisation(train_windows)
     vocab = data.tokens.vocab
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         log(f"session {session_path}: {data.n_windows} windows; split {split.summary()} (guard gap "
-            f"{cfg.window.prev_window + cfg.window.window:.3f} s)")
+            f"{cfg.window.prev_window + cfg.window.window:.3f} s)"
+            + (f"; training on {train_windows.size} labelled windows ({label_fraction:.1%})" if label_fraction < 1 else ""))
 
     model = Neuroformer(cfg, vocab).to(dev)
+    if init_from is not None:
+        load_weights(model, Path(init_from))
+    _freeze(model, freeze)
     optimizer = model.configure_optimizer(t.lr, t.betas, t.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     rng = np.random.default_rng(t.seed)  # reserved for future host-side randomness; saved with the run state
-    sampler = LengthGroupedBatches(split.train, data.tokens.window_counts, t.batch_size * world, t.seed)
+    sampler = LengthGroupedBatches(train_windows, data.tokens.window_counts, t.batch_size * world, t.seed)
     step, best = 0, {name: None for name in OBJECTIVES}
     if resume:
         meta = read_meta(run_dir)
@@ -192,7 +214,9 @@ def train(
         if is_main:
             log(f"resumed {run_dir} at step {step}")
     if is_main:
-        log(f"model: {model.n_params() / 1e6:.2f} M parameters on {dev}" + (f", {world} processes" if world > 1 else ""))
+        n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        log(f"model: {model.n_params() / 1e6:.2f} M parameters ({n_train / 1e6:.2f} M trainable) on {dev}"
+            + (f", {world} processes" if world > 1 else ""))
     net: torch.nn.Module = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
@@ -220,7 +244,7 @@ def train(
         scaler.scale(losses["total"]).backward()
         if t.grad_clip > 0:
             scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], t.grad_clip)
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
@@ -270,6 +294,18 @@ def train(
         dist.barrier()
         dist.destroy_process_group()
     return TrainResult(run_dir, step, val_metrics, test_metrics, baseline, wps, share)
+
+
+# what stays trainable under each freeze option (module name prefixes); everything else is frozen
+FREEZE = {"none": None, "top": ("fused.", "ln_f.", "behavior_heads."), "backbone": ("behavior_heads.",)}
+
+
+def _freeze(model: Neuroformer, freeze: str) -> None:
+    trainable = FREEZE[freeze]
+    if trainable is None:
+        return
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.startswith(trainable))
 
 
 def _evaluate(model: Neuroformer, data: WindowData, windows: np.ndarray, norm: Normalisation, limit: int, dev: Any) -> dict[str, float]:
