@@ -94,6 +94,16 @@ def test_resume_continues_exactly(tiny_session_path, tiny_config, tmp_path):
         torch.testing.assert_close(a[k], b[k], atol=0, rtol=0)
 
 
+def test_resume_refuses_files_from_different_steps(tiny_session_path, tiny_config, tmp_path):
+    from rtdecode.training.checkpoint import save_weights
+
+    cfg = with_train(tiny_config, max_steps=10, eval_every=10)
+    train(cfg, tiny_session_path, tmp_path / "run", **QUIET)
+    save_weights(LoadedRun(tmp_path / "run").model, tmp_path / "run" / "model.safetensors", step=11)  # torn save
+    with pytest.raises(ValueError, match="different steps"):
+        train(with_train(cfg, max_steps=20), tiny_session_path, tmp_path / "run", resume=True, **QUIET)
+
+
 def test_resume_refuses_a_different_config(tiny_session_path, tiny_config, tmp_path):
     train(with_train(tiny_config, max_steps=10), tiny_session_path, tmp_path / "run", **QUIET)
     with pytest.raises(ValueError, match="different config"):

@@ -6,11 +6,11 @@ A run directory holds:
     model.safetensors        the latest weights
     best-<objective>.safetensors   the weights that scored best on each objective (val_loss, behavior_r)
     train_state.safetensors  optimizer moments and torch RNG state (for --resume)
-    train_state.json         optimizer hyper-parameters, scheduler step, numpy RNG state, timing
+    train_state.json         optimizer hyper-parameters, scheduler and sampler state, step, best-so-far
 
-JSON is written last, so a crash mid-save leaves the previous checkpoint.json pointing at complete files only
-if weights are written under new names first; here every file is replaced atomically and the JSON is the
-commit point for the step it names.
+Every file is replaced atomically (temp file + fsync + rename), so a crash never leaves a torn file. A crash
+between two renames can leave files from different steps; each save stamps its step into model.safetensors'
+metadata and train_state.json, and --resume refuses files whose steps disagree instead of continuing inexactly.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from rtdecode.training.data import Normalisation
 FORMAT = "rtdecode-checkpoint"
 FORMAT_VERSION = 1
 
-__all__ = ["save_weights", "load_weights", "write_meta", "read_meta", "save_train_state", "load_train_state", "LoadedRun"]
+__all__ = ["save_weights", "weights_step", "load_weights", "write_meta", "read_meta", "save_train_state", "load_train_state", "LoadedRun"]
 
 
 def _save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
@@ -42,10 +42,20 @@ def _save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[s
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
 
 
-def save_weights(model: torch.nn.Module, path: Path) -> None:
-    """Model parameters and buffers as safetensors (unwrapping DDP)."""
+def save_weights(model: torch.nn.Module, path: Path, step: int | None = None) -> None:
+    """Model parameters and buffers as safetensors (unwrapping DDP), stamped with the training step."""
     module = getattr(model, "module", model)
-    _save_tensors(module.state_dict(), path, {"format": FORMAT})
+    meta = {"format": FORMAT} if step is None else {"format": FORMAT, "step": str(step)}
+    _save_tensors(module.state_dict(), path, meta)
+
+
+def weights_step(path: Path) -> int | None:
+    """The training step stamped into a weights file, if any."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        step = (f.metadata() or {}).get("step")
+    return int(step) if step is not None else None
 
 
 def load_weights(model: torch.nn.Module, path: Path) -> None:
@@ -127,9 +137,7 @@ class LoadedRun:
         self.model.eval()
 
 
-def save_train_state(
-    run_dir: Path, optimizer: torch.optim.Optimizer, scheduler: Any, np_rng: np.random.Generator, extra: dict[str, Any]
-) -> None:
+def save_train_state(run_dir: Path, optimizer: torch.optim.Optimizer, scheduler: Any, extra: dict[str, Any]) -> None:
     """Everything --resume needs beyond the weights, without pickle: tensors to safetensors, the rest to JSON."""
     sd = optimizer.state_dict()
     tensors: dict[str, torch.Tensor] = {"torch_rng": torch.get_rng_state()}
@@ -144,7 +152,6 @@ def save_train_state(
         "param_groups": sd["param_groups"],
         "state_scalars": scalars,
         "scheduler": scheduler.state_dict(),
-        "numpy_rng": np_rng.bit_generator.state,
         **extra,
     }
     _save_tensors(tensors, run_dir / "train_state.safetensors")
@@ -152,10 +159,11 @@ def save_train_state(
         f.write(json.dumps(meta, indent=2, default=_json_default).encode())
 
 
-def load_train_state(
-    run_dir: Path, optimizer: torch.optim.Optimizer, scheduler: Any, np_rng: np.random.Generator
-) -> dict[str, Any]:
-    """Restore optimizer, scheduler and both RNGs; return the extra JSON fields (step, best, ...)."""
+def load_train_state(run_dir: Path, optimizer: torch.optim.Optimizer, scheduler: Any) -> dict[str, Any]:
+    """Restore optimizer, scheduler and the torch RNG; return the extra JSON fields (step, best, sampler, ...).
+
+    Host-side sampling needs no saved generator: the batch sampler is a pure function of (seed, epoch, cursor).
+    """
     tensors = load_file(str(run_dir / "train_state.safetensors"))
     meta = json.loads((run_dir / "train_state.json").read_text())
     state: dict[int, dict[str, Any]] = {}
@@ -167,6 +175,5 @@ def load_train_state(
         state.setdefault(int(idx), {}).update(scalars)
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
     scheduler.load_state_dict(meta["scheduler"])
-    np_rng.bit_generator.state = meta["numpy_rng"]
     torch.set_rng_state(tensors["torch_rng"])
     return meta

@@ -13,6 +13,7 @@ resumed run replays exactly.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 import os
 import time
@@ -35,6 +36,7 @@ from rtdecode.training.checkpoint import (
     read_meta,
     save_train_state,
     save_weights,
+    weights_step,
     write_meta,
 )
 from rtdecode.training.config import RunConfig
@@ -199,16 +201,21 @@ def train(
     _freeze(model, freeze)
     optimizer = model.configure_optimizer(t.lr, t.betas, t.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
-    rng = np.random.default_rng(t.seed)  # reserved for future host-side randomness; saved with the run state
     sampler = LengthGroupedBatches(train_windows, data.tokens.window_counts, t.batch_size * world, t.seed)
     step, best = 0, {name: None for name in OBJECTIVES}
     if resume:
         meta = read_meta(run_dir)
-        if RunConfig.from_dict(meta["config"]) != cfg:  # JSON turned tuples into lists: compare parsed configs
-            raise ValueError(f"{run_dir}: --resume with a different config than the run was started with")
+        if _without_run_length(RunConfig.from_dict(meta["config"])) != _without_run_length(cfg):
+            raise ValueError(f"{run_dir}: --resume with a different config than the run was started with "
+                             "(only max_steps, max_minutes, eval_every and eval_windows may change)")
         load_weights(model, run_dir / "model.safetensors")
-        state = load_train_state(run_dir, optimizer, scheduler, rng)
+        state = load_train_state(run_dir, optimizer, scheduler)
         step, best = int(state["step"]), state["best"]
+        if weights_step(run_dir / "model.safetensors") != step:
+            raise ValueError(
+                f"{run_dir}: model.safetensors and train_state.json are from different steps (the run was killed "
+                "while saving); restart the run, or fine-tune from its best-*.safetensors"
+            )
         sampler.load_state(state["sampler"])
         norm = Normalisation.from_dict(meta["normalisation"])
         if is_main:
@@ -268,9 +275,9 @@ def train(
                 improved = _update_best(best, val_metrics, step)
                 for name in improved:
                     save_weights(model, run_dir / f"best-{name}.safetensors")
-                save_weights(model, run_dir / "model.safetensors")
+                save_weights(model, run_dir / "model.safetensors", step)
                 save_train_state(
-                    run_dir, optimizer, scheduler, rng, {"step": step, "best": best, "sampler": sampler.state()}
+                    run_dir, optimizer, scheduler, {"step": step, "best": best, "sampler": sampler.state()}
                 )
                 write_meta(run_dir, cfg, vocab, norm, step, val_metrics, best)
                 log(_format_eval(step, scalars, val_metrics))
@@ -294,6 +301,12 @@ def train(
         dist.barrier()
         dist.destroy_process_group()
     return TrainResult(run_dir, step, val_metrics, test_metrics, baseline, wps, share)
+
+
+def _without_run_length(cfg: RunConfig) -> RunConfig:
+    """The config minus the fields a resumed run may change (how long it runs and how often it evaluates)."""
+    run_length = {"max_steps": 0, "max_minutes": 0.0, "eval_every": 1, "eval_windows": 0}
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **run_length))
 
 
 # what stays trainable under each freeze option (module name prefixes); everything else is frozen
