@@ -117,6 +117,24 @@ class SelfBlock(nn.Module):
         return x + self.mlp(self.ln2(x))
 
 
+    def forward_fixed(
+        self, x: torch.Tensor, past_k: torch.Tensor, past_v: torch.Tensor, past_valid: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One chunk (B, t, D) against a fixed-size cache (B, H, C, hd) whose slots `past_valid` (C,) are filled.
+
+        The export-friendly twin of `forward` with a `LayerCache`: no concatenation onto a growing cache and no
+        data-dependent slicing; returns (x, new_k, new_v) and the caller writes new_k/new_v into its buffer.
+        """
+        h = self.ln1(x)
+        k, v = self.attn.keys_values(h)  # (B, H, t, hd)
+        t = x.shape[1]
+        keys, values = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)
+        own = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
+        mask = torch.cat([past_valid[None, :].expand(t, -1), own], dim=1)  # (t, C + t)
+        x = x + self.drop(self.attn(h, keys, values, mask))
+        return x + self.mlp(self.ln2(x)), k, v
+
+
 class CrossBlock(nn.Module):
     """Pre-LN cross-attention to a memory whose keys/values come precomputed (see `memory`), + MLP."""
 
@@ -336,6 +354,36 @@ class Neuroformer(nn.Module):
         if cache is not None:
             cache.length += t
         return self.ln_f(x)
+
+    def forward_tokens_fixed(
+        self, ids: torch.Tensor, dts: torch.Tensor, ctx: Context, past_k: torch.Tensor, past_v: torch.Tensor,
+        pos: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`forward_tokens` against a caller-owned fixed-size KV cache (what the exported step graph runs).
+
+        Args:
+            ids, dts: (B, t) new tokens, at absolute positions pos .. pos + t - 1.
+            past_k, past_v: (L, B, H, C, hd) cache of every causal block (feature blocks, then fused blocks);
+                slots 0 .. pos - 1 are filled, the rest are ignored.
+            pos: () int64, tokens already in the cache.
+        Returns:
+            hidden (B, t, D) after the final norm, new_k and new_v (L, B, H, t, hd) for slots pos .. pos + t - 1.
+        """
+        t = ids.shape[1]
+        positions = pos + torch.arange(t, device=ids.device)
+        x = self.drop(self.id_emb(ids) + self.dt_emb(dts) + self.pos_emb(positions))
+        past_valid = torch.arange(past_k.shape[3], device=ids.device) < pos
+        new_k, new_v = [], []
+        blocks = list(self.feature) + list(self.fused)
+        for i, blk in enumerate(blocks):
+            if i == len(self.feature):
+                x = self._cross(x, ctx)
+            x, k, v = blk.forward_fixed(x, past_k[i], past_v[i], past_valid)
+            new_k.append(k)
+            new_v.append(v)
+        if len(self.fused) == 0:
+            x = self._cross(x, ctx)
+        return self.ln_f(x), torch.stack(new_k), torch.stack(new_v)
 
     def _cross(self, x: torch.Tensor, ctx: Context) -> torch.Tensor:
         for blk, mem in zip(self.history_cross, ctx.history):

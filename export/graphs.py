@@ -1,0 +1,133 @@
+"""The serving graphs, as torch modules with flat tensor inputs and outputs, ready for ONNX export.
+
+* `decode`  — a whole closed window (tokens + history + frames + behavior inputs) -> each behavior target's
+  output (z-scored value or class logits). What the daemon runs once per window.
+* `context` — history, frames, behavior inputs -> the keys/values (and key masks) of every cross-attention
+  block. Run once per window before generation.
+* `step`    — new tokens + the context + a caller-owned fixed-size KV cache -> next-ID and next-time logits of
+  the last new token, and the new tokens' keys/values (the caller writes them into its cache).
+
+Each wrapper only re-plumbs tensors into the model's own methods, so the graphs compute exactly what training
+and the PyTorch generator compute. Input/output names are fixed here and recorded in the bundle manifest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from rtdecode.training.model import Context, CrossMemory, Neuroformer
+
+__all__ = ["GraphSpec", "DecodeGraph", "ContextGraph", "StepGraph", "context_layout", "window_input_names"]
+
+TOKEN_INPUTS = ("ids", "dts", "lengths")
+HISTORY_INPUTS = ("prev_ids", "prev_dts", "prev_lengths")
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    """Names of a graph's inputs and outputs, in order."""
+
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+
+def context_input_names(model: Neuroformer) -> tuple[str, ...]:
+    names = list(HISTORY_INPUTS)
+    if model.frame_encoder is not None:
+        names.append("frames")
+    for b in model.cfg.inputs:
+        names += [f"in_{b.name}", f"in_{b.name}_age", f"in_{b.name}_valid"]
+    return tuple(names)
+
+
+def window_input_names(model: Neuroformer) -> tuple[str, ...]:
+    return TOKEN_INPUTS + context_input_names(model)
+
+
+def context_layout(model: Neuroformer) -> list[tuple[str, str | None, bool]]:
+    """One entry per cross-attention memory in block order: (prefix, behavior name or None, has a key mask)."""
+    layout: list[tuple[str, str | None, bool]] = [(f"hist{i}", None, True) for i in range(len(model.history_cross))]
+    layout += [(f"frame{i}", None, False) for i in range(len(model.frame_cross))]
+    for name in model.behavior_cross:
+        layout += [(f"beh_{name}{i}", name, True) for i in range(len(model.behavior_cross[name]))]
+    return layout
+
+
+def context_output_names(model: Neuroformer) -> tuple[str, ...]:
+    names: list[str] = []
+    for prefix, _, masked in context_layout(model):
+        names += [f"{prefix}_k", f"{prefix}_v"] + ([f"{prefix}_mask"] if masked else [])
+    return tuple(names)
+
+
+def _batch(names: tuple[str, ...], tensors: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+    return dict(zip(names, tensors))
+
+
+def flatten_context(model: Neuroformer, ctx: Context) -> tuple[torch.Tensor, ...]:
+    mems = list(ctx.history) + list(ctx.frames) + [m for name in model.behavior_cross for m in ctx.behavior[name]]
+    out: list[torch.Tensor] = []
+    for (_, _, masked), mem in zip(context_layout(model), mems):
+        out += [mem.k, mem.v] + ([mem.mask] if masked and mem.mask is not None else [])
+    return tuple(out)
+
+
+def unflatten_context(model: Neuroformer, tensors: tuple[torch.Tensor, ...]) -> Context:
+    ctx = Context(history=[], frames=[], behavior={name: [] for name in model.behavior_cross})
+    i = 0
+    for prefix, behavior, masked in context_layout(model):
+        k, v = tensors[i], tensors[i + 1]
+        mask = tensors[i + 2] if masked else None
+        i += 3 if masked else 2
+        mem = CrossMemory(k, v, mask)
+        if prefix.startswith("hist"):
+            ctx.history.append(mem)
+        elif prefix.startswith("frame"):
+            ctx.frames.append(mem)
+        else:
+            ctx.behavior[behavior].append(mem)  # type: ignore[index]
+    return ctx
+
+
+class DecodeGraph(nn.Module):
+    def __init__(self, model: Neuroformer) -> None:
+        super().__init__()
+        self.model = model
+        self.spec = GraphSpec(window_input_names(model), tuple(f"behavior_{b.name}" for b in model.cfg.targets))
+
+    def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        m, batch = self.model, _batch(self.spec.inputs, tensors)
+        ctx = m.encode_context(batch)
+        h = m.forward_tokens(batch["ids"], batch["dts"], ctx)
+        out = m.behavior_outputs(m.pool(h, batch["lengths"]))
+        return tuple(out[b.name] for b in m.cfg.targets)
+
+
+class ContextGraph(nn.Module):
+    def __init__(self, model: Neuroformer) -> None:
+        super().__init__()
+        self.model = model
+        self.spec = GraphSpec(context_input_names(model), context_output_names(model))
+
+    def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return flatten_context(self.model, self.model.encode_context(_batch(self.spec.inputs, tensors)))
+
+
+class StepGraph(nn.Module):
+    def __init__(self, model: Neuroformer) -> None:
+        super().__init__()
+        self.model = model
+        self.spec = GraphSpec(
+            ("ids", "dts", "pos", "past_k", "past_v") + context_output_names(model),
+            ("id_logits", "dt_logits", "new_k", "new_v"),
+        )
+
+    def forward(self, ids: torch.Tensor, dts: torch.Tensor, pos: torch.Tensor, past_k: torch.Tensor,
+                past_v: torch.Tensor, *context: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        m = self.model
+        h, new_k, new_v = m.forward_tokens_fixed(ids, dts, unflatten_context(m, context), past_k, past_v, pos)
+        id_logits, dt_logits = m.token_logits(h[:, -1])  # only the last token's: what sampling needs
+        return id_logits, dt_logits, new_k, new_v

@@ -1,0 +1,197 @@
+"""`rtdecode export`: a trained run -> a model bundle (ONNX graphs + manifest.json) that serves without torch.
+
+Bundle layout (format version 1):
+
+    manifest.json   format, version, window config, vocabulary (neuron ID map), modalities (frames, behavior
+                    specs), normalisation, graphs (file, input/output names, dtypes, shapes with named dynamic
+                    axes, sha256), opset, cache size, source checkpoint (path, step, sha256), parity results
+    decode.onnx     whole window -> behavior outputs
+    context.onnx    history/frames/behavior inputs -> cross-attention keys/values
+    step.onnx       new tokens + context + fixed-size KV cache -> next logits + new keys/values
+
+Dynamic axes: batch (B), tokens (T, or t for a step), history tokens (M) and behavior samples. The KV cache has a
+fixed size C = block_size slots, owned by the caller, so a step never reallocates or copies the cache (measured
+on this machine: the concatenating cache spent 38% of a step copying; see shared/inference-notes.md).
+
+Opset 20 is the default: onnxruntime 1.32's native opset-23 `Attention` op rejects the key-padding masks these
+graphs broadcast over queries, and TensorRT's parser needs opset <= 20 for attention anyway.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rtdecode.io.atomic import atomic_path, atomic_write
+from rtdecode.export.graphs import ContextGraph, DecodeGraph, StepGraph, context_input_names
+from rtdecode.runtime.bundle import FORMAT, FORMAT_VERSION, sha256
+from rtdecode.training.checkpoint import LoadedRun
+
+__all__ = ["export_bundle", "example_batch", "sha256"]
+
+
+def example_batch(run: LoadedRun, data: Any | None, windows: np.ndarray | None) -> dict[str, np.ndarray]:
+    """Inputs for tracing and parity: real held-out windows when `data` (a WindowData) is given, else synthetic
+    windows drawn from the vocabulary (same shapes and dtypes, random content)."""
+    if data is not None and windows is not None:
+        return data.batch(windows, run.norm)
+    rng = np.random.default_rng(0)
+    cfg, vocab = run.config, run.vocab
+    B, T, M = 4, min(24, cfg.window.block_size), min(16, cfg.window.prev_block_size)
+    lengths = np.array([T, T - 3, 2, T // 2], dtype=np.int64)[:B]
+    ids = rng.integers(0, vocab.n_neurons, (B, T))
+    dts = np.sort(rng.integers(0, cfg.window.bins_per_window, (B, T)), axis=1)
+    ids[:, 0], dts[:, 0] = vocab.id_sos, vocab.dt_sos
+    for b, n in enumerate(lengths):
+        ids[b, n - 1], dts[b, n - 1] = vocab.id_eos, vocab.dt_eos
+        ids[b, n:], dts[b, n:] = vocab.id_pad, vocab.dt_pad
+    batch = {
+        "ids": ids, "dts": dts, "lengths": lengths,
+        "prev_ids": rng.integers(0, vocab.n_neurons, (B, M)), "prev_dts": rng.integers(0, vocab.n_time, (B, M)),
+        "prev_lengths": np.array([M, 0, 3, M - 1], dtype=np.int64)[:B],
+    }
+    if cfg.frames.enabled:
+        batch["frames"] = rng.standard_normal((B, cfg.frames.n_frames, cfg.frames.height, cfg.frames.width)).astype(np.float32)
+    for spec in cfg.inputs:
+        K = 4
+        batch[f"in_{spec.name}"] = rng.standard_normal((B, K)).astype(np.float32)
+        batch[f"in_{spec.name}_age"] = rng.integers(0, 5, (B, K))
+        batch[f"in_{spec.name}_valid"] = rng.random((B, K)) < 0.8
+    return batch
+
+
+def _dynamic_shapes(names: tuple[str, ...]) -> dict[str, dict[int, Any]]:
+    """Named dynamic axes per input; the same Dim object ties equal axes together."""
+    Dim = torch.export.Dim
+    B, T, M, K = Dim("batch", min=1, max=1024), Dim("tokens", min=1, max=4096), Dim("history", min=1, max=8192), Dim("samples", min=1, max=1024)
+    axes: dict[str, dict[int, Any]] = {}
+    for n in names:
+        if n in ("ids", "dts"):
+            axes[n] = {0: B, 1: T}
+        elif n in ("prev_ids", "prev_dts"):
+            axes[n] = {0: B, 1: M}
+        elif n.startswith("in_"):
+            axes[n] = {0: B, 1: K}
+        elif n in ("lengths", "prev_lengths", "frames"):
+            axes[n] = {0: B}
+        else:
+            axes[n] = {}
+    return axes
+
+
+def _export(module: torch.nn.Module, args: tuple[torch.Tensor, ...], names: tuple[str, ...], outputs: tuple[str, ...],
+            dynamic: dict[str, dict[int, Any]], path: Path, opset: int) -> None:
+    with warnings.catch_warnings(), atomic_path(path, suffix=".tmp.onnx") as tmp:
+        warnings.simplefilter("ignore")
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+        shapes = [dynamic.get(n, {}) for n in names]
+        # the wrappers take their trailing tensors as *varargs: torch.export sees them as one nested input
+        fixed = 5 if isinstance(module, StepGraph) else 0
+        nested = (*shapes[:fixed], tuple(shapes[fixed:]))
+        torch.onnx.export(module, args, tmp, input_names=list(names), output_names=list(outputs),
+                          dynamic_shapes=nested, dynamo=True, opset_version=opset, verbose=False,
+                          external_data=False)
+
+
+def _io_description(path: Path) -> dict[str, list[dict[str, Any]]]:
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+
+    def describe(values: Any) -> list[dict[str, Any]]:
+        out = []
+        for v in values:
+            t = v.type.tensor_type
+            shape = [d.dim_param or d.dim_value for d in t.shape.dim]
+            out.append({"name": v.name, "dtype": onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name, "shape": shape})
+        return out
+
+    return {"inputs": describe(graph.input), "outputs": describe(graph.output)}
+
+
+def export_bundle(
+    run_dir: str | Path,
+    out: str | Path,
+    *,
+    weights: str = "model",
+    data: Any | None = None,
+    windows: np.ndarray | None = None,
+    opset: int = 20,
+    tolerance: float = 1e-4,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Export `run_dir` to a bundle in `out`, check parity against PyTorch, return the manifest.
+
+    Args:
+        weights: which weights of the run ("model", "best-val_loss", "best-behavior_r").
+        data, windows: a WindowData and held-out window indices for tracing and parity (synthetic if None).
+        tolerance: max abs error allowed between onnxruntime and PyTorch (fp32); above it export fails.
+    """
+    from rtdecode.export.parity import check_parity
+
+    run = LoadedRun(run_dir, weights=weights)
+    model = run.model.eval()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    batch = example_batch(run, data, windows)
+    tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch.items()}
+    graphs = {"decode": DecodeGraph(model), "context": ContextGraph(model), "step": StepGraph(model)}
+    cfg = run.config
+    n_causal = len(model.feature) + len(model.fused)
+    H, hd, C = cfg.model.n_heads, cfg.model.d_model // cfg.model.n_heads, cfg.window.block_size
+    with torch.no_grad():
+        ctx_args = tuple(tensors[n] for n in context_input_names(model))
+        ctx_out = graphs["context"](*ctx_args)
+        B = batch["ids"].shape[0]
+        past = torch.zeros(n_causal, B, H, C, hd)
+        step_args = (tensors["ids"][:, :2], tensors["dts"][:, :2], torch.tensor(3, dtype=torch.int64), past, past.clone(), *ctx_out)
+    manifest_graphs: dict[str, Any] = {}
+    for name, module in graphs.items():
+        spec = module.spec
+        if name == "step":
+            args = step_args
+            Dim = torch.export.Dim
+            Bd, td, Md = Dim("batch", min=1, max=1024), Dim("tokens", min=1, max=C), Dim("history", min=1, max=8192)
+            dyn: dict[str, dict[int, Any]] = {"ids": {0: Bd, 1: td}, "dts": {0: Bd, 1: td}, "pos": {},
+                                              "past_k": {1: Bd}, "past_v": {1: Bd}}
+            for n in spec.inputs[5:]:
+                dyn[n] = {0: Bd} if n.startswith("frame") else ({0: Bd, 2: Md} if not n.endswith("_mask") else {0: Bd, 3: Md})
+        else:
+            args = tuple(tensors[n] for n in spec.inputs)
+            dyn = _dynamic_shapes(spec.inputs)
+        path = out / f"{name}.onnx"
+        log(f"exporting {name}.onnx ({len(spec.inputs)} inputs, {len(spec.outputs)} outputs, opset {opset}) ...")
+        _export(module, args, spec.inputs, spec.outputs, dyn, path, opset)
+        manifest_graphs[name] = {"file": path.name, "sha256": sha256(path), **_io_description(path)}
+    source = run.dir / f"{weights}.safetensors"
+    manifest: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "opset": opset,
+        "config": cfg.to_dict(),
+        "vocab": json.loads(run.vocab.to_json()),
+        "normalisation": run.norm.to_dict(),
+        "cache": {"layers": n_causal, "heads": H, "head_dim": hd, "slots": C},
+        "graphs": manifest_graphs,
+        "source": {"run": str(run.dir), "weights": weights, "step": run.meta.get("step"), "sha256": sha256(source)},
+    }
+    _write_manifest(out, manifest)
+    parity = check_parity(run, out, batch, tolerance=tolerance)
+    manifest["parity"] = parity
+    _write_manifest(out, manifest)
+    log("parity vs PyTorch (max abs error): " + ", ".join(f"{k} {v:.2e}" for k, v in parity.items() if k.endswith("max_abs")))
+    if not parity["passed"]:
+        raise RuntimeError(f"exported graphs differ from PyTorch beyond {tolerance}: {parity}")
+    return manifest
+
+
+def _write_manifest(out: Path, manifest: dict[str, Any]) -> None:
+    with atomic_write(out / "manifest.json") as f:
+        f.write(json.dumps(manifest, indent=2).encode())

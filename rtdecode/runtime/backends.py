@@ -1,0 +1,130 @@
+"""Backends that run a bundle's graphs: one small interface, chosen by name.
+
+* "onnxruntime" (default): CPU execution provider; settings that matter for latency are explicit (threads,
+  thread spinning, graph optimisation level; measured in shared/inference-notes.md).
+* "onnxruntime-cuda" / "onnxruntime-tensorrt": the same sessions on onnxruntime-gpu's CUDA / TensorRT execution
+  providers (`pip install rtdecode[gpu]`, instead of onnxruntime). Written against the documentation; untested
+  here (no GPU build of onnxruntime on these machines).
+* "tensorrt": native TensorRT engines (rtdecode.runtime.tensorrt_backend), when present.
+* "torch": the PyTorch model behind the bundle, for debugging only (needs the source run and torch).
+* "auto": the first available of tensorrt, onnxruntime-tensorrt, onnxruntime-cuda, onnxruntime.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from rtdecode.runtime.bundle import Bundle
+
+__all__ = ["Backend", "OnnxRuntimeBackend", "create_backend", "available_backends"]
+
+
+class Backend(Protocol):
+    name: str
+
+    def run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Run one graph ("decode", "context" or "step"); outputs in the manifest's order."""
+        ...
+
+
+PROVIDERS = {
+    "onnxruntime": ["CPUExecutionProvider"],
+    "onnxruntime-cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "onnxruntime-tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+
+
+class OnnxRuntimeBackend:
+    """One onnxruntime InferenceSession per graph, created at start-up (never on the hot path)."""
+
+    def __init__(self, bundle: Bundle, name: str = "onnxruntime", threads: int = 0, spinning: bool = True) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as e:
+            raise ImportError("the onnxruntime backend needs onnxruntime: pip install 'rtdecode[export]' "
+                              "(or 'rtdecode[gpu]' for onnxruntime-gpu, never both)") from e
+        wanted = PROVIDERS[name]
+        have = ort.get_available_providers()
+        if wanted[0] not in have:
+            raise RuntimeError(f"backend {name} needs {wanted[0]}, but this onnxruntime offers {have}; "
+                               "install onnxruntime-gpu (pip install 'rtdecode[gpu]') on a CUDA machine")
+        self.name = name
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        # spinning helps a single busy session and hurts sessions alternating on few cores: a setting, measured
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+        providers = [p for p in wanted if p in have]
+        self.sessions = {g: ort.InferenceSession(str(bundle.graph_path(g)), opts, providers=providers)
+                         for g in ("decode", "context", "step")}
+        self.providers = self.sessions["decode"].get_providers()
+
+    def run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return self.sessions[graph].run(None, feeds)
+
+
+class TorchBackend:
+    """The source PyTorch run, through the same graph wrappers as export. Debugging only: imports torch."""
+
+    def __init__(self, bundle: Bundle) -> None:
+        import torch
+
+        from rtdecode.export.graphs import ContextGraph, DecodeGraph, StepGraph
+        from rtdecode.training.checkpoint import LoadedRun
+
+        src = bundle.manifest["source"]
+        run = LoadedRun(src["run"], weights=src["weights"])
+        self.name = "torch"
+        self._torch = torch
+        self.graphs = {"decode": DecodeGraph(run.model), "context": ContextGraph(run.model), "step": StepGraph(run.model)}
+
+    def run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        g = self.graphs[graph]
+        args = [self._torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in g.spec.inputs]
+        with self._torch.no_grad():
+            return [o.numpy() for o in g(*args)]
+
+
+def available_backends() -> list[str]:
+    """Backends that can start on this machine, fastest first."""
+    out = []
+    try:
+        import onnxruntime as ort
+
+        have = ort.get_available_providers()
+        out += [name for name in ("onnxruntime-tensorrt", "onnxruntime-cuda") if PROVIDERS[name][0] in have]
+        out.append("onnxruntime")
+    except ImportError:
+        pass
+    try:
+        from rtdecode.runtime.tensorrt_backend import tensorrt_available
+
+        if tensorrt_available():
+            out.insert(0, "tensorrt")
+    except ImportError:
+        pass
+    return out
+
+
+def create_backend(bundle: Bundle, name: str = "auto", **options: Any) -> Backend:
+    """A backend by name (see the module docstring); raises with the install hint when it cannot start."""
+    if name == "auto":
+        choices: Sequence[str] = available_backends()
+        if not choices:
+            raise RuntimeError("no inference backend available: pip install 'rtdecode[export]' for onnxruntime")
+        name = choices[0]
+    if name in PROVIDERS:
+        return OnnxRuntimeBackend(bundle, name, **options)
+    if name == "tensorrt":
+        from rtdecode.runtime.tensorrt_backend import TensorRTBackend
+
+        return TensorRTBackend(bundle, **options)
+    if name == "torch":
+        return TorchBackend(bundle)
+    raise ValueError(f"unknown backend {name!r}; choose from auto, onnxruntime, onnxruntime-cuda, "
+                     "onnxruntime-tensorrt, tensorrt, torch")

@@ -1,0 +1,109 @@
+"""A model bundle on disk: manifest.json + ONNX graphs, validated before anything is allocated.
+
+The manifest is the contract between `rtdecode export` and everything that serves: window config, vocabulary
+(with the neuron ID map), modality specs, normalisation, graph I/O and cache sizes. Loading checks the format
+version, the required fields and their types, and (by default) every graph file's sha256, so a bundle that was
+truncated, edited or mixed with another is refused with a message saying what is wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rtdecode.tokenizer import Vocab, WindowConfig
+
+FORMAT = "rtdecode-bundle"
+FORMAT_VERSION = 1
+GRAPHS = ("decode", "context", "step")
+ALLOWED_DTYPES = {"int64", "float32", "float16", "bool", "int32"}
+
+__all__ = ["Bundle", "BundleError", "FORMAT", "FORMAT_VERSION", "sha256"]
+
+
+class BundleError(ValueError):
+    """The bundle is missing, incomplete, corrupt or from an incompatible rtdecode."""
+
+
+@dataclass(frozen=True)
+class Bundle:
+    path: Path
+    manifest: dict[str, Any]
+    window: WindowConfig
+    vocab: Vocab
+
+    @classmethod
+    def load(cls, path: str | Path, verify_hashes: bool = True) -> Bundle:
+        path = Path(path)
+        mpath = path / "manifest.json"
+        if not mpath.exists():
+            raise BundleError(f"{path}: no manifest.json (make a bundle with `rtdecode export --from RUN --out {path}`)")
+        try:
+            m = json.loads(mpath.read_text())
+        except json.JSONDecodeError as e:
+            raise BundleError(f"{mpath}: not valid JSON ({e})") from e
+        if not isinstance(m, dict) or m.get("format") != FORMAT:
+            raise BundleError(f"{mpath}: not an rtdecode bundle manifest")
+        if not isinstance(m.get("format_version"), int) or m["format_version"] > FORMAT_VERSION:
+            raise BundleError(f"{mpath}: bundle format {m.get('format_version')} is not readable by this rtdecode "
+                              f"(reads up to {FORMAT_VERSION}); upgrade rtdecode or re-export")
+        for key, typ in (("config", dict), ("vocab", dict), ("normalisation", dict), ("graphs", dict), ("cache", dict)):
+            if not isinstance(m.get(key), typ):
+                raise BundleError(f"{mpath}: field '{key}' missing or not a {typ.__name__}")
+        try:
+            window = WindowConfig.from_dict(m["config"]["window"])
+            vocab = Vocab.from_json(json.dumps(m["vocab"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise BundleError(f"{mpath}: invalid window config or vocabulary ({e})") from e
+        if len(vocab.neuron_ids) != vocab.n_neurons:
+            raise BundleError(f"{mpath}: vocabulary has {vocab.n_neurons} neurons but {len(vocab.neuron_ids)} IDs")
+        for key in ("layers", "heads", "head_dim", "slots"):
+            v = m["cache"].get(key)
+            if not isinstance(v, int) or not 0 < v <= 65536:
+                raise BundleError(f"{mpath}: cache.{key} must be a positive integer <= 65536; got {v!r}")
+        for name in GRAPHS:
+            g = m["graphs"].get(name)
+            if not isinstance(g, dict) or not isinstance(g.get("file"), str) or "/" in g["file"] or ".." in g["file"]:
+                raise BundleError(f"{mpath}: graph '{name}' missing or its file name is not a plain name")
+            for io in g.get("inputs", []) + g.get("outputs", []):
+                if io.get("dtype") not in ALLOWED_DTYPES:
+                    raise BundleError(f"{mpath}: graph '{name}' tensor {io.get('name')} has dtype {io.get('dtype')!r}")
+            f = path / g["file"]
+            if not f.exists():
+                raise BundleError(f"{path}: graph file {g['file']} is missing")
+            if verify_hashes and sha256(f) != g.get("sha256"):
+                raise BundleError(f"{f}: sha256 does not match the manifest; the bundle is corrupt or was modified")
+        return cls(path, m, window, vocab)
+
+    def graph_path(self, name: str) -> Path:
+        return self.path / self.manifest["graphs"][name]["file"]
+
+    def input_names(self, graph: str) -> list[str]:
+        return [i["name"] for i in self.manifest["graphs"][graph]["inputs"]]
+
+    def output_names(self, graph: str) -> list[str]:
+        return [o["name"] for o in self.manifest["graphs"][graph]["outputs"]]
+
+    @property
+    def targets(self) -> list[dict[str, Any]]:
+        return [b for b in self.manifest["config"].get("behavior", []) if b.get("role") == "target"]
+
+    @property
+    def behavior_inputs(self) -> list[dict[str, Any]]:
+        return [b for b in self.manifest["config"].get("behavior", []) if b.get("role") == "input"]
+
+    @property
+    def frames(self) -> dict[str, Any]:
+        return self.manifest["config"]["frames"]
+
+
+def sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,170 @@
+"""The Decoder: behavior decoding and KV-cached generation from a bundle, in numpy + a backend.
+
+Inputs are the same batch arrays training builds (`ids`, `dts`, `lengths`, `prev_*`, `frames`, `in_*`), made by
+the shared tokenizer (`pack_tokens`) from a live `ClosedWindow` or from a `TokenizedSession`; `window_feeds`
+builds them for one live window. Outputs are in the data's units (regression de-normalised; classification as
+the class index).
+
+Generation keeps a fixed-size KV cache (layers, batch, heads, block_size slots, head_dim) allocated once per batch
+size; each step the backend returns only the new tokens' keys/values and they are written in place.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from rtdecode.runtime.backends import Backend, create_backend
+from rtdecode.runtime.bundle import Bundle
+from rtdecode.window import ClosedWindow
+
+__all__ = ["Decoder"]
+
+
+class Decoder:
+    """Runs a bundle. `backend` is a name (see rtdecode.runtime.backends) or a Backend instance."""
+
+    def __init__(self, bundle: Bundle | str, backend: str | Backend = "auto", **backend_options: Any) -> None:
+        self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
+        self.backend = create_backend(self.bundle, backend, **backend_options) if isinstance(backend, str) else backend
+        self.window = self.bundle.window
+        self.vocab = self.bundle.vocab
+        norm = self.bundle.manifest["normalisation"]
+        self._behavior_norm = {k: (float(v[0]), float(v[1])) for k, v in norm["behavior"].items()}
+        self._frame_norm = (float(norm["frames"][0]), float(norm["frames"][1]))
+        self.targets = self.bundle.targets
+        self._decode_inputs = self.bundle.input_names("decode")
+        self._context_inputs = self.bundle.input_names("context")
+        self._context_outputs = self.bundle.output_names("context")
+        c = self.bundle.manifest["cache"]
+        self._cache_shape = (c["layers"], 0, c["heads"], c["slots"], c["head_dim"])
+        self._cache_k = self._cache_v = np.zeros(0, np.float32)
+
+    # ------------------------------------------------------------------ decoding
+    def decode(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Behavior of each window in the batch, name -> (B,) in the data's units (class index for classifiers)."""
+        outs = self.backend.run("decode", {n: feeds[n] for n in self._decode_inputs})
+        result = {}
+        for spec, y in zip(self.targets, outs):
+            if spec["kind"] == "regression":
+                mean, std = self._behavior_norm[spec["name"]]
+                result[spec["name"]] = y.astype(np.float64) * std + mean
+            else:
+                result[spec["name"]] = y.argmax(-1)
+        return result
+
+    def window_feeds(self, window: ClosedWindow, frames: np.ndarray | None = None,
+                     behavior: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> dict[str, np.ndarray]:
+        """Batch-of-one inputs for a live window (tokens via the shared packer, trimmed like training batches).
+
+        Args:
+            window: a window closed by RollingWindow.
+            frames: (n_frames, H, W) uint8, the frames shown before the window end (oldest first), if the model
+                takes video; None gives the mean image (as training does before the first frame).
+            behavior: name -> (sample times s, values) of each input behavior variable before the window end.
+        """
+        cur, hist = window.tokens(self.window, self.vocab)
+        T, M = int(cur.lengths[0]), max(1, int(hist.lengths[0]))
+        feeds: dict[str, np.ndarray] = {
+            "ids": cur.ids[:, :T].astype(np.int64), "dts": cur.dts[:, :T].astype(np.int64),
+            "lengths": cur.lengths.astype(np.int64),
+            "prev_ids": hist.ids[:, :M].astype(np.int64), "prev_dts": hist.dts[:, :M].astype(np.int64),
+            "prev_lengths": hist.lengths.astype(np.int64),
+        }
+        fr = self.bundle.frames
+        if fr.get("enabled"):
+            shape = (1, fr["n_frames"], fr["height"], fr["width"])
+            if frames is None:
+                feeds["frames"] = np.zeros(shape, np.float32)
+            else:
+                f = (np.asarray(frames, np.float32).reshape(shape) / 255.0 - self._frame_norm[0]) / self._frame_norm[1]
+                feeds["frames"] = f.astype(np.float32)
+        for spec in self.bundle.behavior_inputs:
+            times, values = (behavior or {}).get(spec["name"], (np.zeros(0), np.zeros(0)))
+            feeds.update(self._behavior_input(spec, window.end, times, values))
+        return feeds
+
+    def _behavior_input(self, spec: dict[str, Any], end: float, times: np.ndarray, values: np.ndarray) -> dict[str, np.ndarray]:
+        name, dt = spec["name"], self.window.dt
+        keep = (times >= end - spec["input_window"]) & (times < end - 1e-9) & np.isfinite(values)
+        t, v = times[keep], values[keep]
+        mean, std = self._behavior_norm[name]
+        slots = max(1, int(round(spec["input_window"] / dt)))
+        K = max(1, t.size)
+        vals = np.zeros((1, K), np.float32)
+        ages = np.zeros((1, K), np.int64)
+        valid = np.zeros((1, K), bool)
+        vals[0, : t.size] = (v - mean) / std
+        ages[0, : t.size] = np.clip(np.floor((end - t) / dt), 0, slots - 1)
+        valid[0, : t.size] = True
+        return {f"in_{name}": vals, f"in_{name}_age": ages, f"in_{name}_valid": valid}
+
+    # ------------------------------------------------------------------ generation
+    def generate(self, feeds: dict[str, np.ndarray], *, temperature: float = 1.0, top_p: float = 0.95,
+                 seed: int | None = None, max_tokens: int | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Sample the next window for each context in `feeds` (history/frames/behavior inputs of a batch).
+
+        Returns per window (neuron indices, time offsets in dt quanta). temperature 0 = greedy. The token grammar
+        is enforced as in training.generate: IDs are neurons or EOS, offsets are in the window and non-decreasing.
+        """
+        vocab, n_bins = self.vocab, self.window.bins_per_window
+        limit = min(max_tokens or self.window.max_spikes, self.window.max_spikes)
+        ctx = dict(zip(self._context_outputs, self.backend.run("context", {n: feeds[n] for n in self._context_inputs})))
+        B = feeds["prev_ids"].shape[0]
+        past_k, past_v = self._cache(B)
+        rng = np.random.default_rng(seed)
+        id_bias = np.full(vocab.id_size, -np.inf, np.float32)
+        id_bias[: vocab.n_neurons] = 0.0
+        id_bias[vocab.id_eos] = 0.0
+        dt_index = np.arange(vocab.dt_size)
+        ids = np.full((B, 1), vocab.id_sos, np.int64)
+        dts = np.full((B, 1), vocab.dt_sos, np.int64)
+        last_dt = np.zeros(B, np.int64)
+        done = np.zeros(B, bool)
+        out_ids: list[list[int]] = [[] for _ in range(B)]
+        out_dts: list[list[int]] = [[] for _ in range(B)]
+        for pos in range(limit):
+            id_logits, dt_logits, new_k, new_v = self.backend.run(
+                "step", {"ids": ids, "dts": dts, "pos": np.array(pos, np.int64), "past_k": past_k, "past_v": past_v, **ctx})
+            past_k[:, :, :, pos] = new_k[:, :, :, 0]
+            past_v[:, :, :, pos] = new_v[:, :, :, 0]
+            next_id = _sample(id_logits + id_bias, temperature, top_p, rng)
+            ok_dt = (dt_index[None, :] >= last_dt[:, None]) & (dt_index[None, :] < n_bins)
+            next_dt = _sample(np.where(ok_dt, dt_logits, -np.inf), temperature, top_p, rng)
+            is_eos = next_id == vocab.id_eos
+            for b in np.flatnonzero(~done & ~is_eos):
+                out_ids[b].append(int(next_id[b]))
+                out_dts[b].append(int(next_dt[b]))
+            done |= is_eos
+            if done.all():
+                break
+            last_dt = np.where(done, last_dt, next_dt)
+            ids, dts = next_id[:, None], np.where(is_eos, vocab.dt_eos, next_dt)[:, None]
+        return [np.array(x, np.int64) for x in out_ids], [np.array(x, np.int64) for x in out_dts]
+
+    def _cache(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
+        """The fixed-size KV cache for `batch` windows, allocated once per batch size (stale slots are masked)."""
+        shape = self._cache_shape[:1] + (batch,) + self._cache_shape[2:]
+        if self._cache_k.shape != shape:
+            self._cache_k = np.zeros(shape, np.float32)
+            self._cache_v = np.zeros(shape, np.float32)
+        return self._cache_k, self._cache_v
+
+
+def _sample(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator) -> np.ndarray:
+    """(B, V) logits -> (B,) token indices: greedy at temperature 0, else nucleus sampling."""
+    if temperature <= 0:
+        return logits.argmax(-1)
+    z = logits / temperature
+    z = z - z.max(-1, keepdims=True)
+    p = np.exp(z)
+    p /= p.sum(-1, keepdims=True)
+    order = np.argsort(-p, axis=-1, kind="stable")
+    sorted_p = np.take_along_axis(p, order, -1)
+    keep = (np.cumsum(sorted_p, -1) - sorted_p) < top_p
+    sorted_p = np.where(keep, sorted_p, 0.0)
+    sorted_p /= sorted_p.sum(-1, keepdims=True)
+    u = rng.random((logits.shape[0], 1))
+    choice = (np.cumsum(sorted_p, -1) < u).sum(-1)
+    return np.take_along_axis(order, np.minimum(choice, logits.shape[-1] - 1)[:, None], -1)[:, 0]
