@@ -161,8 +161,14 @@ def export_bundle(
             Bd, td, Md = Dim("batch", min=1, max=1024), Dim("tokens", min=1, max=C), Dim("history", min=1, max=8192)
             dyn: dict[str, dict[int, Any]] = {"ids": {0: Bd, 1: td}, "dts": {0: Bd, 1: td}, "pos": {},
                                               "past_k": {1: Bd}, "past_v": {1: Bd}}
+            memory_dims: dict[str, Any] = {}  # one dynamic length per memory kind (history, each behavior input)
             for n in spec.inputs[5:]:
-                dyn[n] = {0: Bd} if n.startswith("frame") else ({0: Bd, 2: Md} if not n.endswith("_mask") else {0: Bd, 3: Md})
+                if n.startswith("frame"):
+                    dyn[n] = {0: Bd}
+                    continue
+                kind = "history" if n.startswith("hist") else n.rsplit("_", 1)[0].rstrip("0123456789")
+                L = memory_dims.setdefault(kind, Md if kind == "history" else Dim(f"{kind}_len", min=1, max=1024))
+                dyn[n] = {0: Bd, 3: L} if n.endswith("_mask") else {0: Bd, 2: L}
         else:
             args = tuple(tensors[n] for n in spec.inputs)
             dyn = _dynamic_shapes(spec.inputs)

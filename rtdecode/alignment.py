@@ -16,7 +16,14 @@ import numpy as np
 # no look-ahead), and one at exactly end - frame_window is included.
 EDGE_TOLERANCE = 1e-6
 
-__all__ = ["frame_ranges", "frame_stack_indices", "behavior_per_window", "frames_per_window"]
+__all__ = [
+    "behavior_input_samples",
+    "behavior_per_window",
+    "frame_ranges",
+    "frame_stack_indices",
+    "frames_per_window",
+    "normalise_frames",
+]
 
 
 def frame_ranges(frame_times: np.ndarray, window_ends: np.ndarray, frame_window: float) -> tuple[np.ndarray, np.ndarray]:
@@ -83,3 +90,39 @@ def behavior_per_window(
         idx = np.flatnonzero(inside)
         out[idx[~(prev_ok & next_ok)]] = np.nan
     return out
+
+
+def behavior_input_samples(
+    times: np.ndarray, values: np.ndarray, window_ends: np.ndarray, input_window: float, dt: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Samples of an input behavior variable shown to the model for each window: those in [end - input_window, end).
+
+    Args:
+        times, values: (S,) the variable's samples (s, units); NaN values are treated as missing.
+        window_ends: (W,) s.
+        input_window: s of samples before each window end.
+        dt: the tokenizer's quantum; a sample's age is floor((end - t) / dt), clipped to the input window.
+    Returns:
+        values (W, K) float64 (0 where invalid), ages (W, K) int64, valid (W, K) bool, K = the most samples any of
+        these windows has (>= 1). Training batches and the live daemon both call this, so a window's behavior
+        tokens are identical offline and live.
+    """
+    lo = np.searchsorted(times, window_ends - input_window - EDGE_TOLERANCE, side="left")
+    hi = np.searchsorted(times, window_ends - EDGE_TOLERANCE, side="left")
+    K = max(1, int((hi - lo).max(initial=0)))
+    idx = lo[:, None] + np.arange(K)[None, :]
+    valid = idx < hi[:, None]
+    idx = np.minimum(idx, max(times.size - 1, 0))
+    if times.size == 0:
+        z = np.zeros((window_ends.size, K))
+        return z, z.astype(np.int64), np.zeros((window_ends.size, K), bool)
+    vals = values[idx]
+    valid &= np.isfinite(vals)
+    slots = max(1, int(round(input_window / dt)))
+    ages = np.clip(np.floor((window_ends[:, None] - times[idx]) / dt), 0, slots - 1).astype(np.int64)
+    return np.where(valid, vals, 0.0), np.where(valid, ages, 0), valid
+
+
+def normalise_frames(frames: np.ndarray, mean: float, std: float) -> np.ndarray:
+    """uint8 (or 0-255 float) frames -> float32 model input: (x / 255 - mean) / std, the training statistics."""
+    return ((np.asarray(frames, np.float32) / 255.0 - mean) / std).astype(np.float32)

@@ -320,6 +320,80 @@ def generate(
 
 
 @app.command()
+def export(
+    from_run: Annotated[Path, typer.Option("--from", help="Run directory (from `rtdecode train`).", exists=True, file_okay=False)],
+    out: Annotated[Path, typer.Option(help="Bundle directory to write (ONNX graphs + manifest.json).")],
+    data: Annotated[Optional[Path], typer.Option(help="Session for parity checks on held-out windows (else synthetic windows).", exists=True, dir_okay=False)] = None,
+    weights: Annotated[str, typer.Option(help="Which weights: model (latest), best-val_loss or best-behavior_r.")] = "model",
+    parity_windows: Annotated[int, typer.Option(help="Held-out windows compared against PyTorch.")] = 16,
+    tolerance: Annotated[float, typer.Option(help="Max abs error allowed vs PyTorch (fp32).")] = 1e-4,
+    tensorrt: Annotated[bool, typer.Option(help="Also build TensorRT engines (needs a GPU and TensorRT).")] = False,
+    fp16: Annotated[bool, typer.Option(help="Build TensorRT engines in fp16.")] = False,
+) -> None:
+    """Export a trained run to a self-contained bundle that serves without torch, and check parity.
+
+    Writes decode/context/step ONNX graphs and manifest.json; runs them in onnxruntime on held-out windows and
+    compares with PyTorch (max abs error stored in the manifest; export fails above --tolerance).
+    """
+    import numpy as np
+
+    from rtdecode.export.onnx import export_bundle
+
+    wd = windows = None
+    if data is not None:
+        from rtdecode.io import load_session
+        from rtdecode.training.checkpoint import LoadedRun
+        from rtdecode.training.data import WindowData
+        from rtdecode.training.train import make_split
+
+        run = LoadedRun(from_run, weights=weights)
+        wd = WindowData(load_session(data), run.config)
+        test = make_split(wd, run.config).test
+        windows = test[np.linspace(0, test.size - 1, min(parity_windows, test.size)).astype(np.int64)]
+    try:
+        manifest = export_bundle(from_run, out, weights=weights, data=wd, windows=windows, tolerance=tolerance,
+                                 log=console.print)
+    except (RuntimeError, FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    p = manifest["parity"]
+    console.print(f"[green]bundle written[/]: {out} (parity on {p['windows']} windows: decode {p['decode_max_abs']:.1e}, "
+                  f"step {p['step_max_abs']:.1e}, greedy generation identical: {p['generation_identical']})")
+    if tensorrt:
+        from rtdecode.runtime.bundle import Bundle
+        from rtdecode.runtime.tensorrt_backend import build_engines, tensorrt_available
+
+        if not tensorrt_available():
+            console.print("[yellow]TensorRT or a CUDA GPU is not available here: no engines built[/] "
+                          "(pip install 'rtdecode[tensorrt]' on a GPU machine, then re-run with --tensorrt)")
+            return
+        build_engines(Bundle.load(out), fp16=fp16, log=console.print)
+
+
+bench_app = typer.Typer(help="Benchmarks: latency percentiles and throughput, measured in one run.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("model")
+def bench_model_command(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory (from `rtdecode export`).", exists=True, file_okay=False)],
+    backends: Annotated[str, typer.Option(help="Comma-separated backends to compare (onnxruntime, torch, onnxruntime-cuda, tensorrt).")] = "onnxruntime,torch",
+    repeats: Annotated[int, typer.Option(help="Decodes timed per backend.")] = 300,
+    gen_windows: Annotated[int, typer.Option(help="Windows generated (KV cache vs full re-forward).")] = 5,
+    spikes: Annotated[int, typer.Option(help="Spikes per synthetic window (the simulated session averages ~66).")] = 66,
+    threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads (0 = all cores).")] = 0,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write every number to this JSON file.")] = None,
+) -> None:
+    """Decode latency (p50/p99/p99.9, batch 1) per backend and generation speed, with this machine's floors."""
+    from rtdecode.bench_model import bench_model
+
+    result = bench_model(str(bundle), backends=backends.split(","), repeats=repeats, gen_windows=gen_windows,
+                         spikes=spikes, threads=threads, log=console.print)
+    if json_out:
+        json_out.write_text(json.dumps(result, indent=2))
+        console.print(f"wrote {json_out}")
+
+
+@app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for everything the demo writes.")] = Path("demo-out"),
     quick: Annotated[bool, typer.Option(help="A short session (60 s) for CI and a first look.")] = False,

@@ -17,6 +17,13 @@ SERVE_MODULES = [
     "rtdecode.simulator",
     "rtdecode.summary",
     "rtdecode.cli",
+    "rtdecode.cli_options",
+    "rtdecode.demo",
+    "rtdecode.runtime",
+    "rtdecode.runtime.bundle",
+    "rtdecode.runtime.backends",
+    "rtdecode.runtime.decoder",
+    "rtdecode.bench_model",
 ]
 
 

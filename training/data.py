@@ -12,11 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from rtdecode.alignment import behavior_per_window, frame_stack_indices
+from rtdecode.alignment import behavior_input_samples, behavior_per_window, frame_stack_indices, normalise_frames
 from rtdecode.session import Session
 from rtdecode.tokenizer import TokenizedSession, tokenize_session
 from rtdecode.training.config import RunConfig
-from rtdecode.training.model import behavior_input_slots
 
 __all__ = ["Normalisation", "WindowData", "to_torch"]
 
@@ -75,28 +74,12 @@ class WindowData:
         for spec in cfg.targets:
             b = self._behavior(spec.name)
             self.targets[spec.name] = behavior_per_window(b.times, b.values, starts, ends)
-        self.inputs: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        for spec in cfg.inputs:
-            self.inputs[spec.name] = self._input_samples(spec.name, spec.input_window, ends)
+        self._ends = ends
 
     def _behavior(self, name: str) -> Any:
         if name not in self.session.behavior:
             raise ValueError(f"behavior '{name}' is not in the session (it has {sorted(self.session.behavior)})")
         return self.session.behavior[name]
-
-    def _input_samples(self, name: str, window: float, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(W, K) sample indices, ages in dt bins, validity of the samples in [end - window, end) of each window."""
-        b = self._behavior(name)
-        lo = np.searchsorted(b.times, ends - window, side="left")
-        hi = np.searchsorted(b.times, ends - 1e-9, side="left")
-        K = max(1, int((hi - lo).max(initial=0)))
-        idx = lo[:, None] + np.arange(K)[None, :]
-        valid = idx < hi[:, None]
-        idx = np.minimum(idx, max(b.times.size - 1, 0))
-        slots = behavior_input_slots(window, self.cfg.window.dt)
-        ages = np.clip(np.floor((ends[:, None] - b.times[idx]) / self.cfg.window.dt), 0, slots - 1).astype(np.int64)
-        valid &= np.isfinite(b.values[idx])
-        return idx, ages, valid
 
     def normalisation(self, windows: np.ndarray) -> Normalisation:
         """Mean/std of every declared behavior variable and of the frames over `windows` (the training split)."""
@@ -105,8 +88,10 @@ class WindowData:
             if spec.name in self.targets:
                 v = self.targets[spec.name][windows]
             else:
-                idx, _, valid = self.inputs[spec.name]
-                v = self._behavior(spec.name).values[idx[windows][valid[windows]]]
+                b = self._behavior(spec.name)
+                vals, _, valid = behavior_input_samples(b.times, b.values, self._ends[windows], spec.input_window,
+                                                        self.cfg.window.dt)
+                v = vals[valid]
             v = v[np.isfinite(v)]
             if v.size < 2:
                 raise ValueError(f"behavior '{spec.name}' has fewer than 2 valid values in the training windows")
@@ -141,8 +126,7 @@ class WindowData:
         }
         if self.frame_index is not None and self.session.frames is not None:
             idx = self.frame_index[windows]  # (B, F)
-            frames = self.session.frames[np.maximum(idx, 0)].astype(np.float32) / 255.0
-            frames = (frames - norm.frames[0]) / norm.frames[1]
+            frames = normalise_frames(self.session.frames[np.maximum(idx, 0)], *norm.frames)
             frames[idx < 0] = 0.0  # no frame shown yet: the mean image
             out["frames"] = frames
         for spec in self.cfg.targets:
@@ -154,13 +138,13 @@ class WindowData:
                 cls[~np.isfinite(raw)] = -100  # ignored by cross-entropy
                 out[f"c_{spec.name}"] = cls
         for spec in self.cfg.inputs:
-            idx, ages, valid = self.inputs[spec.name]
+            b = self._behavior(spec.name)
+            vals, ages, valid = behavior_input_samples(b.times, b.values, self._ends[windows], spec.input_window,
+                                                       self.cfg.window.dt)
             mean, std = norm.behavior[spec.name]
-            vals = (self._behavior(spec.name).values[idx[windows]] - mean) / std
-            v = valid[windows]
-            out[f"in_{spec.name}"] = np.where(v, vals, 0.0).astype(np.float32)
-            out[f"in_{spec.name}_age"] = ages[windows]
-            out[f"in_{spec.name}_valid"] = v
+            out[f"in_{spec.name}"] = np.where(valid, (vals - mean) / std, 0.0).astype(np.float32)
+            out[f"in_{spec.name}_age"] = ages
+            out[f"in_{spec.name}_valid"] = valid
         return out
 
 

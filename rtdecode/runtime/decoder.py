@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from rtdecode.alignment import behavior_input_samples, normalise_frames
 from rtdecode.runtime.backends import Backend, create_backend
 from rtdecode.runtime.bundle import Bundle
 from rtdecode.window import ClosedWindow
@@ -78,27 +79,19 @@ class Decoder:
             if frames is None:
                 feeds["frames"] = np.zeros(shape, np.float32)
             else:
-                f = (np.asarray(frames, np.float32).reshape(shape) / 255.0 - self._frame_norm[0]) / self._frame_norm[1]
-                feeds["frames"] = f.astype(np.float32)
+                feeds["frames"] = normalise_frames(np.asarray(frames).reshape(shape), *self._frame_norm)
         for spec in self.bundle.behavior_inputs:
             times, values = (behavior or {}).get(spec["name"], (np.zeros(0), np.zeros(0)))
             feeds.update(self._behavior_input(spec, window.end, times, values))
         return feeds
 
     def _behavior_input(self, spec: dict[str, Any], end: float, times: np.ndarray, values: np.ndarray) -> dict[str, np.ndarray]:
-        name, dt = spec["name"], self.window.dt
-        keep = (times >= end - spec["input_window"]) & (times < end - 1e-9) & np.isfinite(values)
-        t, v = times[keep], values[keep]
-        mean, std = self._behavior_norm[name]
-        slots = max(1, int(round(spec["input_window"] / dt)))
-        K = max(1, t.size)
-        vals = np.zeros((1, K), np.float32)
-        ages = np.zeros((1, K), np.int64)
-        valid = np.zeros((1, K), bool)
-        vals[0, : t.size] = (v - mean) / std
-        ages[0, : t.size] = np.clip(np.floor((end - t) / dt), 0, slots - 1)
-        valid[0, : t.size] = True
-        return {f"in_{name}": vals, f"in_{name}_age": ages, f"in_{name}_valid": valid}
+        vals, ages, valid = behavior_input_samples(np.asarray(times, np.float64), np.asarray(values, np.float64),
+                                                   np.array([end]), spec["input_window"], self.window.dt)
+        mean, std = self._behavior_norm[spec["name"]]
+        name = spec["name"]
+        return {f"in_{name}": np.where(valid, (vals - mean) / std, 0.0).astype(np.float32),
+                f"in_{name}_age": ages, f"in_{name}_valid": valid}
 
     # ------------------------------------------------------------------ generation
     def generate(self, feeds: dict[str, np.ndarray], *, temperature: float = 1.0, top_p: float = 0.95,
