@@ -1,10 +1,9 @@
 """Native TensorRT engines for a bundle's graphs: built once per GPU, cached beside the bundle, run on buffers
 allocated once.
 
-STATUS: written against the TensorRT 10 and 11 Python API documentation, NVIDIA's TensorRT 10 sample runtime
-(samples/python/common_runtime.py) and cuda-python's runtime bindings. UNTESTED ON A GPU in this project so far:
-the machines here have no GPU, TensorRT or CUDA. Run the `tensorrt` tests of tests/test_tensorrt_backend.py first,
-then measure:
+STATUS: written against the TensorRT 10 and 11 Python API documentation and NVIDIA's TensorRT 10 sample runtime
+(samples/python/common_runtime.py, cuda-python). UNTESTED ON A GPU in this project so far (no GPU, TensorRT or CUDA
+on its machines; a stand-in TensorRT checks the buffer and shape logic). Run the `tensorrt` tests first, then measure:
 
 * parity with onnxruntime on a trained bundle (fp32 within 1e-3; fp16) and identical greedy generations;
 * engine build time per graph and plan sizes;
@@ -22,6 +21,7 @@ only bound the shapes it accepts, so min is 1 everywhere and opt is the shape se
 
     batch    1, 1, max_batch                     closed-loop serving runs one window at a time
     tokens   1, block_size // 2, block_size       decode: a typical window fills about half its slots
+                                                 (~53 of 100 in the synthetic session, shared/inference-notes.md)
              1, 1, block_size                     step: generation feeds one token per step
     history  1, prev_block_size // 2, prev_block_size
     samples  1, 4, max_samples                   behavior input samples
@@ -261,7 +261,8 @@ class _Graph:
 
 class TensorRTBackend:
     """The Backend protocol on TensorRT engines: one execution context per graph, one CUDA stream, and pinned host
-    plus device buffers sized once for the profile's largest shapes, so a call allocates nothing but its outputs."""
+    plus device buffers sized once for the profile's largest shapes, so a call allocates nothing but its outputs.
+    One caller at a time (contexts and buffers are shared state)."""
 
     name = "tensorrt"
 
@@ -271,11 +272,12 @@ class TensorRTBackend:
         self._trt, self._cudart = trt, cudart = _import()
         paths = build_engines(bundle, fp16, max_batch, log, max_samples=max_samples)
         self._stream = _cuda(cudart.cudaStreamCreate())
+        self._stream_handle = int(self._stream)  # what execute_async_v3 takes
         self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self._engines: list[Any] = []
-        self._graphs = {g: self._load(g, paths[g], bundle.output_names(g)) for g in GRAPHS}
+        self._graphs = {g: self._load(paths[g], bundle.output_names(g)) for g in GRAPHS}
 
-    def _load(self, graph: str, path: Path, outputs: list[str]) -> _Graph:
+    def _load(self, path: Path, outputs: list[str]) -> _Graph:
         trt = self._trt
         engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
         if engine is None:
@@ -331,11 +333,12 @@ class TensorRTBackend:
                 _cuda(cudart.cudaMemcpyAsync(t.device, t.hptr, x.size * t.dtype.itemsize, to_dev, self._stream))
         if changed:
             g.out_shapes = [tuple(g.context.get_tensor_shape(t.name)) for t in g.outputs]
-        if not g.context.execute_async_v3(int(self._stream)):
+        if not g.context.execute_async_v3(self._stream_handle):
             raise RuntimeError(f"TensorRT failed to run {graph} (its log says why)")
         for t, shape in zip(g.outputs, g.out_shapes):
             if not t.on_host:
-                _cuda(cudart.cudaMemcpyAsync(t.hptr, t.device, _volume(shape) * t.dtype.itemsize, to_host, self._stream))
+                nbytes = _volume(shape) * t.dtype.itemsize
+                _cuda(cudart.cudaMemcpyAsync(t.hptr, t.device, nbytes, to_host, self._stream))
         _cuda(cudart.cudaStreamSynchronize(self._stream))
         return [t.host[: _volume(s)].reshape(s).copy() for t, s in zip(g.outputs, g.out_shapes)]
 
