@@ -109,7 +109,7 @@ def machine_floors(bundle: Bundle, tokens: int) -> dict[str, float]:
 
 
 def bench_model(bundle_dir: str, *, backends: list[str], repeats: int = 200, gen_windows: int = 5,
-                spikes: int = 66, threads: int = 0, feeds: list[dict[str, np.ndarray]] | None = None,
+                spikes: int = 66, threads: int = 0, feeds: list[dict[str, np.ndarray]] | None = None, sweep: bool = False,
                 log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the benchmark; return every number (also what the CLI prints)."""
     bundle = Bundle.load(bundle_dir)
@@ -131,6 +131,8 @@ def bench_model(bundle_dir: str, *, backends: list[str], repeats: int = 200, gen
         log(f"{name:12s} decode, batch 1: p50 {d['p50']:.2f} ms  p99 {d['p99']:.2f} ms  p99.9 {d['p99.9']:.2f} ms")
         if name.startswith("onnxruntime"):
             result["generate"][name] = _bench_generate(decoder, windows[:gen_windows], spikes, log)
+    if sweep:
+        result["settings"] = _sweep_settings(bundle, windows, max(50, repeats // 4), log)
     tokens = int(windows[0]["lengths"][0])
     result["floors"] = machine_floors(bundle, tokens)
     f = result["floors"]
@@ -138,6 +140,23 @@ def bench_model(bundle_dir: str, *, backends: list[str], repeats: int = 200, gen
         f"{f['weights_mb']:.1f} MB -> decode >= {f['decode_floor_ms']:.2f} ms/window, generation >= "
         f"{f['token_floor_ms']:.3f} ms/token")
     return result
+
+
+def _sweep_settings(bundle: Bundle, windows: list[dict[str, np.ndarray]], repeats: int,
+                    log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """onnxruntime decode latency under each latency-relevant setting, measured in one run."""
+    rows = []
+    for threads in (1, 2):
+        for spinning in (True, False):
+            for optimization in ("all", "basic"):
+                decoder = Decoder(bundle, create_backend(bundle, "onnxruntime", threads=threads, spinning=spinning,
+                                                         optimization=optimization))
+                i = iter(range(10**9))
+                p = percentiles(_time(lambda: decoder.decode(windows[next(i) % len(windows)]), repeats))
+                rows.append({"threads": threads, "spinning": spinning, "optimization": optimization, **p})
+                log(f"  onnxruntime threads={threads} spinning={'on ' if spinning else 'off'} opt={optimization:5s}: "
+                    f"p50 {p['p50']:.2f} ms  p99 {p['p99']:.2f} ms")
+    return rows
 
 
 def _bench_generate(decoder: Decoder, windows: list[dict[str, np.ndarray]], spikes: int, log: Callable[[str], None]) -> dict[str, float]:

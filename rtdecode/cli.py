@@ -381,13 +381,14 @@ def bench_model_command(
     gen_windows: Annotated[int, typer.Option(help="Windows generated (KV cache vs full re-forward).")] = 5,
     spikes: Annotated[int, typer.Option(help="Spikes per synthetic window (the simulated session averages ~66).")] = 66,
     threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads (0 = all cores).")] = 0,
+    sweep: Annotated[bool, typer.Option(help="Also measure onnxruntime threads x spinning x graph optimisation level.")] = False,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write every number to this JSON file.")] = None,
 ) -> None:
     """Decode latency (p50/p99/p99.9, batch 1) per backend and generation speed, with this machine's floors."""
     from rtdecode.bench_model import bench_model
 
     result = bench_model(str(bundle), backends=backends.split(","), repeats=repeats, gen_windows=gen_windows,
-                         spikes=spikes, threads=threads, log=console.print)
+                         spikes=spikes, threads=threads, sweep=sweep, log=console.print)
     if json_out:
         json_out.write_text(json.dumps(result, indent=2))
         console.print(f"wrote {json_out}")

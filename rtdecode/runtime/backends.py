@@ -40,7 +40,8 @@ PROVIDERS = {
 class OnnxRuntimeBackend:
     """One onnxruntime InferenceSession per graph, created at start-up (never on the hot path)."""
 
-    def __init__(self, bundle: Bundle, name: str = "onnxruntime", threads: int = 0, spinning: bool = True) -> None:
+    def __init__(self, bundle: Bundle, name: str = "onnxruntime", threads: int = 0, spinning: bool = True,
+                 optimization: str = "all") -> None:
         try:
             import onnxruntime as ort
         except ImportError as e:
@@ -53,7 +54,9 @@ class OnnxRuntimeBackend:
                                "install onnxruntime-gpu (pip install 'rtdecode[gpu]') on a CUDA machine")
         self.name = name
         opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        levels = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL, "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+                  "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC, "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL}
+        opts.graph_optimization_level = levels[optimization]
         if threads:
             opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
