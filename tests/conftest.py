@@ -45,3 +45,32 @@ def tiny_config():
     from rtdecode.training.config import RunConfig
 
     return RunConfig.from_dict(tiny_config_dict())
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_session_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny model trained for 10 steps on the tiny session (with frames, a behavior input, two targets)."""
+    pytest.importorskip("torch")
+    from rtdecode.training.config import RunConfig
+    from rtdecode.training.train import train
+
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    train(RunConfig.from_dict(tiny_config_dict(max_steps=10, eval_every=10)), tiny_session_path, out, log=lambda _: None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_run: Path, tiny_session: Session, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny run exported to a bundle, parity-checked on 6 held-out windows."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from rtdecode.export.onnx import export_bundle
+    from rtdecode.training.checkpoint import LoadedRun
+    from rtdecode.training.data import WindowData
+    from rtdecode.training.train import make_split
+
+    run = LoadedRun(tiny_run)
+    data = WindowData(tiny_session, run.config)
+    out = tmp_path_factory.mktemp("bundles") / "tiny"
+    export_bundle(tiny_run, out, data=data, windows=make_split(data, run.config).test[:6], log=lambda _: None)
+    return out

@@ -18,34 +18,19 @@ pytest.importorskip("onnxscript")
 from typer.testing import CliRunner  # noqa: E402
 
 from rtdecode.cli import app  # noqa: E402
-from rtdecode.export.onnx import export_bundle  # noqa: E402
 from rtdecode.runtime import Bundle, BundleError, Decoder  # noqa: E402
-from rtdecode.training.checkpoint import LoadedRun  # noqa: E402
 from rtdecode.training.config import RunConfig  # noqa: E402
 from rtdecode.training.data import WindowData  # noqa: E402
-from rtdecode.training.train import make_split, train  # noqa: E402
 from rtdecode.window import RollingWindow  # noqa: E402
 
-QUIET = {"log": lambda _: None}
+@pytest.fixture()
+def run_dir(tiny_run):
+    return tiny_run
 
 
-@pytest.fixture(scope="module")
-def run_dir(tiny_session_path, tmp_path_factory):
-    from conftest import tiny_config_dict
-
-    out = tmp_path_factory.mktemp("export") / "run"
-    train(RunConfig.from_dict(tiny_config_dict(max_steps=10, eval_every=10)), tiny_session_path, out, **QUIET)
-    return out
-
-
-@pytest.fixture(scope="module")
-def bundle_dir(run_dir, tiny_session, tmp_path_factory):
-    run = LoadedRun(run_dir)
-    data = WindowData(tiny_session, run.config)
-    test = make_split(data, run.config).test
-    out = tmp_path_factory.mktemp("export") / "bundle"
-    export_bundle(run_dir, out, data=data, windows=test[:6], **QUIET)
-    return out
+@pytest.fixture()
+def bundle_dir(tiny_bundle):
+    return tiny_bundle
 
 
 def test_bundle_has_graphs_manifest_and_passing_parity(bundle_dir):

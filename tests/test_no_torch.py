@@ -24,6 +24,12 @@ SERVE_MODULES = [
     "rtdecode.runtime.backends",
     "rtdecode.runtime.decoder",
     "rtdecode.bench_model",
+    "rtdecode.protocol",
+    "rtdecode.rings",
+    "rtdecode.daemon",
+    "rtdecode.client",
+    "rtdecode.replay",
+    "rtdecode.recording",
 ]
 
 

@@ -57,7 +57,7 @@ def generate_window(
     """
     vocab = model.vocab
     n_bins = model.cfg.window.bins_per_window
-    limit = min(max_tokens or model.cfg.window.max_spikes, model.cfg.window.max_spikes)
+    limit = model.cfg.window.max_spikes if max_tokens is None else min(max_tokens, model.cfg.window.max_spikes)
     B = ctx.history[0].k.shape[0] if ctx.history else _batch_size(ctx)
     device = model.id_head.weight.device
     gen = None

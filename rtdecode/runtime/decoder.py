@@ -56,13 +56,15 @@ class Decoder:
         return result
 
     def window_feeds(self, window: ClosedWindow, frames: np.ndarray | None = None,
-                     behavior: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> dict[str, np.ndarray]:
+                     behavior: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+                     frame_valid: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Batch-of-one inputs for a live window (tokens via the shared packer, trimmed like training batches).
 
         Args:
             window: a window closed by RollingWindow.
             frames: (n_frames, H, W) uint8, the frames shown before the window end (oldest first), if the model
                 takes video; None gives the mean image (as training does before the first frame).
+            frame_valid: (n_frames,) bool, False where no frame had been shown yet (mean image, as in training).
             behavior: name -> (sample times s, values) of each input behavior variable before the window end.
         """
         cur, hist = window.tokens(self.window, self.vocab)
@@ -80,6 +82,8 @@ class Decoder:
                 feeds["frames"] = np.zeros(shape, np.float32)
             else:
                 feeds["frames"] = normalise_frames(np.asarray(frames).reshape(shape), *self._frame_norm)
+                if frame_valid is not None:
+                    feeds["frames"][0, ~np.asarray(frame_valid, bool)] = 0.0
         for spec in self.bundle.behavior_inputs:
             times, values = (behavior or {}).get(spec["name"], (np.zeros(0), np.zeros(0)))
             feeds.update(self._behavior_input(spec, window.end, times, values))
@@ -102,7 +106,7 @@ class Decoder:
         is enforced as in training.generate: IDs are neurons or EOS, offsets are in the window and non-decreasing.
         """
         vocab, n_bins = self.vocab, self.window.bins_per_window
-        limit = min(max_tokens or self.window.max_spikes, self.window.max_spikes)
+        limit = self.window.max_spikes if max_tokens is None else min(max_tokens, self.window.max_spikes)
         ctx = dict(zip(self._context_outputs, self.backend.run("context", {n: feeds[n] for n in self._context_inputs})))
         B = feeds["prev_ids"].shape[0]
         past_k, past_v = self._cache(B)

@@ -1,0 +1,144 @@
+"""A small Python client for rig software: `Producer` sends data to the daemon, `Subscriber` reads its outputs.
+
+    with Producer("tcp://127.0.0.1:5555") as p:          # the daemon's --input
+        p.spikes(times, neurons)                          # seconds on the session clock, model indices
+        p.frame(t, pixels)                                 # uint8 H x W
+        p.clock(t)                                         # "no data older than t will come"
+    with Subscriber("tcp://127.0.0.1:5556", topics=("decode",)) as s:
+        for msg in s.messages(timeout=1.0):
+            print(msg["window"], msg["values"]["speed"], s.latency_ms(msg))
+
+Sends never block an acquisition loop: when the daemon's queue is full the message is dropped and counted in
+`Producer.dropped` (see docs/protocol.md, "Sockets").
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import zmq
+
+from rtdecode.protocol import (
+    decode_output,
+    encode_behavior,
+    encode_clock,
+    encode_control,
+    encode_frame,
+    encode_spikes,
+)
+
+__all__ = ["Producer", "Subscriber"]
+
+
+class Producer:
+    """Connects a PUSH socket to the daemon's input endpoint and numbers every message."""
+
+    def __init__(self, endpoint: str, context: zmq.Context | None = None, sndhwm: int = 10_000) -> None:
+        self._own = context is None
+        self.context = context or zmq.Context()
+        self.socket = self.context.socket(zmq.PUSH)
+        self.socket.setsockopt(zmq.SNDHWM, sndhwm)
+        self.socket.setsockopt(zmq.LINGER, 2000)  # give queued messages 2 s to leave on close
+        self.socket.connect(endpoint)
+        self.seq = 0
+        self.sent = 0
+        self.dropped = 0
+
+    def send(self, frames: list[bytes]) -> bool:
+        """Send raw protocol frames without blocking; False (and counted) if the daemon's queue is full."""
+        try:
+            self.socket.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.Again:
+            self.dropped += 1
+            return False
+        self.sent += 1
+        return True
+
+    def _next(self) -> tuple[int, float]:
+        self.seq += 1
+        return self.seq - 1, time.monotonic()
+
+    def spikes(self, times: np.ndarray, neurons: np.ndarray, unit_ids: bool = False) -> bool:
+        """Spike times (s, session clock) and neuron indices (or acquisition unit IDs with unit_ids=True)."""
+        return self.send(encode_spikes(*self._next(), np.asarray(times), np.asarray(neurons), unit_ids))
+
+    def frame(self, t: float, pixels: np.ndarray) -> bool:
+        return self.send(encode_frame(*self._next(), t, np.asarray(pixels, np.uint8)))
+
+    def behavior(self, name: str, times: np.ndarray, values: np.ndarray) -> bool:
+        return self.send(encode_behavior(*self._next(), name, np.asarray(times), np.asarray(values)))
+
+    def clock(self, t: float) -> bool:
+        return self.send(encode_clock(*self._next(), t))
+
+    def control(self, cmd: str, start: float | None = None) -> bool:
+        return self.send(encode_control(*self._next(), cmd, start))
+
+    def close(self) -> None:
+        self.socket.close()
+        if self._own:
+            self.context.term()
+
+    def __enter__(self) -> Producer:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class Subscriber:
+    """Connects a SUB socket to the daemon's output endpoint; yields parsed messages (dicts, see protocol.md)."""
+
+    def __init__(self, endpoint: str, topics: tuple[str, ...] = ("decode", "activity", "status"),
+                 context: zmq.Context | None = None, rcvhwm: int = 10_000) -> None:
+        self._own = context is None
+        self.context = context or zmq.Context()
+        self.socket = self.context.socket(zmq.SUB)
+        self.socket.setsockopt(zmq.RCVHWM, rcvhwm)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        for topic in topics:
+            self.socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
+        self.socket.connect(endpoint)
+
+    def receive(self, timeout: float | None = None) -> dict[str, Any] | None:
+        """The next message, or None after `timeout` seconds."""
+        if timeout is not None and not self.socket.poll(int(timeout * 1000)):
+            return None
+        frames = self.socket.recv_multipart()
+        msg = decode_output(frames)
+        msg["t_receive"] = time.monotonic()
+        return msg
+
+    def messages(self, timeout: float = 1.0) -> Iterator[dict[str, Any]]:
+        """Messages until none arrives for `timeout` seconds."""
+        while (msg := self.receive(timeout)) is not None:
+            yield msg
+
+    def wait_for(self, topic: str, timeout: float = 10.0) -> dict[str, Any]:
+        """The next message of `topic`; raises TimeoutError (use it to wait until the daemon is reachable)."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            msg = self.receive(left)
+            if msg is not None and msg["topic"] == topic:
+                return msg
+        raise TimeoutError(f"no '{topic}' message within {timeout} s")
+
+    @staticmethod
+    def latency_ms(msg: dict[str, Any]) -> float:
+        """End-to-end latency of a decode/activity: producer send -> this receive, both on this host's monotonic
+        clock (valid when the producer runs on the same machine, as `rtdecode bench serve` does)."""
+        return (msg["t_receive"] - msg["in_t_send"]) * 1e3
+
+    def close(self) -> None:
+        self.socket.close(linger=0)
+        if self._own:
+            self.context.term()
+
+    def __enter__(self) -> Subscriber:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

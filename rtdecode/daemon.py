@@ -1,0 +1,421 @@
+"""`rtdecode serve`: the live daemon. Spikes, frames and behavior in over ZeroMQ; decodes and activity out.
+
+One thread owns every socket (ZeroMQ sockets are not thread-safe): it polls the input PULL socket and an inproc
+socket from the generation worker, feeds spikes to the shared `RollingWindow`, keeps frames and behavior in
+rings, decodes each closed window at once and publishes it on the PUB socket. Windows close by data time only.
+Generation (`--generate`) runs on its own thread with its own inference sessions, for the newest window only,
+so it never delays a decode. Every bad input is counted by reason (docs/protocol.md), logged at most once per
+second per reason, and dropped; nothing raised by a message reaches the loop.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import numpy as np
+import zmq
+
+from rtdecode.protocol import (
+    BehaviorSamples,
+    Clock,
+    Control,
+    Frame,
+    ProtocolError,
+    Spikes,
+    decode_input,
+    encode_activity,
+    encode_decode,
+    encode_status,
+)
+from rtdecode.rings import FrameRing, SampleRing
+from rtdecode.runtime import Bundle, Decoder
+from rtdecode.window import ClosedWindow, RollingWindow
+
+__all__ = ["ServeConfig", "Daemon", "is_loopback"]
+
+log = logging.getLogger("rtdecode.daemon")
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Daemon settings (the `rtdecode serve` options).
+
+    Attributes:
+        input, output: ZeroMQ endpoints the daemon binds (PULL in, PUB out).
+        backend, threads: inference backend and its intra-op threads (0 = default).
+        generate: publish predicted activity of the next window (separate thread and sessions).
+        temperature, top_p, seed: sampling of the generated activity.
+        record: directory for the crash-safe recording of every input and output message, or None.
+        deadline_ms: per-window budget from the closing message's arrival to the decode's publication
+            (None = the window length).
+        skip_backlog: when several windows close at once, decode only the newest (count the rest).
+        start: session start time, s: the first window starts at the first grid point at or after it.
+        status_interval: seconds between status messages.
+        rcvhwm, sndhwm: ZeroMQ high-water marks (messages) of the input and output sockets.
+    """
+
+    input: str = "tcp://127.0.0.1:5555"
+    output: str = "tcp://127.0.0.1:5556"
+    backend: str = "onnxruntime"
+    threads: int = 0
+    generate: bool = False
+    temperature: float = 1.0
+    top_p: float = 0.95
+    seed: int = 0
+    record: Path | None = None
+    deadline_ms: float | None = None
+    skip_backlog: bool = True
+    start: float = 0.0
+    status_interval: float = 1.0
+    rcvhwm: int = 10_000
+    sndhwm: int = 1_000
+
+
+def is_loopback(endpoint: str) -> bool:
+    """True for ipc://, inproc:// and tcp:// on 127.0.0.0/8, localhost or ::1."""
+    if endpoint.startswith(("ipc://", "inproc://")):
+        return True
+    host = endpoint.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+class _RateLimitedLog:
+    def __init__(self, interval: float = 1.0) -> None:
+        self.interval, self.last = interval, {}  # type: ignore[var-annotated]
+
+    def warn(self, reason: str, message: str) -> None:
+        now = time.monotonic()
+        if now - self.last.get(reason, -1e9) >= self.interval:
+            self.last[reason] = now
+            log.warning("%s: %s", reason, message)
+
+
+class Daemon:
+    """The serving loop. `run(stop)` blocks until `stop` is set; `ready` is set once sockets are bound."""
+
+    def __init__(self, bundle_dir: str | Path, config: ServeConfig = ServeConfig(), context: zmq.Context | None = None) -> None:
+        self.config = config
+        self.bundle = Bundle.load(bundle_dir)
+        opts = {"threads": config.threads} if config.threads and config.backend.startswith("onnxruntime") else {}
+        self.decoder = Decoder(self.bundle, config.backend, **opts)
+        self.n_neurons = self.bundle.vocab.n_neurons
+        ids = np.asarray(self.bundle.vocab.neuron_ids, np.int64)
+        self._unit_order = np.argsort(ids, kind="stable")
+        self._unit_sorted = ids[self._unit_order]
+        self.window = RollingWindow(self.bundle.window, self.n_neurons, start=config.start)
+        fr = self.bundle.frames
+        self.frames = FrameRing(fr["height"], fr["width"]) if fr.get("enabled") else None
+        self.behavior = {b["name"]: SampleRing() for b in self.bundle.behavior_inputs}
+        self.deadline_ms = config.deadline_ms if config.deadline_ms is not None else self.bundle.window.window * 1e3
+        self.counters: collections.Counter[str] = collections.Counter()
+        self.latencies: collections.deque[float] = collections.deque(maxlen=1000)
+        self._last_seq: dict[str, int] = {}
+        self._out_seq = 0
+        self._warn = _RateLimitedLog()
+        self._t0 = time.monotonic()
+        self.ready = threading.Event()
+        self._own_context = context is None
+        self.context = context or zmq.Context()
+        self.recorder = None
+        if config.record is not None:
+            from rtdecode.recording import RecordingWriter
+
+            self.recorder = RecordingWriter(config.record)
+        self.generator: _GenerationWorker | None = None
+
+    # ------------------------------------------------------------------ sockets and loop
+    def _bind(self) -> None:
+        for endpoint in (self.config.input, self.config.output):
+            if not is_loopback(endpoint):
+                log.warning("binding %s: reachable from other machines. Use loopback unless the rig needs this.", endpoint)
+        self.pull = self.context.socket(zmq.PULL)
+        self.pull.setsockopt(zmq.RCVHWM, self.config.rcvhwm)
+        self.pull.setsockopt(zmq.LINGER, 0)
+        self.pull.bind(self.config.input)
+        self.pub = self.context.socket(zmq.PUB)
+        self.pub.setsockopt(zmq.SNDHWM, self.config.sndhwm)
+        self.pub.setsockopt(zmq.LINGER, 0)
+        self.pub.bind(self.config.output)
+        self.input_endpoint = self.pull.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.output_endpoint = self.pub.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.gen_pull = None
+        if self.config.generate:
+            inproc = f"inproc://rtdecode-generate-{id(self)}"
+            self.gen_pull = self.context.socket(zmq.PULL)
+            self.gen_pull.setsockopt(zmq.LINGER, 0)
+            self.gen_pull.bind(inproc)
+            self.generator = _GenerationWorker(self, inproc)
+            self.generator.start()
+
+    def run(self, stop: threading.Event) -> None:
+        """Serve until `stop` is set; always closes sockets and flushes the recording."""
+        self._bind()
+        poller = zmq.Poller()
+        poller.register(self.pull, zmq.POLLIN)
+        if self.gen_pull is not None:
+            poller.register(self.gen_pull, zmq.POLLIN)
+        next_status = time.monotonic()
+        self.ready.set()
+        try:
+            while not stop.is_set():
+                events = dict(poller.poll(timeout=20))
+                if self.pull in events:
+                    for _ in range(1000):  # drain, but come back to the poller regularly
+                        try:
+                            frames = self.pull.recv_multipart(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                        self.handle(frames, time.perf_counter())
+                if self.gen_pull is not None and self.gen_pull in events:
+                    self._forward_activity()
+                if time.monotonic() >= next_status:
+                    self.publish_status()
+                    next_status = time.monotonic() + self.config.status_interval
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.generator is not None:
+            self.generator.stop()
+        for name in ("pull", "pub", "gen_pull"):
+            sock = getattr(self, name, None)
+            if sock is not None:
+                sock.close(linger=0)
+        if self.recorder is not None:
+            self.recorder.close()
+        if self._own_context:
+            self.context.term()
+
+    def _publish(self, frames: list[bytes]) -> None:
+        self._out_seq += 1
+        self.pub.send_multipart(frames, copy=False)
+        if self.recorder is not None:
+            self.recorder.record(1, frames)
+
+    # ------------------------------------------------------------------ input handling
+    def handle(self, frames: list[bytes], t_recv: float) -> None:
+        """Process one input message; never raises for anything about the message."""
+        if self.recorder is not None:
+            self.recorder.record(0, frames)
+        try:
+            msg = decode_input(frames)
+        except ProtocolError as e:
+            self.counters[e.reason] += 1
+            self._warn.warn(e.reason, str(e))
+            return
+        topic = type(msg).__name__.lower()
+        self.counters[f"msg_{topic}"] += 1
+        self._check_seq(topic, msg.seq)
+        closed: list[ClosedWindow] = []
+        if isinstance(msg, Spikes):
+            neurons = self._map_units(msg.neurons) if msg.unit_ids else msg.neurons
+            closed = self.window.push(msg.times, neurons)
+        elif isinstance(msg, Clock):
+            closed = self.window.advance(msg.t)
+        elif isinstance(msg, Frame):
+            self._on_frame(msg)
+        elif isinstance(msg, BehaviorSamples):
+            self._on_behavior(msg)
+        elif isinstance(msg, Control):
+            self._on_control(msg)
+        if closed:
+            self._decode(closed, msg.seq, msg.t_send, t_recv)
+
+    def _check_seq(self, topic: str, seq: int) -> None:
+        last = self._last_seq.get(topic)
+        if last is not None and seq != last + 1:
+            self.counters["seq_repeat" if seq <= last else "seq_gap"] += 1
+        self._last_seq[topic] = seq
+
+    def _map_units(self, units: np.ndarray) -> np.ndarray:
+        """Acquisition unit IDs -> model indices; unknown IDs become -1 (counted as bad_neuron by the window)."""
+        pos = np.minimum(np.searchsorted(self._unit_sorted, units), self._unit_sorted.size - 1)
+        known = self._unit_sorted[pos] == units
+        return np.where(known, self._unit_order[pos], -1).astype(np.int32)
+
+    def _on_frame(self, msg: Frame) -> None:
+        if self.frames is None:
+            self.counters["frame_unused"] += 1
+            return
+        if msg.pixels.shape != self.frames.shape:
+            self.counters["bad_frame"] += 1
+            self._warn.warn("bad_frame", f"frame {msg.pixels.shape} but the model takes {self.frames.shape}")
+            return
+        if not self.frames.push(msg.t, msg.pixels):
+            self.counters["out_of_order"] += 1
+
+    def _on_behavior(self, msg: BehaviorSamples) -> None:
+        ring = self.behavior.get(msg.name)
+        if ring is None:
+            self.counters["unknown_behavior"] += 1
+            self._warn.warn("unknown_behavior", f"'{msg.name}' is not a behavior input of this model ({sorted(self.behavior)})")
+            return
+        dropped = ring.push(msg.times, msg.values)
+        if dropped:
+            self.counters["out_of_order"] += dropped
+
+    def _on_control(self, msg: Control) -> None:
+        if msg.cmd == "status":
+            self.publish_status()
+        elif msg.cmd == "reset":
+            self.counters["resets"] += 1
+            self._fold_window_counters()
+            self.window = RollingWindow(self.bundle.window, self.n_neurons, start=msg.start if msg.start is not None else self.config.start)
+            fr = self.bundle.frames
+            self.frames = FrameRing(fr["height"], fr["width"]) if fr.get("enabled") else None
+            self.behavior = {name: SampleRing() for name in self.behavior}
+            self._last_seq.clear()
+
+    # ------------------------------------------------------------------ decoding
+    def feeds(self, window: ClosedWindow) -> dict[str, np.ndarray]:
+        """Model inputs of a closed window from the rings: the same functions training used."""
+        frames = valid = None
+        if self.frames is not None:
+            frames, valid = self.frames.stack(window.end, self.bundle.frames["n_frames"])
+        behavior = {name: ring.recent() for name, ring in self.behavior.items()}
+        return self.decoder.window_feeds(window, frames, behavior, frame_valid=valid)
+
+    def _decode(self, closed: list[ClosedWindow], in_seq: int, in_t_send: float, t_recv: float) -> None:
+        if self.config.skip_backlog and len(closed) > 1:
+            self.counters["windows_skipped"] += len(closed) - 1
+            closed = closed[-1:]
+        for w in closed:
+            feeds = self.feeds(w)
+            values = {k: float(v[0]) for k, v in self.decoder.decode(feeds).items()}
+            latency = (time.perf_counter() - t_recv) * 1e3
+            n = int(w.neurons.size)
+            self._publish(encode_decode(self._out_seq, time.monotonic(), w.index, w.start, w.end, values, n,
+                                        max(0, n - self.bundle.window.max_spikes), in_seq, in_t_send, latency))
+            self.counters["windows"] += 1
+            self.latencies.append(latency)
+            if latency > self.deadline_ms:
+                self.counters["deadline_misses"] += 1
+            if self.generator is not None:
+                self.generator.submit(feeds, w, in_seq, in_t_send)
+
+    def _forward_activity(self) -> None:
+        while True:
+            try:
+                frames = self.gen_pull.recv_multipart(zmq.NOBLOCK)  # type: ignore[union-attr]
+            except zmq.Again:
+                return
+            h = msgpack.unpackb(frames[0])
+            self._publish(encode_activity(self._out_seq, time.monotonic(), h["window"], h["t_start"],
+                                          np.frombuffer(frames[1], "<f8"), np.frombuffer(frames[2], "<i4"),
+                                          h["in_seq"], h["in_t_send"]))
+            self.counters["activity"] += 1
+
+    # ------------------------------------------------------------------ status
+    def _fold_window_counters(self) -> None:
+        c = self.window.counters
+        for name in ("late", "bad_neuron", "bad_time", "spikes_truncated"):
+            self.counters[name] += getattr(c, name)
+            setattr(c, name, 0)
+
+    def status(self) -> dict[str, Any]:
+        self._fold_window_counters()
+        lat = np.array(self.latencies) if self.latencies else np.zeros(1)
+        p50, p99, p999 = np.percentile(lat, [50, 99, 99.9])
+        counters = dict(self.counters)
+        if self.recorder is not None:
+            counters.update({f"recording_{k}": int(v) for k, v in self.recorder.stats.items() if isinstance(v, (int, np.integer))})
+        if self.generator is not None:
+            counters["generate_dropped"] = self.generator.dropped
+        src = self.bundle.manifest.get("source", {})
+        return {
+            "uptime_s": time.monotonic() - self._t0,
+            "backend": self.decoder.backend.name,
+            "model": {"sha256": src.get("sha256", ""), "step": src.get("step") or 0},
+            "windows": int(self.counters["windows"]),
+            "deadline_misses": int(self.counters["deadline_misses"]),
+            "latency_ms": {"p50": float(p50), "p99": float(p99), "p99.9": float(p999), "max": float(lat.max())},
+            "counters": counters,
+        }
+
+    def publish_status(self) -> None:
+        self._publish(encode_status(self._out_seq, time.monotonic(), self.status()))
+
+
+class _GenerationWorker(threading.Thread):
+    """Generates the next window's activity for the newest decoded window, off the decode path.
+
+    Holds one pending request; a new request replaces an unstarted one (counted in `dropped`). Results go back to
+    the loop thread over an inproc socket, which publishes them (only that thread touches the PUB socket).
+    """
+
+    def __init__(self, daemon: Daemon, endpoint: str) -> None:
+        super().__init__(name="rtdecode-generate", daemon=True)
+        cfg = daemon.config
+        opts = {"threads": cfg.threads} if cfg.threads and cfg.backend.startswith("onnxruntime") else {}
+        self.decoder = Decoder(daemon.bundle, cfg.backend, **opts)
+        self.window_cfg = daemon.bundle.window
+        self.context, self.endpoint = daemon.context, endpoint
+        self.temperature, self.top_p, self.rng_seed = cfg.temperature, cfg.top_p, cfg.seed
+        self._cond = threading.Condition()
+        self._pending: tuple[Any, ...] | None = None
+        self._stopping = False
+        self.dropped = 0
+        self._count = 0
+
+    def submit(self, feeds: dict[str, np.ndarray], window: ClosedWindow, in_seq: int, in_t_send: float) -> None:
+        with self._cond:
+            if self._pending is not None:
+                self.dropped += 1
+            self._pending = (feeds, window, in_seq, in_t_send)
+            self._cond.notify()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        self.join(timeout=5)
+
+    def run(self) -> None:
+        sock = self.context.socket(zmq.PUSH)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(self.endpoint)
+        try:
+            while True:
+                with self._cond:
+                    while self._pending is None and not self._stopping:
+                        self._cond.wait()
+                    if self._stopping:
+                        return
+                    feeds, window, in_seq, in_t_send = self._pending  # type: ignore[misc]
+                    self._pending = None
+                # the generated window is the one after `window`, conditioned on `window` as its history
+                hist_feeds = _history_from_current(feeds, window, self.window_cfg, self.decoder)
+                ids, offs = self.decoder.generate(hist_feeds, temperature=self.temperature, top_p=self.top_p,
+                                                  seed=self.rng_seed + self._count)
+                self._count += 1
+                t_start = window.end
+                times = t_start + (offs[0] + 0.5) * self.window_cfg.dt
+                header = msgpack.packb({"window": window.index + 1, "t_start": t_start, "in_seq": in_seq, "in_t_send": in_t_send})
+                sock.send_multipart([header, times.astype("<f8").tobytes(), ids[0].astype("<i4").tobytes()])
+        finally:
+            sock.close(linger=0)
+
+
+def _history_from_current(feeds: dict[str, np.ndarray], window: ClosedWindow, cfg: Any, decoder: Decoder) -> dict[str, np.ndarray]:
+    """Context for predicting the next window: its history is the just-closed window's (and earlier) spikes."""
+    from rtdecode.tokenizer import pack_tokens
+
+    B, P = cfg.bins_per_window, cfg.prev_bins
+    # spikes of the closed window and its history, rebased onto the next window's history span
+    bins = np.concatenate([window.prev_offsets - P, window.offsets]).astype(np.int64)  # relative to window start
+    neurons = np.concatenate([window.prev_neurons, window.neurons])
+    keep = bins >= B - P
+    hist = pack_tokens(neurons[keep], bins[keep] - (B - P), np.array([int(keep.sum())]), cfg.prev_block_size,
+                       decoder.vocab, sos_eos=False, keep="last")
+    M = max(1, int(hist.lengths[0]))
+    out = dict(feeds)
+    out["prev_ids"], out["prev_dts"] = hist.ids[:, :M].astype(np.int64), hist.dts[:, :M].astype(np.int64)
+    out["prev_lengths"] = hist.lengths.astype(np.int64)
+    return out

@@ -1,0 +1,249 @@
+"""The wire protocol (docs/protocol.md, version 1): encoding and strict decoding of every message.
+
+Messages are ZeroMQ multipart `[topic, msgpack header, raw little-endian buffers...]`. Decoding validates every
+field named in the spec and raises `ProtocolError(reason, detail)` with the reason counter the daemon uses, so a
+malformed packet costs one exception and a counter increment, never the process. Arrays are read with
+`np.frombuffer` (no copy) and only after their sizes have been checked against the header.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Union
+
+import msgpack
+import numpy as np
+
+VERSION = 1
+MAX_HEADER_BYTES = 64 * 1024
+MAX_SPIKES = 65_536
+MAX_FRAME_BYTES = 16 * 1024 * 1024
+MAX_BEHAVIOR_SAMPLES = 65_536
+
+INPUT_TOPICS = ("spikes", "frame", "behavior", "clock", "control")
+OUTPUT_TOPICS = ("decode", "activity", "status")
+
+__all__ = [
+    "VERSION", "ProtocolError", "Spikes", "Frame", "BehaviorSamples", "Clock", "Control", "InputMessage",
+    "encode_spikes", "encode_frame", "encode_behavior", "encode_clock", "encode_control", "decode_input",
+    "encode_decode", "encode_activity", "encode_status", "decode_output",
+]
+
+
+class ProtocolError(ValueError):
+    """An invalid message; `reason` is the counter name from docs/protocol.md."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Spikes:
+    seq: int
+    t_send: float
+    times: np.ndarray  # (n,) float64 s
+    neurons: np.ndarray  # (n,) int32 indices, or int64 unit IDs when unit_ids
+    unit_ids: bool = False
+
+
+@dataclass(frozen=True)
+class Frame:
+    seq: int
+    t_send: float
+    t: float
+    pixels: np.ndarray  # (h, w) uint8
+
+
+@dataclass(frozen=True)
+class BehaviorSamples:
+    seq: int
+    t_send: float
+    name: str
+    times: np.ndarray
+    values: np.ndarray
+
+
+@dataclass(frozen=True)
+class Clock:
+    seq: int
+    t_send: float
+    t: float
+
+
+@dataclass(frozen=True)
+class Control:
+    seq: int
+    t_send: float
+    cmd: str
+    start: float | None = None
+
+
+InputMessage = Union[Spikes, Frame, BehaviorSamples, Clock, Control]
+
+
+# ------------------------------------------------------------------------------------------------- encoding
+def _header(seq: int, t_send: float, **fields: Any) -> bytes:
+    return msgpack.packb({"v": VERSION, "seq": int(seq), "t_send": float(t_send), **fields}, use_bin_type=True)
+
+
+def _le(a: np.ndarray, dtype: str) -> bytes:
+    return np.ascontiguousarray(a, dtype=np.dtype(dtype).newbyteorder("<")).tobytes()
+
+
+def encode_spikes(seq: int, t_send: float, times: np.ndarray, neurons: np.ndarray, unit_ids: bool = False) -> list[bytes]:
+    n = len(times)
+    extra = {"ids": "unit"} if unit_ids else {}
+    return [b"spikes", _header(seq, t_send, n=n, **extra), _le(times, "f8"), _le(neurons, "i8" if unit_ids else "i4")]
+
+
+def encode_frame(seq: int, t_send: float, t: float, pixels: np.ndarray) -> list[bytes]:
+    h, w = pixels.shape
+    return [b"frame", _header(seq, t_send, t=float(t), h=int(h), w=int(w), dtype="uint8"), _le(pixels, "u1")]
+
+
+def encode_behavior(seq: int, t_send: float, name: str, times: np.ndarray, values: np.ndarray) -> list[bytes]:
+    return [b"behavior", _header(seq, t_send, name=name, n=len(times)), _le(times, "f8"), _le(values, "f8")]
+
+
+def encode_clock(seq: int, t_send: float, t: float) -> list[bytes]:
+    return [b"clock", _header(seq, t_send, t=float(t))]
+
+
+def encode_control(seq: int, t_send: float, cmd: str, start: float | None = None) -> list[bytes]:
+    extra = {} if start is None else {"start": float(start)}
+    return [b"control", _header(seq, t_send, cmd=cmd, **extra)]
+
+
+# ------------------------------------------------------------------------------------------------- decoding
+def _parse_header(frames: list[bytes]) -> tuple[str, dict[str, Any]]:
+    if len(frames) < 2:
+        raise ProtocolError("malformed", f"expected [topic, header, ...], got {len(frames)} frame(s)")
+    try:
+        topic = bytes(frames[0]).decode("ascii")
+    except UnicodeDecodeError as e:
+        raise ProtocolError("malformed", "topic is not ASCII") from e
+    raw = frames[1]
+    if len(raw) > MAX_HEADER_BYTES:
+        raise ProtocolError("too_large", f"header of {len(raw)} bytes (limit {MAX_HEADER_BYTES})")
+    try:
+        header = msgpack.unpackb(raw, raw=False, strict_map_key=True, max_bin_len=0, max_ext_len=0)
+    except Exception as e:  # msgpack raises several types for garbage
+        raise ProtocolError("malformed", f"header is not msgpack ({type(e).__name__})") from e
+    if not isinstance(header, dict):
+        raise ProtocolError("malformed", "header is not a map")
+    if "v" not in header:
+        raise ProtocolError("malformed", "header has no protocol version 'v'")
+    if header["v"] != VERSION:
+        raise ProtocolError("bad_version", f"protocol version {header['v']!r}, this daemon speaks {VERSION}")
+    return topic, header
+
+
+def _get(header: dict[str, Any], key: str, typ: type | tuple[type, ...], default: Any = ...) -> Any:
+    if key not in header:
+        if default is ...:
+            raise ProtocolError("malformed", f"header has no '{key}'")
+        return default
+    value = header[key]
+    if isinstance(value, bool) or not isinstance(value, typ):
+        raise ProtocolError("malformed", f"'{key}' must be {getattr(typ, '__name__', typ)}, got {type(value).__name__}")
+    return value
+
+
+def _array(frame: bytes, dtype: str, n: int, what: str) -> np.ndarray:
+    dt = np.dtype(dtype).newbyteorder("<")
+    if len(frame) != n * dt.itemsize:
+        raise ProtocolError("bad_buffer", f"{what}: {len(frame)} bytes for {n} x {dt.itemsize}-byte values")
+    return np.frombuffer(frame, dtype=dt)
+
+
+def _buffers(frames: list[bytes], count: int, topic: str) -> list[bytes]:
+    if len(frames) != 2 + count:
+        raise ProtocolError("bad_buffer", f"'{topic}' needs {count} buffer(s), got {len(frames) - 2}")
+    return frames[2:]
+
+
+def _count(header: dict[str, Any], limit: int) -> int:
+    n = _get(header, "n", int)
+    if n < 0:
+        raise ProtocolError("malformed", f"'n' must be >= 0, got {n}")
+    if n > limit:
+        raise ProtocolError("too_large", f"{n} elements in one message (limit {limit})")
+    return n
+
+
+def decode_input(frames: list[bytes]) -> InputMessage:
+    """Parse and validate one input message; raises ProtocolError with the reason counter on any violation."""
+    topic, h = _parse_header(frames)
+    if topic not in INPUT_TOPICS:
+        raise ProtocolError("unknown_topic", f"'{topic}' is not an input topic ({', '.join(INPUT_TOPICS)})")
+    seq, t_send = _get(h, "seq", int), float(_get(h, "t_send", (int, float)))
+    if topic == "spikes":
+        n = _count(h, MAX_SPIKES)
+        ids = _get(h, "ids", str, "index")
+        if ids not in ("index", "unit"):
+            raise ProtocolError("malformed", f"'ids' must be 'index' or 'unit', got {ids!r}")
+        t_buf, n_buf = _buffers(frames, 2, topic)
+        unit = ids == "unit"
+        return Spikes(seq, t_send, _array(t_buf, "f8", n, "times"), _array(n_buf, "i8" if unit else "i4", n, "neurons"), unit)
+    if topic == "frame":
+        if len(frames) == 3 and len(frames[2]) > MAX_FRAME_BYTES:
+            raise ProtocolError("bad_frame", f"frame of {len(frames[2])} bytes (limit {MAX_FRAME_BYTES})")
+        hh, ww = _get(h, "h", int), _get(h, "w", int)
+        if _get(h, "dtype", str) != "uint8" or hh <= 0 or ww <= 0:
+            raise ProtocolError("bad_frame", "frames must be uint8 with positive h and w")
+        (buf,) = _buffers(frames, 1, topic)
+        return Frame(seq, t_send, _finite(_get(h, "t", (int, float))), _array(buf, "u1", hh * ww, "pixels").reshape(hh, ww))
+    if topic == "behavior":
+        n = _count(h, MAX_BEHAVIOR_SAMPLES)
+        name = _get(h, "name", str)
+        t_buf, v_buf = _buffers(frames, 2, topic)
+        return BehaviorSamples(seq, t_send, name, _array(t_buf, "f8", n, "times"), _array(v_buf, "f8", n, "values"))
+    if topic == "clock":
+        _buffers(frames, 0, topic)
+        return Clock(seq, t_send, _finite(_get(h, "t", (int, float))))
+    _buffers(frames, 0, topic)
+    cmd = _get(h, "cmd", str)
+    if cmd not in ("reset", "status"):
+        raise ProtocolError("malformed", f"unknown control command {cmd!r} (reset, status)")
+    start = _get(h, "start", (int, float), None)
+    return Control(seq, t_send, cmd, None if start is None else _finite(start))
+
+
+def _finite(x: Any) -> float:
+    x = float(x)
+    if not np.isfinite(x):
+        raise ProtocolError("malformed", "a time must be finite")
+    return x
+
+
+# ------------------------------------------------------------------------------------------------- outputs
+def encode_decode(seq: int, t_send: float, window: int, t_start: float, t_end: float, values: dict[str, float],
+                  n_spikes: int, truncated: int, in_seq: int, in_t_send: float, latency_ms: float) -> list[bytes]:
+    return [b"decode", _header(seq, t_send, window=int(window), t_start=float(t_start), t_end=float(t_end),
+                                values={k: float(v) for k, v in values.items()}, n_spikes=int(n_spikes),
+                                truncated=int(truncated), in_seq=int(in_seq), in_t_send=float(in_t_send),
+                                latency_ms=float(latency_ms))]
+
+
+def encode_activity(seq: int, t_send: float, window: int, t_start: float, times: np.ndarray, neurons: np.ndarray,
+                    in_seq: int, in_t_send: float) -> list[bytes]:
+    return [b"activity", _header(seq, t_send, window=int(window), t_start=float(t_start), n=len(times),
+                                  in_seq=int(in_seq), in_t_send=float(in_t_send)), _le(times, "f8"), _le(neurons, "i4")]
+
+
+def encode_status(seq: int, t_send: float, status: dict[str, Any]) -> list[bytes]:
+    return [b"status", _header(seq, t_send, **status)]
+
+
+def decode_output(frames: list[bytes]) -> dict[str, Any]:
+    """Parse an output message into its header dict (+ 'topic', and 'times'/'neurons' for activity)."""
+    topic, h = _parse_header(frames)
+    if topic not in OUTPUT_TOPICS:
+        raise ProtocolError("unknown_topic", f"'{topic}' is not an output topic")
+    out = dict(h, topic=topic)
+    if topic == "activity":
+        n = _count(h, 1 << 30)
+        t_buf, n_buf = _buffers(frames, 2, topic)
+        out["times"], out["neurons"] = _array(t_buf, "f8", n, "times"), _array(n_buf, "i4", n, "neurons")
+    return out

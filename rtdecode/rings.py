@@ -1,0 +1,72 @@
+"""Fixed-size rings of recent frames and behavior samples, aligned to windows by timestamp.
+
+The daemon keeps the last few seconds of each stream and asks, at each window close, for exactly what training
+gave the model for that window, through the same functions (`frame_stack_indices`, `behavior_input_samples`).
+Memory is allocated once; a push never allocates (beyond numpy's scalar conversions).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rtdecode.alignment import frame_stack_indices
+
+__all__ = ["FrameRing", "SampleRing"]
+
+
+class FrameRing:
+    """The last `capacity` frames (uint8 H x W) with their times; frame times must increase."""
+
+    def __init__(self, height: int, width: int, capacity: int = 64) -> None:
+        self.shape = (height, width)
+        self.pixels = np.zeros((capacity, height, width), np.uint8)
+        self.times = np.full(capacity, -np.inf)
+        self.count = 0  # frames ever pushed
+
+    def push(self, t: float, pixels: np.ndarray) -> bool:
+        """Store a frame; False (not stored) when it is not newer than the last one."""
+        if self.count and t <= self.times[(self.count - 1) % self.times.size]:
+            return False
+        i = self.count % self.times.size
+        self.pixels[i] = pixels
+        self.times[i] = t
+        self.count += 1
+        return True
+
+    def stack(self, window_end: float, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
+        """(n_frames, H, W) frames shown before `window_end`, oldest first, and their validity (n_frames,) bool."""
+        k = min(self.count, self.times.size)
+        order = (np.arange(self.count - k, self.count) % self.times.size)  # chronological slots
+        idx = frame_stack_indices(self.times[order], np.array([window_end]), n_frames)[0]
+        valid = idx >= 0
+        frames = self.pixels[order[np.maximum(idx, 0)]] if k else np.zeros((n_frames, *self.shape), np.uint8)
+        return frames, valid
+
+
+class SampleRing:
+    """The last `capacity` samples of one behavior variable; sample times must increase."""
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self.times = np.zeros(capacity)
+        self.values = np.zeros(capacity)
+        self.count = 0
+
+    def push(self, times: np.ndarray, values: np.ndarray) -> int:
+        """Append samples newer than the last stored one; returns how many were out of order (dropped)."""
+        if self.count:
+            last = self.times[(self.count - 1) % self.times.size]
+            keep = times > last
+        else:
+            keep = np.ones(times.size, bool)
+        keep &= np.concatenate(([True], np.diff(times) > 0)) if times.size else keep
+        t, v = times[keep][-self.times.size :], values[keep][-self.times.size :]
+        slots = (self.count + np.arange(t.size)) % self.times.size
+        self.times[slots], self.values[slots] = t, v
+        self.count += t.size
+        return int((~keep).sum())
+
+    def recent(self) -> tuple[np.ndarray, np.ndarray]:
+        """(times, values) in chronological order."""
+        k = min(self.count, self.times.size)
+        order = np.arange(self.count - k, self.count) % self.times.size
+        return self.times[order], self.values[order]

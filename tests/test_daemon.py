@@ -1,0 +1,201 @@
+"""The live daemon on real ZeroMQ sockets: streaming parity with offline inference, hostile input, backpressure,
+reconnects, clock-driven windows and clean shutdown. Synchronisation waits on messages, never on sleeps."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgpack
+import numpy as np
+import pytest
+import zmq
+
+pytest.importorskip("onnxruntime")
+
+from rtdecode.client import Producer, Subscriber  # noqa: E402
+from rtdecode.daemon import Daemon, ServeConfig, is_loopback  # noqa: E402
+from rtdecode.protocol import encode_spikes  # noqa: E402
+from rtdecode.replay import send_paced, session_messages  # noqa: E402
+from rtdecode.runtime import Bundle, Decoder  # noqa: E402
+
+
+@contextlib.contextmanager
+def running_daemon(bundle: Path, **options) -> Iterator[Daemon]:
+    ipc = Path(tempfile.mkdtemp(prefix="rtd-"))  # short path: ipc endpoints are limited to ~100 characters
+    config = ServeConfig(input=f"ipc://{ipc}/in", output=f"ipc://{ipc}/out", status_interval=0.05, **options)
+    daemon = Daemon(bundle, config)
+    stop = threading.Event()
+    thread = threading.Thread(target=daemon.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        assert daemon.ready.wait(20), "daemon did not bind its sockets"
+        yield daemon
+    finally:
+        stop.set()
+        thread.join(20)
+        assert not thread.is_alive(), "daemon did not stop"
+        shutil.rmtree(ipc, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def connected(daemon: Daemon, topics=("decode", "status", "activity")) -> Iterator[tuple[Producer, Subscriber]]:
+    with Subscriber(daemon.output_endpoint, topics=topics) as sub, Producer(daemon.input_endpoint) as prod:
+        sub.wait_for("status")  # the subscription is live once a status message arrives
+        yield prod, sub
+
+
+def collect(sub: Subscriber, topic: str, until, timeout: float = 30.0) -> list[dict]:
+    out: list[dict] = []
+    for msg in sub.messages(timeout=timeout):
+        if msg["topic"] == topic:
+            out.append(msg)
+            if until(out):
+                break
+    return out
+
+
+def final_status(prod: Producer, sub: Subscriber) -> dict:
+    prod.control("status")
+    return sub.wait_for("status")
+
+
+def offline_decodes(bundle: Path, session, windows: np.ndarray) -> dict[str, np.ndarray]:
+    from rtdecode.training.config import RunConfig
+    from rtdecode.training.data import Normalisation, WindowData
+
+    b = Bundle.load(bundle)
+    data = WindowData(session, RunConfig.from_dict(b.manifest["config"]))
+    return Decoder(b, backend="onnxruntime").decode(data.batch(windows, Normalisation.from_dict(b.manifest["normalisation"])))
+
+
+def test_streaming_parity_with_offline_inference(tiny_bundle, tiny_session):
+    """A session replayed through the real daemon decodes exactly like offline inference on the same bundle."""
+    s = tiny_session
+    t1 = 8.0  # 160 windows of 50 ms
+    with running_daemon(tiny_bundle, skip_backlog=False) as daemon, connected(daemon) as (prod, sub):
+        sent = send_paced(prod, session_messages(s, batch=0.005, behavior=("theta",), t1=t1), speed=0)
+        decodes = collect(sub, "decode", lambda out: out[-1]["window"] >= 159)
+        status = final_status(prod, sub)
+    assert sent["dropped"] == 0
+    windows = np.array([d["window"] for d in decodes])
+    np.testing.assert_array_equal(windows, np.arange(160))
+    offline = offline_decodes(tiny_bundle, s, windows)
+    for name in ("speed", "phi"):
+        live = np.array([d["values"][name] for d in decodes])
+        np.testing.assert_allclose(live, offline[name], atol=1e-5, rtol=0)
+    counts = np.diff(np.searchsorted(s.spike_times, np.arange(161) * 0.05))
+    np.testing.assert_array_equal([d["n_spikes"] for d in decodes], counts)
+    assert status["counters"].get("late", 0) == 0 and status["windows"] == 160
+
+
+def test_every_malformed_input_is_counted_and_survived(tiny_bundle):
+    good = encode_spikes(0, 0.0, np.array([0.01]), np.array([1], np.int32))
+    hdr = msgpack.packb
+    hostile = {
+        "malformed": [[b"spikes"], [b"spikes", b"\xc1\xff"], [b"spikes", hdr([1, 2])], [b"spikes", hdr({"seq": 1})],
+                      [b"clock", hdr({"v": 1, "seq": 0, "t_send": 0.0, "t": "soon"})], [b"\xff\xfe", hdr({"v": 1})]],
+        "bad_version": [[b"spikes", hdr({"v": 2, "seq": 0, "t_send": 0.0, "n": 0}), b"", b""]],
+        "unknown_topic": [[b"lfp", hdr({"v": 1, "seq": 0, "t_send": 0.0})]],
+        "too_large": [[b"spikes", b"\x00" * 70_000], [b"spikes", hdr({"v": 1, "seq": 0, "t_send": 0.0, "n": 10**6}), b"", b""]],
+        "bad_buffer": [good[:3], [good[0], good[1], good[2], good[3][:-1]]],
+        "bad_frame": [[b"frame", hdr({"v": 1, "seq": 0, "t_send": 0.0, "t": 0.0, "h": 2, "w": 2, "dtype": "uint8"}), b"abcd"]],
+        "unknown_behavior": [[b"behavior", hdr({"v": 1, "seq": 0, "t_send": 0.0, "name": "pupil", "n": 0}), b"", b""]],
+    }
+    with running_daemon(tiny_bundle) as daemon, connected(daemon) as (prod, sub):
+        for messages in hostile.values():
+            for frames in messages:
+                prod.send(frames)
+        prod.spikes(np.array([0.01, 0.02, np.nan, 0.03]), np.array([1, 999, 2, -5], np.int32))
+        prod.spikes(np.array([0.06]), np.array([3], np.int32))  # closes window 0
+        prod.spikes(np.array([0.04]), np.array([3], np.int32))  # late
+        prod.clock(0.1)
+        decodes = collect(sub, "decode", lambda out: len(out) >= 2)
+        status = final_status(prod, sub)
+    c = status["counters"]
+    for reason, messages in hostile.items():
+        assert c.get(reason, 0) == len(messages), (reason, c)
+    assert (c["bad_neuron"], c["bad_time"], c["late"]) == (2, 1, 1)
+    assert [d["window"] for d in decodes] == [0, 1] and decodes[0]["n_spikes"] == 1
+
+
+def test_clock_watermarks_close_empty_windows(tiny_bundle):
+    with running_daemon(tiny_bundle) as daemon, connected(daemon) as (prod, sub):
+        for k in range(1, 6):
+            prod.clock(k * 0.05)
+        decodes = collect(sub, "decode", lambda out: len(out) >= 5)
+    assert [d["window"] for d in decodes] == [0, 1, 2, 3, 4]
+    assert all(d["n_spikes"] == 0 and np.isfinite(d["values"]["speed"]) for d in decodes)
+    assert all(d["latency_ms"] > 0 for d in decodes)
+
+
+def test_backlog_skips_to_the_newest_window(tiny_bundle):
+    with running_daemon(tiny_bundle) as daemon, connected(daemon) as (prod, sub):
+        prod.clock(1.0)  # closes 20 windows at once
+        (decode,) = collect(sub, "decode", lambda out: len(out) >= 1)
+        status = final_status(prod, sub)
+    assert decode["window"] == 19 and status["counters"]["windows_skipped"] == 19
+
+
+def test_slow_subscriber_does_not_stall_decoding(tiny_bundle):
+    """A subscriber that never reads fills its queue (PUB high-water mark, per subscriber) and loses messages;
+    the daemon keeps decoding and an active subscriber still receives every decode, in order."""
+    n = 1500  # more windows than the output high-water mark (1,000 messages)
+    with running_daemon(tiny_bundle) as daemon, connected(daemon, topics=("decode", "status")) as (prod, sub):
+        stuck = zmq.Context.instance().socket(zmq.SUB)
+        stuck.setsockopt(zmq.RCVHWM, 1)
+        stuck.setsockopt(zmq.SUBSCRIBE, b"")
+        stuck.connect(daemon.output_endpoint)
+        try:
+            stuck.poll(10_000)  # its subscription is live once anything arrives
+            for k in range(1, n + 1):
+                prod.clock(k * 0.05)
+            decodes = collect(sub, "decode", lambda out: out[-1]["window"] >= n - 1, timeout=60)
+            status = final_status(prod, sub)
+        finally:
+            stuck.close(linger=0)
+    assert [d["window"] for d in decodes] == list(range(n))
+    assert status["windows"] == n
+
+
+def test_producer_reconnect_with_a_new_sequence(tiny_bundle):
+    with running_daemon(tiny_bundle) as daemon, connected(daemon) as (prod, sub):
+        prod.spikes(np.array([0.01]), np.array([1], np.int32))
+        prod.clock(0.05)
+        collect(sub, "decode", lambda out: len(out) >= 1)
+        with Producer(daemon.input_endpoint) as again:  # a restarted acquisition process: seq starts at 0 again
+            again.spikes(np.array([0.06]), np.array([2], np.int32))
+            again.clock(0.1)
+            (d,) = collect(sub, "decode", lambda out: len(out) >= 1)
+        status = final_status(prod, sub)
+    assert d["window"] == 1 and d["n_spikes"] == 1
+    assert status["counters"]["seq_repeat"] >= 1
+
+
+def test_unit_ids_are_mapped_through_the_bundle(tiny_bundle):
+    with running_daemon(tiny_bundle) as daemon, connected(daemon) as (prod, sub):
+        ids = np.array(daemon.bundle.vocab.neuron_ids)
+        prod.spikes(np.array([0.01, 0.02]), np.array([ids[5], 10**9], np.int64), unit_ids=True)
+        prod.clock(0.05)
+        (d,) = collect(sub, "decode", lambda out: len(out) >= 1)
+        status = final_status(prod, sub)
+    assert d["n_spikes"] == 1 and status["counters"]["bad_neuron"] == 1
+
+
+def test_generation_publishes_the_next_windows_activity(tiny_bundle):
+    with running_daemon(tiny_bundle, generate=True, skip_backlog=False) as daemon, connected(daemon) as (prod, sub):
+        prod.spikes(np.array([0.01, 0.03]), np.array([1, 2], np.int32))
+        prod.clock(0.05)
+        (act,) = collect(sub, "activity", lambda out: len(out) >= 1)
+    assert act["window"] == 1 and act["t_start"] == pytest.approx(0.05)
+    assert ((act["times"] >= 0.05) & (act["times"] < 0.1)).all()
+    assert ((act["neurons"] >= 0) & (act["neurons"] < 60)).all()
+
+
+def test_loopback_detection():
+    assert is_loopback("tcp://127.0.0.1:5555") and is_loopback("ipc:///tmp/x") and is_loopback("tcp://[::1]:1")
+    assert not is_loopback("tcp://0.0.0.0:5555") and not is_loopback("tcp://10.0.0.2:5555")

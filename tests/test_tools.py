@@ -1,0 +1,45 @@
+"""Smoke runs of the benchmark tools on the built-in simulated session (tiny settings: they prove the tools run
+and their checks pass; the figures themselves mean nothing at this size). bench_train takes ~6 s here, under
+the 10 s at which a test gets the `slow` marker, so the greedy cached-vs-uncached token check runs by default."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TOOLS = Path(__file__).resolve().parent.parent / "tools"
+
+
+def run_tool(name: str, *args: str) -> str:
+    proc = subprocess.run([sys.executable, str(TOOLS / name), *args], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"{name} failed (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+def test_bench_tokenizer_runs() -> None:
+    out = run_tool("bench_tokenizer.py", "--duration", "10", "--repeats", "1")
+    assert "spikes/s" in out and "live push" in out
+
+
+def test_bench_train_runs(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    report = tmp_path / "bench.json"
+    out = run_tool("bench_train.py", "--duration", "20", "--configs", "small", "--steps", "2", "--warmup", "1",
+                   "--latency-windows", "3", "--gen-windows", "2", "--threads", "1", "--device", "cpu",
+                   "--json", str(report))
+    assert "windows/s" in out
+    assert "tokens identical: True" in out
+    assert "% of the time outside the model" in out
+    (result,) = json.loads(report.read_text())["results"]
+    assert result["config"] == "small" and result["train_wps"] > 0 and 0 <= result["data_share"] < 1
+    assert result["tokens_identical"] is True and result["gen_tokens_per_window"] > 0
+
+
+def test_bench_train_help() -> None:
+    pytest.importorskip("torch")
+    out = run_tool("bench_train.py", "--help")
+    assert "default: 120.0" in out and "--json" in out
