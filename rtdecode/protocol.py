@@ -8,6 +8,7 @@ malformed packet costs one exception and a counter increment, never the process.
 
 from __future__ import annotations
 
+import reprlib
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -135,7 +136,9 @@ def _parse_header(frames: list[bytes]) -> tuple[str, dict[str, Any]]:
     if "v" not in header:
         raise ProtocolError("malformed", "header has no protocol version 'v'")
     if header["v"] != VERSION:
-        raise ProtocolError("bad_version", f"protocol version {header['v']!r}, this daemon speaks {VERSION}")
+        # reprlib: `v` is attacker-controlled; a plain repr of a ~1000-deep nested list raises RecursionError
+        # (msgpack's own depth limit is 1024) and a 60 KiB string would flood the log.
+        raise ProtocolError("bad_version", f"protocol version {reprlib.repr(header['v'])}, this daemon speaks {VERSION}")
     return topic, header
 
 

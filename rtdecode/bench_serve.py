@@ -1,0 +1,198 @@
+"""`rtdecode bench serve BUNDLE`: end-to-end latency of the real daemon, with the floors measured beside it.
+
+In one run:
+1. floors: a bare ZeroMQ round trip through the same topology (producer PUSH -> echo process PULL -> PUB ->
+   subscriber SUB, same transport) and a bare model decode of a typical window (Decoder.decode, in-process);
+2. the daemon (`rtdecode serve`, its own process) fed the simulated session (or --data) by a paced producer, at
+   each speed (1 = real time, 0 = as fast as possible): end-to-end latency per decoded window = producer send of
+   the message that closed the window -> subscriber receive of its decode, on this host's monotonic clock;
+   windows/s, deadline misses and skipped windows from the daemon's status; the daemon's CPU use from /proc.
+The daemon's own overhead is p50 end-to-end - p50 bare decode - p50 bare round trip. Writes latency.json (every
+raw latency) and latency.png (histograms). Caveat: producer, subscriber and daemon share this machine's cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rtdecode.bench_model import percentiles
+from rtdecode.client import Producer, Subscriber
+from rtdecode.replay import send_paced, session_messages
+from rtdecode.runtime import Bundle, Decoder
+from rtdecode.session import Session
+
+__all__ = ["bench_serve"]
+
+ECHO = """
+import sys, zmq
+ctx = zmq.Context()
+pull, pub = ctx.socket(zmq.PULL), ctx.socket(zmq.PUB)
+pull.bind(sys.argv[1]); pub.bind(sys.argv[2])
+while True:
+    frames = pull.recv_multipart()
+    if frames[0] == b"quit":
+        break
+    pub.send_multipart([b"decode"] + frames[1:])
+"""
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def zmq_round_trip(transport_dir: Path, n: int = 2000) -> dict[str, float]:
+    """Producer -> echo process -> subscriber round trips of a 64-spike message, ms."""
+    from rtdecode.protocol import encode_spikes
+
+    a, b = f"ipc://{transport_dir}/echo-in", f"ipc://{transport_dir}/echo-out"
+    proc = subprocess.Popen([sys.executable, "-c", ECHO, a, b])
+    try:
+        with Producer(a) as prod, Subscriber(b, topics=("decode",)) as sub:
+            msg = encode_spikes(0, 0.0, np.linspace(0, 0.01, 64), np.arange(64, dtype=np.int32))
+            while True:  # wait until the echo is up and the subscription live
+                prod.send(msg)
+                if sub.socket.poll(100):
+                    sub.socket.recv_multipart()
+                    break
+            out = np.empty(n)
+            for i in range(n):
+                t0 = time.perf_counter()
+                prod.send(msg)
+                sub.socket.recv_multipart()
+                out[i] = (time.perf_counter() - t0) * 1e3
+            prod.send([b"quit"])
+    finally:
+        proc.wait(timeout=10)
+    return percentiles(out)
+
+
+def bare_decode(bundle: Bundle, session: Session, threads: int, n: int = 300) -> dict[str, float]:
+    from rtdecode.window import RollingWindow
+
+    decoder = Decoder(bundle, "onnxruntime", **({"threads": threads} if threads else {}))
+    rw = RollingWindow(bundle.window, bundle.vocab.n_neurons, start=session.start)
+    stop = session.start + 20 * bundle.window.window
+    hi = np.searchsorted(session.spike_times, stop)
+    windows = rw.push(session.spike_times[:hi], session.spike_neurons[:hi]) + rw.advance(stop)
+    feeds = [decoder.window_feeds(w) if not bundle.frames.get("enabled") else
+             decoder.window_feeds(w, np.zeros((bundle.frames["n_frames"], bundle.frames["height"], bundle.frames["width"]), np.uint8))
+             for w in windows]
+    for f in feeds[:5]:
+        decoder.decode(f)
+    out = np.empty(n)
+    for i in range(n):
+        t0 = time.perf_counter()
+        decoder.decode(feeds[i % len(feeds)])
+        out[i] = (time.perf_counter() - t0) * 1e3
+    return percentiles(out)
+
+
+def _collector(endpoint: str, sink: list[tuple[int, float]], stop: threading.Event, ready: threading.Event) -> None:
+    with Subscriber(endpoint, topics=("decode", "status")) as sub:
+        sub.wait_for("status", timeout=60)
+        ready.set()
+        while not stop.is_set():
+            msg = sub.receive(0.1)
+            if msg is not None and msg["topic"] == "decode":
+                sink.append((msg["window"], Subscriber.latency_ms(msg)))
+
+
+def bench_serve(bundle_dir: str | Path, session: Session, *, speeds: tuple[float, ...] = (1.0, 0.0), threads: int = 0,
+                generate: bool = False, out_dir: Path = Path("bench-serve"), log: Callable[[str], None] = print) -> dict[str, Any]:
+    bundle = Bundle.load(bundle_dir)
+    if session.n_neurons != bundle.vocab.n_neurons:
+        raise ValueError(f"the session has {session.n_neurons} neurons but the model {bundle.vocab.n_neurons}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="rtd-bench-"))
+    result: dict[str, Any] = {"bundle": str(bundle_dir), "session_s": session.duration, "runs": {}}
+    result["floor_zmq_round_trip_ms"] = zmq_round_trip(tmp)
+    result["floor_decode_ms"] = bare_decode(bundle, session, threads)
+    log(f"floors: bare ZMQ round trip p50 {result['floor_zmq_round_trip_ms']['p50']:.3f} ms, bare decode p50 "
+        f"{result['floor_decode_ms']['p50']:.3f} ms (p99 {result['floor_decode_ms']['p99']:.3f})")
+    inp, outp = f"ipc://{tmp}/in", f"ipc://{tmp}/out"
+    cmd = [sys.executable, "-m", "rtdecode.cli", "serve", str(bundle_dir), "--input", inp, "--output", outp,
+           "--status-interval", "0.25", "--threads", str(threads), "--start", str(session.start)]
+    if generate:
+        cmd.append("--generate")
+    daemon = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    behavior = tuple(b["name"] for b in bundle.behavior_inputs)
+    try:
+        for speed in speeds:
+            sink: list[tuple[int, float]] = []
+            stop, ready = threading.Event(), threading.Event()
+            collector = threading.Thread(target=_collector, args=(outp, sink, stop, ready), daemon=True)
+            collector.start()
+            if not ready.wait(60):
+                raise RuntimeError("the daemon did not come up")
+            with Producer(inp) as prod, Subscriber(outp, topics=("status",)) as status_sub:
+                status_sub.wait_for("status")
+                prod.control("reset", start=session.start)
+                cpu0, wall0 = _cpu_seconds(daemon.pid), time.monotonic()
+                sent = send_paced(prod, session_messages(session, behavior=behavior), speed=speed)
+                last = bundle.window.window_index(session.stop) - 1
+                deadline = time.monotonic() + 60
+                while (not sink or sink[-1][0] < last) and time.monotonic() < deadline:
+                    time.sleep(0.01)  # waiting for the tail of the run to be decoded (bounded)
+                cpu = (_cpu_seconds(daemon.pid) - cpu0) / (time.monotonic() - wall0)
+                prod.control("status")
+                status = status_sub.wait_for("status")
+            stop.set()
+            collector.join(5)
+            lat = np.array([x[1] for x in sink])
+            name = "real_time" if speed == 1 else ("as_fast_as_possible" if speed == 0 else f"speed_{speed:g}")
+            run = {"speed": speed, "latency_ms": percentiles(lat), "windows": len(sink),
+                   "windows_per_s": len(sink) / max(sent["wall_seconds"], 1e-9), "wall_s": sent["wall_seconds"],
+                   "deadline_misses": status["deadline_misses"], "skipped": status["counters"].get("windows_skipped", 0),
+                   "daemon_cpu": cpu, "dropped_by_producer": sent["dropped"], "raw_ms": lat.tolist()}
+            result["runs"][name] = run
+            p = run["latency_ms"]
+            log(f"{name:20s}: {run['windows']} windows in {run['wall_s']:.1f} s ({run['windows_per_s']:.0f}/s); end-to-end "
+                f"p50 {p['p50']:.2f} ms, p99 {p['p99']:.2f} ms, p99.9 {p['p99.9']:.2f} ms, max {p['max']:.2f} ms; "
+                f"deadline misses {run['deadline_misses']}, skipped {run['skipped']}, daemon CPU {cpu:.0%}")
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=30)
+    if "real_time" in result["runs"]:
+        rt = result["runs"]["real_time"]["latency_ms"]["p50"]
+        result["daemon_overhead_ms"] = rt - result["floor_decode_ms"]["p50"] - result["floor_zmq_round_trip_ms"]["p50"]
+        log(f"daemon overhead at real time (p50 end-to-end - bare decode - bare round trip): {result['daemon_overhead_ms']:.3f} ms")
+    (out_dir / "latency.json").write_text(json.dumps(result, indent=2))
+    _histogram(result, out_dir / "latency.png")
+    log(f"wrote {out_dir / 'latency.json'} and {out_dir / 'latency.png'}")
+    return result
+
+
+def _histogram(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = result["runs"]
+    fig, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 3.2), squeeze=False)
+    for ax, (name, run) in zip(axes[0], runs.items()):
+        lat = np.array(run["raw_ms"])
+        if lat.size:
+            ax.hist(lat, bins=np.logspace(np.log10(max(lat.min(), 1e-2)), np.log10(lat.max() + 1e-9), 60))
+            ax.set_xscale("log")
+            for q, style in (("p50", "-"), ("p99", "--"), ("p99.9", ":")):
+                ax.axvline(run["latency_ms"][q], color="k", linestyle=style, label=f"{q} {run['latency_ms'][q]:.2f} ms")
+        ax.set_title(f"{name.replace('_', ' ')}: {run['windows']} windows")
+        ax.set_xlabel("end-to-end latency (ms)")
+        ax.legend(fontsize=8)
+    axes[0][0].set_ylabel("windows")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
