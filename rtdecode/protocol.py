@@ -92,8 +92,14 @@ def _le(a: np.ndarray, dtype: str) -> bytes:
     return np.ascontiguousarray(a, dtype=np.dtype(dtype).newbyteorder("<")).tobytes()
 
 
+def _same_length(a: np.ndarray, b: np.ndarray, what: str) -> int:
+    if len(a) != len(b):
+        raise ValueError(f"{what}: {len(a)} times but {len(b)} values; they must match")
+    return len(a)
+
+
 def encode_spikes(seq: int, t_send: float, times: np.ndarray, neurons: np.ndarray, unit_ids: bool = False) -> list[bytes]:
-    n = len(times)
+    n = _same_length(times, neurons, "spikes")
     extra = {"ids": "unit"} if unit_ids else {}
     return [b"spikes", _header(seq, t_send, n=n, **extra), _le(times, "f8"), _le(neurons, "i8" if unit_ids else "i4")]
 
@@ -104,7 +110,8 @@ def encode_frame(seq: int, t_send: float, t: float, pixels: np.ndarray) -> list[
 
 
 def encode_behavior(seq: int, t_send: float, name: str, times: np.ndarray, values: np.ndarray) -> list[bytes]:
-    return [b"behavior", _header(seq, t_send, name=name, n=len(times)), _le(times, "f8"), _le(values, "f8")]
+    n = _same_length(times, values, f"behavior '{name}'")
+    return [b"behavior", _header(seq, t_send, name=name, n=n), _le(times, "f8"), _le(values, "f8")]
 
 
 def encode_clock(seq: int, t_send: float, t: float) -> list[bytes]:
@@ -135,6 +142,8 @@ def _parse_header(frames: list[bytes]) -> tuple[str, dict[str, Any]]:
         raise ProtocolError("malformed", "header is not a map")
     if "v" not in header:
         raise ProtocolError("malformed", "header has no protocol version 'v'")
+    if not isinstance(header["v"], int) or isinstance(header["v"], bool):
+        raise ProtocolError("malformed", f"protocol version 'v' must be an integer, got {type(header['v']).__name__}")
     if header["v"] != VERSION:
         # reprlib: `v` is attacker-controlled; a plain repr of a ~1000-deep nested list raises RecursionError
         # (msgpack's own depth limit is 1024) and a 60 KiB string would flood the log.
@@ -180,7 +189,9 @@ def decode_input(frames: list[bytes]) -> InputMessage:
     topic, h = _parse_header(frames)
     if topic not in INPUT_TOPICS:
         raise ProtocolError("unknown_topic", f"'{topic}' is not an input topic ({', '.join(INPUT_TOPICS)})")
-    seq, t_send = _get(h, "seq", int), float(_get(h, "t_send", (int, float)))
+    seq, t_send = _get(h, "seq", int), _finite(_get(h, "t_send", (int, float)))
+    if seq < 0:
+        raise ProtocolError("malformed", f"'seq' must be >= 0, got {seq}")
     if topic == "spikes":
         n = _count(h, MAX_SPIKES)
         ids = _get(h, "ids", str, "index")
