@@ -1,14 +1,16 @@
 """`rtdecode demo`: the main job end to end on the built-in simulated session.
 
-Today: simulate a ground-truth session -> summarise it -> tokenize it once (token store) -> split it by time
-blocks with guard gaps -> stream the held-out part through the live rolling window in rig-sized batches and
-check that every window's tokens equal the offline tokenizer's. Later stages (train, export, serve, report) join
-as they land. Returns a JSON-able summary, also written to <out>/demo-summary.json.
+simulate a ground-truth session -> tokenize it once (token store) and check the live rolling window against the
+offline tokenizer -> train the small config -> export a bundle (parity-checked) -> start the daemon -> replay the
+held-out block in real time over ZeroMQ as a rig would -> subscribe to the decodes -> score them against the
+simulator's behavior and a ridge baseline, with end-to-end latency. Everything lands in <out>/, and the
+summary in <out>/demo-summary.json. Training, export and serving need the `[train,export]` extras.
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +37,10 @@ def run_demo(
     duration: float,
     seed: int = 0,
     batch_duration: float = 0.005,
+    train_steps: int = 0,
+    train_minutes: float = 0.0,
+    parity_windows: int = 16,
+    speed: float = 1.0,
     log: Callable[[str], None] = print,
     progress: Callable[[float], None] | None = None,
 ) -> dict[str, Any]:
@@ -63,10 +69,90 @@ def run_demo(
     )
     if not live["identical"]:
         raise RuntimeError("live rolling window disagreed with the offline tokenizer; this is a bug")
-    result = {"session": summary, "split": split.summary(), "live_check": live, "simulate_s": t_sim}
+    result: dict[str, Any] = {"session": summary, "split": split.summary(), "live_check": live, "simulate_s": t_sim}
+    if train_steps > 0:
+        result.update(_train_export_serve(out, session, train_steps, train_minutes, parity_windows, speed, log))
     with atomic_write(out / "demo-summary.json") as f:
         f.write(json.dumps(result, indent=2).encode())
     return result
+
+
+def _train_export_serve(out: Path, session: Session, steps: int, minutes: float, parity_windows: int, speed: float,
+                        log: Callable[[str], None]) -> dict[str, Any]:
+    """Train the small config, export it, serve it, replay the held-out block through the daemon, score."""
+    import dataclasses
+    import threading
+
+    from rtdecode.client import Producer, Subscriber
+    from rtdecode.daemon import Daemon, ServeConfig
+    from rtdecode.export.onnx import export_bundle
+    from rtdecode.replay import send_paced, session_messages
+    from rtdecode.training.baselines import pearson_r
+    from rtdecode.training.config import load_config
+    from rtdecode.training.data import WindowData
+    from rtdecode.training.train import make_split, train
+
+    cfg = load_config("small")
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=steps, max_minutes=minutes,
+                                                             eval_every=max(1, steps // 3)))
+    log(f"training the small config ({steps} steps, at most {minutes:g} min) ...")
+    trained = train(cfg, out / "session.npz", out / "run", log=lambda _: None)
+    log(f"  {trained.step} steps at {trained.windows_per_s:.0f} windows/s; test r: " + ", ".join(
+        f"{k[:-2]} {v:.3f}" for k, v in trained.test.items() if k.endswith("_r")))
+    data = WindowData(session, cfg)
+    split = make_split(data, cfg)
+    runs = np.split(split.test, np.flatnonzero(np.diff(split.test) != 1) + 1)
+    block = max(runs, key=len)
+    export_bundle(out / "run", out / "bundle", data=data, windows=block[:: max(1, block.size // parity_windows)][:parity_windows],
+                  log=lambda _: None)
+    log(f"exported {out / 'bundle'} (parity checked against PyTorch)")
+    starts = data.tokens.window_starts()
+    t0, t1 = float(starts[block[0]]), float(starts[block[-1]]) + cfg.window.window
+    ipc = Path(tempfile.mkdtemp(prefix="rtd-demo-"))
+    daemon = Daemon(out / "bundle", ServeConfig(input=f"ipc://{ipc}/in", output=f"ipc://{ipc}/out", start=t0,
+                                                 skip_backlog=speed > 0, status_interval=0.2))
+    stop = threading.Event()
+    thread = threading.Thread(target=daemon.run, args=(stop,), daemon=True)
+    thread.start()
+    daemon.ready.wait(30)
+    log(f"replaying the held-out block [{t0:.2f}, {t1:.2f}) s ({block.size} windows) into the daemon at "
+        f"{'real time' if speed == 1 else f'{speed:g}x' if speed else 'full speed'} ...")
+    decodes: list[dict[str, Any]] = []
+    try:
+        with Subscriber(daemon.output_endpoint, topics=("decode", "status")) as sub, Producer(daemon.input_endpoint) as prod:
+            sub.wait_for("status")
+            listener = threading.Thread(target=_listen, args=(sub, decodes, int(data.tokens.first_window + block[-1])), daemon=True)
+            listener.start()
+            send_paced(prod, session_messages(session, t0=t0 - cfg.window.prev_window, t1=t1), speed=speed)
+            listener.join(60)
+    finally:
+        stop.set()
+        thread.join(30)
+    status = daemon.status()
+    first = data.tokens.first_window
+    held_out = set(block.tolist())
+    got = {d["window"] - first: d for d in decodes if d["window"] - first in held_out}
+    idx = np.array(sorted(got))
+    scores: dict[str, Any] = {}
+    for spec in cfg.targets:
+        live = np.array([got[i]["values"][spec.name] for i in idx])
+        scores[spec.name] = {"live_r": pearson_r(data.targets[spec.name][idx], live),
+                             "ridge_r": trained.baseline.get(f"ridge_{spec.name}_r", float("nan"))}
+    lat = np.array([d["t_receive"] - d["in_t_send"] for d in decodes]) * 1e3
+    p50, p99 = (np.percentile(lat, [50, 99]) if lat.size else (float("nan"),) * 2)
+    return {"train": {"steps": trained.step, "windows_per_s": trained.windows_per_s, "test": trained.test,
+                      "baseline": trained.baseline},
+            "serve": {"windows": len(got), "expected": int(block.size), "latency_p50_ms": float(p50), "latency_p99_ms": float(p99),
+                      "deadline_misses": status["deadline_misses"], "skipped": status["counters"].get("windows_skipped", 0)},
+            "decoding": scores}
+
+
+def _listen(sub: Any, sink: list[dict[str, Any]], last_window: int) -> None:
+    for msg in sub.messages(timeout=5.0):
+        if msg["topic"] == "decode":
+            sink.append(msg)
+            if msg["window"] >= last_window:
+                return
 
 
 def _check_live_equals_offline(session: Session, tokens: Any, test_windows: np.ndarray, batch_duration: float) -> dict[str, Any]:

@@ -1,0 +1,31 @@
+"""`rtdecode demo`, the README's first command, end to end (short version), and its data-only mode."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from rtdecode.cli import app
+
+
+def test_demo_data_stages_only(tmp_path):
+    r = CliRunner().invoke(app, ["demo", "--quick", "--skip-training", "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    summary = json.loads((tmp_path / "demo-summary.json").read_text())
+    assert summary["live_check"]["identical"] and summary["session"]["neurons"] == 300
+
+
+@pytest.mark.slow
+def test_demo_quick_runs_the_whole_pipeline(tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    r = CliRunner().invoke(app, ["demo", "--quick", "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    s = json.loads((tmp_path / "demo-summary.json").read_text())
+    assert s["serve"]["windows"] == s["serve"]["expected"] > 50
+    assert set(s["decoding"]) == {"speed", "phi", "theta"}
+    assert all(v["live_r"] > 0.3 for v in s["decoding"].values())  # 60 training steps: well above chance
+    for name in ("session.npz", "tokens/tokens.json", "run/checkpoint.json", "bundle/manifest.json"):
+        assert (tmp_path / name).exists(), name
