@@ -532,7 +532,7 @@ def demo(
         result = run_demo(
             out, duration=60.0 if quick else duration, seed=seed, log=bar.console.print,
             progress=lambda frac: bar.update(task, completed=frac),
-            train_steps=0 if skip_training else (60 if quick else 100_000),
+            train_steps=0 if skip_training else (60 if quick else -1),
             train_minutes=0.0 if quick else train_minutes, parity_windows=4 if quick else 16,
         )
     _print_summary(result["session"], title=f"simulated session ({out / 'session.npz'})")

@@ -37,7 +37,7 @@ def run_demo(
     duration: float,
     seed: int = 0,
     batch_duration: float = 0.005,
-    train_steps: int = 0,
+    train_steps: int = 0,  # 0: data stages only; -1: the small config's own schedule
     train_minutes: float = 0.0,
     parity_windows: int = 16,
     speed: float = 1.0,
@@ -70,7 +70,7 @@ def run_demo(
     if not live["identical"]:
         raise RuntimeError("live rolling window disagreed with the offline tokenizer; this is a bug")
     result: dict[str, Any] = {"session": summary, "split": split.summary(), "live_check": live, "simulate_s": t_sim}
-    if train_steps > 0:
+    if train_steps != 0:
         result.update(_train_export_serve(out, session, train_steps, train_minutes, parity_windows, speed, log))
     with atomic_write(out / "demo-summary.json") as f:
         f.write(json.dumps(result, indent=2).encode())
@@ -93,8 +93,9 @@ def _train_export_serve(out: Path, session: Session, steps: int, minutes: float,
     from rtdecode.training.train import make_split, train
 
     cfg = load_config("small")
+    steps = steps if steps > 0 else cfg.train.max_steps  # the config's schedule, cut by the time budget
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=steps, max_minutes=minutes,
-                                                             eval_every=max(1, steps // 3)))
+                                                             eval_every=max(1, min(cfg.train.eval_every, steps // 3))))
     log(f"training the small config ({steps} steps, at most {minutes:g} min) ...")
     trained = train(cfg, out / "session.npz", out / "run", log=lambda _: None)
     log(f"  {trained.step} steps at {trained.windows_per_s:.0f} windows/s; test r: " + ", ".join(

@@ -199,3 +199,17 @@ def test_generation_publishes_the_next_windows_activity(tiny_bundle):
 def test_loopback_detection():
     assert is_loopback("tcp://127.0.0.1:5555") and is_loopback("ipc:///tmp/x") and is_loopback("tcp://[::1]:1")
     assert not is_loopback("tcp://0.0.0.0:5555") and not is_loopback("tcp://10.0.0.2:5555")
+
+
+def test_out_of_order_frames_and_behavior_samples_are_counted(tiny_bundle):
+    with running_daemon(tiny_bundle) as daemon, connected(daemon) as (prod, sub):
+        px = np.zeros((32, 64), np.uint8)
+        prod.frame(0.02, px)
+        prod.frame(0.01, px)  # older than the last frame
+        prod.frame(0.02, px)  # a repeat
+        prod.behavior("theta", np.array([0.00, 0.01, 0.005]), np.array([1.0, 2.0, 3.0]))  # last one goes back
+        prod.clock(0.05)
+        (d,) = collect(sub, "decode", lambda out: len(out) >= 1)
+        status = final_status(prod, sub)
+    assert status["counters"]["out_of_order"] == 3
+    assert d["window"] == 0 and np.isfinite(d["values"]["speed"])
