@@ -157,11 +157,16 @@ def bench_serve(bundle_dir: str | Path, session: Session, *, speeds: tuple[float
                    "windows_per_s": len(sink) / max(sent["wall_seconds"], 1e-9), "wall_s": sent["wall_seconds"],
                    "deadline_misses": status["deadline_misses"], "skipped": status["counters"].get("windows_skipped", 0),
                    "daemon_cpu": cpu, "dropped_by_producer": sent["dropped"], "raw_ms": lat.tolist()}
+            per_minute = int(round(60 / bundle.window.window))  # windows per minute of session time
+            run["p99_by_minute_ms"] = [float(np.percentile(lat[i : i + per_minute], 99))
+                                       for i in range(0, lat.size - per_minute // 2, per_minute)]
             result["runs"][name] = run
             p = run["latency_ms"]
             log(f"{name:20s}: {run['windows']} windows in {run['wall_s']:.1f} s ({run['windows_per_s']:.0f}/s); end-to-end "
                 f"p50 {p['p50']:.2f} ms, p99 {p['p99']:.2f} ms, p99.9 {p['p99.9']:.2f} ms, max {p['max']:.2f} ms; "
                 f"deadline misses {run['deadline_misses']}, skipped {run['skipped']}, daemon CPU {cpu:.0%}")
+            if len(run["p99_by_minute_ms"]) > 1:
+                log(f"{'':20s}  p99 per minute of data: " + ", ".join(f"{x:.2f}" for x in run["p99_by_minute_ms"]) + " ms")
     finally:
         daemon.terminate()
         daemon.wait(timeout=30)

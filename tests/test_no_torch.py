@@ -17,7 +17,7 @@ SERVE_MODULES = [
     "rtdecode.simulator",
     "rtdecode.summary",
     "rtdecode.cli",
-    "rtdecode.cli_options",
+    "rtdecode.cli.options",
     "rtdecode.demo",
     "rtdecode.runtime",
     "rtdecode.runtime.bundle",

@@ -1,0 +1,203 @@
+"""CLI commands about data: simulate, info, prepare, demo."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from rtdecode.cli import app, console, fail
+
+SessionPath = Annotated[Path, typer.Argument(help="Session file: .npz (rtdecode native) or .nwb.", exists=True, dir_okay=False)]
+
+
+def _window_options(
+    window: float, prev_window: float, dt: float, block_size: int, prev_block_size: int
+) -> Any:
+    from rtdecode.tokenizer import WindowConfig
+
+    try:
+        return WindowConfig(
+            window=window, prev_window=prev_window, dt=dt, block_size=block_size, prev_block_size=prev_block_size
+        )
+    except ValueError as e:
+        fail(str(e))
+
+
+@app.command()
+def info(
+    session: SessionPath,
+    window: Annotated[float, typer.Option(help="Window length for the token preview, s.")] = 0.05,
+    block_size: Annotated[int, typer.Option(help="Token slots per window (SOS+EOS included) for the truncation preview.")] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON instead of a table.")] = False,
+) -> None:
+    """Summarise a session: neurons, duration, firing rates, modalities, and what tokenization would give."""
+    from rtdecode.io import load_session
+    from rtdecode.session import SessionError
+    from rtdecode.summary import session_summary
+    from rtdecode.tokenizer import WindowConfig
+
+    try:
+        s = load_session(session)
+    except (SessionError, ImportError) as e:
+        fail(str(e))
+    summary = session_summary(s, WindowConfig(window=window, block_size=block_size))
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    _print_summary(summary, title=str(session))
+
+
+def _print_summary(summary: dict[str, Any], title: str) -> None:
+    t = Table(title=title, show_header=False, title_justify="left")
+    t.add_column(style="bold")
+    t.add_column()
+    t.add_row("neurons", f"{summary['neurons']}")
+    t.add_row("duration", f"{summary['duration_s']:.1f} s  [{summary['start_s']:.3f}, {summary['stop_s']:.3f})")
+    t.add_row("spikes", f"{summary['spikes']:,}")
+    t.add_row(
+        "firing rate",
+        f"mean {summary['rate_mean_hz']:.2f} Hz, median {summary['rate_median_hz']:.2f} Hz, "
+        f"max {summary['rate_max_hz']:.1f} Hz, silent neurons {summary['silent_neurons']}",
+    )
+    t.add_row("modalities", ", ".join(summary["modalities"]))
+    if "frames" in summary:
+        f = summary["frames"]
+        t.add_row("frames", f"{f['count']} x {f['shape'][0]}x{f['shape'][1]} {f['dtype']} at {f['rate_hz']:.1f} fps")
+    for name, b in summary["behavior"].items():
+        t.add_row(
+            f"behavior: {name}",
+            f"{b['samples']} samples at {b['rate_hz']:.1f} Hz, range [{b['min']:.2f}, {b['max']:.2f}] {b['unit']}"
+            + (f", {b['missing']} missing" if b["missing"] else ""),
+        )
+    if summary["trials"]:
+        t.add_row("trials", str(summary["trials"]))
+    if summary["truth"]:
+        t.add_row("ground truth", ", ".join(summary["truth"]))
+    k = summary["tokens"]
+    t.add_row(
+        "tokens",
+        f"{k['windows']:,} windows of {k['window_s'] * 1e3:.0f} ms, {k['spikes_per_window_mean']:.1f} spikes/window "
+        f"(p99 {k['spikes_per_window_p99']:.0f}); {k['windows_truncated']} windows over block {k['block_size']} "
+        f"({k['spikes_truncated']} spikes truncated)",
+    )
+    console.print(t)
+
+
+@app.command()
+def prepare(
+    session: SessionPath,
+    out: Annotated[Path, typer.Option(help="Directory for the token store (created).")],
+    window: Annotated[float, typer.Option(help="Current window length, s.")] = 0.05,
+    prev_window: Annotated[float, typer.Option(help="History window before each window, s.")] = 0.05,
+    dt: Annotated[float, typer.Option(help="Time quantum inside a window, s.")] = 0.01,
+    block_size: Annotated[int, typer.Option(help="Token slots per window, SOS and EOS included.")] = 100,
+    prev_block_size: Annotated[int, typer.Option(help="Token slots for the history.")] = 100,
+) -> None:
+    """Tokenize a session once and store the tokens for training (memory-mapped arrays + tokens.json)."""
+    from rtdecode.io import load_session
+    from rtdecode.session import SessionError
+    from rtdecode.token_store import save_tokens
+    from rtdecode.tokenizer import tokenize_session
+
+    cfg = _window_options(window, prev_window, dt, block_size, prev_block_size)
+    try:
+        s = load_session(session)
+    except (SessionError, ImportError) as e:
+        fail(str(e))
+    tokens = tokenize_session(s.spike_times, s.spike_neurons, s.n_neurons, s.start, s.stop, cfg, s.neuron_ids)
+    save_tokens(tokens, out, source={"session": str(session)})
+    stats = tokens.truncation_stats()
+    console.print(
+        f"wrote {out}: {tokens.n_windows:,} windows, {tokens.bins.size:,} spikes; "
+        f"{stats['windows_truncated']} windows truncated ({stats['spikes_truncated']} spikes)"
+    )
+
+
+def _simulate(config: Any, out: Path) -> None:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from rtdecode.io import save_session
+    from rtdecode.simulator import simulate
+
+    with Progress(
+        TextColumn("simulating"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeRemainingColumn(),
+        console=console, transient=True,
+    ) as bar:
+        task = bar.add_task("sim", total=1.0)
+        session = simulate(config, progress=lambda frac: bar.update(task, completed=frac))
+    save_session(session, out)
+    console.print(
+        f"wrote {out}: {session.n_neurons} neurons, {session.duration:.0f} s, {session.n_spikes:,} spikes "
+        f"({session.firing_rates().mean():.2f} Hz mean), modalities: {', '.join(session.modalities())}"
+    )
+
+
+def _register_simulate() -> None:
+    from rtdecode.cli.options import dataclass_options
+    from rtdecode.simulator import SimulationConfig
+
+    out = inspect.Parameter(
+        "out", inspect.Parameter.KEYWORD_ONLY, default=Path("session.npz"),
+        annotation=Annotated[Path, typer.Option(help="Output session file (.npz keeps the ground truth; .nwb drops it).")],
+    )
+    command = dataclass_options(
+        SimulationConfig,
+        _simulate,
+        "Simulate a ground-truth session: a hub network (known weights W, target x source) driven by a visual "
+        "stimulus and coupled to running speed and eye position. Writes .npz (with the truth) or .nwb.",
+        extra=[out],
+    )
+    app.command(name="simulate")(command)
+
+
+_register_simulate()
+
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for everything the demo writes.")] = Path("demo-out"),
+    quick: Annotated[bool, typer.Option(help="A first look in about a minute: 60-s session, 60 training steps.")] = False,
+    duration: Annotated[float, typer.Option(help="Simulated seconds (ignored with --quick).")] = 600.0,
+    train_minutes: Annotated[float, typer.Option(help="Training time budget, minutes (ignored with --quick).")] = 5.0,
+    skip_training: Annotated[bool, typer.Option(help="Stop after the data stages (no torch needed).")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated session and the split.")] = 0,
+) -> None:
+    """Run the whole pipeline on the built-in simulated session and print a summary.
+
+    Simulates a ground-truth hub network with video and behavior -> tokenizes it (checking the live window against
+    offline tokenization) -> trains the small model -> exports a bundle -> serves it with the daemon -> replays the
+    held-out block in real time over ZeroMQ -> scores the live decodes against the truth and a ridge baseline.
+    """
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from rtdecode.demo import run_demo
+
+    with Progress(
+        TextColumn("simulating"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeRemainingColumn(),
+        console=console, transient=True,
+    ) as bar:
+        task = bar.add_task("sim", total=1.0)
+        result = run_demo(
+            out, duration=60.0 if quick else duration, seed=seed, log=bar.console.print,
+            progress=lambda frac: bar.update(task, completed=frac),
+            train_steps=0 if skip_training else (60 if quick else -1),
+            train_minutes=0.0 if quick else train_minutes, parity_windows=4 if quick else 16,
+        )
+    _print_summary(result["session"], title=f"simulated session ({out / 'session.npz'})")
+    if "decoding" in result:
+        t = Table(title="live decoding of the held-out block (through the daemon)", title_justify="left")
+        for col in ("variable", "live decode r", "ridge r (offline)"):
+            t.add_column(col, justify="right" if col != "variable" else "left")
+        for name, sc in result["decoding"].items():
+            t.add_row(name, f"{sc['live_r']:.3f}", f"{sc['ridge_r']:.3f}")
+        console.print(t)
+        sv = result["serve"]
+        console.print(f"served {sv['windows']}/{sv['expected']} windows: end-to-end latency p50 {sv['latency_p50_ms']:.2f} ms, "
+                      f"p99 {sv['latency_p99_ms']:.2f} ms, deadline misses {sv['deadline_misses']}")
+    console.print(f"[green]demo finished[/]: summary in {out / 'demo-summary.json'}")

@@ -1,0 +1,121 @@
+"""CLI commands about serving: serve, replay, bench serve."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from rtdecode.cli import app, bench_app, console, fail
+
+
+@bench_app.command("serve")
+def bench_serve_command(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory (from `rtdecode export`).", exists=True, file_okay=False)],
+    data: Annotated[Optional[Path], typer.Option(help="Session to replay (default: simulate one matching the model).", exists=True, dir_okay=False)] = None,
+    duration: Annotated[float, typer.Option(help="Seconds of simulated session when --data is not given.")] = 60.0,
+    speeds: Annotated[str, typer.Option(help="Comma-separated replay speeds: 1 = real time, 0 = as fast as possible.")] = "1,0",
+    threads: Annotated[int, typer.Option(help="Daemon inference threads (0 = all cores).")] = 1,
+    generate: Annotated[bool, typer.Option(help="Run the daemon with --generate.")] = False,
+    out: Annotated[Path, typer.Option(help="Folder for latency.json (raw latencies) and latency.png.")] = Path("bench-serve"),
+) -> None:
+    """End-to-end latency of the real daemon (producer send -> subscriber receive): p50/p99/p99.9/max, windows/s,
+    deadline misses, CPU use, with a bare ZMQ round trip and a bare model decode measured in the same run."""
+    from rtdecode.bench_serve import bench_serve
+    from rtdecode.io import load_session
+    from rtdecode.runtime import Bundle
+    from rtdecode.simulator import SimulationConfig, simulate
+
+    if data is not None:
+        session = load_session(data)
+    else:
+        b = Bundle.load(bundle)
+        session = simulate(SimulationConfig(n_neurons=b.vocab.n_neurons, duration=duration))
+    bench_serve(bundle, session, speeds=tuple(float(x) for x in speeds.split(",")), threads=threads,
+                generate=generate, out_dir=out, log=console.print)
+
+
+@app.command()
+def serve(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory (from `rtdecode export`).", exists=True, file_okay=False)],
+    input: Annotated[str, typer.Option("--input", help="Endpoint to bind for producers (PULL). Loopback unless you say otherwise.")] = "tcp://127.0.0.1:5555",
+    output: Annotated[str, typer.Option(help="Endpoint to bind for subscribers (PUB).")] = "tcp://127.0.0.1:5556",
+    backend: Annotated[str, typer.Option(help="Inference backend: onnxruntime, onnxruntime-cuda, onnxruntime-tensorrt, tensorrt, auto.")] = "onnxruntime",
+    threads: Annotated[int, typer.Option(help="Inference threads (1 measured best for tail latency on small CPUs; 0 = all cores).")] = 1,
+    generate: Annotated[bool, typer.Option(help="Also publish the predicted activity of the next window.")] = False,
+    record: Annotated[Optional[Path], typer.Option(help="Directory for a crash-safe recording of every message in and out.")] = None,
+    deadline_ms: Annotated[Optional[float], typer.Option(help="Per-window latency budget (default: the window length).")] = None,
+    no_skip: Annotated[bool, typer.Option("--no-skip", help="Decode every window even when several close at once.")] = False,
+    start: Annotated[float, typer.Option(help="Session start time, s (the first window starts at the first grid point at or after it).")] = 0.0,
+    status_interval: Annotated[float, typer.Option(help="Seconds between status messages.")] = 1.0,
+) -> None:
+    """Run the live decoding daemon: spikes, frames and behavior in over ZeroMQ; decodes and activity out.
+
+    Protocol: docs/protocol.md. Stops cleanly on Ctrl-C or SIGTERM (the recording is flushed first).
+    """
+    import logging
+    import signal
+    import threading
+
+    from rtdecode.daemon import Daemon, ServeConfig
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = ServeConfig(input=input, output=output, backend=backend, threads=threads, generate=generate,
+                         record=record, deadline_ms=deadline_ms, skip_backlog=not no_skip, start=start,
+                         status_interval=status_interval)
+    try:
+        daemon = Daemon(bundle, config)
+    except (ValueError, RuntimeError, ImportError) as e:
+        fail(str(e))
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    thread = threading.Thread(target=daemon.run, args=(stop,), name="rtdecode-serve")
+    thread.start()
+    if daemon.ready.wait(30):
+        console.print(f"serving {bundle} on {daemon.decoder.backend.name}: input {daemon.input_endpoint}, "
+                      f"output {daemon.output_endpoint}" + (f", recording to {daemon.recorder.path}" if daemon.recorder else ""))
+    while thread.is_alive():
+        thread.join(0.2)
+    s = daemon.status()
+    console.print(f"stopped: {s['windows']} windows decoded, latency p50 {s['latency_ms']['p50']:.2f} ms, "
+                  f"p99 {s['latency_ms']['p99']:.2f} ms, deadline misses {s['deadline_misses']}")
+
+
+@app.command()
+def replay(
+    source: Annotated[Path, typer.Argument(help="A session (.npz/.nwb) or a recording (.rtrec) to stream.", exists=True, dir_okay=False)],
+    to: Annotated[str, typer.Option(help="The daemon's input endpoint.")] = "tcp://127.0.0.1:5555",
+    speed: Annotated[float, typer.Option(help="1 = real time, 2 = twice as fast, 0 = as fast as possible.")] = 1.0,
+    batch: Annotated[float, typer.Option(help="Seconds of data per spike message (sessions only).")] = 0.005,
+    behavior: Annotated[str, typer.Option(help="Comma-separated behavior variables to stream as inputs (sessions only).")] = "",
+    t0: Annotated[Optional[float], typer.Option(help="Start of the replayed span, s (sessions only).")] = None,
+    t1: Annotated[Optional[float], typer.Option(help="End of the replayed span, s (sessions only).")] = None,
+) -> None:
+    """Stream a session or a recording to a daemon as a real producer would: time-ordered, paced, batched."""
+    import time
+
+    from rtdecode.client import Producer
+
+    with Producer(to) as producer:
+        if source.suffix == ".rtrec":
+            from rtdecode.recording import replay_messages
+
+            start, n = time.monotonic(), 0
+            for offset, frames in replay_messages(source):
+                if speed > 0 and (delay := start + offset / speed - time.monotonic()) > 0:
+                    time.sleep(delay)
+                producer.send(frames)
+                n += 1
+            console.print(f"replayed {n} recorded input messages to {to} ({producer.dropped} dropped)")
+            return
+        from rtdecode.io import load_session
+        from rtdecode.replay import send_paced, session_messages
+
+        session = load_session(source)
+        names = tuple(b for b in behavior.split(",") if b)
+        counts = send_paced(producer, session_messages(session, batch=batch, behavior=names, t0=t0, t1=t1), speed=speed)
+    console.print(f"replayed {counts['data_seconds']:.1f} s of data in {counts['wall_seconds']:.1f} s to {to}: "
+                  + ", ".join(f"{int(v)} {k}" for k, v in counts.items() if k in ("spikes", "frame", "behavior", "clock"))
+                  + f", {int(counts['dropped'])} dropped")
