@@ -1,7 +1,7 @@
 """The `rtdecode` command line. Each subcommand is a thin layer over a library function.
 
 Commands live by concern in `data.py` (simulate, info, prepare, demo), `model.py` (train, finetune, generate,
-export, bench model) and `serve.py` (serve, replay, bench serve); importing this package registers them all.
+export, bench model) and `serve.py` (serve, replay, bench serve) and `science.py` (connectivity); importing this package registers them all.
 Heavy imports (torch, pynwb, onnxruntime) happen inside the commands that need them, so `rtdecode --help` and
 the serve path stay fast and torch-free.
 """
@@ -37,4 +37,4 @@ def main() -> None:
 
 
 # registering the commands (after `app` exists: the modules import it)
-from rtdecode.cli import data, model, serve  # noqa: E402,F401  (imported for their side effect)
+from rtdecode.cli import data, model, science, serve  # noqa: E402,F401  (imported for their side effect)

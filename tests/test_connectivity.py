@@ -1,0 +1,90 @@
+"""Connectivity scoring on hand-made matrices with known answers, and `rtdecode connectivity` end to end."""
+
+from __future__ import annotations
+
+import json
+from itertools import product
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from rtdecode.connectivity import (
+    auprc,
+    auroc,
+    direction_index,
+    hub_recovery,
+    lagged_correlation_baseline,
+    score_matrix,
+)
+
+
+def brute_auroc(scores, labels):
+    pos, neg = scores[labels], scores[~labels]
+    return np.mean([(p > n) + 0.5 * (p == n) for p, n in product(pos, neg)])
+
+
+def test_auroc_known_values_and_ties():
+    labels = np.array([1, 1, 0, 0, 0], bool)
+    assert auroc(np.array([5, 4, 3, 2, 1.0]), labels) == 1.0
+    assert auroc(np.array([1, 2, 3, 4, 5.0]), labels) == 0.0
+    assert auroc(np.ones(5), labels) == 0.5
+    rng = np.random.default_rng(0)
+    s, lab = rng.integers(0, 5, 60).astype(float), rng.random(60) < 0.3
+    assert auroc(s, lab) == pytest.approx(brute_auroc(s, lab))
+
+
+def test_auprc_perfect_and_worst():
+    labels = np.array([1, 0, 1, 0], bool)
+    assert auprc(np.array([4, 1, 3, 2.0]), labels) == 1.0
+    assert auprc(np.array([1, 4, 2, 3.0]), labels) == pytest.approx((1 / 3 + 2 / 4) / 2)
+
+
+def hub_network(n=12, hubs=(0, 5)):
+    w = np.zeros((n, n))
+    for h in hubs:
+        targets = [t for t in range(n) if t not in hubs][h % 3 :: 2]
+        w[targets, h] = 1.0
+    return w, np.array(hubs)
+
+
+def test_scores_of_the_truth_its_transpose_and_noise():
+    w, hubs = hub_network()
+    truth = score_matrix(w, w, hubs)
+    assert truth["auroc"] == 1.0 and truth["auprc"] == 1.0 and truth["all_found"]
+    assert truth["direction_index"] == np.inf  # nothing at all against the true edges
+    backwards = score_matrix(w.T + 1e-3, w, hubs)
+    assert backwards["direction_index"] < 1 and not backwards["all_found"]
+    noise = score_matrix(np.random.default_rng(1).random(w.shape), w, hubs)
+    assert 0.2 < noise["auroc"] < 0.8
+
+
+def test_direction_index_is_along_over_against():
+    w = np.zeros((3, 3))
+    w[1, 0] = w[2, 0] = 1.0  # 0 -> 1, 0 -> 2
+    m = np.full((3, 3), 1.0)
+    m[1, 0], m[2, 0] = 4.0, 2.0  # along: mean 3
+    m[0, 1], m[0, 2] = 1.0, 2.0  # against: mean 1.5
+    assert direction_index(m, w) == pytest.approx(2.0)
+    assert hub_recovery(m, np.array([0]))["all_found"]
+
+
+def test_lagged_correlation_sees_who_leads():
+    rng = np.random.default_rng(0)
+    x = rng.poisson(1.0, (5000, 3)).astype(float)
+    x[1:, 1] += x[:-1, 0]  # neuron 0 drives neuron 1 one bin later
+    m = lagged_correlation_baseline(x, lag=1)
+    assert m[1, 0] > 0.4 and abs(m[0, 1]) < 0.05
+
+
+def test_connectivity_command_on_the_tiny_run(tiny_run, tiny_session_path, tmp_path):
+    pytest.importorskip("torch")
+    from rtdecode.cli import app
+
+    r = CliRunner().invoke(app, ["connectivity", "--from", str(tiny_run), "--data", str(tiny_session_path),
+                                 "--out", str(tmp_path), "--windows", "64"])
+    assert r.exit_code == 0, r.output
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    assert set(scores) == {"attention", "correlation", "lagged correlation"}
+    assert all(0 <= s["auroc"] <= 1 for s in scores.values())
+    assert (tmp_path / "connectivity.png").stat().st_size > 1000

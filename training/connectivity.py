@@ -1,0 +1,48 @@
+"""Connectivity from attention: averaged causal self-attention from later spikes to earlier spikes, by neuron.
+
+For every window and every pair of spike tokens at positions k < q, the attention weight of query q (neuron
+i = ids[q], the later spike) on key k (neuron j = ids[k], the earlier spike), averaged over heads and the
+feature-encoder layers, is added to A[i, j]; C[i, j] counts how often the pair occurred. A / C is a target x
+source matrix, comparable with the simulator's W and scored by `rtdecode.connectivity`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from rtdecode.training.data import WindowData, to_torch
+from rtdecode.training.model import Neuroformer
+
+__all__ = ["attention_connectivity"]
+
+
+@torch.no_grad()
+def attention_connectivity(model: Neuroformer, data: WindowData, windows: np.ndarray, norm: Any,
+                           batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Returns (matrix (N, N) target x source, co-occurrence counts (N, N))."""
+    model.eval()
+    n = model.vocab.n_neurons
+    total = np.zeros((n, n))
+    count = np.zeros((n, n))
+    blocks = list(model.feature)
+    for blk in blocks:
+        blk.attn.record = True
+    try:
+        for lo in range(0, windows.size, batch_size):
+            batch = to_torch(data.batch(windows[lo : lo + batch_size], norm), "cpu")
+            model.forward_tokens(batch["ids"], batch["dts"], model.encode_context(batch))
+            weights = torch.stack([blk.attn.last_weights for blk in blocks]).mean(dim=(0, 2)).numpy()  # (B, T, T)
+            ids = batch["ids"].numpy()
+            T = ids.shape[1]
+            spike = ids < n
+            pair = spike[:, :, None] & spike[:, None, :] & np.tril(np.ones((T, T), bool), k=-1)[None]
+            b, q, k = np.nonzero(pair)
+            np.add.at(total, (ids[b, q], ids[b, k]), weights[b, q, k])
+            np.add.at(count, (ids[b, q], ids[b, k]), 1.0)
+    finally:
+        for blk in blocks:
+            blk.attn.record = False
+    return total / np.maximum(count, 1.0), count
