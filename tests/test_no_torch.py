@@ -15,6 +15,8 @@ SERVE_MODULES = [
     "rtdecode.splits",
     "rtdecode.token_store",
     "rtdecode.simulator",
+    "rtdecode.sim_drives",
+    "rtdecode.connectivity",
     "rtdecode.summary",
     "rtdecode.cli",
     "rtdecode.cli.options",
