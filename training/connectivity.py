@@ -1,7 +1,7 @@
 """Connectivity from attention: averaged causal self-attention from later spikes to earlier spikes, by neuron.
 
-For every window and every pair of spike tokens at positions k < q, the attention weight of query q (neuron
-i = ids[q], the later spike) on key k (neuron j = ids[k], the earlier spike), averaged over heads and the
+For every window and every pair of spikes where key k lies in an earlier time bin than query q, the attention
+weight of q (neuron i = ids[q], the later spike) on k (neuron j = ids[k], the earlier spike), averaged over heads and the
 feature-encoder layers, is added to A[i, j]; C[i, j] counts how often the pair occurred. A / C is a target x
 source matrix, comparable with the simulator's W and scored by `rtdecode.connectivity`.
 """
@@ -35,10 +35,12 @@ def attention_connectivity(model: Neuroformer, data: WindowData, windows: np.nda
             batch = to_torch(data.batch(windows[lo : lo + batch_size], norm), "cpu")
             model.forward_tokens(batch["ids"], batch["dts"], model.encode_context(batch))
             weights = torch.stack([blk.attn.last_weights for blk in blocks]).mean(dim=(0, 2)).numpy()  # (B, T, T)
-            ids = batch["ids"].numpy()
-            T = ids.shape[1]
+            ids, dts = batch["ids"].numpy(), batch["dts"].numpy()
             spike = ids < n
-            pair = spike[:, :, None] & spike[:, None, :] & np.tril(np.ones((T, T), bool), k=-1)[None]
+            # key strictly earlier in time than the query: spikes of the same bin are ordered by neuron index in
+            # the token stream, so counting them would only let higher indices "see" lower ones (an artefact)
+            earlier = dts[:, None, :] < dts[:, :, None]
+            pair = spike[:, :, None] & spike[:, None, :] & earlier
             b, q, k = np.nonzero(pair)
             np.add.at(total, (ids[b, q], ids[b, k]), weights[b, q, k])
             np.add.at(count, (ids[b, q], ids[b, k]), 1.0)
