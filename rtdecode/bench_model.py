@@ -34,7 +34,7 @@ def percentiles(ms: np.ndarray) -> dict[str, float]:
 def synthetic_feeds(bundle: Bundle, n_spikes: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """One window of `n_spikes` random spikes (token order) and a history of the same density."""
     w, v = bundle.window, bundle.vocab
-    from rtdecode.tokenizer import pack_tokens
+    from rtdecode.tokenizer import pack_tokens, token_inputs
 
     def window(n: int, bins: int, slots: int, sos: bool, keep: Any) -> Any:
         offs = np.sort(rng.integers(0, bins, n))
@@ -43,10 +43,7 @@ def synthetic_feeds(bundle: Bundle, n_spikes: int, rng: np.random.Generator) -> 
     cur = window(min(n_spikes, w.max_spikes), w.bins_per_window, w.block_size, True, "first")
     n_prev = min(int(n_spikes * w.prev_bins / w.bins_per_window), w.prev_block_size)
     hist = window(n_prev, w.prev_bins, w.prev_block_size, False, "last")
-    T, M = int(cur.lengths[0]), max(1, int(hist.lengths[0]))
-    feeds = {"ids": cur.ids[:, :T], "dts": cur.dts[:, :T], "lengths": cur.lengths, "prev_ids": hist.ids[:, :M],
-             "prev_dts": hist.dts[:, :M], "prev_lengths": hist.lengths}
-    feeds = {k: a.astype(np.int64) for k, a in feeds.items()}
+    feeds = token_inputs(cur, hist)
     fr = bundle.frames
     if fr.get("enabled"):
         feeds["frames"] = rng.standard_normal((1, fr["n_frames"], fr["height"], fr["width"])).astype(np.float32)

@@ -87,9 +87,7 @@ def bare_decode(bundle: Bundle, session: Session, threads: int, n: int = 300) ->
     stop = session.start + 20 * bundle.window.window
     hi = np.searchsorted(session.spike_times, stop)
     windows = rw.push(session.spike_times[:hi], session.spike_neurons[:hi]) + rw.advance(stop)
-    feeds = [decoder.window_feeds(w) if not bundle.frames.get("enabled") else
-             decoder.window_feeds(w, np.zeros((bundle.frames["n_frames"], bundle.frames["height"], bundle.frames["width"]), np.uint8))
-             for w in windows]
+    feeds = [decoder.window_feeds(w) for w in windows]  # frames, if the model takes them: the mean image
     for f in feeds[:5]:
         decoder.decode(f)
     out = np.empty(n)

@@ -36,6 +36,7 @@ from rtdecode.protocol import (
 )
 from rtdecode.rings import FrameRing, SampleRing
 from rtdecode.runtime import Bundle, Decoder
+from rtdecode.tokenizer import history_tokens, token_inputs
 from rtdecode.window import ClosedWindow, RollingWindow
 
 __all__ = ["ServeConfig", "Daemon", "is_loopback"]
@@ -111,10 +112,7 @@ class Daemon:
         ids = np.asarray(self.bundle.vocab.neuron_ids, np.int64)
         self._unit_order = np.argsort(ids, kind="stable")
         self._unit_sorted = ids[self._unit_order]
-        self.window = RollingWindow(self.bundle.window, self.n_neurons, start=config.start)
-        fr = self.bundle.frames
-        self.frames = FrameRing(fr["height"], fr["width"]) if fr.get("enabled") else None
-        self.behavior = {b["name"]: SampleRing() for b in self.bundle.behavior_inputs}
+        self._start_session(config.start)
         self.deadline_ms = config.deadline_ms if config.deadline_ms is not None else self.bundle.window.window * 1e3
         self.counters: collections.Counter[str] = collections.Counter()
         self.latencies: collections.deque[float] = collections.deque(maxlen=1000)
@@ -269,11 +267,15 @@ class Daemon:
         elif msg.cmd == "reset":
             self.counters["resets"] += 1
             self._fold_window_counters()
-            self.window = RollingWindow(self.bundle.window, self.n_neurons, start=msg.start if msg.start is not None else self.config.start)
-            fr = self.bundle.frames
-            self.frames = FrameRing(fr["height"], fr["width"]) if fr.get("enabled") else None
-            self.behavior = {name: SampleRing() for name in self.behavior}
+            self._start_session(msg.start if msg.start is not None else self.config.start)
             self._last_seq.clear()
+
+    def _start_session(self, start: float) -> None:
+        """Fresh per-session state: the rolling window (first window at or after `start`) and empty rings."""
+        self.window = RollingWindow(self.bundle.window, self.n_neurons, start=start)
+        fr = self.bundle.frames
+        self.frames = FrameRing(fr["height"], fr["width"]) if fr.get("enabled") else None
+        self.behavior = {b["name"]: SampleRing() for b in self.bundle.behavior_inputs}
 
     # ------------------------------------------------------------------ decoding
     def feeds(self, window: ClosedWindow) -> dict[str, np.ndarray]:
@@ -407,17 +409,8 @@ class _GenerationWorker(threading.Thread):
 
 def _history_from_current(feeds: dict[str, np.ndarray], window: ClosedWindow, cfg: Any, decoder: Decoder) -> dict[str, np.ndarray]:
     """Context for predicting the next window: its history is the just-closed window's (and earlier) spikes."""
-    from rtdecode.tokenizer import pack_tokens
-
-    B, P = cfg.bins_per_window, cfg.prev_bins
-    # spikes of the closed window and its history, rebased onto the next window's history span
-    bins = np.concatenate([window.prev_offsets - P, window.offsets]).astype(np.int64)  # relative to window start
+    # the closed window's events and its history, in quanta relative to the closed window's start (token order)
+    bins = np.concatenate([window.prev_offsets - cfg.prev_bins, window.offsets]).astype(np.int64)
     neurons = np.concatenate([window.prev_neurons, window.neurons])
-    keep = bins >= B - P
-    hist = pack_tokens(neurons[keep], bins[keep] - (B - P), np.array([int(keep.sum())]), cfg.prev_block_size,
-                       decoder.vocab, sos_eos=False, keep="last")
-    M = max(1, int(hist.lengths[0]))
-    out = dict(feeds)
-    out["prev_ids"], out["prev_dts"] = hist.ids[:, :M].astype(np.int64), hist.dts[:, :M].astype(np.int64)
-    out["prev_lengths"] = hist.lengths.astype(np.int64)
-    return out
+    hist = history_tokens(bins, neurons, cfg.bins_per_window, cfg, decoder.vocab)  # the next window starts at B
+    return {**feeds, **token_inputs(None, hist)}

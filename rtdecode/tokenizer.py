@@ -42,6 +42,8 @@ __all__ = [
     "pack_tokens",
     "tokenize_session",
     "window_range",
+    "token_inputs",
+    "history_tokens",
 ]
 
 QUANTUM_TOLERANCE = 1e-6  # in units of dt; see the module docstring
@@ -280,6 +282,39 @@ def pack_tokens(
     else:
         lengths = kept
     return TokenBatch(ids, dts, lengths.astype(np.int32), (counts - kept).astype(np.int32))
+
+
+def token_inputs(cur: TokenBatch | None, hist: TokenBatch, trim: bool = True) -> dict[str, np.ndarray]:
+    """The model's token inputs as int64 arrays: `ids`, `dts`, `lengths` (current window, unless `cur` is None)
+    and `prev_ids`, `prev_dts`, `prev_lengths` (history).
+
+    With `trim`, arrays are cut to the longest window of the batch (at least 2 current slots and 1 history slot):
+    PAD is masked anyway, so results are unchanged and the model does less work. Training batches, live window
+    feeds and generation all build their inputs here.
+    """
+    out: dict[str, np.ndarray] = {}
+    if cur is not None:
+        T = int(cur.lengths.max(initial=2)) if trim else cur.ids.shape[1]
+        out.update(ids=cur.ids[:, :T].astype(np.int64), dts=cur.dts[:, :T].astype(np.int64),
+                   lengths=cur.lengths.astype(np.int64))
+    M = max(1, int(hist.lengths.max(initial=1))) if trim else hist.ids.shape[1]
+    out.update(prev_ids=hist.ids[:, :M].astype(np.int64), prev_dts=hist.dts[:, :M].astype(np.int64),
+               prev_lengths=hist.lengths.astype(np.int64))
+    return out
+
+
+def history_tokens(bins: np.ndarray, neurons: np.ndarray, window_start: int, config: WindowConfig, vocab: Vocab) -> TokenBatch:
+    """History tokens (one row) of the window starting at quantum `window_start`, from events in token order.
+
+    Args:
+        bins: (E,) quanta of earlier events, on any grid shared with `window_start` (absolute, or relative to
+            some window's start); events outside [window_start - P, window_start) are ignored.
+        neurons: (E,) their neuron indices.
+    """
+    lo = window_start - config.prev_bins
+    keep = (bins >= lo) & (bins < window_start)
+    return pack_tokens(neurons[keep], bins[keep] - lo, np.array([int(keep.sum())]), config.prev_block_size, vocab,
+                       sos_eos=False, keep="last")
 
 
 @dataclass(frozen=True)

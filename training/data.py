@@ -14,7 +14,7 @@ import numpy as np
 
 from rtdecode.alignment import behavior_input_samples, behavior_per_window, frame_stack_indices, normalise_frames
 from rtdecode.session import Session
-from rtdecode.tokenizer import TokenizedSession, tokenize_session
+from rtdecode.tokenizer import TokenizedSession, token_inputs, tokenize_session
 from rtdecode.training.config import RunConfig
 
 __all__ = ["Normalisation", "WindowData", "to_torch"]
@@ -110,20 +110,7 @@ class WindowData:
         With `trim`, token arrays are cut to the longest window of the batch (the serving graphs use fixed
         sizes; `trim=False` gives those).
         """
-        cur = self.tokens.current(windows)
-        hist = self.tokens.history(windows)
-        # trim the padding every window of this batch has: PAD is masked anyway, so results are unchanged and
-        # the model does ~block_size / longest-window less work
-        T = int(cur.lengths.max(initial=2)) if trim else cur.ids.shape[1]
-        M = max(1, int(hist.lengths.max(initial=1))) if trim else hist.ids.shape[1]
-        out: dict[str, np.ndarray] = {
-            "ids": cur.ids[:, :T].astype(np.int64),
-            "dts": cur.dts[:, :T].astype(np.int64),
-            "lengths": cur.lengths.astype(np.int64),
-            "prev_ids": hist.ids[:, :M].astype(np.int64),
-            "prev_dts": hist.dts[:, :M].astype(np.int64),
-            "prev_lengths": hist.lengths.astype(np.int64),
-        }
+        out = token_inputs(self.tokens.current(windows), self.tokens.history(windows), trim)
         if self.frame_index is not None and self.session.frames is not None:
             idx = self.frame_index[windows]  # (B, F)
             frames = normalise_frames(self.session.frames[np.maximum(idx, 0)], *norm.frames)

@@ -12,7 +12,7 @@ from rtdecode.training.data import Normalisation, WindowData, to_torch
 from rtdecode.training.losses import compute_losses, shifted_targets
 from rtdecode.training.model import Neuroformer
 
-__all__ = ["evaluate", "predict_behavior"]
+__all__ = ["evaluate"]
 
 
 @torch.no_grad()
@@ -87,21 +87,3 @@ def _to_units(pred: torch.Tensor, spec: Any, norm: Normalisation) -> np.ndarray:
         mean, std = norm.behavior[spec.name]
         return pred.float().cpu().numpy() * std + mean
     return pred.argmax(-1).cpu().numpy()
-
-
-@torch.no_grad()
-def predict_behavior(
-    model: Neuroformer, data: WindowData, windows: np.ndarray, norm: Normalisation, batch_size: int = 64,
-    device: Any = "cpu",
-) -> dict[str, np.ndarray]:
-    """Decoded behavior (data units) for `windows`, name -> (W,)."""
-    model.eval()
-    out: dict[str, list[np.ndarray]] = {b.name: [] for b in model.cfg.targets}
-    for lo in range(0, windows.size, batch_size):
-        batch = to_torch(data.batch(windows[lo : lo + batch_size], norm), device)
-        ctx = model.encode_context(batch)
-        h = model.forward_tokens(batch["ids"], batch["dts"], ctx)
-        decoded = model.behavior_outputs(model.pool(h, batch["lengths"]))
-        for spec in model.cfg.targets:
-            out[spec.name].append(_to_units(decoded[spec.name], spec, norm))
-    return {k: np.concatenate(v) if v else np.zeros(0) for k, v in out.items()}

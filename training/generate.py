@@ -122,7 +122,7 @@ def generate_session(
     """
     import time
 
-    from rtdecode.tokenizer import pack_tokens
+    from rtdecode.tokenizer import history_tokens, token_inputs
     from rtdecode.training.data import to_torch
 
     if history not in ("true", "generated"):
@@ -154,12 +154,10 @@ def generate_session(
                 if win != windows[j - 1] + 1:
                     raise ValueError("closed-loop generation needs consecutive windows")
                 first_q = (data.tokens.first_window + win) * B
-                keep = gen_bins >= first_q - P
+                keep = gen_bins >= first_q - P  # older generated spikes can never be history again
                 gen_bins, gen_neurons = gen_bins[keep], gen_neurons[keep]
-                hist = pack_tokens(gen_neurons, gen_bins - (first_q - P), np.array([gen_bins.size]),
-                                   cfg.prev_block_size, data.tokens.vocab, sos_eos=False, keep="last")
-                batch["prev_ids"], batch["prev_dts"] = hist.ids.astype(np.int64), hist.dts.astype(np.int64)
-                batch["prev_lengths"] = hist.lengths.astype(np.int64)
+                hist = history_tokens(gen_bins, gen_neurons, first_q, cfg, data.tokens.vocab)
+                batch.update(token_inputs(None, hist, trim=False))
             ids, offs = generate_window(model, model.encode_context(to_torch(batch, device)), sampling)
             times.append(starts[win] + (offs[0] + 0.5) * cfg.dt)
             neurons.append(ids[0])

@@ -18,6 +18,7 @@ import numpy as np
 from rtdecode.alignment import behavior_input_samples, normalise_frames
 from rtdecode.runtime.backends import Backend, create_backend
 from rtdecode.runtime.bundle import Bundle
+from rtdecode.tokenizer import token_inputs
 from rtdecode.window import ClosedWindow
 
 __all__ = ["Decoder"]
@@ -67,14 +68,7 @@ class Decoder:
             frame_valid: (n_frames,) bool, False where no frame had been shown yet (mean image, as in training).
             behavior: name -> (sample times s, values) of each input behavior variable before the window end.
         """
-        cur, hist = window.tokens(self.window, self.vocab)
-        T, M = int(cur.lengths[0]), max(1, int(hist.lengths[0]))
-        feeds: dict[str, np.ndarray] = {
-            "ids": cur.ids[:, :T].astype(np.int64), "dts": cur.dts[:, :T].astype(np.int64),
-            "lengths": cur.lengths.astype(np.int64),
-            "prev_ids": hist.ids[:, :M].astype(np.int64), "prev_dts": hist.dts[:, :M].astype(np.int64),
-            "prev_lengths": hist.lengths.astype(np.int64),
-        }
+        feeds = token_inputs(*window.tokens(self.window, self.vocab))
         fr = self.bundle.frames
         if fr.get("enabled"):
             shape = (1, fr["n_frames"], fr["height"], fr["width"])
