@@ -10,12 +10,16 @@
 
 Sends never block an acquisition loop: when the daemon's queue is full the message is dropped and counted in
 `Producer.dropped` (see docs/protocol.md, "Sockets").
+
+Against a daemon started with `--curve-secret`, give both clients the daemon's public key and your own key pair
+(files from `rtdecode keys`): `Producer(endpoint, curve_server_key="daemon.key", curve_keys="client.key_secret")`.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,17 +36,43 @@ from rtdecode.protocol import (
 
 __all__ = ["Producer", "Subscriber"]
 
+Key = str | bytes | Path
+
+
+def _secure(socket: zmq.Socket, server_key: Key | None, keys: str | Path | None, public: str | bytes | None,
+            secret: str | bytes | None) -> None:
+    if server_key is None:
+        if keys is not None or public is not None or secret is not None:
+            raise ValueError("CURVE client keys were given without curve_server_key (the daemon's public key)")
+        return
+    from rtdecode.auth import configure_client
+
+    configure_client(socket, server_key, keys=keys, public=public, secret=secret)
+
 
 class Producer:
-    """Connects a PUSH socket to the daemon's input endpoint and numbers every message."""
+    """Connects a PUSH socket to the daemon's input endpoint and numbers every message.
 
-    def __init__(self, endpoint: str, context: zmq.Context | None = None, sndhwm: int = 10_000) -> None:
+    Args:
+        curve_server_key, curve_keys, curve_public, curve_secret: CURVE authentication (rtdecode.auth), for a
+            daemon started with `--curve-secret`: its public key (or key file) and this client's key pair, as a
+            `.key_secret` file or as two Z85 keys.
+    """
+
+    def __init__(self, endpoint: str, context: zmq.Context | None = None, sndhwm: int = 10_000,
+                 curve_server_key: Key | None = None, curve_keys: str | Path | None = None,
+                 curve_public: str | bytes | None = None, curve_secret: str | bytes | None = None) -> None:
         self._own = context is None
         self.context = context or zmq.Context()
         self.socket = self.context.socket(zmq.PUSH)
-        self.socket.setsockopt(zmq.SNDHWM, sndhwm)
-        self.socket.setsockopt(zmq.LINGER, 2000)  # give queued messages 2 s to leave on close
-        self.socket.connect(endpoint)
+        try:
+            self.socket.setsockopt(zmq.SNDHWM, sndhwm)
+            self.socket.setsockopt(zmq.LINGER, 2000)  # give queued messages 2 s to leave on close
+            _secure(self.socket, curve_server_key, curve_keys, curve_public, curve_secret)
+            self.socket.connect(endpoint)
+        except BaseException:
+            self.close()
+            raise
         self.seq = 0
         self.sent = 0
         self.dropped = 0
@@ -93,15 +123,22 @@ class Subscriber:
     """Connects a SUB socket to the daemon's output endpoint; yields parsed messages (dicts, see protocol.md)."""
 
     def __init__(self, endpoint: str, topics: tuple[str, ...] = ("decode", "activity", "status"),
-                 context: zmq.Context | None = None, rcvhwm: int = 10_000) -> None:
+                 context: zmq.Context | None = None, rcvhwm: int = 10_000, curve_server_key: Key | None = None,
+                 curve_keys: str | Path | None = None, curve_public: str | bytes | None = None,
+                 curve_secret: str | bytes | None = None) -> None:
         self._own = context is None
         self.context = context or zmq.Context()
         self.socket = self.context.socket(zmq.SUB)
-        self.socket.setsockopt(zmq.RCVHWM, rcvhwm)
-        self.socket.setsockopt(zmq.LINGER, 0)
-        for topic in topics:
-            self.socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
-        self.socket.connect(endpoint)
+        try:
+            self.socket.setsockopt(zmq.RCVHWM, rcvhwm)
+            self.socket.setsockopt(zmq.LINGER, 0)
+            for topic in topics:
+                self.socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
+            _secure(self.socket, curve_server_key, curve_keys, curve_public, curve_secret)  # see Producer
+            self.socket.connect(endpoint)
+        except BaseException:
+            self.close()
+            raise
 
     def receive(self, timeout: float | None = None) -> dict[str, Any] | None:
         """The next message, or None after `timeout` seconds."""

@@ -6,6 +6,7 @@ rings, decodes each closed window at once and publishes it on the PUB socket. Wi
 Generation (`--generate`) runs on its own thread with its own inference sessions, for the newest window only,
 so it never delays a decode. Every bad input is counted by reason (docs/protocol.md), logged at most once per
 second per reason, and dropped; nothing raised by a message reaches the loop.
+Optional CURVE authentication (rtdecode.auth) secures both sockets.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import msgpack
 import numpy as np
 import zmq
 
+from rtdecode.auth import CurveServer, exposure_warnings, is_loopback
 from rtdecode.protocol import (
     BehaviorSamples,
     Clock,
@@ -62,6 +64,9 @@ class ServeConfig:
         start: session start time, s: the first window starts at the first grid point at or after it.
         status_interval: seconds between status messages.
         rcvhwm, sndhwm: ZeroMQ high-water marks (messages) of the input and output sockets.
+        curve_secret: the daemon's `.key_secret` file (`rtdecode keys`): both sockets become CURVE servers and
+            only clients whose public key is in `curve_allow` can connect. None = no authentication.
+        curve_allow: client public key files, or folders of `*.key` files, allowed when `curve_secret` is set.
     """
 
     input: str = "tcp://127.0.0.1:5555"
@@ -79,14 +84,8 @@ class ServeConfig:
     status_interval: float = 1.0
     rcvhwm: int = 10_000
     sndhwm: int = 1_000
-
-
-def is_loopback(endpoint: str) -> bool:
-    """True for ipc://, inproc:// and tcp:// on 127.0.0.0/8, localhost or ::1."""
-    if endpoint.startswith(("ipc://", "inproc://")):
-        return True
-    host = endpoint.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
-    return host in ("localhost", "::1") or host.startswith("127.")
+    curve_secret: Path | None = None
+    curve_allow: tuple[Path, ...] = ()
 
 
 class _RateLimitedLog:
@@ -123,6 +122,9 @@ class Daemon:
         self.ready = threading.Event()
         self._own_context = context is None
         self.context = context or zmq.Context()
+        if config.curve_allow and config.curve_secret is None:
+            raise ValueError("allowed client keys were given without --curve-secret: pass the daemon's key file too")
+        self.curve = CurveServer(config.curve_secret, config.curve_allow) if config.curve_secret is not None else None
         self.recorder = None
         if config.record is not None:
             from rtdecode.recording import RecordingWriter
@@ -132,16 +134,20 @@ class Daemon:
 
     # ------------------------------------------------------------------ sockets and loop
     def _bind(self) -> None:
-        for endpoint in (self.config.input, self.config.output):
-            if not is_loopback(endpoint):
-                log.warning("binding %s: reachable from other machines. Use loopback unless the rig needs this.", endpoint)
+        for warning in exposure_warnings((self.config.input, self.config.output), curve=self.curve is not None):
+            log.warning(warning)
+        if self.curve is not None:
+            self.curve.start(self.context)  # the ZAP handler must run before the first client connects
         self.pull = self.context.socket(zmq.PULL)
         self.pull.setsockopt(zmq.RCVHWM, self.config.rcvhwm)
         self.pull.setsockopt(zmq.LINGER, 0)
-        self.pull.bind(self.config.input)
         self.pub = self.context.socket(zmq.PUB)
         self.pub.setsockopt(zmq.SNDHWM, self.config.sndhwm)
         self.pub.setsockopt(zmq.LINGER, 0)
+        if self.curve is not None:
+            self.curve.apply(self.pull)
+            self.curve.apply(self.pub)
+        self.pull.bind(self.config.input)
         self.pub.bind(self.config.output)
         self.input_endpoint = self.pull.getsockopt_string(zmq.LAST_ENDPOINT)
         self.output_endpoint = self.pub.getsockopt_string(zmq.LAST_ENDPOINT)
@@ -188,6 +194,8 @@ class Daemon:
             sock = getattr(self, name, None)
             if sock is not None:
                 sock.close(linger=0)
+        if self.curve is not None:
+            self.curve.stop()
         if self.recorder is not None:
             self.recorder.close()
         if self._own_context:
@@ -332,6 +340,8 @@ class Daemon:
             counters.update({f"recording_{k}": int(v) for k, v in self.recorder.stats.items() if isinstance(v, (int, np.integer))})
         if self.generator is not None:
             counters["generate_dropped"] = self.generator.dropped
+        if self.curve is not None:
+            counters["auth_allowed"], counters["auth_denied"] = self.curve.allow.allowed, self.curve.allow.denied
         src = self.bundle.manifest.get("source", {})
         return {
             "uptime_s": time.monotonic() - self._t0,

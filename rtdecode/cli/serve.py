@@ -1,4 +1,4 @@
-"""CLI commands about serving: serve, replay, bench serve."""
+"""CLI commands about serving: serve, keys, replay, bench serve."""
 
 from __future__ import annotations
 
@@ -7,7 +7,11 @@ from typing import Annotated, Optional
 
 import typer
 
+from rich.console import Console
+
 from rtdecode.cli import app, bench_app, console, fail
+
+err_console = Console(stderr=True)
 
 
 @bench_app.command("serve")
@@ -49,21 +53,28 @@ def serve(
     no_skip: Annotated[bool, typer.Option("--no-skip", help="Decode every window even when several close at once.")] = False,
     start: Annotated[float, typer.Option(help="Session start time, s (the first window starts at the first grid point at or after it).")] = 0.0,
     status_interval: Annotated[float, typer.Option(help="Seconds between status messages.")] = 1.0,
+    curve_secret: Annotated[Optional[Path], typer.Option(help="The daemon's .key_secret file (`rtdecode keys`): CURVE-encrypt both sockets and admit only --allow-client keys.", dir_okay=False)] = None,
+    allow_client: Annotated[Optional[list[Path]], typer.Option(help="A client public key file (.key), or a folder of them, allowed to connect (repeatable; needs --curve-secret).")] = None,
 ) -> None:
     """Run the live decoding daemon: spikes, frames and behavior in over ZeroMQ; decodes and activity out.
 
-    Protocol: docs/protocol.md. Stops cleanly on Ctrl-C or SIGTERM (the recording is flushed first).
+    Protocol: docs/protocol.md (Security: CURVE keys). Stops cleanly on Ctrl-C or SIGTERM (the recording is
+    flushed first).
     """
     import logging
     import signal
     import threading
 
+    from rtdecode.auth import exposure_warnings
     from rtdecode.daemon import Daemon, ServeConfig
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = ServeConfig(input=input, output=output, backend=backend, threads=threads, generate=generate,
                          record=record, deadline_ms=deadline_ms, skip_backlog=not no_skip, start=start,
-                         status_interval=status_interval)
+                         status_interval=status_interval, curve_secret=curve_secret,
+                         curve_allow=tuple(allow_client or ()))
+    for warning in exposure_warnings((input, output), curve=curve_secret is not None):
+        err_console.print(f"[bold red on white] WARNING [/] [bold red]{warning}[/]")
     try:
         daemon = Daemon(bundle, config)
     except (ValueError, RuntimeError, ImportError) as e:
@@ -75,12 +86,33 @@ def serve(
     thread.start()
     if daemon.ready.wait(30):
         console.print(f"serving {bundle} on {daemon.decoder.backend.name}: input {daemon.input_endpoint}, "
-                      f"output {daemon.output_endpoint}" + (f", recording to {daemon.recorder.path}" if daemon.recorder else ""))
+                      f"output {daemon.output_endpoint}" + (f", recording to {daemon.recorder.path}" if daemon.recorder else "")
+                      + (f", CURVE on ({len(daemon.curve.allow.keys)} client keys allowed)" if daemon.curve else ""))
     while thread.is_alive():
         thread.join(0.2)
     s = daemon.status()
     console.print(f"stopped: {s['windows']} windows decoded, latency p50 {s['latency_ms']['p50']:.2f} ms, "
                   f"p99 {s['latency_ms']['p99']:.2f} ms, deadline misses {s['deadline_misses']}")
+
+
+@app.command()
+def keys(
+    out: Annotated[Path, typer.Option(help="Folder for the key files (created if missing).", file_okay=False)],
+    name: Annotated[str, typer.Option(help="File name stem: writes NAME.key (public) and NAME.key_secret (private, mode 0600).")] = "rtdecode",
+    force: Annotated[bool, typer.Option(help="Replace an existing key pair (peers holding the old public key are then refused).")] = False,
+) -> None:
+    """Make a CURVE key pair for `rtdecode serve --curve-secret` (the daemon) or a client (`--allow-client`).
+
+    Give the daemon's NAME.key to clients and each client's NAME.key to the daemon; secret files never leave
+    their machine.
+    """
+    from rtdecode.auth import AuthError, write_keypair
+
+    try:
+        public, secret = write_keypair(out, name, force=force)
+    except AuthError as e:
+        fail(str(e))
+    console.print(f"public key {public} (share it), secret key {secret} (mode 0600, keep it private)")
 
 
 @app.command()
@@ -92,13 +124,19 @@ def replay(
     behavior: Annotated[str, typer.Option(help="Comma-separated behavior variables to stream as inputs (sessions only).")] = "",
     t0: Annotated[Optional[float], typer.Option(help="Start of the replayed span, s (sessions only).")] = None,
     t1: Annotated[Optional[float], typer.Option(help="End of the replayed span, s (sessions only).")] = None,
+    server_key: Annotated[Optional[Path], typer.Option(help="The daemon's public key file, for a daemon run with --curve-secret.", dir_okay=False)] = None,
+    client_keys: Annotated[Optional[Path], typer.Option(help="This client's .key_secret file (its public key must be allowed by the daemon).", dir_okay=False)] = None,
 ) -> None:
     """Stream a session or a recording to a daemon as a real producer would: time-ordered, paced, batched."""
     import time
 
     from rtdecode.client import Producer
 
-    with Producer(to) as producer:
+    try:
+        producer = Producer(to, curve_server_key=server_key, curve_keys=client_keys)
+    except ValueError as e:  # rtdecode.auth.AuthError included: a missing or malformed key file
+        fail(str(e))
+    with producer:
         if source.suffix == ".rtrec":
             from rtdecode.recording import replay_messages
 
