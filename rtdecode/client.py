@@ -9,7 +9,7 @@
             print(msg["window"], msg["values"]["speed"], s.latency_ms(msg))
 
 Sends never block an acquisition loop: when the daemon's queue is full the message is dropped and counted in
-`Producer.dropped` (see docs/protocol.md, "Sockets").
+`Producer.dropped` (see docs/protocol.md, "Sockets"); the daemon sees the gap in the producer's `seq`.
 
 Against a daemon started with `--curve-secret`, give both clients the daemon's public key and your own key pair
 (files from `rtdecode keys`): `Producer(endpoint, curve_server_key="daemon.key", curve_keys="client.key_secret")`.
@@ -17,6 +17,8 @@ Against a daemon started with `--curve-secret`, give both clients the daemon's p
 
 from __future__ import annotations
 
+import os
+import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,14 +56,18 @@ class Producer:
     """Connects a PUSH socket to the daemon's input endpoint and numbers every message.
 
     Args:
+        name: this producer's `src` (docs/protocol.md): the daemon checks `seq` per name. Default: a random name
+            per instance, so a restarted process is a new producer; pass a fixed name to have the daemon count a
+            restart as `seq_reset`.
         curve_server_key, curve_keys, curve_public, curve_secret: CURVE authentication (rtdecode.auth), for a
             daemon started with `--curve-secret`: its public key (or key file) and this client's key pair, as a
             `.key_secret` file or as two Z85 keys.
     """
 
-    def __init__(self, endpoint: str, context: zmq.Context | None = None, sndhwm: int = 10_000,
+    def __init__(self, endpoint: str, context: zmq.Context | None = None, sndhwm: int = 10_000, name: str | None = None,
                  curve_server_key: Key | None = None, curve_keys: str | Path | None = None,
                  curve_public: str | bytes | None = None, curve_secret: str | bytes | None = None) -> None:
+        self.src = name or f"py-{os.getpid()}-{secrets.token_hex(4)}"
         self._own = context is None
         self.context = context or zmq.Context()
         self.socket = self.context.socket(zmq.PUSH)
@@ -93,19 +99,19 @@ class Producer:
 
     def spikes(self, times: np.ndarray, neurons: np.ndarray, unit_ids: bool = False) -> bool:
         """Spike times (s, session clock) and neuron indices (or acquisition unit IDs with unit_ids=True)."""
-        return self.send(encode_spikes(*self._next(), np.asarray(times), np.asarray(neurons), unit_ids))
+        return self.send(encode_spikes(*self._next(), np.asarray(times), np.asarray(neurons), unit_ids, src=self.src))
 
     def frame(self, t: float, pixels: np.ndarray) -> bool:
-        return self.send(encode_frame(*self._next(), t, np.asarray(pixels, np.uint8)))
+        return self.send(encode_frame(*self._next(), t, np.asarray(pixels, np.uint8), src=self.src))
 
     def behavior(self, name: str, times: np.ndarray, values: np.ndarray) -> bool:
-        return self.send(encode_behavior(*self._next(), name, np.asarray(times), np.asarray(values)))
+        return self.send(encode_behavior(*self._next(), name, np.asarray(times), np.asarray(values), src=self.src))
 
     def clock(self, t: float) -> bool:
-        return self.send(encode_clock(*self._next(), t))
+        return self.send(encode_clock(*self._next(), t, src=self.src))
 
     def control(self, cmd: str, start: float | None = None) -> bool:
-        return self.send(encode_control(*self._next(), cmd, start))
+        return self.send(encode_control(*self._next(), cmd, start, src=self.src))
 
     def close(self) -> None:
         self.socket.close()

@@ -5,7 +5,8 @@ socket from the generation worker, feeds spikes to the shared `RollingWindow`, k
 rings, decodes each closed window at once and publishes it on the PUB socket. Windows close by data time only.
 Generation (`--generate`) runs on its own thread with its own inference sessions, for the newest window only,
 so it never delays a decode. Every bad input is counted by reason (docs/protocol.md), logged at most once per
-second per reason, and dropped; nothing raised by a message reaches the loop.
+second per reason, and dropped; nothing raised by a message reaches the loop. A rejected message changes nothing
+but its counter: it is fully validated (model frame size, behavior names) before sequence accounting or any state.
 Optional CURVE authentication (rtdecode.auth) secures both sockets.
 """
 
@@ -44,6 +45,8 @@ from rtdecode.window import ClosedWindow, RollingWindow
 __all__ = ["ServeConfig", "Daemon", "is_loopback"]
 
 log = logging.getLogger("rtdecode.daemon")
+
+MAX_SOURCES = 256  # producers (`src`) whose sequence is tracked; the least recently seen is forgotten beyond this
 
 
 @dataclass(frozen=True)
@@ -115,7 +118,7 @@ class Daemon:
         self.deadline_ms = config.deadline_ms if config.deadline_ms is not None else self.bundle.window.window * 1e3
         self.counters: collections.Counter[str] = collections.Counter()
         self.latencies: collections.deque[float] = collections.deque(maxlen=1000)
-        self._last_seq: dict[str, int] = {}
+        self._last_seq: dict[str, int] = {}  # src -> last seq, least recently seen first
         self._out_seq = 0
         self._warn = _RateLimitedLog()
         self._t0 = time.monotonic()
@@ -214,13 +217,14 @@ class Daemon:
             self.recorder.record(0, frames)
         try:
             msg = decode_input(frames)
+            self._validate(msg)
         except ProtocolError as e:
             self.counters[e.reason] += 1
             self._warn.warn(e.reason, str(e))
             return
-        topic = type(msg).__name__.lower()
-        self.counters[f"msg_{topic}"] += 1
-        self._check_seq(topic, msg.seq)
+        if not self._check_seq(msg):
+            return
+        self.counters[f"msg_{type(msg).__name__.lower()}"] += 1
         closed: list[ClosedWindow] = []
         if isinstance(msg, Spikes):
             neurons = self._map_units(msg.neurons) if msg.unit_ids else msg.neurons
@@ -236,11 +240,42 @@ class Daemon:
         if closed:
             self._decode(closed, msg.seq, msg.t_send, t_recv)
 
-    def _check_seq(self, topic: str, seq: int) -> None:
-        last = self._last_seq.get(topic)
-        if last is not None and seq != last + 1:
-            self.counters["seq_repeat" if seq <= last else "seq_gap"] += 1
-        self._last_seq[topic] = seq
+    def _validate(self, msg: Any) -> None:
+        """The checks that need the model (frame size, behavior names); ProtocolError like the wire checks."""
+        if isinstance(msg, Frame) and self.frames is not None and msg.pixels.shape != self.frames.shape:
+            raise ProtocolError("bad_frame", f"frame {msg.pixels.shape} but the model takes {self.frames.shape}")
+        if isinstance(msg, BehaviorSamples) and msg.name not in self.behavior:
+            raise ProtocolError("unknown_behavior", f"{msg.name[:64]!r} is not a behavior input of this model "
+                                                    f"({sorted(self.behavior)})")
+
+    def _check_seq(self, msg: Any) -> bool:
+        """Sequence accounting per producer (`src`); False for a duplicate, which is dropped (docs/protocol.md).
+
+        seq = last + 1: normal. seq > last + 1: `seq_gap` (+ `seq_missing` messages the producer dropped or lost).
+        seq == last: `seq_duplicate`, the message is dropped: it would count its spikes twice. seq < last: the
+        producer restarted its counter (`seq_reset`); the message is used and its data judged by time as always.
+        Messages without `src` cannot be told apart by producer, so they are not checked.
+        """
+        if msg.src is None:
+            return True
+        last = self._last_seq.pop(msg.src, None)
+        self._last_seq[msg.src] = msg.seq  # re-inserted: most recently seen last
+        if len(self._last_seq) > MAX_SOURCES:
+            del self._last_seq[next(iter(self._last_seq))]
+            self.counters["seq_sources_forgotten"] += 1
+        if last is None or msg.seq == last + 1:
+            return True
+        if msg.seq > last:
+            self.counters["seq_gap"] += 1
+            self.counters["seq_missing"] += msg.seq - last - 1
+        elif msg.seq == last:
+            self.counters["seq_duplicate"] += 1
+            self._warn.warn("seq_duplicate", f"producer {msg.src!r} sent seq {msg.seq} twice; the repeat is dropped")
+            return False
+        else:
+            self.counters["seq_reset"] += 1
+            self._warn.warn("seq_reset", f"producer {msg.src!r} restarted its sequence ({last} -> {msg.seq})")
+        return True
 
     def _map_units(self, units: np.ndarray) -> np.ndarray:
         """Acquisition unit IDs -> model indices; unknown IDs become -1 (counted as bad_neuron by the window)."""
@@ -252,20 +287,11 @@ class Daemon:
         if self.frames is None:
             self.counters["frame_unused"] += 1
             return
-        if msg.pixels.shape != self.frames.shape:
-            self.counters["bad_frame"] += 1
-            self._warn.warn("bad_frame", f"frame {msg.pixels.shape} but the model takes {self.frames.shape}")
-            return
         if not self.frames.push(msg.t, msg.pixels):
             self.counters["out_of_order"] += 1
 
     def _on_behavior(self, msg: BehaviorSamples) -> None:
-        ring = self.behavior.get(msg.name)
-        if ring is None:
-            self.counters["unknown_behavior"] += 1
-            self._warn.warn("unknown_behavior", f"'{msg.name}' is not a behavior input of this model ({sorted(self.behavior)})")
-            return
-        dropped = ring.push(msg.times, msg.values)
+        dropped = self.behavior[msg.name].push(msg.times, msg.values)
         if dropped:
             self.counters["out_of_order"] += dropped
 
@@ -280,7 +306,9 @@ class Daemon:
 
     def _start_session(self, start: float) -> None:
         """Fresh per-session state: the rolling window (first window at or after `start`) and empty rings."""
-        self.window = RollingWindow(self.bundle.window, self.n_neurons, start=start)
+        # skipping backlog: the window builds only the newest window of a close and crosses gaps in one step
+        self.window = RollingWindow(self.bundle.window, self.n_neurons, start=start,
+                                    keep_last=1 if self.config.skip_backlog else None)
         fr = self.bundle.frames
         self.frames = FrameRing(fr["height"], fr["width"]) if fr.get("enabled") else None
         self.behavior = {b["name"]: SampleRing() for b in self.bundle.behavior_inputs}
@@ -327,7 +355,7 @@ class Daemon:
     # ------------------------------------------------------------------ status
     def _fold_window_counters(self) -> None:
         c = self.window.counters
-        for name in ("late", "bad_neuron", "bad_time", "spikes_truncated"):
+        for name in ("late", "bad_neuron", "bad_time", "spikes_truncated", "windows_skipped", "late_clock"):
             self.counters[name] += getattr(c, name)
             setattr(c, name, 0)
 

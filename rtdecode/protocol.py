@@ -20,6 +20,7 @@ MAX_HEADER_BYTES = 64 * 1024
 MAX_SPIKES = 65_536
 MAX_FRAME_BYTES = 16 * 1024 * 1024
 MAX_BEHAVIOR_SAMPLES = 65_536
+MAX_SRC_CHARS = 64
 
 INPUT_TOPICS = ("spikes", "frame", "behavior", "clock", "control")
 OUTPUT_TOPICS = ("decode", "activity", "status")
@@ -46,6 +47,7 @@ class Spikes:
     times: np.ndarray  # (n,) float64 s
     neurons: np.ndarray  # (n,) int32 indices, or int64 unit IDs when unit_ids
     unit_ids: bool = False
+    src: str | None = None  # the producer's name (optional header key), for sequence accounting
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ class Frame:
     t_send: float
     t: float
     pixels: np.ndarray  # (h, w) uint8
+    src: str | None = None  # the producer's name (optional header key), for sequence accounting
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,7 @@ class BehaviorSamples:
     name: str
     times: np.ndarray
     values: np.ndarray
+    src: str | None = None  # the producer's name (optional header key), for sequence accounting
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,7 @@ class Clock:
     seq: int
     t_send: float
     t: float
+    src: str | None = None  # the producer's name (optional header key), for sequence accounting
 
 
 @dataclass(frozen=True)
@@ -78,14 +83,18 @@ class Control:
     t_send: float
     cmd: str
     start: float | None = None
+    src: str | None = None  # the producer's name (optional header key), for sequence accounting
 
 
 InputMessage = Union[Spikes, Frame, BehaviorSamples, Clock, Control]
 
 
 # ------------------------------------------------------------------------------------------------- encoding
-def _header(seq: int, t_send: float, **fields: Any) -> bytes:
-    return msgpack.packb({"v": VERSION, "seq": int(seq), "t_send": float(t_send), **fields}, use_bin_type=True)
+def _header(seq: int, t_send: float, src: str | None = None, **fields: Any) -> bytes:
+    head: dict[str, Any] = {"v": VERSION, "seq": int(seq), "t_send": float(t_send)}
+    if src is not None:
+        head["src"] = src
+    return msgpack.packb({**head, **fields}, use_bin_type=True)
 
 
 def _le(a: np.ndarray, dtype: str) -> bytes:
@@ -98,29 +107,31 @@ def _same_length(a: np.ndarray, b: np.ndarray, what: str) -> int:
     return len(a)
 
 
-def encode_spikes(seq: int, t_send: float, times: np.ndarray, neurons: np.ndarray, unit_ids: bool = False) -> list[bytes]:
+def encode_spikes(seq: int, t_send: float, times: np.ndarray, neurons: np.ndarray, unit_ids: bool = False,
+                  src: str | None = None) -> list[bytes]:
     n = _same_length(times, neurons, "spikes")
     extra = {"ids": "unit"} if unit_ids else {}
-    return [b"spikes", _header(seq, t_send, n=n, **extra), _le(times, "f8"), _le(neurons, "i8" if unit_ids else "i4")]
+    return [b"spikes", _header(seq, t_send, src, n=n, **extra), _le(times, "f8"), _le(neurons, "i8" if unit_ids else "i4")]
 
 
-def encode_frame(seq: int, t_send: float, t: float, pixels: np.ndarray) -> list[bytes]:
+def encode_frame(seq: int, t_send: float, t: float, pixels: np.ndarray, src: str | None = None) -> list[bytes]:
     h, w = pixels.shape
-    return [b"frame", _header(seq, t_send, t=float(t), h=int(h), w=int(w), dtype="uint8"), _le(pixels, "u1")]
+    return [b"frame", _header(seq, t_send, src, t=float(t), h=int(h), w=int(w), dtype="uint8"), _le(pixels, "u1")]
 
 
-def encode_behavior(seq: int, t_send: float, name: str, times: np.ndarray, values: np.ndarray) -> list[bytes]:
+def encode_behavior(seq: int, t_send: float, name: str, times: np.ndarray, values: np.ndarray,
+                    src: str | None = None) -> list[bytes]:
     n = _same_length(times, values, f"behavior '{name}'")
-    return [b"behavior", _header(seq, t_send, name=name, n=n), _le(times, "f8"), _le(values, "f8")]
+    return [b"behavior", _header(seq, t_send, src, name=name, n=n), _le(times, "f8"), _le(values, "f8")]
 
 
-def encode_clock(seq: int, t_send: float, t: float) -> list[bytes]:
-    return [b"clock", _header(seq, t_send, t=float(t))]
+def encode_clock(seq: int, t_send: float, t: float, src: str | None = None) -> list[bytes]:
+    return [b"clock", _header(seq, t_send, src, t=float(t))]
 
 
-def encode_control(seq: int, t_send: float, cmd: str, start: float | None = None) -> list[bytes]:
+def encode_control(seq: int, t_send: float, cmd: str, start: float | None = None, src: str | None = None) -> list[bytes]:
     extra = {} if start is None else {"start": float(start)}
-    return [b"control", _header(seq, t_send, cmd=cmd, **extra)]
+    return [b"control", _header(seq, t_send, src, cmd=cmd, **extra)]
 
 
 # ------------------------------------------------------------------------------------------------- decoding
@@ -192,6 +203,9 @@ def decode_input(frames: list[bytes]) -> InputMessage:
     seq, t_send = _get(h, "seq", int), _finite(_get(h, "t_send", (int, float)))
     if seq < 0:
         raise ProtocolError("malformed", f"'seq' must be >= 0, got {seq}")
+    src = _get(h, "src", str, None)
+    if src is not None and not 0 < len(src) <= MAX_SRC_CHARS:
+        raise ProtocolError("malformed", f"'src' must be 1 to {MAX_SRC_CHARS} characters, got {len(src)}")
     if topic == "spikes":
         n = _count(h, MAX_SPIKES)
         ids = _get(h, "ids", str, "index")
@@ -199,7 +213,8 @@ def decode_input(frames: list[bytes]) -> InputMessage:
             raise ProtocolError("malformed", f"'ids' must be 'index' or 'unit', got {ids!r}")
         t_buf, n_buf = _buffers(frames, 2, topic)
         unit = ids == "unit"
-        return Spikes(seq, t_send, _array(t_buf, "f8", n, "times"), _array(n_buf, "i8" if unit else "i4", n, "neurons"), unit)
+        return Spikes(seq, t_send, _array(t_buf, "f8", n, "times"), _array(n_buf, "i8" if unit else "i4", n, "neurons"), unit,
+                      src)
     if topic == "frame":
         if len(frames) == 3 and len(frames[2]) > MAX_FRAME_BYTES:
             raise ProtocolError("bad_frame", f"frame of {len(frames[2])} bytes (limit {MAX_FRAME_BYTES})")
@@ -207,21 +222,22 @@ def decode_input(frames: list[bytes]) -> InputMessage:
         if _get(h, "dtype", str) != "uint8" or hh <= 0 or ww <= 0:
             raise ProtocolError("bad_frame", "frames must be uint8 with positive h and w")
         (buf,) = _buffers(frames, 1, topic)
-        return Frame(seq, t_send, _finite(_get(h, "t", (int, float))), _array(buf, "u1", hh * ww, "pixels").reshape(hh, ww))
+        return Frame(seq, t_send, _finite(_get(h, "t", (int, float))), _array(buf, "u1", hh * ww, "pixels").reshape(hh, ww),
+                     src)
     if topic == "behavior":
         n = _count(h, MAX_BEHAVIOR_SAMPLES)
         name = _get(h, "name", str)
         t_buf, v_buf = _buffers(frames, 2, topic)
-        return BehaviorSamples(seq, t_send, name, _array(t_buf, "f8", n, "times"), _array(v_buf, "f8", n, "values"))
+        return BehaviorSamples(seq, t_send, name, _array(t_buf, "f8", n, "times"), _array(v_buf, "f8", n, "values"), src)
     if topic == "clock":
         _buffers(frames, 0, topic)
-        return Clock(seq, t_send, _finite(_get(h, "t", (int, float))))
+        return Clock(seq, t_send, _finite(_get(h, "t", (int, float))), src)
     _buffers(frames, 0, topic)
     cmd = _get(h, "cmd", str)
     if cmd not in ("reset", "status"):
         raise ProtocolError("malformed", f"unknown control command {cmd!r} (reset, status)")
     start = _get(h, "start", (int, float), None)
-    return Control(seq, t_send, cmd, None if start is None else _finite(start))
+    return Control(seq, t_send, cmd, None if start is None else _finite(start), src)
 
 
 def _finite(x: Any) -> float:

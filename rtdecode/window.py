@@ -11,6 +11,11 @@ Rules, chosen so that a time-sorted stream gives exactly `tokenize_session`'s to
   window's history, exactly as offline tokenization uses spikes before a session's first window.
 * Events with a neuron index outside [0, n_neurons) or a non-finite time are dropped and counted.
 * Inside the open window arrival order does not matter: events are sorted into token order when it closes.
+* Time faults: a clock that jumps back makes everything behind the open window late (counted, dropped; a
+  watermark behind it is counted as `late_clock` and ignored) until data time passes the open window again,
+  where decoding simply resumes. A gap closes every window in between; with `keep_last` set (the daemon's
+  backlog skipping) only the newest windows of a close are built and a run of empty windows is crossed in one
+  step, so a gap of hours costs what one window costs (the skipped ones are counted in `windows_skipped`).
 
 Per-batch work on the common path (all events inside the open window) is a handful of numpy calls into
 preallocated buffers; sorting and packing happen once per window, at close.
@@ -78,6 +83,8 @@ class WindowCounters:
     bad_time: int = 0
     windows_closed: int = 0
     spikes_truncated: int = 0
+    windows_skipped: int = 0  # closed but not returned (keep_last): never decoded
+    late_clock: int = 0  # watermarks behind the open window (the clock went back)
 
 
 _NO_WINDOWS: list[ClosedWindow] = []
@@ -92,10 +99,18 @@ class RollingWindow:
         start: session start time, s: the first window is the first grid window starting at or after it
             (as in `tokenize_session`).
         capacity: initial event capacity of the open window's buffers; they grow (rarely) if a window holds more.
+        keep_last: None (default) returns every closed window, as offline tokenization has them. An int k makes
+            each `push`/`advance` return only the newest k windows it closed: the others still pass their events on
+            as history but are not returned (counted in `counters.windows_skipped`), and runs of empty windows are
+            jumped over in O(1). The windows returned have exactly the tokens they would have without it.
     """
 
-    def __init__(self, config: WindowConfig, n_neurons: int, start: float = 0.0, capacity: int = 4096) -> None:
+    def __init__(self, config: WindowConfig, n_neurons: int, start: float = 0.0, capacity: int = 4096,
+                 keep_last: int | None = None) -> None:
+        if keep_last is not None and keep_last < 1:
+            raise ValueError(f"keep_last must be None or >= 1, got {keep_last}")
         self.config = config
+        self.keep_last = keep_last
         self.n_neurons = int(n_neurons)
         self.vocab = Vocab.for_config(config, n_neurons)
         self.counters = WindowCounters()
@@ -154,6 +169,8 @@ class RollingWindow:
     def advance(self, t: float) -> list[ClosedWindow]:
         """Watermark: no event older than `t` will come; close every window ending at or before t."""
         q = int(quantize(np.array([t], dtype=np.float64), self.config)[0])
+        if q < self._lo and self._any_closed:
+            self.counters.late_clock += 1  # the clock went back: nothing to close, counted
         target = q // self._B  # the window containing t stays open
         return self._close_until(target) if target > self._open else _NO_WINDOWS
 
@@ -201,6 +218,10 @@ class RollingWindow:
             if target > self._open:
                 closed.extend(self._close_until(target))
             self._append(q[lo:hi], neurons[lo:hi])
+        if self.keep_last is not None and len(closed) > self.keep_last:
+            # a batch spanning several windows: at most one built window per window boundary it crosses
+            self.counters.windows_skipped += len(closed) - self.keep_last
+            closed = closed[-self.keep_last :]
         return closed
 
     def _add_history(self, q: np.ndarray, neurons: np.ndarray) -> None:
@@ -210,27 +231,45 @@ class RollingWindow:
         self._hist_bins, self._hist_neurons = bins[order], nrn[order]
 
     def _close_until(self, target: int) -> list[ClosedWindow]:
-        """Close the open window and every (empty) window before absolute index `target`; open `target`."""
+        """Close the open window and every (empty) window before absolute index `target`; open `target`.
+
+        With `keep_last` only the newest `keep_last` of them are built and returned; the loop jumps over the empty
+        ones before those in one step, so its cost does not depend on the length of a gap.
+        """
         out: list[ClosedWindow] = []
         cfg = self.config
         while self._open < target:
+            emit = self.keep_last is None or target - self._open <= self.keep_last
+            if not emit and self._n == 0:
+                # empty windows nobody will see: their only trace would be history, and they add none
+                jump = target - self.keep_last - self._open  # type: ignore[operator]
+                self.counters.windows_closed += jump
+                self.counters.windows_skipped += jump
+                self._any_closed = True
+                self._open += jump
+                self._lo += jump * self._B
+                self._hi += jump * self._B
+                continue
             bins, nrn = self._bins[: self._n], self._neurons[: self._n]
             order = order_events(bins, nrn, self.n_neurons)
             bins, nrn = bins[order], nrn[order]  # copies: the buffers are reused
             h_lo = np.searchsorted(self._hist_bins, self._lo - self._P, side="left")
             hist_bins, hist_neurons = self._hist_bins[h_lo:], self._hist_neurons[h_lo:]
             start = cfg.origin + self._lo * cfg.dt  # the same float expression as TokenizedSession.window_starts
-            out.append(
-                ClosedWindow(
-                    index=self._open,
-                    start=start,
-                    end=start + cfg.window,
-                    neurons=nrn,
-                    offsets=bins - self._lo,
-                    prev_neurons=hist_neurons,
-                    prev_offsets=hist_bins - (self._lo - self._P),
+            if emit:
+                out.append(
+                    ClosedWindow(
+                        index=self._open,
+                        start=start,
+                        end=start + cfg.window,
+                        neurons=nrn,
+                        offsets=bins - self._lo,
+                        prev_neurons=hist_neurons,
+                        prev_offsets=hist_bins - (self._lo - self._P),
+                    )
                 )
-            )
+            else:
+                self.counters.windows_skipped += 1
             self.counters.windows_closed += 1
             if nrn.size > self._max_spikes:
                 self.counters.spikes_truncated += nrn.size - self._max_spikes

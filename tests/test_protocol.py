@@ -131,6 +131,18 @@ GOLDEN: dict[str, tuple[Callable[[], list[bytes]], list[bytes]]] = {
                 "a1 74", "cb 4008000000000000"),       # t: 3.0
         ],
     ),
+    "clock_src": (  # the optional producer name goes right after the common keys
+        lambda: encode_clock(14, 2.0, 4.0, src="rig-1"),
+        [
+            _hx("636c6f636b"),                         # topic "clock"
+            _hx("85",                                  # fixmap, 5 entries
+                "a1 76", "01",                         # v: 1
+                "a3 736571", "0e",                     # seq: 14
+                "a6 745f73656e64", "cb 4000000000000000",  # t_send: 2.0
+                "a3 737263", "a5 7269672d31",          # src: "rig-1"
+                "a1 74", "cb 4010000000000000"),       # t: 4.0
+        ],
+    ),
     "control_reset": (
         lambda: encode_control(12, 1.5, "reset", start=100.0),
         [
@@ -220,7 +232,8 @@ GOLDEN: dict[str, tuple[Callable[[], list[bytes]], list[bytes]]] = {
         ],
     ),
 }
-INPUT_GOLDEN = ["spikes_index", "spikes_unit", "frame", "behavior", "clock", "control_reset", "control_status"]
+INPUT_GOLDEN = ["spikes_index", "spikes_unit", "frame", "behavior", "clock", "clock_src", "control_reset",
+                "control_status"]
 OUTPUT_GOLDEN = ["decode", "activity", "status"]
 
 
@@ -242,15 +255,17 @@ def _fields(msg: Any) -> dict[str, Any]:
 
 GOLDEN_PARSED = {
     "spikes_index": {"type": "Spikes", "seq": 7, "t_send": 0.5, "times": ("<f8", (2,), [1.5, 2.25]),
-                     "neurons": ("<i4", (2,), [3, 258]), "unit_ids": False},
+                     "neurons": ("<i4", (2,), [3, 258]), "unit_ids": False, "src": None},
     "spikes_unit": {"type": "Spikes", "seq": 8, "t_send": 0.75, "times": ("<f8", (1,), [1.5]),
-                    "neurons": ("<i8", (1,), [(1 << 32) + 5]), "unit_ids": True},
-    "frame": {"type": "Frame", "seq": 9, "t_send": 1.0, "t": 2.0, "pixels": ("|u1", (2, 3), [[0, 1, 2], [3, 4, 5]])},
+                    "neurons": ("<i8", (1,), [(1 << 32) + 5]), "unit_ids": True, "src": None},
+    "frame": {"type": "Frame", "seq": 9, "t_send": 1.0, "t": 2.0, "pixels": ("|u1", (2, 3), [[0, 1, 2], [3, 4, 5]]),
+              "src": None},
     "behavior": {"type": "BehaviorSamples", "seq": 10, "t_send": 1.125, "name": "theta",
-                 "times": ("<f8", (2,), [1.0, 1.5]), "values": ("<f8", (2,), [0.25, -2.0])},
-    "clock": {"type": "Clock", "seq": 11, "t_send": 1.25, "t": 3.0},
-    "control_reset": {"type": "Control", "seq": 12, "t_send": 1.5, "cmd": "reset", "start": 100.0},
-    "control_status": {"type": "Control", "seq": 13, "t_send": 1.75, "cmd": "status", "start": None},
+                 "times": ("<f8", (2,), [1.0, 1.5]), "values": ("<f8", (2,), [0.25, -2.0]), "src": None},
+    "clock": {"type": "Clock", "seq": 11, "t_send": 1.25, "t": 3.0, "src": None},
+    "clock_src": {"type": "Clock", "seq": 14, "t_send": 2.0, "t": 4.0, "src": "rig-1"},
+    "control_reset": {"type": "Control", "seq": 12, "t_send": 1.5, "cmd": "reset", "start": 100.0, "src": None},
+    "control_status": {"type": "Control", "seq": 13, "t_send": 1.75, "cmd": "status", "start": None, "src": None},
 }
 
 
@@ -362,6 +377,17 @@ def test_roundtrip_clock(seq: int, t_send: float, t: float) -> None:
 @given(seq=_seq, t_send=_finite, cmd=st.sampled_from(["reset", "status"]), start=st.none() | _finite)
 def test_roundtrip_control(seq: int, t_send: float, cmd: str, start: float | None) -> None:
     assert decode_input(encode_control(seq, t_send, cmd, start)) == Control(seq, t_send, cmd, start)
+
+
+@ROUNDTRIP
+@given(src=st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=64), seq=_seq)
+def test_roundtrip_src(src: str, seq: int) -> None:
+    """The optional producer name travels on every input topic."""
+    for frames in (encode_spikes(seq, 0.0, np.zeros(1), np.zeros(1), src=src), encode_clock(seq, 0.0, 1.0, src=src),
+                   encode_frame(seq, 0.0, 1.0, np.zeros((1, 1), np.uint8), src=src),
+                   encode_behavior(seq, 0.0, "x", np.zeros(1), np.zeros(1), src=src),
+                   encode_control(seq, 0.0, "status", src=src)):
+        assert decode_input(frames).src == src
 
 
 @ROUNDTRIP
@@ -689,7 +715,7 @@ _values = st.recursive(
     lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=4), kids, max_size=3),
     max_leaves=6,
 )
-_KEYS = ["v", "seq", "t_send", "n", "ids", "t", "h", "w", "dtype", "name", "cmd", "start"]
+_KEYS = ["v", "seq", "t_send", "src", "n", "ids", "t", "h", "w", "dtype", "name", "cmd", "start"]
 
 
 @st.composite

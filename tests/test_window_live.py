@@ -122,3 +122,64 @@ def test_buffers_grow_for_huge_windows():
     rw.push(t, np.zeros(1000, np.int32))
     (w,) = rw.advance(0.05)
     assert w.neurons.size == 1000
+
+
+# ------------------------------------------------------------------ time faults and keep_last (the daemon's skipping)
+def _same_window(a, b) -> None:
+    assert (a.index, a.start, a.end) == (b.index, b.start, b.end)
+    for name in ("neurons", "offsets", "prev_neurons", "prev_offsets"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(sessions(), st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 10**6)), max_size=4))
+def test_keep_last_returns_the_newest_windows_with_identical_tokens(case, swaps):
+    """With keep_last=1 each call returns only the newest of the windows it closes, built exactly as without it;
+    every other counter agrees. Swapped spike times make some batches jump back in time (late events)."""
+    cfg, start, stop, times, neurons, cuts = case
+    times = times.copy()
+    for i, j in swaps:
+        if times.size:
+            i, j = i % times.size, j % times.size
+            times[i], times[j] = times[j], times[i]
+    full, skip = RollingWindow(cfg, N, start=start), RollingWindow(cfg, N, start=start, keep_last=1)
+    edges = [0, *sorted(cuts), times.size]
+    calls = [(lambda rw, lo=lo, hi=hi: rw.push(times[lo:hi], neurons[lo:hi])) for lo, hi in zip(edges[:-1], edges[1:])]
+    calls.append(lambda rw: rw.advance(stop))
+    emitted = 0
+    for call in calls:
+        a, b = call(full), call(skip)
+        assert len(b) == min(len(a), 1)
+        if a:
+            _same_window(a[-1], b[-1])
+        emitted += len(b)
+    fc, sc = full.counters, skip.counters
+    assert (fc.late, fc.bad_neuron, fc.bad_time, fc.windows_closed, fc.spikes_truncated) == (
+        sc.late, sc.bad_neuron, sc.bad_time, sc.windows_closed, sc.spikes_truncated)
+    assert sc.windows_skipped == fc.windows_closed - emitted and fc.windows_skipped == 0
+
+
+def test_a_gap_of_years_is_crossed_in_one_step():
+    """keep_last jumps over empty windows: 6e9 windows (~10 years of 50 ms) cost one window; a loop over them
+    would never finish. The window after the gap has only its own history."""
+    rw = RollingWindow(WindowConfig(), N, keep_last=1)
+    rw.push(np.array([0.01, 0.02]), np.array([0, 1]))
+    gap = 3e8  # s
+    (w,) = rw.push(np.array([gap + 0.01]), np.array([2]))  # closes windows 0 .. 6e9 - 1
+    assert w.index == int(gap / 0.05) - 1 and w.neurons.size == 0 and w.prev_neurons.size == 0
+    assert rw.counters.windows_skipped == w.index and rw.counters.windows_closed == w.index + 1
+    (w,) = rw.advance(gap + 0.05)
+    assert w.neurons.tolist() == [2] and w.prev_neurons.size == 0
+
+
+def test_a_clock_that_jumps_back_is_late_until_time_catches_up():
+    """Spikes and watermarks behind the open window are counted (late, late_clock) and change nothing; once data
+    time reaches the open window again, windows close and decode as if the jump had not happened."""
+    rw = RollingWindow(WindowConfig(), N)
+    assert len(rw.advance(1.0)) == 20  # windows 0..19 closed, window 20 [1.0, 1.05) open
+    assert rw.advance(0.5) == [] and rw.counters.late_clock == 1  # the clock went back 0.5 s
+    assert rw.push(np.array([0.5, 0.7, 0.99]), np.array([0, 1, 2])) == [] and rw.counters.late == 3
+    assert rw.advance(1.0) == [] and rw.counters.late_clock == 1  # the open window's start is not behind it
+    rw.push(np.array([1.02]), np.array([3]))
+    (w,) = rw.advance(1.05)
+    assert (w.index, w.neurons.tolist(), w.prev_neurons.tolist()) == (20, [3], [])
