@@ -29,6 +29,7 @@ import numpy as np
 from rtdecode.bench_model import percentiles
 from rtdecode.client import Producer, Subscriber
 from rtdecode.replay import send_paced, session_messages
+from rtdecode.report.figures import latency_histogram
 from rtdecode.runtime import Bundle, Decoder
 from rtdecode.session import Session
 
@@ -173,29 +174,6 @@ def bench_serve(bundle_dir: str | Path, session: Session, *, speeds: tuple[float
         result["daemon_overhead_ms"] = rt - result["floor_decode_ms"]["p50"] - result["floor_zmq_round_trip_ms"]["p50"]
         log(f"daemon overhead at real time (p50 end-to-end - bare decode - bare round trip): {result['daemon_overhead_ms']:.3f} ms")
     (out_dir / "latency.json").write_text(json.dumps(result, indent=2))
-    _histogram(result, out_dir / "latency.png")
+    latency_histogram(result["runs"], out_dir / "latency.png")
     log(f"wrote {out_dir / 'latency.json'} and {out_dir / 'latency.png'}")
     return result
-
-
-def _histogram(result: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    runs = result["runs"]
-    fig, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 3.2), squeeze=False)
-    for ax, (name, run) in zip(axes[0], runs.items()):
-        lat = np.array(run["raw_ms"])
-        if lat.size:
-            ax.hist(lat, bins=np.logspace(np.log10(max(lat.min(), 1e-2)), np.log10(lat.max() + 1e-9), 60))
-            ax.set_xscale("log")
-            for q, style in (("p50", "-"), ("p99", "--"), ("p99.9", ":")):
-                ax.axvline(run["latency_ms"][q], color="k", linestyle=style, label=f"{q} {run['latency_ms'][q]:.2f} ms")
-        ax.set_title(f"{name.replace('_', ' ')}: {run['windows']} windows")
-        ax.set_xlabel("end-to-end latency (ms)")
-        ax.legend(fontsize=8)
-    axes[0][0].set_ylabel("windows")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)

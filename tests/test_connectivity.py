@@ -13,8 +13,11 @@ from rtdecode.connectivity import (
     auprc,
     auroc,
     direction_index,
+    hub_circuit,
     hub_recovery,
     lagged_correlation_baseline,
+    meets_bar,
+    score_against_truth,
     score_matrix,
 )
 
@@ -77,6 +80,45 @@ def test_lagged_correlation_sees_who_leads():
     assert m[1, 0] > 0.4 and abs(m[0, 1]) < 0.05
 
 
+def _hub_truth():
+    """6 neurons: hub 0 -> {1, 2} (community 0), hub 3 -> {4, 5} (community 1), one weak background edge 2 -> 4."""
+    w = np.zeros((6, 6))
+    w[[1, 2], 0] = 1.0
+    w[[4, 5], 3] = 1.0
+    w[4, 2] = 0.3
+    return {"W": w, "hubs": np.array([0, 3]), "community": np.array([0, 0, 0, 1, 1, 1])}
+
+
+def test_hub_circuit_keeps_only_hub_edges():
+    truth = _hub_truth()
+    hub = hub_circuit(truth)
+    assert hub[4, 2] == 0 and hub[1, 0] == hub[2, 0] == hub[4, 3] == hub[5, 3] == 1.0
+    assert np.count_nonzero(hub) == 4
+
+
+def test_scores_against_truth_separate_the_two_edge_sets():
+    truth = _hub_truth()
+    scores = score_against_truth(hub_circuit(truth), truth)  # a matrix that found the hub circuit only
+    assert scores["hub_circuit"]["auroc"] == 1.0 and scores["hub_circuit"]["all_found"]
+    pos, neg = 5, 30 - 5  # all weights: 4 hub edges ranked top, the background edge tied with the 25 negatives
+    assert scores["all_weights"]["auroc"] == pytest.approx((4 * neg + 0.5 * neg) / (pos * neg))
+
+
+def test_bar_needs_every_condition():
+    truth = _hub_truth()
+    good = hub_circuit(truth)
+    symmetric = good + good.T  # finds the edges but not their direction
+    scores = {"attention": score_against_truth(good, truth), "correlation": score_against_truth(good * 0.5, truth)}
+    bar = meets_bar(scores)
+    assert bar["auroc"] and bar["hubs"] and bar["direction"]
+    assert not bar["beats_baselines"] and not bar["met"]  # a tie at AUROC 1.0 is not "better"
+    scores["correlation"] = score_against_truth(symmetric, truth)  # reverse edges rank with the true ones
+    assert meets_bar(scores)["met"]
+    scores["correlation"] = score_against_truth(np.random.default_rng(0).random((6, 6)), truth)
+    assert meets_bar(scores)["met"]
+    assert not meets_bar({"attention": score_against_truth(symmetric, truth)})["direction"]
+
+
 def test_connectivity_command_on_the_tiny_run(tiny_run, tiny_session_path, tmp_path):
     pytest.importorskip("torch")
     from rtdecode.cli import app
@@ -84,7 +126,11 @@ def test_connectivity_command_on_the_tiny_run(tiny_run, tiny_session_path, tmp_p
     r = CliRunner().invoke(app, ["connectivity", "--from", str(tiny_run), "--data", str(tiny_session_path),
                                  "--out", str(tmp_path), "--windows", "64"])
     assert r.exit_code == 0, r.output
-    scores = json.loads((tmp_path / "scores.json").read_text())
-    assert set(scores) == {"attention", "correlation", "lagged correlation"}
-    assert all(0 <= s["auroc"] <= 1 for s in scores.values())
+    section = json.loads((tmp_path / "report.json").read_text())["connectivity"]
+    assert set(section["scores"]) == {"attention", "correlation", "lagged correlation"}
+    for s in section["scores"].values():
+        assert set(s) == {"hub_circuit", "all_weights"}
+        assert all(0 <= s[e]["auroc"] <= 1 for e in s)
+    assert set(section["bar"]) == {"auroc", "hubs", "direction", "beats_baselines", "met"}
     assert (tmp_path / "connectivity.png").stat().st_size > 1000
+    assert "connectivity.png" in (tmp_path / "report.html").read_text()

@@ -14,10 +14,11 @@ import numpy as np
 
 from rtdecode.alignment import behavior_input_samples, behavior_per_window, frame_stack_indices, normalise_frames
 from rtdecode.session import Session
+from rtdecode.splits import Split, split_blocks
 from rtdecode.tokenizer import TokenizedSession, token_inputs, tokenize_session
 from rtdecode.training.config import RunConfig
 
-__all__ = ["Normalisation", "WindowData", "to_torch"]
+__all__ = ["Normalisation", "WindowData", "make_split", "to_torch"]
 
 
 @dataclass(frozen=True)
@@ -140,3 +141,12 @@ def to_torch(batch: dict[str, np.ndarray], device: Any) -> dict[str, Any]:
     import torch
 
     return {k: torch.from_numpy(np.ascontiguousarray(v)).to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def make_split(data: WindowData, cfg: RunConfig) -> Split:
+    """Contiguous time blocks, guard gap = history + window, seeded by the config."""
+    w = cfg.window
+    return split_blocks(
+        data.tokens.window_starts(), w.window, n_blocks=cfg.train.n_blocks, fractions=cfg.train.split,
+        gap=w.prev_window + w.window, seed=cfg.train.seed,
+    )

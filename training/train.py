@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 
 from rtdecode.io import load_session
-from rtdecode.splits import Split, split_blocks
+from rtdecode.splits import Split
 from rtdecode.token_store import load_tokens
 from rtdecode.training.baselines import binned_counts, pearson_r, r_squared, rate_baseline_f1, ridge_decode
 from rtdecode.training.checkpoint import (
@@ -40,7 +40,7 @@ from rtdecode.training.checkpoint import (
     write_meta,
 )
 from rtdecode.training.config import RunConfig
-from rtdecode.training.data import Normalisation, WindowData, to_torch
+from rtdecode.training.data import Normalisation, WindowData, make_split, to_torch
 from rtdecode.training.evaluate import evaluate
 from rtdecode.training.losses import compute_losses
 from rtdecode.training.model import Neuroformer
@@ -60,15 +60,6 @@ class TrainResult:
     baseline: dict[str, float]
     windows_per_s: float
     data_share: float
-
-
-def make_split(data: WindowData, cfg: RunConfig) -> Split:
-    """Contiguous time blocks, guard gap = history + window, seeded by the config."""
-    w = cfg.window
-    return split_blocks(
-        data.tokens.window_starts(), w.window, n_blocks=cfg.train.n_blocks, fractions=cfg.train.split,
-        gap=w.prev_window + w.window, seed=cfg.train.seed,
-    )
 
 
 def lr_lambda(cfg: RunConfig) -> Callable[[int], float]:

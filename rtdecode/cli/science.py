@@ -1,10 +1,9 @@
-"""CLI commands about the science: connectivity from attention, scored against ground truth."""
+"""CLI commands about the science: the evaluation report, connectivity from attention, embeddings."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
@@ -13,64 +12,83 @@ from rtdecode.cli import app, console, fail
 
 
 @app.command()
+def evaluate(
+    from_: Annotated[Path, typer.Option("--from", help="Run directory (`rtdecode train`) or bundle (`rtdecode export`).", exists=True, file_okay=False)],
+    data: Annotated[Path, typer.Option(help="Session to evaluate on (its held-out split, as in training).", exists=True, dir_okay=False)],
+    out: Annotated[Path, typer.Option(help="Report folder: report.html, report.json, PNGs, latents.npz.")] = Path("report"),
+    max_windows: Annotated[int, typer.Option(help="Held-out windows to generate (consecutive).")] = 400,
+    latency_seconds: Annotated[float, typer.Option(help="Seconds of held-out data served at real time for the latency histogram (0 = skip).")] = 20.0,
+    fewshot: Annotated[Optional[Path], typer.Option(help="Folder of `tools/fewshot_curve.py` results to include.", exists=True, file_okay=False)] = None,
+    connectivity_windows: Annotated[int, typer.Option(help="Training windows whose attention is averaged.")] = 3000,
+    seed: Annotated[int, typer.Option(help="Seed of sampling, the MLP and the shuffle control.")] = 0,
+) -> None:
+    """A self-contained HTML report (plus PNGs and a JSON of every number): behavior decoding vs ridge / MLP /
+    shuffle, generation vs a Poisson baseline, connectivity vs ground truth, embeddings, few-shot, latency."""
+    from rtdecode.report.evaluate import evaluate_report
+
+    try:
+        evaluate_report(from_, data, out, max_windows=max_windows, latency_seconds=latency_seconds, fewshot_dir=fewshot,
+                        connectivity_windows=connectivity_windows, seed=seed, log=console.print)
+    except (FileNotFoundError, ValueError) as e:
+        fail(str(e))
+    console.print(f"open {out / 'report.html'} in a browser")
+
+
+@app.command()
 def connectivity(
     from_run: Annotated[Path, typer.Option("--from", help="Run directory (a spikes-only model works best).", exists=True, file_okay=False)],
     data: Annotated[Path, typer.Option(help="Session with ground truth (truth/W, truth/hubs) from `rtdecode simulate`.", exists=True, dir_okay=False)],
-    out: Annotated[Path, typer.Option(help="Folder for connectivity.npz, scores.json and connectivity.png.")] = Path("connectivity-out"),
+    out: Annotated[Path, typer.Option(help="Folder for connectivity.npz, report.json/html and connectivity.png.")] = Path("connectivity-out"),
     windows: Annotated[int, typer.Option(help="Training windows whose attention is averaged.")] = 3000,
-    bin_ms: Annotated[float, typer.Option(help="Bin of the correlation baselines, ms.")] = 10.0,
 ) -> None:
     """Directed connectivity from the model's causal self-attention, scored against the simulator's true W
-    (AUROC/AUPRC of true edges, hub recovery, direction index) beside correlation and lagged-correlation baselines."""
-    import numpy as np
-
-    from rtdecode.connectivity import binned, correlation_baseline, lagged_correlation_baseline, score_matrix
+    (AUROC/AUPRC of true edges, hub recovery, direction index) beside correlation and lagged-correlation baselines,
+    on the hub circuit and on all non-zero weights."""
     from rtdecode.io import load_session
+    from rtdecode.report.document import Report
+    from rtdecode.report.evaluate import connectivity_section
     from rtdecode.training.checkpoint import LoadedRun
-    from rtdecode.training.connectivity import attention_connectivity
-    from rtdecode.training.data import WindowData
-    from rtdecode.training.train import make_split
 
     session = load_session(data)
-    if "W" not in session.truth or "hubs" not in session.truth:
-        fail(f"{data} has no ground truth (truth/W and truth/hubs): simulate one with `rtdecode simulate`")
+    if not {"W", "hubs", "community"} <= set(session.truth):
+        fail(f"{data} has no ground truth (truth/W, hubs, community): simulate one with `rtdecode simulate`")
+    report = Report(out, "rtdecode connectivity", {"run": str(from_run), "session": str(data)})
+    sec = report.section("connectivity", "Connectivity from attention")
+    connectivity_section(sec, out, LoadedRun(from_run), session, windows, log=lambda _: None)
+    report.write()
+    for edges in ("hub_circuit", "all_weights"):
+        t = Table(title=f"{edges.replace('_', ' ')}: connectivity vs ground truth ({windows} windows)", title_justify="left")
+        for col in ("matrix", "AUROC", "AUPRC", "hubs found", "direction index"):
+            t.add_column(col, justify="left" if col == "matrix" else "right")
+        for name, s in sec.numbers["scores"].items():
+            e = s[edges]
+            t.add_row(name, f"{e['auroc']:.3f}", f"{e['auprc']:.3f}", f"{e['hubs_found']}/{e['hubs_total']}", f"{e['direction_index']:.2f}")
+        console.print(t)
+    bar = sec.numbers["bar"]
+    console.print(f"bar (hub circuit: AUROC >= 0.85, hubs found, direction > 1, beats both baselines): "
+                  f"{'met' if bar['met'] else 'NOT met: ' + ', '.join(k for k, v in bar.items() if not v)}")
+    console.print(f"wrote {out / 'report.json'}, {out / 'connectivity.npz'} and {out / 'connectivity.png'}")
+
+
+@app.command()
+def embed(
+    from_run: Annotated[Path, typer.Option("--from", help="Run directory (`rtdecode train`).", exists=True, file_okay=False)],
+    data: Annotated[Path, typer.Option(help="Session whose windows are embedded.", exists=True, dir_okay=False)],
+    out: Annotated[Path, typer.Option(help="Folder for latents.npz, embedding.png and report.json/html.")] = Path("embed-out"),
+) -> None:
+    """Per-window contrastive latents (npz), a 3-D projection coloured by speed, and how linearly speed can be read
+    from them (ridge fitted on training windows, scored on held-out windows)."""
+    from rtdecode.io import load_session
+    from rtdecode.report.document import Report
+    from rtdecode.report.evaluate import embedding_section
+    from rtdecode.training.checkpoint import LoadedRun
+    from rtdecode.training.data import WindowData, make_split
+
     run = LoadedRun(from_run)
+    session = load_session(data)
     wd = WindowData(session, run.config)
-    train = make_split(wd, run.config).train
-    pick = train[np.linspace(0, train.size - 1, min(windows, train.size)).astype(np.int64)]
-    matrix, _ = attention_connectivity(run.model, wd, pick, run.norm)
-    w, hubs = session.truth["W"], session.truth["hubs"]
-    counts = binned(session.spike_times, session.spike_neurons, session.n_neurons, session.start, session.stop, bin_ms / 1e3)
-    candidates = {"attention": matrix, "correlation": correlation_baseline(counts),
-                  "lagged correlation": lagged_correlation_baseline(counts)}
-    scores = {name: score_matrix(m, w, hubs) for name, m in candidates.items()}
-    out.mkdir(parents=True, exist_ok=True)
-    np.savez(out / "connectivity.npz", **{k.replace(" ", "_"): v for k, v in candidates.items()}, W=w)
-    (out / "scores.json").write_text(json.dumps(scores, indent=2))
-    t = Table(title=f"connectivity vs ground truth ({pick.size} windows)", title_justify="left")
-    for col in ("matrix", "AUROC", "AUPRC", "hubs found", "direction index"):
-        t.add_column(col, justify="left" if col == "matrix" else "right")
-    for name, s in scores.items():
-        t.add_row(name, f"{s['auroc']:.3f}", f"{s['auprc']:.3f}", f"{s['hubs_found']}/{s['hubs_total']}", f"{s['direction_index']:.2f}")
-    console.print(t)
-    _figure(w, candidates, out / "connectivity.png")
-    console.print(f"wrote {out / 'scores.json'}, {out / 'connectivity.npz'} and {out / 'connectivity.png'}")
-
-
-def _figure(w, candidates, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    panels = {"true W (target x source)": w, **candidates}
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4))
-    for ax, (name, m) in zip(axes, panels.items()):
-        m = np.where(np.eye(m.shape[0], dtype=bool), 0, m)
-        ax.imshow(m, cmap="magma", vmin=np.percentile(m, 1), vmax=np.percentile(m, 99.5), interpolation="nearest")
-        ax.set_title(name)
-        ax.set_xlabel("source neuron")
-        ax.set_ylabel("target neuron")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    report = Report(out, "rtdecode embed", {"run": str(from_run), "session": str(data)})
+    sec = report.section("embedding", "Embeddings")
+    embedding_section(sec, out, run, wd, make_split(wd, run.config), log=console.print)
+    report.write()
+    console.print(f"wrote {out / 'latents.npz'}, {out / 'embedding.png'} and {out / 'report.json'}")
