@@ -3,8 +3,10 @@
 simulate a ground-truth session -> tokenize it once (token store) and check the live rolling window against the
 offline tokenizer -> train the small config -> export a bundle (parity-checked) -> start the daemon -> replay the
 held-out block in real time over ZeroMQ as a rig would -> subscribe to the decodes -> score them against the
-simulator's behavior and a ridge baseline, with end-to-end latency. Everything lands in <out>/, and the
-summary in <out>/demo-summary.json. Training, export and serving need the `[train,export]` extras.
+simulator's behavior and a ridge baseline, with end-to-end latency -> write the evaluation report (<out>/report/:
+decoding vs baselines, generation, connectivity, embeddings, the live latency histogram). Everything lands in
+<out>/, the summary in <out>/demo-summary.json. With `reuse`, an existing session, run and bundle in <out>/ are
+used instead of made again (to re-serve or re-report without retraining). Training, export and serving need the `[train,export]` extras.
 """
 
 from __future__ import annotations
@@ -14,11 +16,11 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from rtdecode.io import save_session
+from rtdecode.io import load_session, save_session
 from rtdecode.io.atomic import atomic_write
 from rtdecode.session import Session
 from rtdecode.simulator import SimulationConfig, simulate
@@ -41,6 +43,8 @@ def run_demo(
     train_minutes: float = 0.0,
     parity_windows: int = 16,
     speed: float = 1.0,
+    reuse: bool = False,
+    report: bool = True,
     log: Callable[[str], None] = print,
     progress: Callable[[float], None] | None = None,
 ) -> dict[str, Any]:
@@ -48,10 +52,15 @@ def run_demo(
     out.mkdir(parents=True, exist_ok=True)
     cfg = WindowConfig()
     t0 = time.perf_counter()
-    session = simulate(SimulationConfig(duration=duration, seed=seed), progress=progress)
-    save_session(session, out / "session.npz")
+    if reuse and (out / "session.npz").is_file():
+        session = load_session(out / "session.npz")
+        log(f"reusing {out / 'session.npz'} ({session.n_neurons} neurons x {session.duration:.0f} s)")
+    else:
+        session = simulate(SimulationConfig(duration=duration, seed=seed), progress=progress)
+        save_session(session, out / "session.npz")
+        log(f"simulated {session.n_neurons} neurons x {session.duration:.0f} s in {time.perf_counter() - t0:.1f} s "
+            f"-> {out / 'session.npz'}")
     t_sim = time.perf_counter() - t0
-    log(f"simulated {session.n_neurons} neurons x {session.duration:.0f} s in {t_sim:.1f} s -> {out / 'session.npz'}")
 
     summary = session_summary(session, cfg)
     tokens = tokenize_session(
@@ -71,14 +80,26 @@ def run_demo(
         raise RuntimeError("live rolling window disagreed with the offline tokenizer; this is a bug")
     result: dict[str, Any] = {"session": summary, "split": split.summary(), "live_check": live, "simulate_s": t_sim}
     if train_steps != 0:
-        result.update(_train_export_serve(out, session, train_steps, train_minutes, parity_windows, speed, log))
+        result.update(_train_export_serve(out, session, train_steps, train_minutes, parity_windows, speed, reuse, log))
+        if report:
+            from rtdecode.report.evaluate import evaluate_report
+
+            log(f"writing the evaluation report -> {out / 'report'} ...")
+            live = {"demo_real_time": {"raw_ms": result["serve"]["raw_latency_ms"],
+                                       "deadline_misses": result["serve"]["deadline_misses"]}}
+            numbers = evaluate_report(out / "bundle", out / "session.npz", out / "report", latency_runs=live,
+                                      max_windows=100 if duration < 120 else 400,
+                                      connectivity_windows=300 if duration < 120 else 1500, seed=seed, log=log)
+            result["report"] = {"path": str(out / "report" / "report.html"),
+                                "generation": {k: numbers["generation"][k] for k in ("generated", "poisson")},
+                                "connectivity_bar": numbers["connectivity"].get("bar")}
     with atomic_write(out / "demo-summary.json") as f:
         f.write(json.dumps(result, indent=2).encode())
     return result
 
 
 def _train_export_serve(out: Path, session: Session, steps: int, minutes: float, parity_windows: int, speed: float,
-                        log: Callable[[str], None]) -> dict[str, Any]:
+                        reuse: bool, log: Callable[[str], None]) -> dict[str, Any]:
     """Train the small config, export it, serve it, replay the held-out block through the daemon, score."""
     import dataclasses
     import threading
@@ -88,7 +109,7 @@ def _train_export_serve(out: Path, session: Session, steps: int, minutes: float,
     from rtdecode.export.onnx import export_bundle
     from rtdecode.replay import send_paced, session_messages
     from rtdecode.training.baselines import pearson_r
-    from rtdecode.training.config import load_config
+    from rtdecode.training.config import RunConfig, load_config
     from rtdecode.training.data import WindowData
     from rtdecode.training.train import make_split, train
 
@@ -96,17 +117,28 @@ def _train_export_serve(out: Path, session: Session, steps: int, minutes: float,
     steps = steps if steps > 0 else cfg.train.max_steps  # the config's schedule, cut by the time budget
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=steps, max_minutes=minutes,
                                                              eval_every=max(1, min(cfg.train.eval_every, steps // 3))))
-    log(f"training the small config ({steps} steps, at most {minutes:g} min) ...")
-    trained = train(cfg, out / "session.npz", out / "run", log=lambda _: None)
-    log(f"  {trained.step} steps at {trained.windows_per_s:.0f} windows/s; test r: " + ", ".join(
-        f"{k[:-2]} {v:.3f}" for k, v in trained.test.items() if k.endswith("_r")))
+    if reuse and (out / "run" / "checkpoint.json").is_file():
+        from rtdecode.training.checkpoint import read_meta
+
+        meta = read_meta(out / "run")
+        cfg = RunConfig.from_dict(meta["config"])
+        trained = _Trained(meta["step"], meta["throughput"]["windows_per_s"], meta["test"], meta["baseline"])
+        log(f"reusing the run in {out / 'run'} ({trained.step} steps)")
+    else:
+        log(f"training the small config ({steps} steps, at most {minutes:g} min) ...")
+        trained = train(cfg, out / "session.npz", out / "run", log=lambda _: None)
+        log(f"  {trained.step} steps at {trained.windows_per_s:.0f} windows/s; test r: " + ", ".join(
+            f"{k[:-2]} {v:.3f}" for k, v in trained.test.items() if k.endswith("_r")))
     data = WindowData(session, cfg)
     split = make_split(data, cfg)
     runs = np.split(split.test, np.flatnonzero(np.diff(split.test) != 1) + 1)
     block = max(runs, key=len)
-    export_bundle(out / "run", out / "bundle", data=data, windows=block[:: max(1, block.size // parity_windows)][:parity_windows],
-                  log=lambda _: None)
-    log(f"exported {out / 'bundle'} (parity checked against PyTorch)")
+    if reuse and (out / "bundle" / "manifest.json").is_file():
+        log(f"reusing the bundle in {out / 'bundle'}")
+    else:
+        export_bundle(out / "run", out / "bundle", data=data,
+                      windows=block[:: max(1, block.size // parity_windows)][:parity_windows], log=lambda _: None)
+        log(f"exported {out / 'bundle'} (parity checked against PyTorch)")
     starts = data.tokens.window_starts()
     t0, t1 = float(starts[block[0]]), float(starts[block[-1]]) + cfg.window.window
     ipc = Path(tempfile.mkdtemp(prefix="rtd-demo-"))
@@ -144,8 +176,18 @@ def _train_export_serve(out: Path, session: Session, steps: int, minutes: float,
     return {"train": {"steps": trained.step, "windows_per_s": trained.windows_per_s, "test": trained.test,
                       "baseline": trained.baseline},
             "serve": {"windows": len(got), "expected": int(block.size), "latency_p50_ms": float(p50), "latency_p99_ms": float(p99),
+                      "raw_latency_ms": lat.tolist(),
                       "deadline_misses": status["deadline_misses"], "skipped": status["counters"].get("windows_skipped", 0)},
             "decoding": scores}
+
+
+class _Trained(NamedTuple):
+    """The parts of a TrainResult the demo reports, also readable from a finished run's checkpoint.json."""
+
+    step: int
+    windows_per_s: float
+    test: dict[str, float]
+    baseline: dict[str, float]
 
 
 def _listen(sub: Any, sink: list[dict[str, Any]], last_window: int) -> None:

@@ -167,12 +167,15 @@ def demo(
     train_minutes: Annotated[float, typer.Option(help="Training time budget, minutes (ignored with --quick).")] = 5.0,
     skip_training: Annotated[bool, typer.Option(help="Stop after the data stages (no torch needed).")] = False,
     seed: Annotated[int, typer.Option(help="Seed of the simulated session and the split.")] = 0,
+    reuse: Annotated[bool, typer.Option(help="Reuse the session, run and bundle already in --out (skip simulating, training and exporting).")] = False,
+    report: Annotated[bool, typer.Option(help="Write the evaluation report to <out>/report/ at the end.")] = True,
 ) -> None:
     """Run the whole pipeline on the built-in simulated session and print a summary.
 
     Simulates a ground-truth hub network with video and behavior -> tokenizes it (checking the live window against
     offline tokenization) -> trains the small model -> exports a bundle -> serves it with the daemon -> replays the
-    held-out block in real time over ZeroMQ -> scores the live decodes against the truth and a ridge baseline.
+    held-out block in real time over ZeroMQ -> scores the live decodes against the truth and a ridge baseline ->
+    writes the evaluation report (<out>/report/report.html).
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -187,7 +190,8 @@ def demo(
             out, duration=60.0 if quick else duration, seed=seed, log=bar.console.print,
             progress=lambda frac: bar.update(task, completed=frac),
             train_steps=0 if skip_training else (60 if quick else -1),
-            train_minutes=0.0 if quick else train_minutes, parity_windows=4 if quick else 16,
+            train_minutes=0.0 if quick else train_minutes, parity_windows=4 if quick else 16, reuse=reuse,
+            report=report,
         )
     _print_summary(result["session"], title=f"simulated session ({out / 'session.npz'})")
     if "decoding" in result:
@@ -200,4 +204,10 @@ def demo(
         sv = result["serve"]
         console.print(f"served {sv['windows']}/{sv['expected']} windows: end-to-end latency p50 {sv['latency_p50_ms']:.2f} ms, "
                       f"p99 {sv['latency_p99_ms']:.2f} ms, deadline misses {sv['deadline_misses']}")
+    if "report" in result:
+        g = result["report"]["generation"]
+        console.print(f"generation (held-out, vs Poisson at training rates): set F1 {g['generated']['set_f1']:.3f} vs "
+                      f"{g['poisson']['set_f1']:.3f}, per-neuron rate r {g['generated']['rate_correlation']:.3f} vs "
+                      f"{g['poisson']['rate_correlation']:.3f}")
+        console.print(f"report: {result['report']['path']}")
     console.print(f"[green]demo finished[/]: summary in {out / 'demo-summary.json'}")
