@@ -77,8 +77,9 @@ def write_keypair(out_dir: str | Path, name: str = "rtdecode", force: bool = Fal
     public_path, secret_path = out / f"{name}{PUBLIC_SUFFIX}", out / f"{name}{SECRET_SUFFIX}"
     existing = [str(p) for p in (public_path, secret_path) if p.exists()]
     if existing and not force:
-        raise AuthError(f"{' and '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; pass --force to replace it (peers holding the old public "
-                        "key will be refused) or choose another --name")
+        verb = "exists" if len(existing) == 1 else "exist"
+        raise AuthError(f"{' and '.join(existing)} already {verb}; pass --force to replace it (peers holding the old "
+                        "public key will be refused) or choose another --name")
     public, secret = zmq.curve_keypair()
     with atomic_write(secret_path) as f:  # the temporary is created 0600 (mkstemp); chmod states the intent
         os.fchmod(f.fileno(), 0o600)

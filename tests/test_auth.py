@@ -20,7 +20,14 @@ pytest.importorskip("onnxruntime")
 if not zmq.has("curve"):
     pytest.skip("libzmq without CURVE", allow_module_level=True)
 
-from rtdecode.auth import AuthError, exposure_warnings, load_allowed_keys, load_keypair, load_public_key, write_keypair  # noqa: E402
+from rtdecode.auth import (  # noqa: E402
+    AuthError,
+    exposure_warnings,
+    load_allowed_keys,
+    load_keypair,
+    load_public_key,
+    write_keypair,
+)
 from rtdecode.client import Producer, Subscriber  # noqa: E402
 from rtdecode.daemon import Daemon, ServeConfig  # noqa: E402
 from test_daemon import collect, running_daemon  # noqa: E402
