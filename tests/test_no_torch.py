@@ -32,6 +32,8 @@ SERVE_MODULES = [
     "rtdecode.client",
     "rtdecode.replay",
     "rtdecode.recording",
+    "rtdecode.auth",
+    "rtdecode.hostile",
 ]
 
 
