@@ -46,6 +46,8 @@ __all__ = ["ServeConfig", "Daemon", "is_loopback"]
 
 log = logging.getLogger("rtdecode.daemon")
 
+_MSG_COUNTER = {Spikes: "msg_spikes", Frame: "msg_frame", BehaviorSamples: "msg_behavior", Clock: "msg_clock",
+                Control: "msg_control"}  # accepted messages per wire topic
 MAX_SOURCES = 256  # producers (`src`) whose sequence is tracked; the least recently seen is forgotten beyond this
 
 
@@ -224,7 +226,7 @@ class Daemon:
             return
         if not self._check_seq(msg):
             return
-        self.counters[f"msg_{type(msg).__name__.lower()}"] += 1
+        self.counters[_MSG_COUNTER[type(msg)]] += 1
         closed: list[ClosedWindow] = []
         if isinstance(msg, Spikes):
             neurons = self._map_units(msg.neurons) if msg.unit_ids else msg.neurons
@@ -363,7 +365,8 @@ class Daemon:
         self._fold_window_counters()
         lat = np.array(self.latencies) if self.latencies else np.zeros(1)
         p50, p99, p999 = np.percentile(lat, [50, 99, 99.9])
-        counters = dict(self.counters)
+        # saturate: msgpack packs integers up to 2**64 - 1 and a hostile seq jump can add ~2**64 to seq_missing
+        counters = {k: min(int(v), 2**63 - 1) for k, v in self.counters.items()}
         if self.recorder is not None:
             counters.update({f"recording_{k}": int(v) for k, v in self.recorder.stats.items() if isinstance(v, (int, np.integer))})
         if self.generator is not None:

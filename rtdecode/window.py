@@ -9,7 +9,9 @@ Rules, chosen so that a time-sorted stream gives exactly `tokenize_session`'s to
 * An event older than the open window is late: it is dropped and counted, never re-opens a closed window
   (its decode is already published). Before the first window has closed, events older than it are kept as that
   window's history, exactly as offline tokenization uses spikes before a session's first window.
-* Events with a neuron index outside [0, n_neurons) or a non-finite time are dropped and counted.
+* Events with a neuron index outside [0, n_neurons) or a non-finite time (or one so far out that its time
+  quantum would overflow: beyond 2**62 / n_neurons quanta, 146,000 years for 1000 neurons at 1 ms) are dropped
+  and counted; so is such a watermark.
 * Inside the open window arrival order does not matter: events are sorted into token order when it closes.
 * Time faults: a clock that jumps back makes everything behind the open window late (counted, dropped; a
   watermark behind it is counted as `late_clock` and ignored) until data time passes the open window again,
@@ -34,7 +36,6 @@ from rtdecode.tokenizer import (
     WindowConfig,
     order_events,
     pack_tokens,
-    quantize,
     quantize_floor,
     window_range,
 )
@@ -117,6 +118,8 @@ class RollingWindow:
         self._B = config.bins_per_window
         self._P = config.prev_bins
         self._max_spikes = config.max_spikes
+        # times whose quantum would overflow the int64 token-order key (quantum * N + neuron) are bad, not data
+        self._max_q = float(2**62 // max(self.n_neurons, 1))
         self._open = window_range(start, start, config)[0]  # first window starting at or after `start`
         self._lo = self._open * self._B  # first quantum of the open window
         self._hi = self._lo + self._B
@@ -160,7 +163,7 @@ class RollingWindow:
         if qf.size and qf.min() >= self._lo and qf.max() < self._hi:
             self._append(qf, neurons)
             return _NO_WINDOWS
-        finite = np.isfinite(qf)
+        finite = np.abs(qf) < self._max_q  # False for NaN and inf too
         if not finite.all():
             self.counters.bad_time += int((~finite).sum())
             qf, neurons = qf[finite], neurons[finite]
@@ -168,7 +171,11 @@ class RollingWindow:
 
     def advance(self, t: float) -> list[ClosedWindow]:
         """Watermark: no event older than `t` will come; close every window ending at or before t."""
-        q = int(quantize(np.array([t], dtype=np.float64), self.config)[0])
+        qf = float(quantize_floor(np.array([t], dtype=np.float64), self.config)[0])
+        if not abs(qf) < self._max_q:
+            self.counters.bad_time += 1
+            return _NO_WINDOWS
+        q = int(qf)
         if q < self._lo and self._any_closed:
             self.counters.late_clock += 1  # the clock went back: nothing to close, counted
         target = q // self._B  # the window containing t stays open

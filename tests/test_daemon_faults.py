@@ -86,3 +86,24 @@ def test_sequence_numbers_per_producer():
     c = status["counters"]
     assert d["n_spikes"] == 6 and c["msg_spikes"] == 6 and c["bad_frame"] == 1
     assert (c["seq_duplicate"], c["seq_gap"], c["seq_missing"], c["seq_reset"]) == (1, 1, 3, 1)
+
+
+def test_valid_messages_with_extreme_values_do_not_stop_the_daemon():
+    """Values the wire format allows but no rig sends: times of +-1e300 and 1e15 s, seq jumping by 2**64 - 1
+    (its seq_missing total passes what msgpack can pack: status saturates it at 2**63 - 1). The daemon counts
+    them, keeps answering, and decodes normally after a reset."""
+    with running_daemon(V1_BUNDLE) as daemon, connected(daemon) as (prod, sub):
+        for seq in (0, 2**64 - 1, 0, 2**64 - 1):
+            prod.send(encode_clock(seq, 0.0, 0.0, src="evil"))
+        prod.spikes(np.array([1e300, -1e300, 9.2e17, 1e15, 0.01]), np.array([1, 2, 3, 4, 5], np.int32))
+        for t in (1e300, -1e300):
+            prod.clock(t)
+        status = final_status(prod, sub)
+        prod.control("reset")
+        prod.spikes(np.array([0.01]), np.array([1], np.int32))
+        prod.clock(0.05)
+        (d,) = collect(sub, "decode", lambda out: len(out) >= 1)
+    c = status["counters"]
+    assert c["seq_missing"] == 2**63 - 1 and c["seq_reset"] == 1
+    assert (c["bad_time"], c["late"]) == (5, 1)  # 1e15 s is a far-future spike: the window jumps there
+    assert (d["window"], d["n_spikes"]) == (0, 1)
