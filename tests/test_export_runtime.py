@@ -116,6 +116,9 @@ def test_seeded_runtime_sampling_is_reproducible(bundle_dir):
         (lambda d: _edit(d, lambda m: m["cache"].update(slots=10**9)), "cache.slots"),
         (lambda d: _edit(d, lambda m: m["graphs"]["decode"]["inputs"][0].update(dtype="object")), "dtype"),
         (lambda d: (d / "manifest.json").write_text("{"), "not valid JSON"),
+        (lambda d: _edit(d, lambda m: m["cache"].update(layers=4096, heads=4096, head_dim=64)), "GiB"),
+        (lambda d: (d / "manifest.json").write_text(" " * (5 << 20) + "{}"), "refusing to read"),
+        (lambda d: _edit(d, lambda m: m["config"]["window"].update(block_size=10**7)), "block sizes"),
     ],
 )
 def test_corrupt_bundles_are_refused(bundle_dir, tmp_path, corrupt, message):

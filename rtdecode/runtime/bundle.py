@@ -20,6 +20,10 @@ FORMAT = "rtdecode-bundle"
 FORMAT_VERSION = 1
 GRAPHS = ("decode", "context", "step")
 ALLOWED_DTYPES = {"int64", "float32", "float16", "bool", "int32"}
+MAX_MANIFEST_BYTES = 4 << 20  # a real manifest is ~20 kB (the neuron ID map dominates); read nothing bigger
+MAX_CACHE_BYTES = 4 << 30  # K + V for one window at float32; the release model needs ~10 MB
+MAX_NEURONS = 1 << 20
+MAX_BLOCK = 1 << 16
 
 __all__ = ["Bundle", "BundleError", "FORMAT", "FORMAT_VERSION", "sha256"]
 
@@ -41,6 +45,9 @@ class Bundle:
         mpath = path / "manifest.json"
         if not mpath.exists():
             raise BundleError(f"{path}: no manifest.json (make a bundle with `rtdecode export --from RUN --out {path}`)")
+        size = mpath.stat().st_size
+        if size > MAX_MANIFEST_BYTES:
+            raise BundleError(f"{mpath}: {size:,} bytes; a manifest is at most {MAX_MANIFEST_BYTES:,} (refusing to read it)")
         try:
             m = json.loads(mpath.read_text())
         except json.JSONDecodeError as e:
@@ -60,10 +67,19 @@ class Bundle:
             raise BundleError(f"{mpath}: invalid window config or vocabulary ({e})") from e
         if len(vocab.neuron_ids) != vocab.n_neurons:
             raise BundleError(f"{mpath}: vocabulary has {vocab.n_neurons} neurons but {len(vocab.neuron_ids)} IDs")
+        if not 0 < vocab.n_neurons <= MAX_NEURONS:
+            raise BundleError(f"{mpath}: {vocab.n_neurons} neurons; at most {MAX_NEURONS:,} are supported")
+        if not (0 < window.block_size <= MAX_BLOCK and 0 <= window.prev_block_size <= MAX_BLOCK):
+            raise BundleError(f"{mpath}: block sizes {window.block_size}/{window.prev_block_size} out of range (1..{MAX_BLOCK})")
+        cache = 2 * 4  # K and V, float32
         for key in ("layers", "heads", "head_dim", "slots"):
             v = m["cache"].get(key)
             if not isinstance(v, int) or not 0 < v <= 65536:
                 raise BundleError(f"{mpath}: cache.{key} must be a positive integer <= 65536; got {v!r}")
+            cache *= v
+        if cache > MAX_CACHE_BYTES:
+            raise BundleError(f"{mpath}: the generation cache would take {cache / 2**30:.1f} GiB per window "
+                              f"(layers x heads x head_dim x slots); at most {MAX_CACHE_BYTES / 2**30:.0f} GiB")
         for name in GRAPHS:
             g = m["graphs"].get(name)
             if not isinstance(g, dict) or not isinstance(g.get("file"), str) or "/" in g["file"] or ".." in g["file"]:
