@@ -183,14 +183,27 @@ class Daemon:
                             frames = self.pull.recv_multipart(zmq.NOBLOCK)
                         except zmq.Again:
                             break
-                        self.handle(frames, time.perf_counter())
+                        self._guarded(self.handle, frames, time.perf_counter())
                 if self.gen_pull is not None and self.gen_pull in events:
-                    self._forward_activity()
+                    self._guarded(self._forward_activity)
                 if time.monotonic() >= next_status:
-                    self.publish_status()
+                    self._guarded(self.publish_status)
                     next_status = time.monotonic() + self.config.status_interval
         finally:
             self.close()
+
+    def _guarded(self, step: Any, *args: Any) -> None:
+        """Run one step of the loop; an unexpected exception (a bug, not bad input: that is counted by reason) is
+        counted as `internal_error`, logged with its traceback (the first 10, then rate-limited) and the daemon
+        serves on. A rig loses one message's work instead of the session; the counter says it happened."""
+        try:
+            step(*args)
+        except Exception as e:
+            self.counters["internal_error"] += 1
+            if self.counters["internal_error"] <= 10:
+                log.exception("internal error in %s (counted as internal_error; serving on)", step.__name__)
+            else:
+                self._warn.warn("internal_error", f"{step.__name__}: {type(e).__name__}: {e}")
 
     def close(self) -> None:
         if self.generator is not None:
