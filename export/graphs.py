@@ -6,6 +6,10 @@
   block. Run once per window before generation.
 * `step`    — new tokens + the context + a caller-owned fixed-size KV cache -> next-ID and next-time logits of
   the last new token, and the new tokens' keys/values (the caller writes them into its cache).
+* `stream`  — the same inputs as `step` -> the sum of the new tokens' final hidden states and their keys/values:
+  a window's spikes run through the model batch by batch while the window is open (streaming decode).
+* `finalize` — a window's summed hidden states and its token count -> each behavior target's output: the mean
+  pool and the heads, the only work left when a streamed window closes.
 
 Each wrapper only re-plumbs tensors into the model's own methods, so the graphs compute exactly what training
 and the PyTorch generator compute. Input/output names are fixed here and recorded in the bundle manifest.
@@ -20,7 +24,8 @@ import torch.nn as nn
 
 from rtdecode.training.model import Context, CrossMemory, Neuroformer
 
-__all__ = ["GraphSpec", "DecodeGraph", "ContextGraph", "StepGraph", "context_layout", "window_input_names"]
+__all__ = ["GraphSpec", "DecodeGraph", "ContextGraph", "StepGraph", "StreamGraph", "FinalizeGraph", "context_layout",
+           "window_input_names"]
 
 TOKEN_INPUTS = ("ids", "dts", "lengths")
 HISTORY_INPUTS = ("prev_ids", "prev_dts", "prev_lengths")
@@ -131,3 +136,36 @@ class StepGraph(nn.Module):
         h, new_k, new_v = m.forward_tokens_fixed(ids, dts, unflatten_context(m, context), past_k, past_v, pos)
         id_logits, dt_logits = m.token_logits(h[:, -1])  # only the last token's: what sampling needs
         return id_logits, dt_logits, new_k, new_v
+
+
+class StreamGraph(nn.Module):
+    """`step` for decoding: returns the new tokens' summed hidden states instead of logits. Summing inside the
+    graph keeps the host's state per window one (B, D) vector however many tokens have streamed through."""
+
+    def __init__(self, model: Neuroformer) -> None:
+        super().__init__()
+        self.model = model
+        self.spec = GraphSpec(
+            ("ids", "dts", "pos", "past_k", "past_v") + context_output_names(model), ("hidden_sum", "new_k", "new_v")
+        )
+
+    def forward(self, ids: torch.Tensor, dts: torch.Tensor, pos: torch.Tensor, past_k: torch.Tensor,
+                past_v: torch.Tensor, *context: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        m = self.model
+        h, new_k, new_v = m.forward_tokens_fixed(ids, dts, unflatten_context(m, context), past_k, past_v, pos)
+        return h.sum(dim=1), new_k, new_v  # (B, D), (L, B, H, t, hd) x 2
+
+
+class FinalizeGraph(nn.Module):
+    """Mean pool (hidden_sum / count, as `Neuroformer.pool`) and the behavior heads."""
+
+    def __init__(self, model: Neuroformer) -> None:
+        super().__init__()
+        self.model = model
+        self.spec = GraphSpec(("hidden_sum", "count"), tuple(f"behavior_{b.name}" for b in model.cfg.targets))
+
+    def forward(self, hidden_sum: torch.Tensor, count: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        m = self.model
+        pooled = hidden_sum / count.to(hidden_sum.dtype).clamp_min(1.0).unsqueeze(-1)  # (B, D)
+        out = m.behavior_outputs(pooled)
+        return tuple(out[b.name] for b in m.cfg.targets)

@@ -8,6 +8,8 @@ Bundle layout (format version 1):
     decode.onnx     whole window -> behavior outputs
     context.onnx    history/frames/behavior inputs -> cross-attention keys/values
     step.onnx       new tokens + context + fixed-size KV cache -> next logits + new keys/values
+    stream.onnx     (optional; written since 0.2) new tokens + context + cache -> summed hidden states + new K/V
+    finalize.onnx   (optional; written since 0.2) summed hidden states + token count -> behavior outputs
 
 Dynamic axes: batch (B), tokens (T, or t for a step), history tokens (M) and behavior samples. The KV cache has a
 fixed size C = block_size slots, owned by the caller, so a step never reallocates or copies the cache (measured
@@ -30,7 +32,7 @@ import numpy as np
 import torch
 
 from rtdecode.io.atomic import atomic_path, atomic_write
-from rtdecode.export.graphs import ContextGraph, DecodeGraph, StepGraph, context_input_names
+from rtdecode.export.graphs import ContextGraph, DecodeGraph, FinalizeGraph, StepGraph, StreamGraph, context_input_names
 from rtdecode.runtime.bundle import FORMAT, FORMAT_VERSION, sha256
 from rtdecode.training.checkpoint import LoadedRun
 
@@ -93,8 +95,11 @@ def _export(module: torch.nn.Module, args: tuple[torch.Tensor, ...], names: tupl
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)
         shapes = [dynamic.get(n, {}) for n in names]
         # the wrappers take their trailing tensors as *varargs: torch.export sees them as one nested input
-        fixed = 5 if isinstance(module, StepGraph) else 0
-        nested = (*shapes[:fixed], tuple(shapes[fixed:]))
+        if isinstance(module, FinalizeGraph):  # plain positional inputs
+            nested: tuple[Any, ...] = tuple(shapes)
+        else:
+            fixed = 5 if isinstance(module, (StepGraph, StreamGraph)) else 0
+            nested = (*shapes[:fixed], tuple(shapes[fixed:]))
         torch.onnx.export(module, args, tmp, input_names=list(names), output_names=list(outputs),
                           dynamic_shapes=nested, dynamo=True, opset_version=opset, verbose=False,
                           external_data=False)
@@ -142,7 +147,8 @@ def export_bundle(
     out.mkdir(parents=True, exist_ok=True)
     batch = example_batch(run, data, windows)
     tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch.items()}
-    graphs = {"decode": DecodeGraph(model), "context": ContextGraph(model), "step": StepGraph(model)}
+    graphs = {"decode": DecodeGraph(model), "context": ContextGraph(model), "step": StepGraph(model),
+              "stream": StreamGraph(model), "finalize": FinalizeGraph(model)}
     cfg = run.config
     n_causal = len(model.feature) + len(model.fused)
     H, hd, C = cfg.model.n_heads, cfg.model.d_model // cfg.model.n_heads, cfg.window.block_size
@@ -155,7 +161,11 @@ def export_bundle(
     manifest_graphs: dict[str, Any] = {}
     for name, module in graphs.items():
         spec = module.spec
-        if name == "step":
+        if name == "finalize":
+            args = (torch.zeros(B, cfg.model.d_model), torch.full((B,), 3, dtype=torch.int64))
+            Bd = torch.export.Dim("batch", min=1, max=1024)
+            dyn = {"hidden_sum": {0: Bd}, "count": {0: Bd}}
+        elif name in ("step", "stream"):
             args = step_args
             Dim = torch.export.Dim
             Bd, td, Md = Dim("batch", min=1, max=1024), Dim("tokens", min=1, max=C), Dim("history", min=1, max=8192)

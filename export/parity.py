@@ -4,6 +4,8 @@ Checked on the same input batch (held-out windows when the export was given data
 * decode: every behavior output;  * context: every cross-attention key/value;
 * step: next-ID/next-time logits of each token fed one at a time through the fixed-size cache, against the full
   teacher-forced PyTorch forward at the same positions;
+* stream: each window's tokens in two chunks through the `stream` graph's cache, then `finalize`, against the
+  decode outputs of PyTorch;
 * generation: greedy next-window tokens from the numpy runtime (`Decoder.generate`) against the PyTorch
   generator (`training.generate.generate_window`), token for token.
 """
@@ -63,6 +65,25 @@ def check_parity(run: LoadedRun, bundle_dir: Path, batch: dict[str, np.ndarray],
         errs.append(_max_abs([full_id[:, pos].numpy(), full_dt[:, pos].numpy()], [id_l, dt_l]))
     result["step_max_abs"] = max(errs, default=0.0)
 
+    # streaming decode: each window's tokens in two chunks through `stream`, then `finalize`, vs the PyTorch decode
+    if decoder.can_stream:
+        errs = []
+        for b in range(B):
+            n = int(batch["lengths"][b])
+            k, v = np.zeros_like(past_k[:, :1]), np.zeros_like(past_v[:, :1])
+            ctx_b = {name: x[b : b + 1] for name, x in ctx_feeds.items()}
+            total = np.zeros((1, model.cfg.model.d_model), np.float32)
+            for lo, hi in ((0, n // 2), (n // 2, n)):
+                if hi <= lo:
+                    continue
+                hs, nk, nv = ort.run("stream", {"ids": batch["ids"][b : b + 1, lo:hi], "dts": batch["dts"][b : b + 1, lo:hi],
+                                                "pos": np.array(lo, np.int64), "past_k": k, "past_v": v, **ctx_b})
+                k[:, :, :, lo:hi], v[:, :, :, lo:hi] = nk, nv
+                total += hs
+            got_b = ort.run("finalize", {"hidden_sum": total, "count": np.array([n], np.int64)})
+            errs.append(_max_abs([r[b : b + 1] for r in ref], got_b))
+        result["stream_max_abs"] = max(errs, default=0.0)
+
     # greedy generation, numpy runtime vs PyTorch generator
     ids_rt, dts_rt = decoder.generate(batch, temperature=0.0, max_tokens=generate_tokens)
     ids_pt, dts_pt = generate_window(model, ctx, SamplingConfig(temperature=0.0), max_tokens=generate_tokens)
@@ -70,5 +91,6 @@ def check_parity(run: LoadedRun, bundle_dir: Path, batch: dict[str, np.ndarray],
     result["generation_tokens"] = int(sum(i.size for i in ids_pt))
     result["generation_identical"] = bool(same)
     result["tolerance"] = tolerance
-    result["passed"] = bool(max(result["decode_max_abs"], result["context_max_abs"], result["step_max_abs"]) <= tolerance and same)
+    worst = max(result["decode_max_abs"], result["context_max_abs"], result["step_max_abs"], result.get("stream_max_abs", 0.0))
+    result["passed"] = bool(worst <= tolerance and same)
     return result

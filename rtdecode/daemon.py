@@ -39,6 +39,7 @@ from rtdecode.protocol import (
 )
 from rtdecode.rings import FrameRing, SampleRing
 from rtdecode.runtime import Bundle, Decoder
+from rtdecode.runtime.streaming import StreamingError, WindowStream
 from rtdecode.tokenizer import history_tokens, token_inputs
 from rtdecode.window import ClosedWindow, RollingWindow
 
@@ -66,6 +67,9 @@ class ServeConfig:
         deadline_ms: per-window budget from the closing message's arrival to the decode's publication
             (None = the window length).
         skip_backlog: when several windows close at once, decode only the newest (count the rest).
+        streaming: run each window's spikes through the model while it is open, leaving only the tail for the
+            moment it closes (`rtdecode.runtime.streaming`); same decodes as window at a time (tested within 1e-5).
+            Needs a bundle with the stream/finalize graphs; windows it cannot stream exactly are decoded at a time.
         start: session start time, s: the first window starts at the first grid point at or after it.
         status_interval: seconds between status messages.
         rcvhwm, sndhwm: ZeroMQ high-water marks (messages) of the input and output sockets.
@@ -85,6 +89,7 @@ class ServeConfig:
     record: Path | None = None
     deadline_ms: float | None = None
     skip_backlog: bool = True
+    streaming: bool = False
     start: float = 0.0
     status_interval: float = 1.0
     rcvhwm: int = 10_000
@@ -116,6 +121,9 @@ class Daemon:
         ids = np.asarray(self.bundle.vocab.neuron_ids, np.int64)
         self._unit_order = np.argsort(ids, kind="stable")
         self._unit_sorted = ids[self._unit_order]
+        if config.streaming and not self.decoder.can_stream:
+            raise StreamingError(f"{bundle_dir} has no stream/finalize graphs (or backend {config.backend} cannot run "
+                                 "them): re-export the run with this rtdecode, or serve without --streaming")
         self._start_session(config.start)
         self.deadline_ms = config.deadline_ms if config.deadline_ms is not None else self.bundle.window.window * 1e3
         self.counters: collections.Counter[str] = collections.Counter()
@@ -254,6 +262,8 @@ class Daemon:
             self._on_control(msg)
         if closed:
             self._decode(closed, msg.seq, msg.t_send, t_recv)
+        if self.config.streaming and not isinstance(msg, Control):
+            self._stream(msg)  # after the decode is published: off its critical path
 
     def _validate(self, msg: Any) -> None:
         """The checks that need the model (frame size, behavior names); ProtocolError like the wire checks."""
@@ -304,11 +314,15 @@ class Daemon:
             return
         if not self.frames.push(msg.t, msg.pixels):
             self.counters["out_of_order"] += 1
+        else:
+            self._context_version += 1
 
     def _on_behavior(self, msg: BehaviorSamples) -> None:
         dropped = self.behavior[msg.name].push(msg.times, msg.values)
         if dropped:
             self.counters["out_of_order"] += dropped
+        if dropped < msg.times.size:
+            self._context_version += 1
 
     def _on_control(self, msg: Control) -> None:
         if msg.cmd == "status":
@@ -327,6 +341,28 @@ class Daemon:
         fr = self.bundle.frames
         self.frames = FrameRing(fr["height"], fr["width"]) if fr.get("enabled") else None
         self.behavior = {b["name"]: SampleRing() for b in self.bundle.behavior_inputs}
+        self.stream: WindowStream | None = None  # the open window's streaming decode
+        self._context_version = 0  # bumped by every accepted frame/behavior sample: the stream's context key
+
+    def _context_key(self, window: ClosedWindow) -> tuple[int, int]:
+        """Changes whenever the window's context might: a frame or behavior sample was accepted, or its history
+        grew (only possible before the first window closes, when early spikes become the first window's history)."""
+        return self._context_version, int(window.prev_neurons.size)
+
+    def _stream(self, msg: Any) -> None:
+        """Bring the open window's stream up to date: (re)start it, refresh its context, commit complete quanta."""
+        opened = self.window.open_window()
+        key = self._context_key(opened)
+        if self.stream is None or self.stream.index != opened.index:
+            self.stream = WindowStream(self.decoder, opened, self.feeds(opened), key)
+        elif self.stream.key != key:
+            self.stream.set_context(self.feeds(opened), key)
+            self.counters["stream_context_refresh"] += 1
+        if isinstance(msg, Clock):
+            boundary = self.window.quantum_offset(msg.t)  # quanta before the watermark's are complete
+        else:
+            boundary = int(opened.offsets[-1]) if opened.offsets.size else 0  # the newest quantum may still grow
+        self.stream.commit(opened, boundary)
 
     # ------------------------------------------------------------------ decoding
     def feeds(self, window: ClosedWindow) -> dict[str, np.ndarray]:
@@ -342,8 +378,17 @@ class Daemon:
             self.counters["windows_skipped"] += len(closed) - 1
             closed = closed[-1:]
         for w in closed:
-            feeds = self.feeds(w)
-            values = {k: float(v[0]) for k, v in self.decoder.decode(feeds).items()}
+            feeds = None
+            stream, self.stream = self.stream, None
+            if stream is not None and stream.index == w.index and stream.matches(w, self._context_key(w)):
+                out = stream.finish(w)
+                self.counters["windows_streamed"] += 1
+            else:
+                if stream is not None and stream.index == w.index:
+                    self.counters["stream_fallback"] += 1  # out-of-order events or a late context change
+                feeds = self.feeds(w)
+                out = self.decoder.decode(feeds)
+            values = {k: float(v[0]) for k, v in out.items()}
             latency = (time.perf_counter() - t_recv) * 1e3
             n = int(w.neurons.size)
             self._publish(encode_decode(self._out_seq, time.monotonic(), w.index, w.start, w.end, values, n,
@@ -353,7 +398,7 @@ class Daemon:
             if latency > self.deadline_ms:
                 self.counters["deadline_misses"] += 1
             if self.generator is not None:
-                self.generator.submit(feeds, w, in_seq, in_t_send)
+                self.generator.submit(feeds if feeds is not None else self.feeds(w), w, in_seq, in_t_send)
 
     def _forward_activity(self) -> None:
         while True:

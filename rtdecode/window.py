@@ -181,6 +181,22 @@ class RollingWindow:
         target = q // self._B  # the window containing t stays open
         return self._close_until(target) if target > self._open else _NO_WINDOWS
 
+    def open_window(self) -> ClosedWindow:
+        """The open window as it stands: its events so far in token order and its history (streaming decode reads
+        it while the window is open). Events still to come may sort anywhere after the last complete time quantum."""
+        order = order_events(self._bins[: self._n], self._neurons[: self._n], self.n_neurons)
+        h_lo = np.searchsorted(self._hist_bins, self._lo - self._P, side="left")
+        start = self.config.origin + self._lo * self.config.dt
+        return ClosedWindow(self._open, start, start + self.config.window, self._neurons[: self._n][order],
+                            self._bins[: self._n][order] - self._lo, self._hist_neurons[h_lo:],
+                            self._hist_bins[h_lo:] - (self._lo - self._P))
+
+    def quantum_offset(self, t: float) -> int:
+        """Offset in quanta of time `t` from the open window's start (a watermark's first incomplete quantum);
+        0 for a time that is not a usable watermark (non-finite or out of range)."""
+        qf = float(quantize_floor(np.array([t], dtype=np.float64), self.config)[0])
+        return int(qf) - self._lo if abs(qf) < self._max_q else 0
+
     def flush(self) -> list[ClosedWindow]:
         """Close the open window regardless (end of stream). Offline tokenization only keeps windows that are
         complete inside the session, so use `advance(session.stop)` to match it exactly."""

@@ -73,11 +73,13 @@ def offline_decodes(bundle: Path, session, windows: np.ndarray) -> dict[str, np.
     return Decoder(b, backend="onnxruntime").decode(data.batch(windows, Normalisation.from_dict(b.manifest["normalisation"])))
 
 
-def test_streaming_parity_with_offline_inference(tiny_bundle, tiny_session):
-    """A session replayed through the real daemon decodes exactly like offline inference on the same bundle."""
+@pytest.mark.parametrize("streaming", [False, True], ids=["window-at-a-time", "streaming-decode"])
+def test_streaming_parity_with_offline_inference(tiny_bundle, tiny_session, streaming):
+    """A session replayed through the real daemon decodes exactly like offline inference on the same bundle, with
+    the window decoded at close or streamed through the model while it is open."""
     s = tiny_session
     t1 = 8.0  # 160 windows of 50 ms
-    with running_daemon(tiny_bundle, skip_backlog=False) as daemon, connected(daemon) as (prod, sub):
+    with running_daemon(tiny_bundle, skip_backlog=False, streaming=streaming) as daemon, connected(daemon) as (prod, sub):
         sent = send_paced(prod, session_messages(s, batch=0.005, behavior=("theta",), t1=t1), speed=0)
         decodes = collect(sub, "decode", lambda out: out[-1]["window"] >= 159)
         status = final_status(prod, sub)
@@ -91,6 +93,9 @@ def test_streaming_parity_with_offline_inference(tiny_bundle, tiny_session):
     counts = np.diff(np.searchsorted(s.spike_times, np.arange(161) * 0.05))
     np.testing.assert_array_equal([d["n_spikes"] for d in decodes], counts)
     assert status["counters"].get("late", 0) == 0 and status["windows"] == 160
+    if streaming:  # every window streamed (none fell back), with frames and behavior arriving mid-window
+        assert status["counters"]["windows_streamed"] == 160 and status["counters"].get("stream_fallback", 0) == 0
+        assert status["counters"]["stream_context_refresh"] > 0
 
 
 def test_every_malformed_input_is_counted_and_survived(tiny_bundle):

@@ -51,6 +51,7 @@ def serve(
     record: Annotated[Optional[Path], typer.Option(help="Directory for a crash-safe recording of every message in and out.")] = None,
     deadline_ms: Annotated[Optional[float], typer.Option(help="Per-window latency budget (default: the window length).")] = None,
     no_skip: Annotated[bool, typer.Option("--no-skip", help="Decode every window even when several close at once.")] = False,
+    streaming: Annotated[bool, typer.Option(help="Run each window's spikes through the model while it is open; at close only the tail is left (same decodes).")] = False,
     start: Annotated[float, typer.Option(help="Session start time, s (the first window starts at the first grid point at or after it).")] = 0.0,
     status_interval: Annotated[float, typer.Option(help="Seconds between status messages.")] = 1.0,
     curve_secret: Annotated[Optional[Path], typer.Option(help="The daemon's .key_secret file (`rtdecode keys`): CURVE-encrypt both sockets and admit only --allow-client keys.", dir_okay=False)] = None,
@@ -70,7 +71,7 @@ def serve(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = ServeConfig(input=input, output=output, backend=backend, threads=threads, generate=generate,
-                         record=record, deadline_ms=deadline_ms, skip_backlog=not no_skip, start=start,
+                         record=record, deadline_ms=deadline_ms, skip_backlog=not no_skip, streaming=streaming, start=start,
                          status_interval=status_interval, curve_secret=curve_secret,
                          curve_allow=tuple(allow_client or ()))
     for warning in exposure_warnings((input, output), curve=curve_secret is not None):

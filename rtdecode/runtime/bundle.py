@@ -19,6 +19,7 @@ from rtdecode.tokenizer import Vocab, WindowConfig
 FORMAT = "rtdecode-bundle"
 FORMAT_VERSION = 1
 GRAPHS = ("decode", "context", "step")
+OPTIONAL_GRAPHS = ("stream", "finalize")  # streaming decode; bundles exported before them decode window at a time
 ALLOWED_DTYPES = {"int64", "float32", "float16", "bool", "int32"}
 MAX_MANIFEST_BYTES = 4 << 20  # a real manifest is ~20 kB (the neuron ID map dominates); read nothing bigger
 MAX_CACHE_BYTES = 4 << 30  # K + V for one window at float32; the release model needs ~10 MB
@@ -80,7 +81,7 @@ class Bundle:
         if cache > MAX_CACHE_BYTES:
             raise BundleError(f"{mpath}: the generation cache would take {cache / 2**30:.1f} GiB per window "
                               f"(layers x heads x head_dim x slots); at most {MAX_CACHE_BYTES / 2**30:.0f} GiB")
-        for name in GRAPHS:
+        for name in GRAPHS + tuple(g for g in OPTIONAL_GRAPHS if g in m["graphs"]):
             g = m["graphs"].get(name)
             if not isinstance(g, dict) or not isinstance(g.get("file"), str) or "/" in g["file"] or ".." in g["file"]:
                 raise BundleError(f"{mpath}: graph '{name}' missing or its file name is not a plain name")
@@ -93,6 +94,9 @@ class Bundle:
             if verify_hashes and sha256(f) != g.get("sha256"):
                 raise BundleError(f"{f}: sha256 does not match the manifest; the bundle is corrupt or was modified")
         return cls(path, m, window, vocab)
+
+    def has_graph(self, name: str) -> bool:
+        return name in self.manifest["graphs"]
 
     def graph_path(self, name: str) -> Path:
         return self.path / self.manifest["graphs"][name]["file"]

@@ -44,9 +44,18 @@ class Decoder:
         self._cache_k = self._cache_v = np.zeros(0, np.float32)
 
     # ------------------------------------------------------------------ decoding
+    @property
+    def can_stream(self) -> bool:
+        """Whether this bundle and backend support streaming decode (`rtdecode.runtime.streaming`)."""
+        return (self.bundle.has_graph("stream") and self.bundle.has_graph("finalize")
+                and "stream" in getattr(self.backend, "sessions", getattr(self.backend, "graphs", {})))
+
     def decode(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Behavior of each window in the batch, name -> (B,) in the data's units (class index for classifiers)."""
-        outs = self.backend.run("decode", {n: feeds[n] for n in self._decode_inputs})
+        return self.to_units(self.backend.run("decode", {n: feeds[n] for n in self._decode_inputs}))
+
+    def to_units(self, outs: list[np.ndarray]) -> dict[str, np.ndarray]:
+        """Graph behavior outputs (in target order) -> name -> (B,) in the data's units."""
         result = {}
         for spec, y in zip(self.targets, outs):
             if spec["kind"] == "regression":

@@ -1,0 +1,122 @@
+"""Streaming decode: a window's spikes run through the model while the window is still open.
+
+Window-at-a-time decoding pays the whole forward pass after the window closes. But the model is causal over a
+window's tokens, and everything it attends to besides them (the previous window's spikes, the frames, the
+behavior inputs) is known before the window closes. So:
+
+* when the window opens (or when a frame or behavior sample that it will see arrives), the `context` graph turns
+  history, frames and behavior inputs into every cross-attention block's keys/values;
+* while it is open, each time quantum that can no longer change (data time has moved past it) goes through the
+  `stream` graph with a fixed-size KV cache: the new tokens' keys/values are written into the cache and the sum
+  of their final hidden states is accumulated;
+* at close only the tail is left: the spikes of the last, still-incomplete quantum and EOS through `stream`, then
+  `finalize` (mean pool = hidden sum / token count, and the behavior heads).
+
+Exactness: the result is the window-at-a-time decode up to float summation order (the parity test holds it
+within 1e-5). The stream keeps what it committed; at close, `matches` checks that the closed window's tokens
+start with exactly those (an event that arrived out of order into an already-committed quantum breaks this) and
+that the context it used is still current. If not, the caller decodes the window at a time: slower, never wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import Any
+
+import numpy as np
+
+from rtdecode.runtime.decoder import Decoder
+from rtdecode.window import ClosedWindow
+
+__all__ = ["WindowStream", "StreamingError"]
+
+
+class StreamingError(RuntimeError):
+    """The bundle or backend cannot stream (bundles exported before the stream graphs, or a backend without them)."""
+
+
+class WindowStream:
+    """The incremental decode of one open window (a batch of one).
+
+    Args:
+        decoder: a Decoder whose bundle has the `stream` and `finalize` graphs.
+        opened: the open window as `RollingWindow.open_window()` gives it (its history is final).
+        context_feeds: history/frames/behavior inputs of the window (`Decoder.window_feeds(opened, ...)`).
+        context_key: anything that changes when the frames or behavior the window would see change.
+    """
+
+    def __init__(self, decoder: Decoder, opened: ClosedWindow, context_feeds: dict[str, np.ndarray],
+                 context_key: Hashable) -> None:
+        if not decoder.can_stream:
+            raise StreamingError("this bundle or backend has no stream/finalize graphs: re-export the run with this "
+                                 "rtdecode, or serve window at a time")
+        self.index = opened.index
+        self._d = decoder
+        self._max = decoder.window.max_spikes
+        c = decoder.bundle.manifest["cache"]
+        shape = (c["layers"], 1, c["heads"], c["slots"], c["head_dim"])
+        self._k = np.zeros(shape, np.float32)
+        self._v = np.zeros(shape, np.float32)
+        self.neurons = np.empty(self._max, np.int64)
+        self.offsets = np.empty(self._max, np.int64)
+        self.n_committed = 0
+        self.broken = False  # an out-of-order event changed the committed prefix: decode window at a time
+        self.set_context(context_feeds, context_key)
+
+    # ------------------------------------------------------------------ while the window is open
+    def set_context(self, context_feeds: dict[str, np.ndarray], context_key: Hashable) -> None:
+        """(Re)compute the cross-attention context and re-run the committed tokens against it."""
+        d = self._d
+        outs = d.backend.run("context", {n: context_feeds[n] for n in d._context_inputs})
+        self._ctx = dict(zip(d._context_outputs, outs))
+        self.key = context_key
+        self._pos = 0
+        self._sum = np.zeros((1, d.bundle.manifest["config"]["model"]["d_model"]), np.float32)
+        n = self.n_committed
+        vocab = d.vocab
+        self._feed(np.concatenate(([vocab.id_sos], self.neurons[:n])), np.concatenate(([vocab.dt_sos], self.offsets[:n])))
+
+    def commit(self, opened: ClosedWindow, boundary: int) -> int:
+        """Run the open window's events in quanta < `boundary` that are not yet committed; returns how many ran.
+
+        `opened` is the open window now; its first `n_committed` events must be those already committed.
+        """
+        n = self.n_committed
+        if self.broken or n >= self._max:
+            return 0
+        if not (np.array_equal(opened.neurons[:n], self.neurons[:n]) and np.array_equal(opened.offsets[:n], self.offsets[:n])):
+            self.broken = True
+            return 0
+        end = min(int(np.searchsorted(opened.offsets, boundary, side="left")), self._max)
+        if end <= n:
+            return 0
+        self.neurons[n:end] = opened.neurons[n:end]
+        self.offsets[n:end] = opened.offsets[n:end]
+        self._feed(self.neurons[n:end], self.offsets[n:end])
+        self.n_committed = end
+        return end - n
+
+    # ------------------------------------------------------------------ at close
+    def matches(self, window: ClosedWindow, context_key: Hashable) -> bool:
+        """Can `finish` decode this closed window exactly?"""
+        n = self.n_committed
+        return (not self.broken and window.index == self.index and context_key == self.key and window.neurons.size >= n
+                and np.array_equal(window.neurons[:n], self.neurons[:n]) and np.array_equal(window.offsets[:n], self.offsets[:n]))
+
+    def finish(self, window: ClosedWindow) -> dict[str, Any]:
+        """The tail (uncommitted spikes, truncated like the tokenizer, then EOS), the pool and the heads."""
+        d, n = self._d, self.n_committed
+        tail = slice(n, max(n, min(window.neurons.size, self._max)))
+        self._feed(np.append(window.neurons[tail], d.vocab.id_eos), np.append(window.offsets[tail], d.vocab.dt_eos))
+        outs = d.backend.run("finalize", {"hidden_sum": self._sum, "count": np.array([self._pos], np.int64)})
+        return d.to_units(outs)
+
+    def _feed(self, ids: np.ndarray, dts: np.ndarray) -> None:
+        t = ids.shape[0]
+        hidden_sum, new_k, new_v = self._d.backend.run("stream", {
+            "ids": ids.astype(np.int64).reshape(1, t), "dts": dts.astype(np.int64).reshape(1, t),
+            "pos": np.array(self._pos, np.int64), "past_k": self._k, "past_v": self._v, **self._ctx})
+        self._k[:, :, :, self._pos : self._pos + t] = new_k
+        self._v[:, :, :, self._pos : self._pos + t] = new_v
+        self._sum += hidden_sum
+        self._pos += t

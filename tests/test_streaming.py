@@ -1,0 +1,59 @@
+"""Streaming decode: the same decodes as window-at-a-time, from the runtime up to the live daemon."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+from rtdecode.runtime import Decoder  # noqa: E402
+from rtdecode.runtime.streaming import StreamingError, WindowStream  # noqa: E402
+from rtdecode.window import RollingWindow  # noqa: E402
+
+
+def closed_windows(decoder: Decoder, session, t1: float = 6.0):
+    rw = RollingWindow(decoder.window, session.n_neurons, start=session.start)
+    hi = np.searchsorted(session.spike_times, t1)
+    return rw.push(session.spike_times[:hi], session.spike_neurons[:hi]) + rw.advance(t1)
+
+
+@pytest.mark.parametrize("chunks", [1, 2, 5])
+def test_a_window_streamed_in_chunks_decodes_like_the_whole_window(tiny_bundle, tiny_session, chunks):
+    decoder = Decoder(tiny_bundle, backend="onnxruntime")
+    n_bins = decoder.window.bins_per_window
+    worst = 0.0
+    for w in closed_windows(decoder, tiny_session):
+        feeds = decoder.window_feeds(w)
+        stream = WindowStream(decoder, w, feeds, context_key=0)
+        for b in np.linspace(0, n_bins, chunks + 1)[1:-1].astype(int):
+            stream.commit(w, b)
+        assert stream.matches(w, 0)
+        got, ref = stream.finish(w), decoder.decode(feeds)
+        for spec in decoder.targets:
+            name = spec["name"]
+            if spec["kind"] == "regression":
+                worst = max(worst, float(np.abs(got[name] - ref[name]).max()))
+            else:
+                assert np.array_equal(got[name], ref[name])
+    assert worst < 1e-5
+
+
+def test_a_changed_prefix_or_context_is_detected(tiny_bundle, tiny_session):
+    decoder = Decoder(tiny_bundle, backend="onnxruntime")
+    w = next(w for w in closed_windows(decoder, tiny_session) if w.neurons.size > 4)
+    stream = WindowStream(decoder, w, decoder.window_feeds(w), context_key="a")
+    stream.commit(w, int(w.offsets[2]) + 1)
+    assert stream.n_committed >= 3 and stream.matches(w, "a") and not stream.matches(w, "b")
+    other = w._replace(neurons=w.neurons[::-1].copy())  # as if events landed out of order in committed quanta
+    assert not stream.matches(other, "a")
+    assert stream.commit(other, 99) == 0 and stream.broken
+
+
+def test_bundles_without_stream_graphs_say_so():
+    from pathlib import Path
+
+    decoder = Decoder(Path(__file__).parent / "fixtures" / "v1" / "bundle", backend="onnxruntime")
+    assert not decoder.can_stream
+    with pytest.raises(StreamingError, match="re-export"):
+        WindowStream(decoder, None, {}, 0)  # type: ignore[arg-type]
