@@ -7,6 +7,9 @@ In one run:
    each speed (1 = real time, 0 = as fast as possible): end-to-end latency per decoded window = producer send of
    the message that closed the window -> subscriber receive of its decode, on this host's monotonic clock;
    windows/s, deadline misses and skipped windows from the daemon's status; the daemon's CPU use from /proc.
+Each daemon mode asked for (window = decode at close, streaming = `--streaming`) gets its own daemon process, one
+after the other. Per run: post-close latency (the daemon's own figure: closing message received -> decode
+published) beside end-to-end latency, and post-close p99 by quartile of spikes per window.
 The daemon's own overhead is p50 end-to-end - p50 bare decode - p50 bare round trip. Writes latency.json (every
 raw latency) and latency.png (histograms). Caveat: producer, subscriber and daemon share this machine's cores.
 """
@@ -99,18 +102,23 @@ def bare_decode(bundle: Bundle, session: Session, threads: int, n: int = 300) ->
     return percentiles(out)
 
 
-def _collector(endpoint: str, sink: list[tuple[int, float]], stop: threading.Event, ready: threading.Event) -> None:
+def _collector(endpoint: str, sink: list[tuple[int, float, float, int]], stop: threading.Event, ready: threading.Event) -> None:
+    """(window, end-to-end ms, post-close ms, spikes) per decode. Post-close is the daemon's own figure: the
+    message that closed the window received -> its decode published."""
     with Subscriber(endpoint, topics=("decode", "status")) as sub:
         sub.wait_for("status", timeout=60)
         ready.set()
         while not stop.is_set():
             msg = sub.receive(0.1)
             if msg is not None and msg["topic"] == "decode":
-                sink.append((msg["window"], Subscriber.latency_ms(msg)))
+                sink.append((msg["window"], Subscriber.latency_ms(msg), msg["latency_ms"], msg["n_spikes"]))
 
 
 def bench_serve(bundle_dir: str | Path, session: Session, *, speeds: tuple[float, ...] = (1.0, 0.0), threads: int = 0,
-                generate: bool = False, out_dir: Path = Path("bench-serve"), log: Callable[[str], None] = print) -> dict[str, Any]:
+                generate: bool = False, modes: tuple[str, ...] = ("window",), out_dir: Path = Path("bench-serve"),
+                log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Modes: "window" (decode each window when it closes) and/or "streaming" (`rtdecode serve --streaming`), each
+    with its own daemon process, one after the other in the same run so their figures compare."""
     bundle = Bundle.load(bundle_dir)
     if session.n_neurons != bundle.vocab.n_neurons:
         raise ValueError(f"the session has {session.n_neurons} neurons but the model {bundle.vocab.n_neurons}")
@@ -121,16 +129,34 @@ def bench_serve(bundle_dir: str | Path, session: Session, *, speeds: tuple[float
     result["floor_decode_ms"] = bare_decode(bundle, session, threads)
     log(f"floors: bare ZMQ round trip p50 {result['floor_zmq_round_trip_ms']['p50']:.3f} ms, bare decode p50 "
         f"{result['floor_decode_ms']['p50']:.3f} ms (p99 {result['floor_decode_ms']['p99']:.3f})")
-    inp, outp = f"ipc://{tmp}/in", f"ipc://{tmp}/out"
+    for mode in modes:
+        if mode not in ("window", "streaming"):
+            raise ValueError(f"mode must be 'window' or 'streaming'; got {mode!r}")
+        _serve_and_measure(bundle_dir, bundle, session, tmp, mode, speeds, threads, generate, result, len(modes) > 1, log)
+    if "real_time" in result["runs"]:
+        rt = result["runs"]["real_time"]["latency_ms"]["p50"]
+        result["daemon_overhead_ms"] = rt - result["floor_decode_ms"]["p50"] - result["floor_zmq_round_trip_ms"]["p50"]
+        log(f"daemon overhead at real time (p50 end-to-end - bare decode - bare round trip): {result['daemon_overhead_ms']:.3f} ms")
+    (out_dir / "latency.json").write_text(json.dumps(result, indent=2))
+    latency_histogram(result["runs"], out_dir / "latency.png")
+    log(f"wrote {out_dir / 'latency.json'} and {out_dir / 'latency.png'}")
+    return result
+
+
+def _serve_and_measure(bundle_dir: str | Path, bundle: Bundle, session: Session, tmp: Path, mode: str,
+                       speeds: tuple[float, ...], threads: int, generate: bool, result: dict[str, Any], tagged: bool,
+                       log: Callable[[str], None]) -> None:
+    """One daemon process in `mode`, fed the session at each speed; adds one entry per speed to result["runs"]."""
+    inp, outp = f"ipc://{tmp}/in-{mode}", f"ipc://{tmp}/out-{mode}"
     cmd = [sys.executable, "-m", "rtdecode.cli", "serve", str(bundle_dir), "--input", inp, "--output", outp,
            "--status-interval", "0.25", "--threads", str(threads), "--start", str(session.start)]
-    if generate:
-        cmd.append("--generate")
+    cmd += ["--generate"] if generate else []
+    cmd += ["--streaming"] if mode == "streaming" else ["--no-streaming"]
     daemon = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     behavior = tuple(b["name"] for b in bundle.behavior_inputs)
     try:
         for speed in speeds:
-            sink: list[tuple[int, float]] = []
+            sink: list[tuple[int, float, float, int]] = []
             stop, ready = threading.Event(), threading.Event()
             collector = threading.Thread(target=_collector, args=(outp, sink, stop, ready), daemon=True)
             collector.start()
@@ -146,34 +172,52 @@ def bench_serve(bundle_dir: str | Path, session: Session, *, speeds: tuple[float
                 while (not sink or sink[-1][0] < last) and time.monotonic() < deadline:
                     time.sleep(0.01)  # waiting for the tail of the run to be decoded (bounded)
                 cpu = (_cpu_seconds(daemon.pid) - cpu0) / (time.monotonic() - wall0)
+                while status_sub.receive(0) is not None:
+                    pass  # periodic statuses queued during the run: stale
                 prod.control("status")
                 status = status_sub.wait_for("status")
             stop.set()
             collector.join(5)
             lat = np.array([x[1] for x in sink])
+            post = np.array([x[2] for x in sink])
+            spikes = np.array([x[3] for x in sink])
             name = "real_time" if speed == 1 else ("as_fast_as_possible" if speed == 0 else f"speed_{speed:g}")
-            run = {"speed": speed, "latency_ms": percentiles(lat), "windows": len(sink),
-                   "windows_per_s": len(sink) / max(sent["wall_seconds"], 1e-9), "wall_s": sent["wall_seconds"],
-                   "deadline_misses": status["deadline_misses"], "skipped": status["counters"].get("windows_skipped", 0),
-                   "daemon_cpu": cpu, "dropped_by_producer": sent["dropped"], "raw_ms": lat.tolist()}
+            name += "_streaming" if mode == "streaming" else ""
+            run = {"mode": mode, "speed": speed, "latency_ms": percentiles(lat), "post_close_ms": percentiles(post),
+                   "windows": len(sink), "windows_per_s": len(sink) / max(sent["wall_seconds"], 1e-9),
+                   "wall_s": sent["wall_seconds"], "deadline_misses": status["deadline_misses"],
+                   "skipped": status["counters"].get("windows_skipped", 0),
+                   "streamed": status["counters"].get("windows_streamed", 0),
+                   "stream_fallback": status["counters"].get("stream_fallback", 0), "daemon_cpu": cpu,
+                   "dropped_by_producer": sent["dropped"], "raw_ms": lat.tolist(), "raw_post_close_ms": post.tolist(),
+                   "spikes_per_window": spikes.tolist()}
+            run["post_close_p99_by_spikes_ms"] = _p99_by_spikes(post, spikes)
             per_minute = int(round(60 / bundle.window.window))  # windows per minute of session time
             run["p99_by_minute_ms"] = [float(np.percentile(lat[i : i + per_minute], 99))
                                        for i in range(0, lat.size - per_minute // 2, per_minute)]
             result["runs"][name] = run
-            p = run["latency_ms"]
-            log(f"{name:20s}: {run['windows']} windows in {run['wall_s']:.1f} s ({run['windows_per_s']:.0f}/s); end-to-end "
-                f"p50 {p['p50']:.2f} ms, p99 {p['p99']:.2f} ms, p99.9 {p['p99.9']:.2f} ms, max {p['max']:.2f} ms; "
-                f"deadline misses {run['deadline_misses']}, skipped {run['skipped']}, daemon CPU {cpu:.0%}")
+            p, q = run["latency_ms"], run["post_close_ms"]
+            log(f"{name:30s}: {run['windows']} windows in {run['wall_s']:.1f} s ({run['windows_per_s']:.0f}/s); post-close "
+                f"p50 {q['p50']:.2f} / p99 {q['p99']:.2f} / p99.9 {q['p99.9']:.2f} ms; end-to-end p50 {p['p50']:.2f}, "
+                f"p99 {p['p99']:.2f}, p99.9 {p['p99.9']:.2f}, max {p['max']:.2f} ms; deadline misses "
+                f"{run['deadline_misses']}, skipped {run['skipped']}"
+                + (f", streamed {run['streamed']}, fell back {run['stream_fallback']}" if mode == "streaming" else "")
+                + f", daemon CPU {cpu:.0%}")
             if len(run["p99_by_minute_ms"]) > 1:
-                log(f"{'':20s}  p99 per minute of data: " + ", ".join(f"{x:.2f}" for x in run["p99_by_minute_ms"]) + " ms")
+                log(f"{'':30s}  p99 per minute of data: " + ", ".join(f"{x:.2f}" for x in run["p99_by_minute_ms"]) + " ms")
     finally:
         daemon.terminate()
         daemon.wait(timeout=30)
-    if "real_time" in result["runs"]:
-        rt = result["runs"]["real_time"]["latency_ms"]["p50"]
-        result["daemon_overhead_ms"] = rt - result["floor_decode_ms"]["p50"] - result["floor_zmq_round_trip_ms"]["p50"]
-        log(f"daemon overhead at real time (p50 end-to-end - bare decode - bare round trip): {result['daemon_overhead_ms']:.3f} ms")
-    (out_dir / "latency.json").write_text(json.dumps(result, indent=2))
-    latency_histogram(result["runs"], out_dir / "latency.png")
-    log(f"wrote {out_dir / 'latency.json'} and {out_dir / 'latency.png'}")
-    return result
+
+
+def _p99_by_spikes(post: np.ndarray, spikes: np.ndarray) -> dict[str, float]:
+    """Post-close p99 per quartile of spikes per window: flat means the close does not pay for the window's size."""
+    if post.size < 8:
+        return {}
+    edges = np.unique(np.percentile(spikes, [0, 25, 50, 75, 100]))
+    out = {}
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        sel = (spikes >= lo) & ((spikes < hi) | (hi == edges[-1]))
+        if sel.sum() >= 4:
+            out[f"{int(lo)}-{int(hi)}"] = float(np.percentile(post[sel], 99))
+    return out

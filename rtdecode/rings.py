@@ -33,6 +33,11 @@ class FrameRing:
         self.count += 1
         return True
 
+    def count_before(self, t: float) -> int:
+        """Frames ever pushed with a time before `t`: which frames a window ending at t + EDGE_TOLERANCE sees
+        (streaming decode's context key; frames only ever arrive newer, so the count says it all)."""
+        return _count_before(self.times, self.count, t)
+
     def stack(self, window_end: float, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
         """(n_frames, H, W) frames shown before `window_end`, oldest first, and their validity (n_frames,) bool."""
         k = min(self.count, self.times.size)
@@ -65,8 +70,18 @@ class SampleRing:
         self.count += t.size
         return int((~keep).sum())
 
+    def count_before(self, t: float) -> int:
+        """Samples ever pushed with a time before `t` (see FrameRing.count_before)."""
+        return _count_before(self.times, self.count, t)
+
     def recent(self) -> tuple[np.ndarray, np.ndarray]:
         """(times, values) in chronological order."""
         k = min(self.count, self.times.size)
         order = np.arange(self.count - k, self.count) % self.times.size
         return self.times[order], self.values[order]
+
+
+def _count_before(times: np.ndarray, count: int, t: float) -> int:
+    k = min(count, times.size)
+    chronological = times[np.arange(count - k, count) % times.size]
+    return count - k + int(np.searchsorted(chronological, t, side="left"))

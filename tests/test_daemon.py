@@ -73,29 +73,32 @@ def offline_decodes(bundle: Path, session, windows: np.ndarray) -> dict[str, np.
     return Decoder(b, backend="onnxruntime").decode(data.batch(windows, Normalisation.from_dict(b.manifest["normalisation"])))
 
 
-@pytest.mark.parametrize("streaming", [False, True], ids=["window-at-a-time", "streaming-decode"])
-def test_streaming_parity_with_offline_inference(tiny_bundle, tiny_session, streaming):
+@pytest.mark.parametrize("streaming, speed, t1", [(False, 0, 8.0), (True, 0, 8.0), (True, 1, 3.0)],
+                         ids=["window-at-a-time", "streaming-flooded", "streaming-real-time"])
+def test_streaming_parity_with_offline_inference(tiny_bundle, tiny_session, streaming, speed, t1):
     """A session replayed through the real daemon decodes exactly like offline inference on the same bundle, with
-    the window decoded at close or streamed through the model while it is open."""
+    each window decoded at close or streamed through the model while it is open (at real time, where the daemon
+    has idle time to stream; flooded, where it mostly has not and decodes at close)."""
     s = tiny_session
-    t1 = 8.0  # 160 windows of 50 ms
+    n = int(round(t1 / 0.05))
     with running_daemon(tiny_bundle, skip_backlog=False, streaming=streaming) as daemon, connected(daemon) as (prod, sub):
-        sent = send_paced(prod, session_messages(s, batch=0.005, behavior=("theta",), t1=t1), speed=0)
-        decodes = collect(sub, "decode", lambda out: out[-1]["window"] >= 159)
+        sent = send_paced(prod, session_messages(s, batch=0.005, behavior=("theta",), t1=t1), speed=speed)
+        decodes = collect(sub, "decode", lambda out: out[-1]["window"] >= n - 1)
         status = final_status(prod, sub)
     assert sent["dropped"] == 0
     windows = np.array([d["window"] for d in decodes])
-    np.testing.assert_array_equal(windows, np.arange(160))
+    np.testing.assert_array_equal(windows, np.arange(n))
     offline = offline_decodes(tiny_bundle, s, windows)
     for name in ("speed", "phi"):
         live = np.array([d["values"][name] for d in decodes])
         np.testing.assert_allclose(live, offline[name], atol=1e-5, rtol=0)
-    counts = np.diff(np.searchsorted(s.spike_times, np.arange(161) * 0.05))
+    counts = np.diff(np.searchsorted(s.spike_times, np.arange(n + 1) * 0.05))
     np.testing.assert_array_equal([d["n_spikes"] for d in decodes], counts)
-    assert status["counters"].get("late", 0) == 0 and status["windows"] == 160
-    if streaming:  # every window streamed (none fell back), with frames and behavior arriving mid-window
-        assert status["counters"]["windows_streamed"] == 160 and status["counters"].get("stream_fallback", 0) == 0
-        assert status["counters"]["stream_context_refresh"] > 0
+    c = status["counters"]
+    assert c.get("late", 0) == 0 and status["windows"] == n and c.get("internal_error", 0) == 0
+    if streaming and speed == 1:  # streamed while open, with frames and behavior arriving mid-window
+        assert c["windows_streamed"] >= 0.9 * n and c.get("stream_fallback", 0) == 0
+        assert c["stream_context_refresh"] > 0
 
 
 def test_every_malformed_input_is_counted_and_survived(tiny_bundle):

@@ -69,7 +69,9 @@ def valid_traffic(bundle: Bundle, n: int, seed: int) -> list[list[bytes]]:
 def run(bundle_dir: Path, messages, workdir: Path) -> tuple[dict[int, tuple], dict, bool, float]:
     """Serve `messages` (an iterable of frames) through a fresh daemon; (decodes by window, counters, alive, s)."""
     ipc = Path(tempfile.mkdtemp(prefix="fz-", dir=workdir))
-    daemon = Daemon(bundle_dir, ServeConfig(input=f"ipc://{ipc}/in", output=f"ipc://{ipc}/out", status_interval=0.2))
+    # decoding at close: bit-identical run to run (a streamed window's float sums depend on arrival timing)
+    daemon = Daemon(bundle_dir, ServeConfig(input=f"ipc://{ipc}/in", output=f"ipc://{ipc}/out", status_interval=0.2,
+                                            streaming=False))
     stop = threading.Event()
     thread = threading.Thread(target=daemon.run, args=(stop,), daemon=True)
     thread.start()

@@ -22,10 +22,12 @@ def bench_serve_command(
     speeds: Annotated[str, typer.Option(help="Comma-separated replay speeds: 1 = real time, 0 = as fast as possible.")] = "1,0",
     threads: Annotated[int, typer.Option(help="Daemon inference threads (0 = all cores).")] = 1,
     generate: Annotated[bool, typer.Option(help="Run the daemon with --generate.")] = False,
+    modes: Annotated[str, typer.Option(help="Comma-separated daemon modes, measured one after the other: window (decode at close), streaming (--streaming).")] = "window",
     out: Annotated[Path, typer.Option(help="Folder for latency.json (raw latencies) and latency.png.")] = Path("bench-serve"),
 ) -> None:
-    """End-to-end latency of the real daemon (producer send -> subscriber receive): p50/p99/p99.9/max, windows/s,
-    deadline misses, CPU use, with a bare ZMQ round trip and a bare model decode measured in the same run."""
+    """End-to-end latency of the real daemon (producer send -> subscriber receive) and post-close latency (closing
+    message received -> decode published): p50/p99/p99.9/max, windows/s, deadline misses, CPU use, per daemon mode,
+    with a bare ZMQ round trip and a bare model decode measured in the same run."""
     from rtdecode.bench_serve import bench_serve
     from rtdecode.io import load_session
     from rtdecode.runtime import Bundle
@@ -36,8 +38,11 @@ def bench_serve_command(
     else:
         b = Bundle.load(bundle)
         session = simulate(SimulationConfig(n_neurons=b.vocab.n_neurons, duration=duration))
-    bench_serve(bundle, session, speeds=tuple(float(x) for x in speeds.split(",")), threads=threads,
-                generate=generate, out_dir=out, log=console.print)
+    try:
+        bench_serve(bundle, session, speeds=tuple(float(x) for x in speeds.split(",")), threads=threads,
+                    generate=generate, modes=tuple(m.strip() for m in modes.split(",")), out_dir=out, log=console.print)
+    except ValueError as e:
+        fail(str(e))
 
 
 @app.command()
@@ -51,7 +56,7 @@ def serve(
     record: Annotated[Optional[Path], typer.Option(help="Directory for a crash-safe recording of every message in and out.")] = None,
     deadline_ms: Annotated[Optional[float], typer.Option(help="Per-window latency budget (default: the window length).")] = None,
     no_skip: Annotated[bool, typer.Option("--no-skip", help="Decode every window even when several close at once.")] = False,
-    streaming: Annotated[bool, typer.Option(help="Run each window's spikes through the model while it is open; at close only the tail is left (same decodes).")] = False,
+    streaming: Annotated[Optional[bool], typer.Option("--streaming/--no-streaming", help="Run each window's spikes through the model while it is open, so at close only the tail is left (same decodes). Default: on when the bundle supports it.", show_default=False)] = None,
     start: Annotated[float, typer.Option(help="Session start time, s (the first window starts at the first grid point at or after it).")] = 0.0,
     status_interval: Annotated[float, typer.Option(help="Seconds between status messages.")] = 1.0,
     curve_secret: Annotated[Optional[Path], typer.Option(help="The daemon's .key_secret file (`rtdecode keys`): CURVE-encrypt both sockets and admit only --allow-client keys.", dir_okay=False)] = None,
@@ -86,7 +91,8 @@ def serve(
     thread = threading.Thread(target=daemon.run, args=(stop,), name="rtdecode-serve")
     thread.start()
     if daemon.ready.wait(30):
-        console.print(f"serving {bundle} on {daemon.decoder.backend.name}: input {daemon.input_endpoint}, "
+        console.print(f"serving {bundle} on {daemon.decoder.backend.name} "
+                      f"({'streaming decode' if daemon.streaming else 'decoding each window at close'}): input {daemon.input_endpoint}, "
                       f"output {daemon.output_endpoint}" + (f", recording to {daemon.recorder.path}" if daemon.recorder else "")
                       + (f", CURVE on ({len(daemon.curve.allow.keys)} client keys allowed)" if daemon.curve else ""))
     while thread.is_alive():
