@@ -189,6 +189,7 @@ def _serve_and_measure(bundle_dir: str | Path, bundle: Bundle, session: Session,
                    "skipped": status["counters"].get("windows_skipped", 0),
                    "streamed": status["counters"].get("windows_streamed", 0),
                    "stream_fallback": status["counters"].get("stream_fallback", 0), "daemon_cpu": cpu,
+                   "stages_ms": status.get("stages_ms", {}),
                    "dropped_by_producer": sent["dropped"], "raw_ms": lat.tolist(), "raw_post_close_ms": post.tolist(),
                    "spikes_per_window": spikes.tolist()}
             run["post_close_p99_by_spikes_ms"] = _p99_by_spikes(post, spikes)
@@ -203,6 +204,9 @@ def _serve_and_measure(bundle_dir: str | Path, bundle: Bundle, session: Session,
                 f"{run['deadline_misses']}, skipped {run['skipped']}"
                 + (f", streamed {run['streamed']}, fell back {run['stream_fallback']}" if mode == "streaming" else "")
                 + f", daemon CPU {cpu:.0%}")
+            if run["stages_ms"]:
+                log(f"{'':30s}  post-close p50 by stage: " + ", ".join(f"{k} {v:.3f}" for k, v in run["stages_ms"].items())
+                    + f" ms; transport + queueing (end-to-end - post-close) p50 {np.median(lat - post):.3f} ms")
             if len(run["p99_by_minute_ms"]) > 1:
                 log(f"{'':30s}  p99 per minute of data: " + ", ".join(f"{x:.2f}" for x in run["p99_by_minute_ms"]) + " ms")
     finally:

@@ -132,6 +132,8 @@ class Daemon:
         self.deadline_ms = config.deadline_ms if config.deadline_ms is not None else self.bundle.window.window * 1e3
         self.counters: collections.Counter[str] = collections.Counter()
         self.latencies: collections.deque[float] = collections.deque(maxlen=1000)
+        self.stages: collections.deque[tuple[float, float, float, float]] = collections.deque(maxlen=1000)
+        self._t_parsed = self._t_window = 0.0
         self._last_seq: dict[str, int] = {}  # src -> last seq, least recently seen first
         self._out_seq = 0
         self._warn = _RateLimitedLog()
@@ -255,6 +257,7 @@ class Daemon:
         if not self._check_seq(msg):
             return
         self.counters[_MSG_COUNTER[type(msg)]] += 1
+        self._t_parsed = time.perf_counter()
         closed: list[ClosedWindow] = []
         if isinstance(msg, Spikes):
             neurons = self._map_units(msg.neurons) if msg.unit_ids else msg.neurons
@@ -268,6 +271,7 @@ class Daemon:
         elif isinstance(msg, Control):
             self._on_control(msg)
         if closed:
+            self._t_window = time.perf_counter()
             self._decode(closed, msg.seq, msg.t_send, t_recv)
         if self.streaming and not isinstance(msg, Control):
             self._stream_due = True  # brought up to date once the input queue is empty: never ahead of a message
@@ -404,10 +408,15 @@ class Daemon:
                 feeds = self.feeds(w)
                 out = self.decoder.decode(feeds)
             values = {k: float(v[0]) for k, v in out.items()}
-            latency = (time.perf_counter() - t_recv) * 1e3
+            t_model = time.perf_counter()
+            latency = (t_model - t_recv) * 1e3
             n = int(w.neurons.size)
             self._publish(encode_decode(self._out_seq, time.monotonic(), w.index, w.start, w.end, values, n,
                                         max(0, n - self.bundle.window.max_spikes), in_seq, in_t_send, latency))
+            # where the post-close time goes: parse (decode + validate the closing message), window (close it:
+            # sort and pack), model (stream tail or whole-window decode, feeds included), publish (encode + send)
+            self.stages.append((self._t_parsed - t_recv, self._t_window - self._t_parsed, t_model - self._t_window,
+                                time.perf_counter() - t_model))
             self.counters["windows"] += 1
             self.latencies.append(latency)
             if latency > self.deadline_ms:
@@ -455,6 +464,8 @@ class Daemon:
             "windows": int(self.counters["windows"]),
             "deadline_misses": int(self.counters["deadline_misses"]),
             "latency_ms": {"p50": float(p50), "p99": float(p99), "p99.9": float(p999), "max": float(lat.max())},
+            "stages_ms": dict(zip(("parse", "window", "model", "publish"),
+                                  (np.median(np.array(self.stages), axis=0) * 1e3).tolist() if self.stages else [0.0] * 4)),
             "counters": counters,
         }
 
