@@ -48,7 +48,7 @@ def test_bench_train_help() -> None:
 @pytest.mark.slow
 def test_soak_runs_the_real_daemon(tiny_bundle: Path, tiny_session_path: Path, tmp_path: Path) -> None:
     """15 s in 5-s rows: the tool streams, samples and reports (its bar is for 10-minute runs, so not asserted)."""
-    proc = subprocess.run([sys.executable, str(TOOLS / "soak.py"), "--minutes", "0.25", "--period", "5",
+    proc = subprocess.run([sys.executable, str(TOOLS / "soak.py"), "--minutes", "0.25", "--period", "5", "--warmup", "2",
                            "--bundle", str(tiny_bundle), "--data", str(tiny_session_path), "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode in (0, 1), proc.stderr

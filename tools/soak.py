@@ -1,7 +1,7 @@
 """Soak test: the real daemon, at real time, for minutes, at rig scale, with generation on.
 
 Streams a simulated session (default 1000 neurons at ~20 Hz each + 20-fps video + behavior) into `rtdecode serve
---generate` at real time for --minutes, and samples every few seconds: the daemon's resident memory (/proc), the
+--generate` at real time for --warmup seconds (not measured) and then --minutes, and samples every few seconds: the daemon's resident memory (/proc), the
 end-to-end latency of every decode (producer send -> subscriber receive), its status counters (deadline misses,
 skipped windows, dropped generation requests, rejected messages). Prints one row per --period (default a minute) and writes soak.json
 and soak.png (RSS over time, latency p50/p99 per minute).
@@ -50,8 +50,9 @@ def make_inputs(args: argparse.Namespace, work: Path) -> tuple[Path, Path]:
         from rtdecode.simulator import SimulationConfig, simulate
 
         data = work / "session.npz"
-        print(f"simulating {args.neurons} neurons x {args.minutes * 60 + 10:.0f} s (base rate {args.base_rate} Hz) ...")
-        save_session(simulate(SimulationConfig(n_neurons=args.neurons, duration=args.minutes * 60 + 10,
+        length = args.warmup + args.minutes * 60 + 10
+        print(f"simulating {args.neurons} neurons x {length:.0f} s (base rate {args.base_rate} Hz) ...")
+        save_session(simulate(SimulationConfig(n_neurons=args.neurons, duration=length,
                                                base_rate=args.base_rate)), data)
     if args.bundle is not None:
         return data, args.bundle
@@ -77,6 +78,8 @@ def main() -> None:
     p.add_argument("--data", type=Path, help="session to stream instead of simulating one")
     p.add_argument("--bundle", type=Path, help="bundle to serve instead of training one briefly")
     p.add_argument("--no-generate", action="store_true", help="serve without generation")
+    p.add_argument("--warmup", type=float, default=30.0, help="seconds streamed before the measured minutes begin "
+                   "(first inference calls, allocator and cache warm-up; not in the table) (default: %(default)s)")
     p.add_argument("--period", type=float, default=60.0, help="length of one table row, s (default: %(default)s)")
     p.add_argument("--sample-every", type=float, default=2.0, help="RSS/status sampling period, s (default: %(default)s)")
     p.add_argument("--out", type=Path, default=Path("soak-out"), help="(default: %(default)s)")
@@ -86,7 +89,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="rtd-soak-"))
     data, bundle_dir = make_inputs(args, work)
     session = load_session(data)
-    session = session.slice_time(session.start, session.start + args.minutes * 60)
+    session = session.slice_time(session.start, session.start + args.warmup + args.minutes * 60)
     bundle = Bundle.load(bundle_dir)
     inp, outp = f"ipc://{work}/in", f"ipc://{work}/out"
     cmd = [sys.executable, "-m", "rtdecode.cli", "serve", str(bundle_dir), "--input", inp, "--output", outp,
@@ -96,7 +99,7 @@ def main() -> None:
     daemon = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     decodes: list[tuple[float, float]] = []  # (wall time since start, latency ms)
     samples: list[dict] = []
-    stop, ready = threading.Event(), threading.Event()
+    stop, ready, measuring = threading.Event(), threading.Event(), threading.Event()
     t0 = time.monotonic()
 
     def listen() -> None:
@@ -125,11 +128,19 @@ def main() -> None:
         behavior = tuple(b["name"] for b in bundle.behavior_inputs)
         print(f"streaming {session.duration / 60:.1f} min of {session.n_neurons} neurons "
               f"({session.n_spikes / session.duration / session.n_neurons:.1f} Hz mean) at real time ...")
+        measured_from = session.start + args.warmup
+
+        def start_measuring(t: float, kind: str) -> None:
+            nonlocal t0
+            if t >= measured_from and not measuring.is_set():
+                measuring.set()
+                t0 = time.monotonic()
+                decodes.clear()
+                samples.clear()
+
         with Producer(inp) as prod:
             t0 = time.monotonic()
-            decodes.clear()
-            samples.clear()
-            sent = send_paced(prod, session_messages(session, behavior=behavior), speed=1.0)
+            sent = send_paced(prod, session_messages(session, behavior=behavior), speed=1.0, on_send=start_measuring)
         time.sleep(2.0)  # let the last windows' decodes and one more status arrive (bounded, not a synchronisation)
     finally:
         stop.set()

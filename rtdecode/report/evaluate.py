@@ -235,7 +235,9 @@ def _latency(sec: Section, out: Path, bundle_dir: Path, session: Session, start:
 
         piece = session.slice_time(start, min(session.stop, start + seconds))
         log(f"latency: serving {piece.duration:.0f} s at real time through the daemon ...")
-        runs = bench_serve(bundle_dir, piece, speeds=(1.0,), threads=1, out_dir=out / "latency", log=lambda _: None)["runs"]
+        modes = ("window", "streaming") if Decoder(bundle_dir).can_stream else ("window",)
+        runs = bench_serve(bundle_dir, piece, speeds=(1.0,), threads=1, modes=modes, out_dir=out / "latency",
+                           log=lambda _: None)["runs"]
     if not runs:
         sec.text("Not measured (--latency-seconds 0).", "note")
         return
@@ -243,9 +245,11 @@ def _latency(sec: Section, out: Path, bundle_dir: Path, session: Session, start:
     for name, run in runs.items():
         lat = percentiles(np.asarray(run["raw_ms"])) if "latency_ms" not in run else run["latency_ms"]
         run["latency_ms"] = lat
-        sec.numbers[name] = {"windows": len(run["raw_ms"]), "latency_ms": lat, "deadline_misses": run.get("deadline_misses")}
+        sec.numbers[name] = {"windows": len(run["raw_ms"]), "latency_ms": lat, "deadline_misses": run.get("deadline_misses"),
+                             **({"post_close_ms": run["post_close_ms"]} if "post_close_ms" in run else {})}
         rows.append([name.replace("_", " "), len(run["raw_ms"]), lat["p50"], lat["p99"], lat["p99.9"], lat["max"]])
-    sec.text("End to end: producer send -> decode received by a subscriber, over ZeroMQ on this machine.")
+    sec.text("End to end: producer send -> decode received by a subscriber, over ZeroMQ on this machine. 'streaming' "
+             "runs stream each window through the model while it is open (the default when the bundle allows).")
     sec.table(["run", "windows", "p50 (ms)", "p99 (ms)", "p99.9 (ms)", "max (ms)"], rows)
     figures.latency_histogram(runs, out / "latency.png")
     sec.figure(out, "latency.png", "End-to-end latency per window, log-binned, with p50/p99/p99.9.")
