@@ -111,6 +111,7 @@ def embedding_figure(projection: np.ndarray, speed: np.ndarray, path: Path) -> N
     ax.set_xlabel("PC 1")
     ax.set_ylabel("PC 2")
     ax.set_zlabel("PC 3")
+    ax.set_box_aspect(None, zoom=0.85)  # keeps the z label inside the figure
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
