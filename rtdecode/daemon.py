@@ -382,6 +382,8 @@ class Daemon:
         boundary = max(int(opened.offsets[-1]) if opened.offsets.size else 0,  # the newest quantum may still grow
                        self.window.quantum_offset(self._watermark) if self._watermark > opened.start else 0)
         self.stream.commit(opened, boundary)  # quanta before `boundary` are complete
+        if boundary >= self.bundle.window.bins_per_window - 1 or self.stream.n_committed >= self.bundle.window.max_spikes:
+            self.stream.speculate(opened)  # only the last quantum (or nothing, at the token cap) is still open
 
     # ------------------------------------------------------------------ decoding
     def feeds(self, window: ClosedWindow) -> dict[str, np.ndarray]:
@@ -402,6 +404,7 @@ class Daemon:
             if stream is not None and stream.index == w.index and stream.matches(w, self._context_key(w)):
                 out = stream.finish(w)
                 self.counters["windows_streamed"] += 1
+                self.counters["stream_speculation_used"] += int(stream.speculation_used)
             else:
                 if stream is not None and stream.index == w.index:
                     self.counters["stream_fallback"] += 1  # out-of-order events or a late context change

@@ -39,6 +39,30 @@ def test_a_window_streamed_in_chunks_decodes_like_the_whole_window(tiny_bundle, 
     assert worst < 1e-5
 
 
+def test_a_speculated_tail_is_reused_only_when_it_is_the_final_tail(tiny_bundle, tiny_session):
+    decoder = Decoder(tiny_bundle, backend="onnxruntime")
+    last = decoder.window.bins_per_window - 1
+    checked = 0
+    for w in closed_windows(decoder, tiny_session)[:40]:
+        feeds = decoder.window_feeds(w)
+        ref = decoder.decode(feeds)
+        in_last = w.offsets >= last
+        if not in_last.any():
+            continue
+        partial = w._replace(neurons=w.neurons[: -1], offsets=w.offsets[: -1])  # the last event not yet arrived
+        for seen, reused in ((w, True), (partial, False)):
+            stream = WindowStream(decoder, w, feeds, context_key=0)
+            stream.commit(w, last)
+            stream.speculate(seen)
+            got = stream.finish(w)
+            assert stream.speculation_used is reused
+            for spec in decoder.targets:
+                if spec["kind"] == "regression":
+                    assert abs(float(got[spec["name"]][0] - ref[spec["name"]][0])) < 1e-5
+        checked += 1
+    assert checked > 5
+
+
 def test_a_changed_prefix_or_context_is_detected(tiny_bundle, tiny_session):
     decoder = Decoder(tiny_bundle, backend="onnxruntime")
     w = next(w for w in closed_windows(decoder, tiny_session) if w.neurons.size > 4)

@@ -10,7 +10,10 @@ behavior inputs) is known before the window closes. So:
   `stream` graph with a fixed-size KV cache: the new tokens' keys/values are written into the cache and the sum
   of their final hidden states is accumulated;
 * at close only the tail is left: the spikes of the last, still-incomplete quantum and EOS through `stream`, then
-  `finalize` (mean pool = hidden sum / token count, and the behavior heads).
+  `finalize` (mean pool = hidden sum / token count, and the behavior heads);
+* once data time has reached the last quantum, `speculate` runs that tail as it stands; if nothing more arrives
+  in it before the close (always the case at the token cap, where the tail is EOS alone), the close reuses the
+  result and runs no model at all. Either way the weights are warm in cache when the close comes.
 
 Exactness: the result is the window-at-a-time decode up to float summation order (the parity test holds it
 within 1e-5). The stream keeps what it committed; at close, `matches` checks that the closed window's tokens
@@ -60,6 +63,7 @@ class WindowStream:
         self.neurons = np.empty(self._max, np.int64)
         self.offsets = np.empty(self._max, np.int64)
         self.n_committed = 0
+        self._spec: tuple[int, np.ndarray, np.ndarray, dict[str, Any]] | None = None  # (n, tail neurons, offsets, result)
         self.broken = False  # an out-of-order event changed the committed prefix: decode window at a time
         self.set_context(context_feeds, context_key)
 
@@ -69,12 +73,15 @@ class WindowStream:
         d = self._d
         outs = d.backend.run("context", {n: context_feeds[n] for n in d._context_inputs})
         self._ctx = dict(zip(d._context_outputs, outs))
+        self._spec = None
         self.key = context_key
         self._pos = 0
         self._sum = np.zeros((1, d.bundle.manifest["config"]["model"]["d_model"]), np.float32)
         n = self.n_committed
         vocab = d.vocab
         self._feed(np.concatenate(([vocab.id_sos], self.neurons[:n])), np.concatenate(([vocab.dt_sos], self.offsets[:n])))
+
+    speculation_used = False  # whether the last `finish` reused a speculation
 
     def commit(self, opened: ClosedWindow, boundary: int) -> int:
         """Run the open window's events in quanta < `boundary` that are not yet committed; returns how many ran.
@@ -96,6 +103,20 @@ class WindowStream:
         self.n_committed = end
         return end - n
 
+    def speculate(self, opened: ClosedWindow) -> None:
+        """Run the tail as it stands now (uncommitted events, truncated, then EOS) and keep the result for `finish`.
+
+        The tail's keys/values go into cache slots past the committed ones, which stay masked until real tokens
+        overwrite them, so a speculation that turns out wrong costs nothing but its time."""
+        n = self.n_committed
+        if self.broken or not (np.array_equal(opened.neurons[:n], self.neurons[:n]) and np.array_equal(opened.offsets[:n], self.offsets[:n])):
+            return
+        tail = slice(n, max(n, min(opened.neurons.size, self._max)))
+        neurons, offsets = opened.neurons[tail].copy(), opened.offsets[tail].copy()
+        if self._spec is not None and self._spec[0] == n and np.array_equal(self._spec[1], neurons) and np.array_equal(self._spec[2], offsets):
+            return  # already speculated on exactly this tail
+        self._spec = (n, neurons, offsets, self._run_tail(neurons, offsets, commit=False))
+
     # ------------------------------------------------------------------ at close
     def matches(self, window: ClosedWindow, context_key: Hashable) -> bool:
         """Can `finish` decode this closed window exactly?"""
@@ -104,11 +125,25 @@ class WindowStream:
                 and np.array_equal(window.neurons[:n], self.neurons[:n]) and np.array_equal(window.offsets[:n], self.offsets[:n]))
 
     def finish(self, window: ClosedWindow) -> dict[str, Any]:
-        """The tail (uncommitted spikes, truncated like the tokenizer, then EOS), the pool and the heads."""
-        d, n = self._d, self.n_committed
+        """The tail (uncommitted spikes, truncated like the tokenizer, then EOS), the pool and the heads; nothing
+        to run when a speculation already covered exactly this tail."""
+        n = self.n_committed
         tail = slice(n, max(n, min(window.neurons.size, self._max)))
-        self._feed(np.append(window.neurons[tail], d.vocab.id_eos), np.append(window.offsets[tail], d.vocab.dt_eos))
+        spec = self._spec
+        if (spec is not None and spec[0] == n and np.array_equal(spec[1], window.neurons[tail])
+                and np.array_equal(spec[2], window.offsets[tail])):
+            self.speculation_used = True
+            return spec[3]
+        self.speculation_used = False
+        return self._run_tail(window.neurons[tail], window.offsets[tail], commit=True)
+
+    def _run_tail(self, neurons: np.ndarray, offsets: np.ndarray, commit: bool) -> dict[str, Any]:
+        d = self._d
+        pos, total = self._pos, self._sum.copy()
+        self._feed(np.append(neurons, d.vocab.id_eos), np.append(offsets, d.vocab.dt_eos))
         outs = d.backend.run("finalize", {"hidden_sum": self._sum, "count": np.array([self._pos], np.int64)})
+        if not commit:  # the cache slots written stay masked (>= pos) until real tokens overwrite them
+            self._pos, self._sum = pos, total
         return d.to_units(outs)
 
     def _feed(self, ids: np.ndarray, dts: np.ndarray) -> None:
