@@ -17,11 +17,11 @@ raw latency) and latency.png (histograms). Caveat: producer, subscriber and daem
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -102,16 +102,24 @@ def bare_decode(bundle: Bundle, session: Session, threads: int, n: int = 300) ->
     return percentiles(out)
 
 
-def _collector(endpoint: str, sink: list[tuple[int, float, float, int]], stop: threading.Event, ready: threading.Event) -> None:
-    """(window, end-to-end ms, post-close ms, spikes) per decode. Post-close is the daemon's own figure: the
-    message that closed the window received -> its decode published."""
+def _collector(endpoint: str, results: Any, stop: Any, ready: Any, newest: Any) -> None:
+    """The subscriber, in its own process (as on a rig: a thread beside the producer would share its GIL and add
+    milliseconds to the tail). Sends back (window, end-to-end ms, post-close ms, spikes, outbound ms) per decode.
+
+    Post-close is the daemon's own figure: the message that closed the window received -> its decode published.
+    Outbound: the daemon's publish stamp -> this receive (same host, same monotonic clock); inbound is the rest.
+    """
+    sink: list[tuple[int, float, float, int, float]] = []
     with Subscriber(endpoint, topics=("decode", "status")) as sub:
         sub.wait_for("status", timeout=60)
         ready.set()
         while not stop.is_set():
             msg = sub.receive(0.1)
             if msg is not None and msg["topic"] == "decode":
-                sink.append((msg["window"], Subscriber.latency_ms(msg), msg["latency_ms"], msg["n_spikes"]))
+                sink.append((msg["window"], Subscriber.latency_ms(msg), msg["latency_ms"], msg["n_spikes"],
+                             (msg["t_receive"] - msg["t_send"]) * 1e3))
+                newest.value = msg["window"]
+    results.send(sink)
 
 
 def bench_serve(bundle_dir: str | Path, session: Session, *, speeds: tuple[float, ...] = (1.0, 0.0), threads: int = 0,
@@ -156,12 +164,13 @@ def _serve_and_measure(bundle_dir: str | Path, bundle: Bundle, session: Session,
     behavior = tuple(b["name"] for b in bundle.behavior_inputs)
     try:
         for speed in speeds:
-            sink: list[tuple[int, float, float, int]] = []
-            stop, ready = threading.Event(), threading.Event()
-            collector = threading.Thread(target=_collector, args=(outp, sink, stop, ready), daemon=True)
+            mp = multiprocessing.get_context("spawn")
+            stop, ready, newest = mp.Event(), mp.Event(), mp.Value("q", -1)
+            receive_end, send_end = mp.Pipe(duplex=False)
+            collector = mp.Process(target=_collector, args=(outp, send_end, stop, ready, newest), daemon=True)
             collector.start()
-            if not ready.wait(60):
-                raise RuntimeError("the daemon did not come up")
+            if not ready.wait(120):
+                raise RuntimeError("the daemon (or the subscriber process) did not come up")
             with Producer(inp) as prod, Subscriber(outp, topics=("status",)) as status_sub:
                 status_sub.wait_for("status")
                 prod.control("reset", start=session.start)
@@ -169,7 +178,7 @@ def _serve_and_measure(bundle_dir: str | Path, bundle: Bundle, session: Session,
                 sent = send_paced(prod, session_messages(session, behavior=behavior), speed=speed)
                 last = bundle.window.window_index(session.stop) - 1
                 deadline = time.monotonic() + 60
-                while (not sink or sink[-1][0] < last) and time.monotonic() < deadline:
+                while newest.value < last and time.monotonic() < deadline:
                     time.sleep(0.01)  # waiting for the tail of the run to be decoded (bounded)
                 cpu = (_cpu_seconds(daemon.pid) - cpu0) / (time.monotonic() - wall0)
                 while status_sub.receive(0) is not None:
@@ -177,10 +186,12 @@ def _serve_and_measure(bundle_dir: str | Path, bundle: Bundle, session: Session,
                 prod.control("status")
                 status = status_sub.wait_for("status")
             stop.set()
+            sink = receive_end.recv() if receive_end.poll(30) else []
             collector.join(5)
             lat = np.array([x[1] for x in sink])
             post = np.array([x[2] for x in sink])
             spikes = np.array([x[3] for x in sink])
+            outbound = np.array([x[4] for x in sink])
             name = "real_time" if speed == 1 else ("as_fast_as_possible" if speed == 0 else f"speed_{speed:g}")
             name += "_streaming" if mode == "streaming" else ""
             run = {"mode": mode, "speed": speed, "latency_ms": percentiles(lat), "post_close_ms": percentiles(post),
@@ -190,6 +201,7 @@ def _serve_and_measure(bundle_dir: str | Path, bundle: Bundle, session: Session,
                    "streamed": status["counters"].get("windows_streamed", 0),
                    "stream_fallback": status["counters"].get("stream_fallback", 0), "daemon_cpu": cpu,
                    "stages_ms": status.get("stages_ms", {}),
+                   "inbound_ms": percentiles(lat - post - outbound), "outbound_ms": percentiles(outbound),
                    "dropped_by_producer": sent["dropped"], "raw_ms": lat.tolist(), "raw_post_close_ms": post.tolist(),
                    "spikes_per_window": spikes.tolist()}
             run["post_close_p99_by_spikes_ms"] = _p99_by_spikes(post, spikes)
@@ -206,7 +218,8 @@ def _serve_and_measure(bundle_dir: str | Path, bundle: Bundle, session: Session,
                 + f", daemon CPU {cpu:.0%}")
             if run["stages_ms"]:
                 log(f"{'':30s}  post-close p50 by stage: " + ", ".join(f"{k} {v:.3f}" for k, v in run["stages_ms"].items())
-                    + f" ms; transport + queueing (end-to-end - post-close) p50 {np.median(lat - post):.3f} ms")
+                    + f" ms; producer -> daemon p50 {run['inbound_ms']['p50']:.3f} / p99 {run['inbound_ms']['p99']:.3f} ms, "
+                    f"daemon -> subscriber p50 {run['outbound_ms']['p50']:.3f} / p99 {run['outbound_ms']['p99']:.3f} ms")
             if len(run["p99_by_minute_ms"]) > 1:
                 log(f"{'':30s}  p99 per minute of data: " + ", ".join(f"{x:.2f}" for x in run["p99_by_minute_ms"]) + " ms")
     finally:

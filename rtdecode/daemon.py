@@ -50,6 +50,7 @@ log = logging.getLogger("rtdecode.daemon")
 
 _MSG_COUNTER = {Spikes: "msg_spikes", Frame: "msg_frame", BehaviorSamples: "msg_behavior", Clock: "msg_clock",
                 Control: "msg_control"}  # accepted messages per wire topic
+STREAM_YIELD_S = 0.002
 MAX_SOURCES = 256  # producers (`src`) whose sequence is tracked; the least recently seen is forgotten beyond this
 
 
@@ -190,7 +191,8 @@ class Daemon:
         self.ready.set()
         try:
             while not stop.is_set():
-                events = dict(poller.poll(timeout=20))
+                wait = self._stream_after - time.monotonic() if self._stream_due else 0.02
+                events = dict(poller.poll(timeout=max(0, int(wait * 1e3) + 1) if self._stream_due else 20))
                 if self.pull in events:
                     for _ in range(1000):  # drain, but come back to the poller regularly
                         try:
@@ -198,9 +200,10 @@ class Daemon:
                         except zmq.Again:
                             break
                         self._guarded(self.handle, frames, time.perf_counter())
-                    if self._stream_due:  # the queue is empty (or 1000 were handled): stream work now
-                        self._stream_due = False
-                        self._guarded(self._stream)
+                if self._stream_due and time.monotonic() >= self._stream_after:
+                    # the queue is empty (or 1000 were handled), and a just-published decode has had its moment
+                    self._stream_due = False
+                    self._guarded(self._stream)
                 if self.gen_pull is not None and self.gen_pull in events:
                     self._guarded(self._forward_activity)
                 if time.monotonic() >= next_status:
@@ -354,6 +357,7 @@ class Daemon:
         self.behavior = {b["name"]: SampleRing() for b in self.bundle.behavior_inputs}
         self.stream: WindowStream | None = None  # the open window's streaming decode
         self._stream_due = False  # input arrived since the stream was last brought up to date
+        self._stream_after = 0.0  # monotonic time before which stream work waits (just after a publish)
         self._watermark = float("-inf")  # the newest clock watermark, s
 
     def _context_key(self, window: ClosedWindow) -> tuple[int, ...]:
@@ -421,6 +425,9 @@ class Daemon:
             self.stages.append((self._t_parsed - t_recv, self._t_window - self._t_parsed, t_model - self._t_window,
                                 time.perf_counter() - t_model))
             self.counters["windows"] += 1
+            # stream work for the next window waits STREAM_YIELD_S: on a busy CPU the decode's way out (ZeroMQ's I/O
+            # thread here, the subscriber's process) needs a core first; measured, see docs/performance.md
+            self._stream_after = time.monotonic() + STREAM_YIELD_S
             self.latencies.append(latency)
             if latency > self.deadline_ms:
                 self.counters["deadline_misses"] += 1
