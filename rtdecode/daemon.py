@@ -50,7 +50,8 @@ log = logging.getLogger("rtdecode.daemon")
 
 _MSG_COUNTER = {Spikes: "msg_spikes", Frame: "msg_frame", BehaviorSamples: "msg_behavior", Clock: "msg_clock",
                 Control: "msg_control"}  # accepted messages per wire topic
-STREAM_YIELD_S = 0.002
+STREAM_YIELD_S = 0.002  # stream work waits this long after a publish, and this long after any input:
+STREAM_INPUT_GRACE_S = 0.0005
 MAX_SOURCES = 256  # producers (`src`) whose sequence is tracked; the least recently seen is forgotten beyond this
 
 
@@ -278,6 +279,9 @@ class Daemon:
             self._decode(closed, msg.seq, msg.t_send, t_recv)
         if self.streaming and not isinstance(msg, Control):
             self._stream_due = True  # brought up to date once the input queue is empty: never ahead of a message
+            # ... and has stayed empty for a moment: a rig sends a block's spikes and its watermark back to back,
+            # and the watermark that closes the window must not wait behind a speculation started in the gap
+            self._stream_after = max(self._stream_after, time.monotonic() + STREAM_INPUT_GRACE_S)
             if isinstance(msg, Clock):
                 self._watermark = max(self._watermark, msg.t)
 
