@@ -8,8 +8,11 @@ In one run:
    the message that closed the window -> subscriber receive of its decode, on this host's monotonic clock;
    windows/s, deadline misses and skipped windows from the daemon's status; the daemon's CPU use from /proc.
 Each daemon mode asked for (window = decode at close, streaming = `--streaming`) gets its own daemon process, one
-after the other. Per run: post-close latency (the daemon's own figure: closing message received -> decode
-published) beside end-to-end latency, and post-close p99 by quartile of spikes per window.
+after the other. Per run: post-close latency (the daemon's own figure: closing message taken off the socket ->
+decode computed; encoding and sending, ~0.1 ms, are the `publish` stage) beside end-to-end latency, the two
+transport legs (time a message waits in the socket behind other work is in the inbound leg, so compare modes on
+end-to-end), and post-close p99 by quartile of spikes per window. Counters are per run (one daemon serves every
+speed); `stages_ms` medians span the daemon's last 1000 windows.
 The daemon's own overhead is p50 end-to-end - p50 bare decode - p50 bare round trip. Writes latency.json (every
 raw latency) and latency.png (histograms). Caveat: producer, subscriber and daemon share this machine's cores.
 """
@@ -172,7 +175,7 @@ def _serve_and_measure(bundle_dir: str | Path, bundle: Bundle, session: Session,
             if not ready.wait(120):
                 raise RuntimeError("the daemon (or the subscriber process) did not come up")
             with Producer(inp) as prod, Subscriber(outp, topics=("status",)) as status_sub:
-                status_sub.wait_for("status")
+                before = status_sub.wait_for("status")  # one daemon serves every speed: counters are per run
                 prod.control("reset", start=session.start)
                 cpu0, wall0 = _cpu_seconds(daemon.pid), time.monotonic()
                 sent = send_paced(prod, session_messages(session, behavior=behavior), speed=speed)
@@ -194,6 +197,9 @@ def _serve_and_measure(bundle_dir: str | Path, bundle: Bundle, session: Session,
             outbound = np.array([x[4] for x in sink])
             name = "real_time" if speed == 1 else ("as_fast_as_possible" if speed == 0 else f"speed_{speed:g}")
             name += "_streaming" if mode == "streaming" else ""
+            c0, c1 = before["counters"], status["counters"]
+            status = {**status, "deadline_misses": status["deadline_misses"] - before["deadline_misses"],
+                      "counters": {k: v - c0.get(k, 0) for k, v in c1.items()}}
             run = {"mode": mode, "speed": speed, "latency_ms": percentiles(lat), "post_close_ms": percentiles(post),
                    "windows": len(sink), "windows_per_s": len(sink) / max(sent["wall_seconds"], 1e-9),
                    "wall_s": sent["wall_seconds"], "deadline_misses": status["deadline_misses"],

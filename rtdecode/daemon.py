@@ -364,12 +364,12 @@ class Daemon:
         self._stream_after = 0.0  # monotonic time before which stream work waits (just after a publish)
         self._watermark = float("-inf")  # the newest clock watermark, s
 
-    def _context_key(self, window: ClosedWindow) -> tuple[int, ...]:
+    def _context_key(self, window: ClosedWindow) -> tuple[Any, ...]:
         """Changes exactly when the window's context inputs do: the frames and behavior samples before its end
         (counts suffice: both only ever arrive newer) and its history (which grows only before the first window
         closes, when early spikes become the first window's history). A frame for the next window does not."""
         cut = window.end - EDGE_TOLERANCE
-        key = [int(window.prev_neurons.size)]
+        key: list[Any] = [int(window.prev_neurons.size)]
         if self.frames is not None:
             key.append(self.frames.count_before(cut))
         key += [ring.count_before(cut) for ring in self.behavior.values()]

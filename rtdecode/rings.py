@@ -33,9 +33,9 @@ class FrameRing:
         self.count += 1
         return True
 
-    def count_before(self, t: float) -> int:
-        """Frames ever pushed with a time before `t`: which frames a window ending at t + EDGE_TOLERANCE sees
-        (streaming decode's context key; frames only ever arrive newer, so the count says it all)."""
+    def count_before(self, t: float) -> tuple[int, int]:
+        """(frames ever pushed with a time before `t`, frames evicted from the ring): which frames a window ending
+        at t + EDGE_TOLERANCE sees (streaming decode's context key; frames only ever arrive newer)."""
         return _count_before(self.times, self.count, t)
 
     def stack(self, window_end: float, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
@@ -58,20 +58,19 @@ class SampleRing:
 
     def push(self, times: np.ndarray, values: np.ndarray) -> int:
         """Append samples newer than the last stored one; returns how many were out of order (dropped)."""
-        if self.count:
-            last = self.times[(self.count - 1) % self.times.size]
-            keep = times > last
-        else:
-            keep = np.ones(times.size, bool)
-        keep &= np.concatenate(([True], np.diff(times) > 0)) if times.size else keep
+        last = self.times[(self.count - 1) % self.times.size] if self.count else -np.inf
+        # newer than the stored samples and than every earlier sample of the batch ([5, 3, 4] keeps 5 only); NaN
+        # times are dropped and never become the reference (fmax ignores them)
+        before = np.fmax.accumulate(np.concatenate(([last], times[:-1]))) if times.size else times
+        keep = np.isfinite(times) & (times > before)
         t, v = times[keep][-self.times.size :], values[keep][-self.times.size :]
         slots = (self.count + np.arange(t.size)) % self.times.size
         self.times[slots], self.values[slots] = t, v
         self.count += t.size
         return int((~keep).sum())
 
-    def count_before(self, t: float) -> int:
-        """Samples ever pushed with a time before `t` (see FrameRing.count_before)."""
+    def count_before(self, t: float) -> tuple[int, int]:
+        """(samples ever pushed with a time before `t`, samples evicted) (see FrameRing.count_before)."""
         return _count_before(self.times, self.count, t)
 
     def recent(self) -> tuple[np.ndarray, np.ndarray]:
@@ -81,7 +80,9 @@ class SampleRing:
         return self.times[order], self.values[order]
 
 
-def _count_before(times: np.ndarray, count: int, t: float) -> int:
+def _count_before(times: np.ndarray, count: int, t: float) -> tuple[int, int]:
+    """(entries ever pushed with a time before t, entries evicted): the second changes when the ring drops one a
+    window may use, so a key built from both changes whenever what the window sees could."""
     k = min(count, times.size)
     chronological = times[np.arange(count - k, count) % times.size]
-    return count - k + int(np.searchsorted(chronological, t, side="left"))
+    return count - k + int(np.searchsorted(chronological, t, side="left")), count - k

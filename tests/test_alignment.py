@@ -36,3 +36,17 @@ def test_behavior_does_not_interpolate_across_missing_samples():
     v = np.array([1.0, np.nan, np.nan, 4.0])
     out = behavior_per_window(t, v, np.array([0.06, 0.0]), np.array([0.08, 0.03]))
     assert np.isnan(out[0]) and out[1] == 1.0
+
+
+def test_sample_ring_keeps_only_samples_newer_than_everything_before_them():
+    from rtdecode.rings import SampleRing
+
+    ring = SampleRing(capacity=8)
+    assert ring.push(np.array([5.0, 3.0, 4.0, np.nan, 6.0]), np.arange(5.0)) == 3  # 3, 4 (older than 5) and NaN
+    times, values = ring.recent()
+    np.testing.assert_array_equal(times, [5.0, 6.0])
+    np.testing.assert_array_equal(values, [0.0, 4.0])
+    assert ring.push(np.array([5.5, 7.0]), np.array([9.0, 10.0])) == 1
+    assert ring.count_before(6.5) == (2, 0)  # (pushed before t, evicted)
+    ring.push(np.arange(8.0, 16.0), np.zeros(8))
+    assert ring.count_before(100.0) == (11, 3)

@@ -97,21 +97,21 @@ def main() -> None:
     if not args.no_generate:
         cmd.append("--generate")
     daemon = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    decodes: list[tuple[float, float]] = []  # (wall time since start, latency ms)
-    samples: list[dict] = []
+    decodes: list[tuple[float, float]] = []  # (monotonic receive time, latency ms)
+    samples: list[dict] = []  # "t": monotonic time
     stop, ready, measuring = threading.Event(), threading.Event(), threading.Event()
-    t0 = time.monotonic()
+    t0 = time.monotonic()  # start of the measured minutes (moved when the warm-up ends)
 
     def listen() -> None:
         with Subscriber(outp, topics=("decode", "status")) as sub:
             sub.wait_for("status", timeout=60)
             ready.set()
-            next_sample = 0.0
+            next_sample = -np.inf
             while not stop.is_set():
                 msg = sub.receive(0.1)
                 if msg is None:
                     continue
-                now = time.monotonic() - t0
+                now = time.monotonic()
                 if msg["topic"] == "decode":
                     decodes.append((now, Subscriber.latency_ms(msg)))
                 elif now >= next_sample:
@@ -134,9 +134,7 @@ def main() -> None:
             nonlocal t0
             if t >= measured_from and not measuring.is_set():
                 measuring.set()
-                t0 = time.monotonic()
-                decodes.clear()
-                samples.clear()
+                t0 = time.monotonic()  # rows count from here; earlier decodes and samples are the warm-up
 
         with Producer(inp) as prod:
             t0 = time.monotonic()
@@ -147,7 +145,7 @@ def main() -> None:
         listener.join(5)
         daemon.terminate()
         daemon.wait(timeout=30)
-    report(args, decodes, samples, sent)
+    report(args, [(t - t0, ms) for t, ms in decodes if t >= t0], [{**x, "t": x["t"] - t0} for x in samples if x["t"] >= t0], sent)
 
 
 def report(args: argparse.Namespace, decodes: list[tuple[float, float]], samples: list[dict], sent: dict) -> None:

@@ -69,7 +69,7 @@ def evaluate_report(source: Path, session_path: Path, out: Path, *, max_windows:
                                                   "run": str(run_dir) if run_dir else "none",
                                                   "neurons": session.n_neurons, "duration_s": session.duration,
                                                   "test_windows": int(split.test.size)})
-    if cfg.targets:
+    if any(t.kind == "regression" for t in cfg.targets):
         _decoding(report.section("decoding", "Behavior decoding"), out, decoder, data, norm, split, block, seed, log)
     _generation(report.section("generation", "Generation"), out, decoder, data, norm, split, block[:max_windows], session, seed, log)
     torch_ok = run_dir is not None and _has_torch()

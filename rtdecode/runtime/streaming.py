@@ -64,22 +64,28 @@ class WindowStream:
         self.offsets = np.empty(self._max, np.int64)
         self.n_committed = 0
         self._spec: tuple[int, np.ndarray, np.ndarray, dict[str, Any]] | None = None  # (n, tail neurons, offsets, result)
-        self.broken = False  # an out-of-order event changed the committed prefix: decode window at a time
+        self.broken = False  # the committed prefix changed (or a step failed): decode window at a time
+        self.key: Hashable = None
         self.set_context(context_feeds, context_key)
 
     # ------------------------------------------------------------------ while the window is open
     def set_context(self, context_feeds: dict[str, np.ndarray], context_key: Hashable) -> None:
         """(Re)compute the cross-attention context and re-run the committed tokens against it."""
         d = self._d
-        outs = d.backend.run("context", {n: context_feeds[n] for n in d._context_inputs})
-        self._ctx = dict(zip(d._context_outputs, outs))
         self._spec = None
+        self.key = None  # matches nothing until the context is complete
+        try:
+            outs = d.backend.run("context", {n: context_feeds[n] for n in d._context_inputs})
+            self._ctx = dict(zip(d._context_outputs, outs))
+            self._pos = 0
+            self._sum = np.zeros((1, d.bundle.manifest["config"]["model"]["d_model"]), np.float32)
+            n = self.n_committed
+            vocab = d.vocab
+            self._feed(np.concatenate(([vocab.id_sos], self.neurons[:n])), np.concatenate(([vocab.dt_sos], self.offsets[:n])))
+        except BaseException:
+            self.broken = True  # a half-built state must never decode: the close falls back to window at a time
+            raise
         self.key = context_key
-        self._pos = 0
-        self._sum = np.zeros((1, d.bundle.manifest["config"]["model"]["d_model"]), np.float32)
-        n = self.n_committed
-        vocab = d.vocab
-        self._feed(np.concatenate(([vocab.id_sos], self.neurons[:n])), np.concatenate(([vocab.dt_sos], self.offsets[:n])))
 
     speculation_used = False  # whether the last `finish` reused a speculation
 
@@ -99,7 +105,11 @@ class WindowStream:
             return 0
         self.neurons[n:end] = opened.neurons[n:end]
         self.offsets[n:end] = opened.offsets[n:end]
-        self._feed(self.neurons[n:end], self.offsets[n:end])
+        try:
+            self._feed(self.neurons[n:end], self.offsets[n:end])
+        except BaseException:
+            self.broken = True
+            raise
         self.n_committed = end
         return end - n
 
@@ -121,7 +131,8 @@ class WindowStream:
     def matches(self, window: ClosedWindow, context_key: Hashable) -> bool:
         """Can `finish` decode this closed window exactly?"""
         n = self.n_committed
-        return (not self.broken and window.index == self.index and context_key == self.key and window.neurons.size >= n
+        return (not self.broken and self.key is not None and window.index == self.index and context_key == self.key
+                and window.neurons.size >= n
                 and np.array_equal(window.neurons[:n], self.neurons[:n]) and np.array_equal(window.offsets[:n], self.offsets[:n]))
 
     def finish(self, window: ClosedWindow) -> dict[str, Any]:
@@ -140,10 +151,12 @@ class WindowStream:
     def _run_tail(self, neurons: np.ndarray, offsets: np.ndarray, commit: bool) -> dict[str, Any]:
         d = self._d
         pos, total = self._pos, self._sum.copy()
-        self._feed(np.append(neurons, d.vocab.id_eos), np.append(offsets, d.vocab.dt_eos))
-        outs = d.backend.run("finalize", {"hidden_sum": self._sum, "count": np.array([self._pos], np.int64)})
-        if not commit:  # the cache slots written stay masked (>= pos) until real tokens overwrite them
-            self._pos, self._sum = pos, total
+        try:
+            self._feed(np.append(neurons, d.vocab.id_eos), np.append(offsets, d.vocab.dt_eos))
+            outs = d.backend.run("finalize", {"hidden_sum": self._sum, "count": np.array([self._pos], np.int64)})
+        finally:
+            if not commit:  # the cache slots written stay masked (>= pos) until real tokens overwrite them
+                self._pos, self._sum = pos, total
         return d.to_units(outs)
 
     def _feed(self, ids: np.ndarray, dts: np.ndarray) -> None:
