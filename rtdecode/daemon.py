@@ -24,6 +24,7 @@ import msgpack
 import numpy as np
 import zmq
 
+from rtdecode.alignment import EDGE_TOLERANCE
 from rtdecode.auth import CurveServer, exposure_warnings, is_loopback
 from rtdecode.protocol import (
     BehaviorSamples,
@@ -37,7 +38,6 @@ from rtdecode.protocol import (
     encode_decode,
     encode_status,
 )
-from rtdecode.alignment import EDGE_TOLERANCE
 from rtdecode.rings import FrameRing, SampleRing
 from rtdecode.runtime import Bundle, Decoder
 from rtdecode.runtime.streaming import StreamingError, WindowStream

@@ -89,7 +89,7 @@ def evaluate_report(source: Path, session_path: Path, out: Path, *, max_windows:
     else:
         sec.text("Not computed: needs the PyTorch run this bundle was exported from.", "note")
     _fewshot(report.section("fewshot", "Few-shot decoding"), out, fewshot_dir)
-    _latency(report.section("latency", "Serving latency"), out, bundle_dir, session,
+    _latency(report.section("latency", "Serving latency"), out, bundle_dir, decoder.can_stream, session,
              float(data.tokens.window_starts()[block[0]]) if block.size else session.start, latency_runs, latency_seconds, log)
     path = report.write()
     log(f"wrote {path} and {out / 'report.json'}")
@@ -228,14 +228,14 @@ def _fewshot(sec: Section, out: Path, fewshot_dir: Path | None) -> None:
         sec.figure(out, "fewshot.png", "Held-out r after fine-tuning on a fraction of labelled windows: pretrained vs scratch.")
 
 
-def _latency(sec: Section, out: Path, bundle_dir: Path, session: Session, start: float,
+def _latency(sec: Section, out: Path, bundle_dir: Path, can_stream: bool, session: Session, start: float,
              runs: dict[str, Any] | None, seconds: float, log: Callable[[str], None]) -> None:
     if runs is None and seconds > 0:
         from rtdecode.bench_serve import bench_serve
 
         piece = session.slice_time(start, min(session.stop, start + seconds))
         log(f"latency: serving {piece.duration:.0f} s at real time through the daemon ...")
-        modes = ("window", "streaming") if Decoder(bundle_dir).can_stream else ("window",)
+        modes = ("window", "streaming") if can_stream else ("window",)
         runs = bench_serve(bundle_dir, piece, speeds=(1.0,), threads=1, modes=modes, out_dir=out / "latency",
                            log=lambda _: None)["runs"]
     if not runs:
