@@ -371,8 +371,8 @@ class Daemon:
         cut = window.end - EDGE_TOLERANCE
         key: list[Any] = [int(window.prev_neurons.size)]
         if self.frames is not None:
-            key.append(self.frames.count_before(cut))
-        key += [ring.count_before(cut) for ring in self.behavior.values()]
+            key.append(self.frames.window_key(cut, self.bundle.frames["n_frames"]))
+        key += [self.behavior[spec["name"]].window_key(cut, spec["input_window"]) for spec in self.bundle.behavior_inputs]
         return tuple(key)
 
     def _stream(self) -> None:

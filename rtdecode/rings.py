@@ -33,10 +33,13 @@ class FrameRing:
         self.count += 1
         return True
 
-    def count_before(self, t: float) -> tuple[int, int]:
-        """(frames ever pushed with a time before `t`, frames evicted from the ring): which frames a window ending
-        at t + EDGE_TOLERANCE sees (streaming decode's context key; frames only ever arrive newer)."""
-        return _count_before(self.times, self.count, t)
+    def window_key(self, cut: float, n_frames: int) -> tuple[int, int]:
+        """Which stored frames a window ending at cut + EDGE_TOLERANCE reads (`stack`): the push numbers of the
+        first and one past the last. Frames are immutable and arrive only newer, so the key changes exactly when
+        the window's frame input can: a frame before the cut arrives, or the ring evicts one the window reads.
+        A frame for a later window, or evicting one the window no longer reads, leaves it alone."""
+        hi = _stored_before(self.times, self.count, cut)
+        return max(self.count - self.times.size, hi - n_frames, 0), hi
 
     def stack(self, window_end: float, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
         """(n_frames, H, W) frames shown before `window_end`, oldest first, and their validity (n_frames,) bool."""
@@ -69,9 +72,11 @@ class SampleRing:
         self.count += t.size
         return int((~keep).sum())
 
-    def count_before(self, t: float) -> tuple[int, int]:
-        """(samples ever pushed with a time before `t`, samples evicted) (see FrameRing.count_before)."""
-        return _count_before(self.times, self.count, t)
+    def window_key(self, cut: float, input_window: float) -> tuple[int, int]:
+        """Which stored samples a window ending at cut + EDGE_TOLERANCE reads (those in [cut - input_window, cut),
+        as `behavior_input_samples` takes them): push numbers of the first and one past the last; see
+        FrameRing.window_key."""
+        return _stored_before(self.times, self.count, cut - input_window), _stored_before(self.times, self.count, cut)
 
     def recent(self) -> tuple[np.ndarray, np.ndarray]:
         """(times, values) in chronological order."""
@@ -80,9 +85,9 @@ class SampleRing:
         return self.times[order], self.values[order]
 
 
-def _count_before(times: np.ndarray, count: int, t: float) -> tuple[int, int]:
-    """(entries ever pushed with a time before t, entries evicted): the second changes when the ring drops one a
-    window may use, so a key built from both changes whenever what the window sees could."""
+def _stored_before(times: np.ndarray, count: int, t: float) -> int:
+    """Push number of the first stored entry at or after t (`count` when none): entries evicted count as before
+    t, so the stored entries before t are exactly those numbered from the oldest stored one up to this."""
     k = min(count, times.size)
     chronological = times[np.arange(count - k, count) % times.size]
-    return count - k + int(np.searchsorted(chronological, t, side="left")), count - k
+    return count - k + int(np.searchsorted(chronological, t, side="left"))

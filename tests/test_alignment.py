@@ -47,6 +47,34 @@ def test_sample_ring_keeps_only_samples_newer_than_everything_before_them():
     np.testing.assert_array_equal(times, [5.0, 6.0])
     np.testing.assert_array_equal(values, [0.0, 4.0])
     assert ring.push(np.array([5.5, 7.0]), np.array([9.0, 10.0])) == 1
-    assert ring.count_before(6.5) == (2, 0)  # (pushed before t, evicted)
-    ring.push(np.arange(8.0, 16.0), np.zeros(8))
-    assert ring.count_before(100.0) == (11, 3)
+    assert ring.window_key(6.5, 2.0) == (0, 2)  # push numbers of the samples in [4.5, 6.5): 5.0 and 6.0
+    ring.push(np.arange(8.0, 16.0), np.zeros(8))  # 11 pushed, the 3 oldest evicted
+    assert ring.window_key(100.0, 200.0) == (3, 11)
+    assert ring.window_key(9.5, 3.0) == (3, 5)  # wants 7.0 (push 2, evicted), 8.0, 9.0: only 8.0 and 9.0 are stored
+
+
+def test_ring_window_keys_change_exactly_when_what_a_window_reads_does():
+    """Streaming decode's context key: a frame or sample for a later window, or evicting one the window no longer
+    reads, must leave a window's key alone (else every window falls back once the ring is full); a new entry
+    before its end, or evicting one it reads, must change it."""
+    from rtdecode.rings import FrameRing, SampleRing
+
+    frames = FrameRing(2, 2, capacity=4)
+    for t in range(4):
+        frames.push(float(t), np.zeros((2, 2), np.uint8))
+    key = frames.window_key(3.5, n_frames=2)  # reads frames 2 and 3
+    assert key == (2, 4)
+    frames.push(4.0, np.zeros((2, 2), np.uint8))  # for a later window; evicts frame 0, which it does not read
+    assert frames.window_key(3.5, 2) == key
+    before = frames.window_key(3.5, 4)
+    frames.push(5.0, np.zeros((2, 2), np.uint8))  # evicts frame 1, which a 4-frame window reads
+    assert frames.window_key(3.5, 4) != before and frames.window_key(3.5, 2) == key
+    assert frames.window_key(5.5, 2) == (4, 6)  # a frame before the end arrived
+
+    samples = SampleRing(capacity=4)
+    samples.push(np.arange(4.0), np.zeros(4))
+    key = samples.window_key(3.5, 1.6)  # reads 2.0, 3.0
+    samples.push(np.array([4.0, 5.0]), np.zeros(2))  # later samples evict 0.0 and 1.0: not read
+    assert samples.window_key(3.5, 1.6) == key
+    samples.push(np.array([6.0]), np.zeros(1))  # evicts 2.0, which it reads
+    assert samples.window_key(3.5, 1.6) != key

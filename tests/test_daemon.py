@@ -73,7 +73,7 @@ def offline_decodes(bundle: Path, session, windows: np.ndarray) -> dict[str, np.
     return Decoder(b, backend="onnxruntime").decode(data.batch(windows, Normalisation.from_dict(b.manifest["normalisation"])))
 
 
-@pytest.mark.parametrize("streaming, speed, t1", [(False, 0, 8.0), (True, 0, 8.0), (True, 1, 3.0)],
+@pytest.mark.parametrize("streaming, speed, t1", [(False, 0, 8.0), (True, 0, 8.0), (True, 1, 4.0)],
                          ids=["window-at-a-time", "streaming-flooded", "streaming-real-time"])
 def test_streaming_parity_with_offline_inference(tiny_bundle, tiny_session, streaming, speed, t1):
     """A session replayed through the real daemon decodes exactly like offline inference on the same bundle, with
@@ -96,7 +96,9 @@ def test_streaming_parity_with_offline_inference(tiny_bundle, tiny_session, stre
     np.testing.assert_array_equal([d["n_spikes"] for d in decodes], counts)
     c = status["counters"]
     assert c.get("late", 0) == 0 and status["windows"] == n and c.get("internal_error", 0) == 0
-    if streaming and speed == 1:  # streamed while open, with frames and behavior arriving mid-window
+    # streamed while open, with frames and behavior arriving mid-window; 4 s of 20-fps frames overflow the daemon's
+    # 64-frame ring, so windows after 3.2 s also check that evictions they do not read never force a fallback
+    if streaming and speed == 1:
         assert c["windows_streamed"] >= 0.5 * n and c.get("stream_fallback", 0) == 0  # 100% when the machine is quiet
         assert c["stream_context_refresh"] > 0
 
