@@ -8,7 +8,7 @@ Bundle layout (format version 1):
     decode.onnx     whole window -> behavior outputs
     context.onnx    history/frames/behavior inputs -> cross-attention keys/values
     step.onnx       new tokens + context + fixed-size KV cache -> next logits + new keys/values
-    stream.onnx     (optional; written since 0.2) new tokens + context + cache -> summed hidden states + new K/V
+    stream.onnx     (optional; written since 0.2) new tokens + mask + filled cache + context -> summed hidden states + new K/V
     finalize.onnx   (optional; written since 0.2) summed hidden states + token count -> behavior outputs
 
 Dynamic axes: batch (B), tokens (T, or t for a step), history tokens (M) and behavior samples. The KV cache has a
@@ -98,7 +98,7 @@ def _export(module: torch.nn.Module, args: tuple[torch.Tensor, ...], names: tupl
         if isinstance(module, FinalizeGraph):  # plain positional inputs
             nested: tuple[Any, ...] = tuple(shapes)
         else:
-            fixed = 5 if isinstance(module, (StepGraph, StreamGraph)) else 0
+            fixed = 5 if isinstance(module, StepGraph) else 4 if isinstance(module, StreamGraph) else 0
             nested = (*shapes[:fixed], tuple(shapes[fixed:]))
         torch.onnx.export(module, args, tmp, input_names=list(names), output_names=list(outputs),
                           dynamic_shapes=nested, dynamo=True, opset_version=opset, verbose=False,
@@ -158,6 +158,12 @@ def export_bundle(
         B = batch["ids"].shape[0]
         past = torch.zeros(n_causal, B, H, C, hd)
         step_args = (tensors["ids"][:, :2], tensors["dts"][:, :2], torch.tensor(3, dtype=torch.int64), past, past.clone(), *ctx_out)
+        # stream: 2 new tokens after 3 cached ones, the mask causal among the new ones
+        bias = torch.zeros(2, 5)
+        bias[0, 4] = float("-inf")
+        filled = past[:, :, :, :3]
+        stream_args = (tensors["ids"][:, :2], tensors["dts"][:, :2], torch.tensor(3, dtype=torch.int64), bias,
+                       *filled.unbind(0), *filled.clone().unbind(0), *ctx_out)
     manifest_graphs: dict[str, Any] = {}
     for name, module in graphs.items():
         spec = module.spec
@@ -166,13 +172,18 @@ def export_bundle(
             Bd = torch.export.Dim("batch", min=1, max=1024)
             dyn = {"hidden_sum": {0: Bd}, "count": {0: Bd}}
         elif name in ("step", "stream"):
-            args = step_args
+            args = step_args if name == "step" else stream_args
             Dim = torch.export.Dim
             Bd, td, Md = Dim("batch", min=1, max=1024), Dim("tokens", min=1, max=C), Dim("history", min=1, max=8192)
-            dyn: dict[str, dict[int, Any]] = {"ids": {0: Bd, 1: td}, "dts": {0: Bd, 1: td}, "pos": {},
-                                              "past_k": {1: Bd}, "past_v": {1: Bd}}
+            dyn: dict[str, dict[int, Any]] = {"ids": {0: Bd, 1: td}, "dts": {0: Bd, 1: td}, "pos": {}}
+            if name == "step":
+                dyn.update({"past_k": {1: Bd}, "past_v": {1: Bd}})
+            else:
+                Pd = Dim("past", min=1, max=C)
+                dyn["mask"] = {0: td, 1: Dim("keys", min=2, max=2 * C)}
+                dyn.update({n: {0: Bd, 2: Pd} for n in spec.inputs if n.startswith("past_")})
             memory_dims: dict[str, Any] = {}  # one dynamic length per memory kind (history, each behavior input)
-            for n in spec.inputs[5:]:
+            for n in spec.inputs[len(dyn):]:
                 if n.startswith("frame"):
                     dyn[n] = {0: Bd}
                     continue

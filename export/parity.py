@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from rtdecode.runtime import Bundle, Decoder
+from rtdecode.runtime.streaming import stream_feeds
 from rtdecode.training.checkpoint import LoadedRun
 from rtdecode.training.generate import SamplingConfig, generate_window
 from rtdecode.export.graphs import ContextGraph, DecodeGraph, context_input_names
@@ -76,8 +77,8 @@ def check_parity(run: LoadedRun, bundle_dir: Path, batch: dict[str, np.ndarray],
             for lo, hi in ((0, n // 2), (n // 2, n)):
                 if hi <= lo:
                     continue
-                hs, nk, nv = ort.run("stream", {"ids": batch["ids"][b : b + 1, lo:hi], "dts": batch["dts"][b : b + 1, lo:hi],
-                                                "pos": np.array(lo, np.int64), "past_k": k, "past_v": v, **ctx_b})
+                hs, nk, nv = ort.run("stream", stream_feeds(batch["ids"][b : b + 1, lo:hi], batch["dts"][b : b + 1, lo:hi],
+                                                            lo, k, v, ctx_b))
                 k[:, :, :, lo:hi], v[:, :, :, lo:hi] = nk, nv
                 total += hs
             got_b = ort.run("finalize", {"hidden_sum": total, "count": np.array([n], np.int64)})

@@ -128,7 +128,7 @@ class Daemon:
         self._unit_sorted = ids[self._unit_order]
         self.streaming = self.decoder.can_stream if config.streaming is None else config.streaming
         if self.streaming and not self.decoder.can_stream:
-            raise StreamingError(f"{bundle_dir} has no stream/finalize graphs (or backend {config.backend} cannot run "
+            raise StreamingError(f"{bundle_dir} has no stream/finalize graphs of this version (or backend {config.backend} cannot run "
                                  "them): re-export the run with this rtdecode, or serve with --no-streaming")
         self._start_session(config.start)
         self.deadline_ms = config.deadline_ms if config.deadline_ms is not None else self.bundle.window.window * 1e3

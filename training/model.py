@@ -23,6 +23,7 @@ valid, so an empty history never yields an all-masked softmax. Pooling averages 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -80,6 +81,16 @@ class Attention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
         return self.proj(y.transpose(1, 2).reshape(B, T, D))
 
+    def attend(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """`forward` (eval mode) with an additive mask (0 = may attend, -inf = may not), spelled out as matmul +
+        softmax: exported, this is a handful of ONNX nodes where scaled_dot_product_attention with a boolean mask
+        becomes dozens (mask expansion, NaN guards). The stream graph, run at every window close, uses it: 25%
+        faster there (docs/performance.md). Same result to float rounding; rows must keep one finite entry."""
+        B, T, D = x.shape
+        q = self.q(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+        w = ((q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim)) + bias).softmax(dim=-1)
+        return self.proj((w @ v).transpose(1, 2).reshape(B, T, D))
+
 
 class MLP(nn.Module):
     def __init__(self, d: int, ratio: int, dropout: float) -> None:
@@ -134,6 +145,17 @@ class SelfBlock(nn.Module):
         x = x + self.drop(self.attn(h, keys, values, mask))
         return x + self.mlp(self.ln2(x)), k, v
 
+    def forward_past(
+        self, x: torch.Tensor, past_k: torch.Tensor, past_v: torch.Tensor, bias: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One chunk (B, t, D) after the filled part of a cache (B, H, P, hd); `bias` (t, P + t) is the additive
+        mask (causal among the new tokens). The stream graph's block: it reads only the P filled slots, not the
+        whole fixed-size cache, and builds no mask. Returns (x, new_k, new_v) like `forward_fixed`."""
+        h = self.ln1(x)
+        k, v = self.attn.keys_values(h)
+        x = x + self.drop(self.attn.attend(h, torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2), bias))
+        return x + self.mlp(self.ln2(x)), k, v
+
 
 class CrossBlock(nn.Module):
     """Pre-LN cross-attention to a memory whose keys/values come precomputed (see `memory`), + MLP."""
@@ -152,6 +174,12 @@ class CrossBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, memory: CrossMemory) -> torch.Tensor:
         x = x + self.drop(self.attn(self.ln_q(x), memory.k, memory.v, memory.mask))
+        return x + self.mlp(self.ln2(x))
+
+    def forward_additive(self, x: torch.Tensor, memory: CrossMemory) -> torch.Tensor:
+        """`forward` through `Attention.attend` (the stream graph's form; see there)."""
+        bias = torch.zeros((), dtype=x.dtype) if memory.mask is None else torch.where(memory.mask, 0.0, float("-inf"))
+        x = x + self.drop(self.attn.attend(self.ln_q(x), memory.k, memory.v, bias))
         return x + self.mlp(self.ln2(x))
 
 
@@ -385,14 +413,43 @@ class Neuroformer(nn.Module):
             x = self._cross(x, ctx)
         return self.ln_f(x), torch.stack(new_k), torch.stack(new_v)
 
-    def _cross(self, x: torch.Tensor, ctx: Context) -> torch.Tensor:
-        for blk, mem in zip(self.history_cross, ctx.history):
-            x = blk(x, mem)
-        for blk, mem in zip(self.frame_cross, ctx.frames):
-            x = blk(x, mem)
+    def forward_tokens_past(
+        self, ids: torch.Tensor, dts: torch.Tensor, ctx: Context, past_k: Sequence[torch.Tensor],
+        past_v: Sequence[torch.Tensor], pos: torch.Tensor, bias: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`forward_tokens_fixed` against only the filled part of the cache (what the exported stream graph runs).
+
+        Args:
+            ids, dts: (B, t) new tokens, at absolute positions pos .. pos + t - 1.
+            past_k, past_v: per causal block (feature blocks, then fused blocks), (B, H, P, hd): the cached keys
+                and values the new tokens may attend to.
+            pos: () int64, the new tokens' first position.
+            bias: (t, P + t) additive mask: 0 where query i may attend key j, -inf elsewhere (causal among the new
+                tokens; a caller with no past passes one slot masked out, since a graph input cannot be empty).
+        Returns:
+            hidden (B, t, D) after the final norm, new_k and new_v (L, B, H, t, hd).
+        """
+        t = ids.shape[1]
+        positions = pos + torch.arange(t, device=ids.device)
+        x = self.drop(self.id_emb(ids) + self.dt_emb(dts) + self.pos_emb(positions))
+        new_k, new_v = [], []
+        blocks = list(self.feature) + list(self.fused)
+        for i, blk in enumerate(blocks):
+            if i == len(self.feature):
+                x = self._cross(x, ctx, additive=True)
+            x, k, v = blk.forward_past(x, past_k[i], past_v[i], bias)
+            new_k.append(k)
+            new_v.append(v)
+        if len(self.fused) == 0:
+            x = self._cross(x, ctx, additive=True)
+        return self.ln_f(x), torch.stack(new_k), torch.stack(new_v)
+
+    def _cross(self, x: torch.Tensor, ctx: Context, additive: bool = False) -> torch.Tensor:
+        pairs = list(zip(self.history_cross, ctx.history)) + list(zip(self.frame_cross, ctx.frames))
         for name, mems in ctx.behavior.items():
-            for blk, mem in zip(self.behavior_cross[name], mems):
-                x = blk(x, mem)
+            pairs += list(zip(self.behavior_cross[name], mems))
+        for blk, mem in pairs:
+            x = blk.forward_additive(x, mem) if additive else blk(x, mem)
         return x
 
     # ------------------------------------------------------------------ heads

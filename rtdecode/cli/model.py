@@ -191,7 +191,9 @@ def export(
         fail(str(e))
     p = manifest["parity"]
     console.print(f"[green]bundle written[/]: {out} (parity on {p['windows']} windows: decode {p['decode_max_abs']:.1e}, "
-                  f"step {p['step_max_abs']:.1e}, greedy generation identical: {p['generation_identical']})")
+                  f"step {p['step_max_abs']:.1e}"
+                  + (f", stream {p['stream_max_abs']:.1e}" if "stream_max_abs" in p else "")
+                  + f", greedy generation identical: {p['generation_identical']})")
     if tensorrt:
         from rtdecode.runtime.bundle import Bundle
         from rtdecode.runtime.tensorrt_backend import build_engines, tensorrt_available

@@ -31,11 +31,31 @@ import numpy as np
 from rtdecode.runtime.decoder import Decoder
 from rtdecode.window import ClosedWindow
 
-__all__ = ["WindowStream", "StreamingError"]
+__all__ = ["WindowStream", "StreamingError", "stream_feeds"]
 
 
 class StreamingError(RuntimeError):
     """The bundle or backend cannot stream (bundles exported before the stream graphs, or a backend without them)."""
+
+
+def stream_feeds(ids: np.ndarray, dts: np.ndarray, pos: int, past_k: np.ndarray, past_v: np.ndarray,
+                 context: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Inputs of the `stream` graph: new tokens (B, t) at positions pos.., after the `pos` filled slots of a
+    fixed-size cache (L, B, H, slots, hd). The graph reads only the filled slots, one input per block, and takes
+    its mask ready-made (0 / -inf, causal among the new tokens). At pos 0 it gets one slot, masked out: a graph
+    input cannot be empty."""
+    t = ids.shape[1]
+    filled = max(pos, 1)
+    mask = np.zeros((t, filled + t), np.float32)
+    mask[:, filled:][np.triu_indices(t, 1)] = -np.inf
+    if pos == 0:
+        mask[:, 0] = -np.inf
+    feeds = {"ids": np.ascontiguousarray(ids, np.int64), "dts": np.ascontiguousarray(dts, np.int64),
+             "pos": np.array(pos, np.int64), "mask": mask}
+    for i in range(past_k.shape[0]):
+        feeds[f"past_k{i}"] = np.ascontiguousarray(past_k[i, :, :, :filled])
+        feeds[f"past_v{i}"] = np.ascontiguousarray(past_v[i, :, :, :filled])
+    return {**feeds, **context}
 
 
 class WindowStream:
@@ -51,7 +71,7 @@ class WindowStream:
     def __init__(self, decoder: Decoder, opened: ClosedWindow, context_feeds: dict[str, np.ndarray],
                  context_key: Hashable) -> None:
         if not decoder.can_stream:
-            raise StreamingError("this bundle or backend has no stream/finalize graphs: re-export the run with this "
+            raise StreamingError("this bundle or backend has no stream/finalize graphs (or an earlier form of them): re-export the run with this "
                                  "rtdecode, or serve window at a time")
         self.index = opened.index
         self._d = decoder
@@ -161,9 +181,8 @@ class WindowStream:
 
     def _feed(self, ids: np.ndarray, dts: np.ndarray) -> None:
         t = ids.shape[0]
-        hidden_sum, new_k, new_v = self._d.backend.run("stream", {
-            "ids": ids.astype(np.int64).reshape(1, t), "dts": dts.astype(np.int64).reshape(1, t),
-            "pos": np.array(self._pos, np.int64), "past_k": self._k, "past_v": self._v, **self._ctx})
+        hidden_sum, new_k, new_v = self._d.backend.run(
+            "stream", stream_feeds(ids.reshape(1, t), dts.reshape(1, t), self._pos, self._k, self._v, self._ctx))
         self._k[:, :, :, self._pos : self._pos + t] = new_k
         self._v[:, :, :, self._pos : self._pos + t] = new_v
         self._sum += hidden_sum
