@@ -23,6 +23,7 @@ that the context it used is still current. If not, the caller decodes the window
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Hashable
 from typing import Any
 
@@ -47,7 +48,7 @@ def stream_feeds(ids: np.ndarray, dts: np.ndarray, pos: int, past_k: np.ndarray,
     t = ids.shape[1]
     filled = max(pos, 1)
     mask = np.zeros((t, filled + t), np.float32)
-    mask[:, filled:][np.triu_indices(t, 1)] = -np.inf
+    mask[:, filled:] = _causal(t)
     if pos == 0:
         mask[:, 0] = -np.inf
     feeds = {"ids": np.ascontiguousarray(ids, np.int64), "dts": np.ascontiguousarray(dts, np.int64),
@@ -56,6 +57,14 @@ def stream_feeds(ids: np.ndarray, dts: np.ndarray, pos: int, past_k: np.ndarray,
         feeds[f"past_k{i}"] = np.ascontiguousarray(past_k[i, :, :, :filled])
         feeds[f"past_v{i}"] = np.ascontiguousarray(past_v[i, :, :, :filled])
     return {**feeds, **context}
+
+
+@functools.lru_cache(maxsize=512)
+def _causal(t: int) -> np.ndarray:
+    """(t, t) additive causal mask, made once per size (it is on the close's critical path)."""
+    mask = np.triu(np.full((t, t), -np.inf, np.float32), 1)
+    mask.flags.writeable = False
+    return mask
 
 
 class WindowStream:
