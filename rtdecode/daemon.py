@@ -24,7 +24,6 @@ import msgpack
 import numpy as np
 import zmq
 
-from rtdecode.alignment import EDGE_TOLERANCE
 from rtdecode.auth import CurveServer, exposure_warnings, is_loopback
 from rtdecode.protocol import (
     BehaviorSamples,
@@ -365,14 +364,15 @@ class Daemon:
         self._watermark = float("-inf")  # the newest clock watermark, s
 
     def _context_key(self, window: ClosedWindow) -> tuple[Any, ...]:
-        """Changes exactly when the window's context inputs do: the frames and behavior samples before its end
-        (counts suffice: both only ever arrive newer) and its history (which grows only before the first window
-        closes, when early spikes become the first window's history). A frame for the next window does not."""
-        cut = window.end - EDGE_TOLERANCE
+        """Changes exactly when the window's context inputs do: the range of stored frames and of behavior samples
+        it reads (entries are immutable and only ever arrive newer, so the range says what they are) and its
+        history (which grows only before the first window closes, when early spikes become the first window's
+        history). A frame for the next window, or evicting one the window no longer reads, does not."""
         key: list[Any] = [int(window.prev_neurons.size)]
         if self.frames is not None:
-            key.append(self.frames.window_key(cut, self.bundle.frames["n_frames"]))
-        key += [self.behavior[spec["name"]].window_key(cut, spec["input_window"]) for spec in self.bundle.behavior_inputs]
+            key.append(self.frames.window_key(window.end, self.bundle.frames["n_frames"]))
+        key += [self.behavior[spec["name"]].window_key(window.end, spec["input_window"])
+                for spec in self.bundle.behavior_inputs]
         return tuple(key)
 
     def _stream(self) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rtdecode.alignment import frame_stack_indices
+from rtdecode.alignment import EDGE_TOLERANCE, frame_stack_indices
 
 __all__ = ["FrameRing", "SampleRing"]
 
@@ -33,12 +33,12 @@ class FrameRing:
         self.count += 1
         return True
 
-    def window_key(self, cut: float, n_frames: int) -> tuple[int, int]:
-        """Which stored frames a window ending at cut + EDGE_TOLERANCE reads (`stack`): the push numbers of the
-        first and one past the last. Frames are immutable and arrive only newer, so the key changes exactly when
+    def window_key(self, end: float, n_frames: int) -> tuple[int, int]:
+        """Which stored frames a window ending at `end` reads (`stack`): the push numbers of the first and one past
+        the last. Frames are immutable and arrive only newer, so the key changes exactly when
         the window's frame input can: a frame before the cut arrives, or the ring evicts one the window reads.
         A frame for a later window, or evicting one the window no longer reads, leaves it alone."""
-        hi = _stored_before(self.times, self.count, cut)
+        hi = _stored_before(self.times, self.count, end - EDGE_TOLERANCE)  # as frame_stack_indices cuts
         return max(self.count - self.times.size, hi - n_frames, 0), hi
 
     def stack(self, window_end: float, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
@@ -72,11 +72,11 @@ class SampleRing:
         self.count += t.size
         return int((~keep).sum())
 
-    def window_key(self, cut: float, input_window: float) -> tuple[int, int]:
-        """Which stored samples a window ending at cut + EDGE_TOLERANCE reads (those in [cut - input_window, cut),
-        as `behavior_input_samples` takes them): push numbers of the first and one past the last; see
-        FrameRing.window_key."""
-        return _stored_before(self.times, self.count, cut - input_window), _stored_before(self.times, self.count, cut)
+    def window_key(self, end: float, input_window: float) -> tuple[int, int]:
+        """Which stored samples a window ending at `end` reads (`behavior_input_samples`'s range, cut with the
+        same float expressions): push numbers of the first and one past the last; see FrameRing.window_key."""
+        return (_stored_before(self.times, self.count, end - input_window - EDGE_TOLERANCE),
+                _stored_before(self.times, self.count, end - EDGE_TOLERANCE))
 
     def recent(self) -> tuple[np.ndarray, np.ndarray]:
         """(times, values) in chronological order."""

@@ -178,7 +178,8 @@ class CrossBlock(nn.Module):
 
     def forward_additive(self, x: torch.Tensor, memory: CrossMemory) -> torch.Tensor:
         """`forward` through `Attention.attend` (the stream graph's form; see there)."""
-        bias = torch.zeros((), dtype=x.dtype) if memory.mask is None else torch.where(memory.mask, 0.0, float("-inf"))
+        bias = (torch.zeros((), dtype=x.dtype) if memory.mask is None
+                else torch.where(memory.mask, 0.0, float("-inf")).to(x.dtype))
         x = x + self.drop(self.attn.attend(self.ln_q(x), memory.k, memory.v, bias))
         return x + self.mlp(self.ln2(x))
 

@@ -4,7 +4,10 @@
   thread spinning, graph optimisation level; measured in shared/inference-notes.md).
 * "onnxruntime-cuda" / "onnxruntime-tensorrt": the same sessions on onnxruntime-gpu's CUDA / TensorRT execution
   providers (`pip install rtdecode[gpu]`, instead of onnxruntime). Written against the documentation; untested
-  here (no GPU build of onnxruntime on these machines).
+  here (no GPU build of onnxruntime on these machines). The `stream` graph's `past` and `keys` axes grow with
+  every call of a window; the TensorRT provider builds an engine for each new shape range it meets (documented
+  behaviour), so streaming there may stall the first windows until its engine cache is warm: untested, serve
+  with --no-streaming if it does.
 * "tensorrt": native TensorRT engines (rtdecode.runtime.tensorrt_backend), when present.
 * "torch": the PyTorch model behind the bundle, for debugging only (needs the source run and torch).
 * "auto": the first available of tensorrt, onnxruntime-tensorrt, onnxruntime-cuda, onnxruntime.

@@ -7,8 +7,8 @@ behavior inputs) is known before the window closes. So:
 * when the window opens (or when a frame or behavior sample that it will see arrives), the `context` graph turns
   history, frames and behavior inputs into every cross-attention block's keys/values;
 * while it is open, each time quantum that can no longer change (data time has moved past it) goes through the
-  `stream` graph with a fixed-size KV cache: the new tokens' keys/values are written into the cache and the sum
-  of their final hidden states is accumulated;
+  `stream` graph, which is given the filled part of a fixed-size KV cache (`stream_feeds`): the new tokens'
+  keys/values are written into the cache and the sum of their final hidden states is accumulated;
 * at close only the tail is left: the spikes of the last, still-incomplete quantum and EOS through `stream`, then
   `finalize` (mean pool = hidden sum / token count, and the behavior heads);
 * once data time has reached the last quantum, `speculate` runs that tail as it stands; if nothing more arrives
@@ -145,8 +145,8 @@ class WindowStream:
     def speculate(self, opened: ClosedWindow) -> None:
         """Run the tail as it stands now (uncommitted events, truncated, then EOS) and keep the result for `finish`.
 
-        The tail's keys/values go into cache slots past the committed ones, which stay masked until real tokens
-        overwrite them, so a speculation that turns out wrong costs nothing but its time."""
+        The tail's keys/values go into cache slots past the committed ones, which the graph is not given until
+        real tokens overwrite them, so a speculation that turns out wrong costs nothing but its time."""
         n = self.n_committed
         if self.broken or not (np.array_equal(opened.neurons[:n], self.neurons[:n]) and np.array_equal(opened.offsets[:n], self.offsets[:n])):
             return
@@ -184,7 +184,7 @@ class WindowStream:
             self._feed(np.append(neurons, d.vocab.id_eos), np.append(offsets, d.vocab.dt_eos))
             outs = d.backend.run("finalize", {"hidden_sum": self._sum, "count": np.array([self._pos], np.int64)})
         finally:
-            if not commit:  # the cache slots written stay masked (>= pos) until real tokens overwrite them
+            if not commit:  # the slots written (>= pos) are not read again until real tokens overwrite them
                 self._pos, self._sum = pos, total
         return d.to_units(outs)
 
