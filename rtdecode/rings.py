@@ -38,7 +38,7 @@ class FrameRing:
         the last. Frames are immutable and arrive only newer, so the key changes exactly when
         the window's frame input can: a frame before the cut arrives, or the ring evicts one the window reads.
         A frame for a later window, or evicting one the window no longer reads, leaves it alone."""
-        hi = _stored_before(self.times, self.count, end - EDGE_TOLERANCE)  # as frame_stack_indices cuts
+        (hi,) = _stored_before(self.times, self.count, end - EDGE_TOLERANCE)  # as frame_stack_indices cuts
         return max(self.count - self.times.size, hi - n_frames, 0), hi
 
     def stack(self, window_end: float, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
@@ -75,8 +75,8 @@ class SampleRing:
     def window_key(self, end: float, input_window: float) -> tuple[int, int]:
         """Which stored samples a window ending at `end` reads (`behavior_input_samples`'s range, cut with the
         same float expressions): push numbers of the first and one past the last; see FrameRing.window_key."""
-        return (_stored_before(self.times, self.count, end - input_window - EDGE_TOLERANCE),
-                _stored_before(self.times, self.count, end - EDGE_TOLERANCE))
+        lo, hi = _stored_before(self.times, self.count, end - input_window - EDGE_TOLERANCE, end - EDGE_TOLERANCE)
+        return lo, hi
 
     def recent(self) -> tuple[np.ndarray, np.ndarray]:
         """(times, values) in chronological order."""
@@ -85,9 +85,10 @@ class SampleRing:
         return self.times[order], self.values[order]
 
 
-def _stored_before(times: np.ndarray, count: int, t: float) -> int:
-    """Push number of the first stored entry at or after t (`count` when none): entries evicted count as before
-    t, so the stored entries before t are exactly those numbered from the oldest stored one up to this."""
+def _stored_before(times: np.ndarray, count: int, *cuts: float) -> tuple[int, ...]:
+    """Per cut t, the push number of the first stored entry at or after t (`count` when none): entries evicted
+    count as before t, so the stored entries before t are exactly those numbered from the oldest stored one up to
+    this. The ring is put in time order once for all cuts."""
     k = min(count, times.size)
     chronological = times[np.arange(count - k, count) % times.size]
-    return count - k + int(np.searchsorted(chronological, t, side="left"))
+    return tuple(count - k + int(i) for i in np.searchsorted(chronological, cuts, side="left"))

@@ -23,7 +23,7 @@ valid, so an empty history never yields an all-masked softmax. Pooling averages 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -398,21 +398,9 @@ class Neuroformer(nn.Module):
         Returns:
             hidden (B, t, D) after the final norm, new_k and new_v (L, B, H, t, hd) for slots pos .. pos + t - 1.
         """
-        t = ids.shape[1]
-        positions = pos + torch.arange(t, device=ids.device)
-        x = self.drop(self.id_emb(ids) + self.dt_emb(dts) + self.pos_emb(positions))
         past_valid = torch.arange(past_k.shape[3], device=ids.device) < pos
-        new_k, new_v = [], []
-        blocks = list(self.feature) + list(self.fused)
-        for i, blk in enumerate(blocks):
-            if i == len(self.feature):
-                x = self._cross(x, ctx)
-            x, k, v = blk.forward_fixed(x, past_k[i], past_v[i], past_valid)
-            new_k.append(k)
-            new_v.append(v)
-        if len(self.fused) == 0:
-            x = self._cross(x, ctx)
-        return self.ln_f(x), torch.stack(new_k), torch.stack(new_v)
+        return self._cached_chunk(ids, dts, pos, ctx, False,
+                                  lambda i, blk, x: blk.forward_fixed(x, past_k[i], past_v[i], past_valid))
 
     def forward_tokens_past(
         self, ids: torch.Tensor, dts: torch.Tensor, ctx: Context, past_k: Sequence[torch.Tensor],
@@ -430,19 +418,26 @@ class Neuroformer(nn.Module):
         Returns:
             hidden (B, t, D) after the final norm, new_k and new_v (L, B, H, t, hd).
         """
-        t = ids.shape[1]
-        positions = pos + torch.arange(t, device=ids.device)
+        return self._cached_chunk(ids, dts, pos, ctx, True,
+                                  lambda i, blk, x: blk.forward_past(x, past_k[i], past_v[i], bias))
+
+    def _cached_chunk(
+        self, ids: torch.Tensor, dts: torch.Tensor, pos: torch.Tensor, ctx: Context, additive: bool,
+        causal_block: Callable[[int, SelfBlock, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The stacks of `forward_tokens_fixed` / `forward_tokens_past`, which differ only in how a causal block
+        reads its cache (`causal_block(i, block, x)` -> (x, new_k, new_v)) and in the cross blocks' mask form."""
+        positions = pos + torch.arange(ids.shape[1], device=ids.device)
         x = self.drop(self.id_emb(ids) + self.dt_emb(dts) + self.pos_emb(positions))
         new_k, new_v = [], []
-        blocks = list(self.feature) + list(self.fused)
-        for i, blk in enumerate(blocks):
+        for i, blk in enumerate(list(self.feature) + list(self.fused)):
             if i == len(self.feature):
-                x = self._cross(x, ctx, additive=True)
-            x, k, v = blk.forward_past(x, past_k[i], past_v[i], bias)
+                x = self._cross(x, ctx, additive)
+            x, k, v = causal_block(i, blk, x)
             new_k.append(k)
             new_v.append(v)
         if len(self.fused) == 0:
-            x = self._cross(x, ctx, additive=True)
+            x = self._cross(x, ctx, additive)
         return self.ln_f(x), torch.stack(new_k), torch.stack(new_v)
 
     def _cross(self, x: torch.Tensor, ctx: Context, additive: bool = False) -> torch.Tensor:
