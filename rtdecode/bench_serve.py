@@ -125,11 +125,15 @@ def _collector(endpoint: str, results: Any, stop: Any, ready: Any, newest: Any) 
     results.send(sink)
 
 
+MODES = ("window", "streaming", "streaming-cold")
+
+
 def bench_serve(bundle_dir: str | Path, session: Session, *, speeds: tuple[float, ...] = (1.0, 0.0), threads: int = 0,
                 generate: bool = False, modes: tuple[str, ...] = ("window",), out_dir: Path = Path("bench-serve"),
                 log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Modes: "window" (decode each window when it closes) and/or "streaming" (`rtdecode serve --streaming`), each
-    with its own daemon process, one after the other in the same run so their figures compare."""
+    """Modes: "window" (decode each window when it closes), "streaming" (`rtdecode serve --streaming`) and
+    "streaming-cold" (streaming without the pre-close cache warm-up, `--warm-lead-ms 0`), each with its own daemon
+    process, one after the other in the same run so their figures compare."""
     bundle = Bundle.load(bundle_dir)
     if session.n_neurons != bundle.vocab.n_neurons:
         raise ValueError(f"the session has {session.n_neurons} neurons but the model {bundle.vocab.n_neurons}")
@@ -141,8 +145,8 @@ def bench_serve(bundle_dir: str | Path, session: Session, *, speeds: tuple[float
     log(f"floors: bare ZMQ round trip p50 {result['floor_zmq_round_trip_ms']['p50']:.3f} ms, bare decode p50 "
         f"{result['floor_decode_ms']['p50']:.3f} ms (p99 {result['floor_decode_ms']['p99']:.3f})")
     for mode in modes:
-        if mode not in ("window", "streaming"):
-            raise ValueError(f"mode must be 'window' or 'streaming'; got {mode!r}")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
         _serve_and_measure(bundle_dir, bundle, session, tmp, mode, speeds, threads, generate, result, len(modes) > 1, log)
     if "real_time" in result["runs"]:
         rt = result["runs"]["real_time"]["latency_ms"]["p50"]
@@ -162,7 +166,8 @@ def _serve_and_measure(bundle_dir: str | Path, bundle: Bundle, session: Session,
     cmd = [sys.executable, "-m", "rtdecode.cli", "serve", str(bundle_dir), "--input", inp, "--output", outp,
            "--status-interval", "0.25", "--threads", str(threads), "--start", str(session.start)]
     cmd += ["--generate"] if generate else []
-    cmd += ["--streaming"] if mode == "streaming" else ["--no-streaming"]
+    cmd += ["--streaming"] if mode.startswith("streaming") else ["--no-streaming"]
+    cmd += ["--warm-lead-ms", "0"] if mode == "streaming-cold" else []
     daemon = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     behavior = tuple(b["name"] for b in bundle.behavior_inputs)
     try:
@@ -196,7 +201,7 @@ def _serve_and_measure(bundle_dir: str | Path, bundle: Bundle, session: Session,
             spikes = np.array([x[3] for x in sink])
             outbound = np.array([x[4] for x in sink])
             name = "real_time" if speed == 1 else ("as_fast_as_possible" if speed == 0 else f"speed_{speed:g}")
-            name += "_streaming" if mode == "streaming" else ""
+            name += "" if mode == "window" else "_" + mode.replace("-", "_")
             c0, c1 = before["counters"], status["counters"]
             status = {**status, "deadline_misses": status["deadline_misses"] - before["deadline_misses"],
                       "counters": {k: v - c0.get(k, 0) for k, v in c1.items()}}
@@ -209,7 +214,7 @@ def _serve_and_measure(bundle_dir: str | Path, bundle: Bundle, session: Session,
                    "stages_ms": status.get("stages_ms", {}),
                    "inbound_ms": percentiles(lat - post - outbound), "outbound_ms": percentiles(outbound),
                    "dropped_by_producer": sent["dropped"], "raw_ms": lat.tolist(), "raw_post_close_ms": post.tolist(),
-                   "spikes_per_window": spikes.tolist()}
+                   "spikes_per_window": spikes.tolist(), "counters": status["counters"]}
             run["post_close_p99_by_spikes_ms"] = _p99_by_spikes(post, spikes)
             per_minute = int(round(60 / bundle.window.window))  # windows per minute of session time
             run["p99_by_minute_ms"] = [float(np.percentile(lat[i : i + per_minute], 99))
@@ -220,7 +225,9 @@ def _serve_and_measure(bundle_dir: str | Path, bundle: Bundle, session: Session,
                 f"p50 {q['p50']:.2f} / p99 {q['p99']:.2f} / p99.9 {q['p99.9']:.2f} ms; end-to-end p50 {p['p50']:.2f}, "
                 f"p99 {p['p99']:.2f}, p99.9 {p['p99.9']:.2f}, max {p['max']:.2f} ms; deadline misses "
                 f"{run['deadline_misses']}, skipped {run['skipped']}"
-                + (f", streamed {run['streamed']}, fell back {run['stream_fallback']}" if mode == "streaming" else "")
+                + (f", streamed {run['streamed']}, fell back {run['stream_fallback']}, warm-ups "
+                   f"{run['counters'].get('stream_warm_runs', 0)} ({run['counters'].get('stream_warm_overlap', 0)} still "
+                   "running at a close)" if mode != "window" else "")
                 + f", daemon CPU {cpu:.0%}")
             if run["stages_ms"]:
                 log(f"{'':30s}  post-close p50 by stage: " + ", ".join(f"{k} {v:.3f}" for k, v in run["stages_ms"].items())

@@ -101,6 +101,7 @@ def test_streaming_parity_with_offline_inference(tiny_bundle, tiny_session, stre
     if streaming and speed == 1:
         assert c["windows_streamed"] >= 0.5 * n and c.get("stream_fallback", 0) == 0  # 100% when the machine is quiet
         assert c["stream_context_refresh"] > 0
+        assert c["stream_warm_runs"] > 0 and c["stream_warm_errors"] == 0  # warm-ups ran beside it, changing nothing
 
 
 def test_every_malformed_input_is_counted_and_survived(tiny_bundle):

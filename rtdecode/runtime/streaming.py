@@ -156,6 +156,15 @@ class WindowStream:
             return  # already speculated on exactly this tail
         self._spec = (n, neurons, offsets, self._run_tail(neurons, offsets, commit=False))
 
+    def warm_feeds(self) -> dict[str, np.ndarray]:
+        """Feeds for a throwaway one-token step after the committed tokens, against this window's context: it
+        reads the weights and keys/values the close will read (`rtdecode.runtime.warming`). Another thread may run
+        them while this stream goes on: the cache slots are copies, the context arrays are replaced, never written
+        in place, and the result is thrown away."""
+        v = self._d.vocab
+        return stream_feeds(np.array([[v.id_eos]], np.int64), np.array([[v.dt_eos]], np.int64), self._pos,
+                            self._k, self._v, self._ctx)
+
     # ------------------------------------------------------------------ at close
     def matches(self, window: ClosedWindow, context_key: Hashable) -> bool:
         """Can `finish` decode this closed window exactly?"""

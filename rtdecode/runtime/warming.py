@@ -1,0 +1,81 @@
+"""Cache warming: run a throwaway model step just before a window closes, off the daemon's loop thread.
+
+Between a window's last streaming step and its close the daemon sleeps in its poller for a few milliseconds, and
+on a shared machine that is long enough for the close's working set (about 5 MB of weights for the small config,
+plus the window's cross-attention keys/values) to leave the caches: the same 15-token tail took 0.37 ms back to
+back and 0.73 ms after a 10-ms sleep (docs/performance.md). A one-token step of the same graph, with the same
+context, ~2 ms before the close reads all of that memory again, so the close finds it warm.
+
+It runs on its own thread so that it never delays the close: if the closing message arrives while the warm-up is
+still running, the close runs beside it (onnxruntime sessions accept concurrent runs) instead of waiting behind it.
+Its result is discarded; it changes no state that a decode reads, so it cannot change a decode.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Protocol
+
+import numpy as np
+
+__all__ = ["CacheWarmer"]
+
+
+class _Runs(Protocol):
+    def run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]: ...
+
+
+class CacheWarmer:
+    """A thread that runs `graph` with the feeds of the newest `arm` call at the time it names.
+
+    Only the newest request is kept: a later `arm` replaces one not yet started (the daemon re-arms as its
+    prediction of the close improves). Requests whose time has already passed are run at once.
+    """
+
+    def __init__(self, backend: _Runs, graph: str = "stream") -> None:
+        self._backend, self._graph = backend, graph
+        self._cond = threading.Condition()
+        self._job: tuple[float, dict[str, np.ndarray]] | None = None
+        self._stopping = False
+        self.busy = False  # a warm-up is running now (read by the daemon at close, for its counter)
+        self.runs = 0
+        self.errors = 0
+        self._thread = threading.Thread(target=self._loop, name="rtdecode-warm", daemon=True)
+        self._thread.start()
+
+    def arm(self, at: float, feeds: dict[str, np.ndarray]) -> None:
+        """Run a step with `feeds` at `at` (time.monotonic() seconds). The feeds must not be modified after."""
+        with self._cond:
+            self._job = (at, feeds)
+            self._cond.notify()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    if self._stopping:
+                        return
+                    if self._job is not None:
+                        delay = self._job[0] - time.monotonic()
+                        if delay <= 0:
+                            break
+                        self._cond.wait(delay)  # woken early by a newer request or stop
+                    else:
+                        self._cond.wait()
+                _, feeds = self._job
+                self._job = None
+                self.busy = True
+            try:
+                self._backend.run(self._graph, feeds)
+                self.runs += 1
+            except Exception:  # a warm-up is only a hint: a failure must never reach the daemon
+                self.errors += 1
+            finally:
+                self.busy = False
