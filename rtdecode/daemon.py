@@ -4,7 +4,9 @@ One thread owns every socket (ZeroMQ sockets are not thread-safe): it polls the 
 socket from the generation worker, feeds spikes to the shared `RollingWindow`, keeps frames and behavior in
 rings, decodes each closed window at once and publishes it on the PUB socket. Windows close by data time only.
 Generation (`--generate`) runs on its own thread with its own inference sessions, for the newest window only,
-so it never delays a decode. Every bad input is counted by reason (docs/protocol.md), logged at most once per
+so it never delays a decode. With streaming on the CPU, a helper thread re-reads the model's weights into cache
+just before each predicted close (`rtdecode.runtime.warming`); it touches no socket and no state a decode reads.
+Every bad input is counted by reason (docs/protocol.md), logged at most once per
 second per reason, and dropped; nothing raised by a message reaches the loop. A rejected message changes nothing
 but its counter: it is fully validated (model frame size, behavior names) before sequence accounting or any state.
 Optional CURVE authentication (rtdecode.auth) secures both sockets.
@@ -415,7 +417,7 @@ class Daemon:
             return
         at = self._watermark_at + (opened.end - self._watermark) - self.config.warm_lead_ms * 1e-3
         if 0 < at - time.monotonic() < WARM_HORIZON_S:
-            self.warmer.arm(at, self.stream.warm_feeds())
+            self.warmer.arm(at, self.stream.warm_steps())
 
     # ------------------------------------------------------------------ decoding
     def feeds(self, window: ClosedWindow) -> dict[str, np.ndarray]:

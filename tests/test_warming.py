@@ -45,13 +45,13 @@ def test_the_newest_request_runs_and_not_before_its_time():
     warmer = CacheWarmer(backend)
     try:
         t0 = time.monotonic()
-        warmer.arm(t0 + 0.5, {"which": "first"})
-        warmer.arm(t0 + 0.1, {"which": "second"})  # replaces the first, which never runs
+        warmer.arm(t0 + 0.5, [("stream", {"which": "first"})])
+        warmer.arm(t0 + 0.1, [("stream", {"which": "second"}), ("finalize", {"which": "second"})])  # replaces the first
         wait_for(lambda: warmer.runs == 1)
         time.sleep(0.6)
-        assert [(g, f["which"]) for _, g, f in backend.calls] == [("stream", "second")]
+        assert [(g, f["which"]) for _, g, f in backend.calls] == [("stream", "second"), ("finalize", "second")]
         assert backend.calls[0][0] >= t0 + 0.1
-        warmer.arm(time.monotonic() - 1.0, {"which": "overdue"})  # a time already passed runs at once
+        warmer.arm(time.monotonic() - 1.0, [("stream", {"which": "overdue"})])  # a time already passed runs at once
         wait_for(lambda: warmer.runs == 2)
     finally:
         warmer.stop()
@@ -63,7 +63,7 @@ def test_a_failing_warm_up_is_counted_and_the_thread_goes_on():
     warmer = CacheWarmer(backend)
     try:
         for k in range(2):
-            warmer.arm(time.monotonic(), {"k": k})
+            warmer.arm(time.monotonic(), [("stream", {"k": k})])
             wait_for(lambda: warmer.errors == k + 1)
         assert warmer.runs == 0 and not warmer.busy
     finally:
@@ -85,7 +85,7 @@ def test_a_warm_up_on_the_real_stream_graph_changes_no_decode(tiny_bundle, tiny_
             stream = WindowStream(decoder, w, feeds, context_key=0)
             stream.commit(w, last)
             if warm:
-                warmer.arm(time.monotonic(), stream.warm_feeds())
+                warmer.arm(time.monotonic(), stream.warm_steps())
                 wait_for(lambda: warmer.runs == 1)
             results.append(stream.finish(w))
         assert warmer.errors == 0

@@ -156,14 +156,15 @@ class WindowStream:
             return  # already speculated on exactly this tail
         self._spec = (n, neurons, offsets, self._run_tail(neurons, offsets, commit=False))
 
-    def warm_feeds(self) -> dict[str, np.ndarray]:
-        """Feeds for a throwaway one-token step after the committed tokens, against this window's context: it
-        reads the weights and keys/values the close will read (`rtdecode.runtime.warming`). Another thread may run
-        them while this stream goes on: the cache slots are copies, the context arrays are replaced, never written
-        in place, and the result is thrown away."""
+    def warm_steps(self) -> list[tuple[str, dict[str, np.ndarray]]]:
+        """A throwaway one-token `stream` step after the committed tokens, against this window's context, then
+        `finalize`: they read the weights and keys/values the close will read (`rtdecode.runtime.warming`).
+        Another thread may run them while this stream goes on: the cache slots and the sum are copies, the
+        context arrays are replaced, never written in place, and the results are thrown away."""
         v = self._d.vocab
-        return stream_feeds(np.array([[v.id_eos]], np.int64), np.array([[v.dt_eos]], np.int64), self._pos,
-                            self._k, self._v, self._ctx)
+        one = stream_feeds(np.array([[v.id_eos]], np.int64), np.array([[v.dt_eos]], np.int64), self._pos,
+                           self._k, self._v, self._ctx)
+        return [("stream", one), ("finalize", {"hidden_sum": self._sum.copy(), "count": np.array([self._pos + 1], np.int64)})]
 
     # ------------------------------------------------------------------ at close
     def matches(self, window: ClosedWindow, context_key: Hashable) -> bool:

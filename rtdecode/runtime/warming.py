@@ -4,7 +4,7 @@ Between a window's last streaming step and its close the daemon sleeps in its po
 on a shared machine that is long enough for the close's working set (about 5 MB of weights for the small config,
 plus the window's cross-attention keys/values) to leave the caches: the same 15-token tail took 0.37 ms back to
 back and 0.73 ms after a 10-ms sleep (docs/performance.md). A one-token step of the same graph, with the same
-context, ~2 ms before the close reads all of that memory again, so the close finds it warm.
+context, then `finalize`, ~2 ms before the close reads all of that memory again, so the close finds it warm.
 
 It runs on its own thread so that it never delays the close: if the closing message arrives while the warm-up is
 still running, the close runs beside it (onnxruntime sessions accept concurrent runs) instead of waiting behind it.
@@ -26,17 +26,20 @@ class _Runs(Protocol):
     def run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]: ...
 
 
+Steps = list[tuple[str, dict[str, np.ndarray]]]  # (graph, feeds), run in order
+
+
 class CacheWarmer:
-    """A thread that runs `graph` with the feeds of the newest `arm` call at the time it names.
+    """A thread that runs the steps of the newest `arm` call at the time it names.
 
     Only the newest request is kept: a later `arm` replaces one not yet started (the daemon re-arms as its
     prediction of the close improves). Requests whose time has already passed are run at once.
     """
 
-    def __init__(self, backend: _Runs, graph: str = "stream") -> None:
-        self._backend, self._graph = backend, graph
+    def __init__(self, backend: _Runs) -> None:
+        self._backend = backend
         self._cond = threading.Condition()
-        self._job: tuple[float, dict[str, np.ndarray]] | None = None
+        self._job: tuple[float, Steps] | None = None
         self._stopping = False
         self.busy = False  # a warm-up is running now (read by the daemon at close, for its counter)
         self.runs = 0
@@ -44,10 +47,10 @@ class CacheWarmer:
         self._thread = threading.Thread(target=self._loop, name="rtdecode-warm", daemon=True)
         self._thread.start()
 
-    def arm(self, at: float, feeds: dict[str, np.ndarray]) -> None:
-        """Run a step with `feeds` at `at` (time.monotonic() seconds). The feeds must not be modified after."""
+    def arm(self, at: float, steps: Steps) -> None:
+        """Run `steps` at `at` (time.monotonic() seconds). Their feeds must not be modified after."""
         with self._cond:
-            self._job = (at, feeds)
+            self._job = (at, steps)
             self._cond.notify()
 
     def stop(self) -> None:
@@ -69,11 +72,12 @@ class CacheWarmer:
                         self._cond.wait(delay)  # woken early by a newer request or stop
                     else:
                         self._cond.wait()
-                _, feeds = self._job
+                _, steps = self._job
                 self._job = None
                 self.busy = True
             try:
-                self._backend.run(self._graph, feeds)
+                for graph, feeds in steps:
+                    self._backend.run(graph, feeds)
                 self.runs += 1
             except Exception:  # a warm-up is only a hint: a failure must never reach the daemon
                 self.errors += 1
