@@ -412,12 +412,17 @@ class Daemon:
 
     def _warm_for_close(self, opened: ClosedWindow) -> None:
         """Have the helper thread re-read the close's working set shortly before the close (data time is assumed
-        to run at wall-clock speed from the newest watermark; a close far off or already due is left alone)."""
-        if self.warmer is None or self.stream is None or self.stream.broken or self.stream.key is None:
+        to run at wall-clock speed from the newest watermark; a close far off or already due is left alone). At
+        the token cap the speculated EOS-only tail is final and the close runs no model: nothing to warm."""
+        s = self.stream
+        if self.warmer is None or s is None or s.broken or s.key is None:
+            return
+        if s.n_committed >= self.bundle.window.max_spikes:
+            self.warmer.cancel()
             return
         at = self._watermark_at + (opened.end - self._watermark) - self.config.warm_lead_ms * 1e-3
         if 0 < at - time.monotonic() < WARM_HORIZON_S:
-            self.warmer.arm(at, self.stream.warm_steps())
+            self.warmer.arm(at, s.warm_steps())
 
     # ------------------------------------------------------------------ decoding
     def feeds(self, window: ClosedWindow) -> dict[str, np.ndarray]:

@@ -53,6 +53,10 @@ def test_the_newest_request_runs_and_not_before_its_time():
         assert backend.calls[0][0] >= t0 + 0.1
         warmer.arm(time.monotonic() - 1.0, [("stream", {"which": "overdue"})])  # a time already passed runs at once
         wait_for(lambda: warmer.runs == 2)
+        warmer.arm(time.monotonic() + 0.1, [("stream", {"which": "cancelled"})])
+        warmer.cancel()
+        time.sleep(0.3)
+        assert warmer.runs == 2 and backend.calls[-1][2]["which"] == "overdue"
     finally:
         warmer.stop()
     assert not warmer._thread.is_alive()

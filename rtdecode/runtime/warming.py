@@ -53,6 +53,12 @@ class CacheWarmer:
             self._job = (at, steps)
             self._cond.notify()
 
+    def cancel(self) -> None:
+        """Drop the request not yet started, if any."""
+        with self._cond:
+            self._job = None
+            self._cond.notify()
+
     def stop(self) -> None:
         with self._cond:
             self._stopping = True
