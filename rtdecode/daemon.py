@@ -80,8 +80,8 @@ class ServeConfig:
             False = off. Windows it cannot stream exactly are decoded at a time.
         warm_lead_ms: with streaming on the CPU onnxruntime backend, run a throwaway one-token step this long
             before each window's predicted close, on a helper thread, so the close finds the weights in cache
-            (`rtdecode.runtime.warming`; measured: model stage p50 0.75 -> 0.64 ms, post-close p99 1.49-2.26 ->
-            1.06-1.88 ms over 6 interleaved pairs at 300 x 4.4 Hz). The close is predicted from the newest clock
+            (`rtdecode.runtime.warming`; measured at 300 x 4.4 Hz, 15 interleaved pairs: post-close p99 median
+            1.41 vs 1.67 ms, lower in 14; docs/performance.md). The close is predicted from the newest clock
             watermark, assuming data time runs at wall-clock speed. 0 = off.
         start: session start time, s: the first window starts at the first grid point at or after it.
         status_interval: seconds between status messages.
