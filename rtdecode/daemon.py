@@ -55,6 +55,7 @@ _MSG_COUNTER = {Spikes: "msg_spikes", Frame: "msg_frame", BehaviorSamples: "msg_
 STREAM_YIELD_S = 0.002  # stream work waits this long after a publish, and this long after any input:
 STREAM_INPUT_GRACE_S = 0.0005
 WARM_HORIZON_S = 0.05  # a close predicted further ahead than this is not warmed for (not real time, or no clock)
+MAX_WARM_LEAD_MS = 20.0
 MAX_SOURCES = 256  # producers (`src`) whose sequence is tracked; the least recently seen is forgotten beyond this
 
 
@@ -80,8 +81,8 @@ class ServeConfig:
             False = off. Windows it cannot stream exactly are decoded at a time.
         warm_lead_ms: with streaming on the CPU onnxruntime backend, run a throwaway one-token step this long
             before each window's predicted close, on a helper thread, so the close finds the weights in cache
-            (`rtdecode.runtime.warming`; measured at 300 x 4.4 Hz, 15 interleaved pairs: post-close p99 median
-            1.41 vs 1.67 ms, lower in 14; docs/performance.md). The close is predicted from the newest clock
+            (`rtdecode.runtime.warming`; measured at 300 x 4.4 Hz, 18 interleaved pairs: post-close p99 median
+            1.49 vs 1.67 ms, lower in 16; docs/performance.md). The close is predicted from the newest clock
             watermark, assuming data time runs at wall-clock speed. 0 = off.
         start: session start time, s: the first window starts at the first grid point at or after it.
         status_interval: seconds between status messages.
@@ -127,6 +128,9 @@ class Daemon:
     """The serving loop. `run(stop)` blocks until `stop` is set; `ready` is set once sockets are bound."""
 
     def __init__(self, bundle_dir: str | Path, config: ServeConfig = ServeConfig(), context: zmq.Context | None = None) -> None:
+        if not 0 <= config.warm_lead_ms <= MAX_WARM_LEAD_MS:
+            raise ValueError(f"warm_lead_ms must be between 0 and {MAX_WARM_LEAD_MS} ms (got {config.warm_lead_ms}): "
+                             "the warm-up is for caches, which do not stay warm much longer")
         self.config = config
         self.bundle = Bundle.load(bundle_dir)
         opts = {"threads": config.threads} if config.threads and config.backend.startswith("onnxruntime") else {}
@@ -161,9 +165,7 @@ class Daemon:
 
             self.recorder = RecordingWriter(config.record)
         self.generator: _GenerationWorker | None = None
-        self.warmer: CacheWarmer | None = None
-        if self.streaming and config.warm_lead_ms > 0 and config.backend == "onnxruntime":  # CPU caches only
-            self.warmer = CacheWarmer(self.decoder.backend)
+        self.warmer: CacheWarmer | None = None  # started with the sockets (`_bind`)
 
     # ------------------------------------------------------------------ sockets and loop
     def _bind(self) -> None:
@@ -184,6 +186,10 @@ class Daemon:
         self.pub.bind(self.config.output)
         self.input_endpoint = self.pull.getsockopt_string(zmq.LAST_ENDPOINT)
         self.output_endpoint = self.pub.getsockopt_string(zmq.LAST_ENDPOINT)
+        # CPU caches only (an "auto" backend that chose the CPU included); other backends may not take
+        # concurrent runs of one session
+        if self.streaming and self.config.warm_lead_ms > 0 and self.decoder.backend.name == "onnxruntime":
+            self.warmer = CacheWarmer(self.decoder.backend)
         self.gen_pull = None
         if self.config.generate:
             inproc = f"inproc://rtdecode-generate-{id(self)}"
@@ -378,6 +384,9 @@ class Daemon:
         self._stream_after = 0.0  # monotonic time before which stream work waits (just after a publish)
         self._watermark = float("-inf")  # the newest clock watermark, s
         self._watermark_at = 0.0  # when it arrived, time.monotonic() s
+        self._warm_armed: tuple[Any, ...] | None = None  # (window, committed, context key, time) of the last request
+        if getattr(self, "warmer", None) is not None:
+            self.warmer.cancel()
 
     def _context_key(self, window: ClosedWindow) -> tuple[Any, ...]:
         """Changes exactly when the window's context inputs do: the range of stored frames and of behavior samples
@@ -413,16 +422,24 @@ class Daemon:
     def _warm_for_close(self, opened: ClosedWindow) -> None:
         """Have the helper thread re-read the close's working set shortly before the close (data time is assumed
         to run at wall-clock speed from the newest watermark; a close far off or already due is left alone). At
-        the token cap the speculated EOS-only tail is final and the close runs no model: nothing to warm."""
+        the token cap the speculated EOS-only tail is final and the close runs no model: nothing to warm. A
+        request is re-made only when the stream or the predicted time has moved (each one copies the cache)."""
         s = self.stream
-        if self.warmer is None or s is None or s.broken or s.key is None:
+        if self.warmer is None:
             return
-        if s.n_committed >= self.bundle.window.max_spikes:
+        if s is None or s.broken or s.key is None or s.n_committed >= self.bundle.window.max_spikes:
             self.warmer.cancel()
+            self._warm_armed = None
             return
-        at = self._watermark_at + (opened.end - self._watermark) - self.config.warm_lead_ms * 1e-3
-        if 0 < at - time.monotonic() < WARM_HORIZON_S:
-            self.warmer.arm(at, s.warm_steps())
+        close_at = self._watermark_at + (opened.end - self._watermark)
+        at = close_at - self.config.warm_lead_ms * 1e-3
+        if not 0 < at - time.monotonic() < WARM_HORIZON_S:
+            return
+        armed = self._warm_armed
+        if armed is not None and armed[:3] == (s.index, s.n_committed, s.key) and abs(armed[3] - at) < 5e-4:
+            return
+        self.warmer.arm(at, s.warm_steps())
+        self._warm_armed = (s.index, s.n_committed, s.key, at)
 
     # ------------------------------------------------------------------ decoding
     def feeds(self, window: ClosedWindow) -> dict[str, np.ndarray]:
@@ -437,8 +454,11 @@ class Daemon:
         if self.config.skip_backlog and len(closed) > 1:
             self.counters["windows_skipped"] += len(closed) - 1
             closed = closed[-1:]
-        if self.warmer is not None and self.warmer.busy:
-            self.counters["stream_warm_overlap"] += 1  # the close came during a warm-up: the lead is too short
+        if self.warmer is not None:
+            if self.warmer.busy:
+                self.counters["stream_warm_overlap"] += 1  # the close came during a warm-up: the lead is too short
+            self.warmer.cancel()  # a request made late (backlog, fast replay) must not run into the publish
+            self._warm_armed = None
         for w in closed:
             feeds = None
             stream, self.stream = self.stream, None

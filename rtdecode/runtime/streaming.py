@@ -158,12 +158,16 @@ class WindowStream:
 
     def warm_steps(self) -> list[tuple[str, dict[str, np.ndarray]]]:
         """A throwaway one-token `stream` step after the committed tokens, against this window's context, then
-        `finalize`: they read the weights and keys/values the close will read (`rtdecode.runtime.warming`).
-        Another thread may run them while this stream goes on: the cache slots and the sum are copies, the
-        context arrays are replaced, never written in place, and the results are thrown away."""
+        `finalize`: they read the weights and the cross-attention keys/values the close will read
+        (`rtdecode.runtime.warming`). Another thread may run them while this stream goes on: the cache slots
+        and the sum are copied here, the context arrays are replaced, never written in place, and the results
+        are thrown away."""
         v = self._d.vocab
         one = stream_feeds(np.array([[v.id_eos]], np.int64), np.array([[v.dt_eos]], np.int64), self._pos,
                            self._k, self._v, self._ctx)
+        for name, a in one.items():  # stream_feeds may hand out views of the cache (e.g. with one head)
+            if np.shares_memory(a, self._k) or np.shares_memory(a, self._v):
+                one[name] = a.copy()
         return [("stream", one), ("finalize", {"hidden_sum": self._sum.copy(), "count": np.array([self._pos + 1], np.int64)})]
 
     # ------------------------------------------------------------------ at close

@@ -81,11 +81,14 @@ class CacheWarmer:
                 _, steps = self._job
                 self._job = None
                 self.busy = True
+            ok = True
             try:
                 for graph, feeds in steps:
                     self._backend.run(graph, feeds)
-                self.runs += 1
             except Exception:  # a warm-up is only a hint: a failure must never reach the daemon
+                ok = False
+            self.busy = False
+            if ok:
+                self.runs += 1
+            else:
                 self.errors += 1
-            finally:
-                self.busy = False
