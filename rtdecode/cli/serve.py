@@ -57,7 +57,7 @@ def serve(
     deadline_ms: Annotated[Optional[float], typer.Option(help="Per-window latency budget (default: the window length).")] = None,
     no_skip: Annotated[bool, typer.Option("--no-skip", help="Decode every window even when several close at once.")] = False,
     streaming: Annotated[Optional[bool], typer.Option("--streaming/--no-streaming", help="Run each window's spikes through the model while it is open, so at close only the tail is left (same decodes). Default: on when the bundle supports it.", show_default=False)] = None,
-    warm_lead_ms: Annotated[float, typer.Option(help="Streaming on CPU: re-read the model's weights into cache this long before each window's predicted close, on a helper thread (0 = off).")] = 2.0,
+    warm_lead_ms: Annotated[float, typer.Option(help="Streaming on CPU: re-read the model's weights into cache this long before each window's predicted close, on a helper thread (0 = off; at most 20).")] = 2.0,
     start: Annotated[float, typer.Option(help="Session start time, s (the first window starts at the first grid point at or after it).")] = 0.0,
     status_interval: Annotated[float, typer.Option(help="Seconds between status messages.")] = 1.0,
     curve_secret: Annotated[Optional[Path], typer.Option(help="The daemon's .key_secret file (`rtdecode keys`): CURVE-encrypt both sockets and admit only --allow-client keys.", dir_okay=False)] = None,
