@@ -6,9 +6,9 @@ rings, decodes each closed window at once and publishes it on the PUB socket. Wi
 Generation (`--generate`) runs on its own thread with its own inference sessions, for the newest window only,
 so it never delays a decode. With streaming on the CPU, a helper thread re-reads the model's weights into cache
 just before each predicted close (`rtdecode.runtime.warming`); it touches no socket and no state a decode reads.
-Every bad input is counted by reason (docs/protocol.md), logged at most once per
-second per reason, and dropped; nothing raised by a message reaches the loop. A rejected message changes nothing
-but its counter: it is fully validated (model frame size, behavior names) before sequence accounting or any state.
+Every bad input is counted by reason (docs/protocol.md), logged at most once per second per reason, and
+dropped; nothing raised by a message reaches the loop. A rejected message changes nothing but its counter: it is
+fully validated (model frame size, behavior names) before sequence accounting or any state.
 Optional CURVE authentication (rtdecode.auth) secures both sockets.
 """
 
@@ -143,6 +143,7 @@ class Daemon:
         if self.streaming and not self.decoder.can_stream:
             raise StreamingError(f"{bundle_dir} has no stream/finalize graphs of this version (or backend {config.backend} cannot run "
                                  "them): re-export the run with this rtdecode, or serve with --no-streaming")
+        self.warmer: CacheWarmer | None = None  # started with the sockets (`_bind`)
         self._start_session(config.start)
         self.deadline_ms = config.deadline_ms if config.deadline_ms is not None else self.bundle.window.window * 1e3
         self.counters: collections.Counter[str] = collections.Counter()
@@ -165,7 +166,6 @@ class Daemon:
 
             self.recorder = RecordingWriter(config.record)
         self.generator: _GenerationWorker | None = None
-        self.warmer: CacheWarmer | None = None  # started with the sockets (`_bind`)
 
     # ------------------------------------------------------------------ sockets and loop
     def _bind(self) -> None:
@@ -385,7 +385,7 @@ class Daemon:
         self._watermark = float("-inf")  # the newest clock watermark, s
         self._watermark_at = 0.0  # when it arrived, time.monotonic() s
         self._warm_armed: tuple[Any, ...] | None = None  # (window, committed, context key, time) of the last request
-        if getattr(self, "warmer", None) is not None:
+        if self.warmer is not None:
             self.warmer.cancel()
 
     def _context_key(self, window: ClosedWindow) -> tuple[Any, ...]:
