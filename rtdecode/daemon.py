@@ -385,8 +385,7 @@ class Daemon:
         self._watermark = float("-inf")  # the newest clock watermark, s
         self._watermark_at = 0.0  # when it arrived, time.monotonic() s
         self._warm_armed: tuple[Any, ...] | None = None  # (window, committed, context key, time) of the last request
-        if self.warmer is not None:
-            self.warmer.cancel()
+        self._cancel_warm_up()
 
     def _context_key(self, window: ClosedWindow) -> tuple[Any, ...]:
         """Changes exactly when the window's context inputs do: the range of stored frames and of behavior samples
@@ -428,8 +427,7 @@ class Daemon:
         if self.warmer is None:
             return
         if s is None or s.broken or s.key is None or s.n_committed >= self.bundle.window.max_spikes:
-            self.warmer.cancel()
-            self._warm_armed = None
+            self._cancel_warm_up()
             return
         close_at = self._watermark_at + (opened.end - self._watermark)
         at = close_at - self.config.warm_lead_ms * 1e-3
@@ -440,6 +438,11 @@ class Daemon:
             return
         self.warmer.arm(at, s.warm_steps())
         self._warm_armed = (s.index, s.n_committed, s.key, at)
+
+    def _cancel_warm_up(self) -> None:
+        if self.warmer is not None:
+            self.warmer.cancel()
+        self._warm_armed = None
 
     # ------------------------------------------------------------------ decoding
     def feeds(self, window: ClosedWindow) -> dict[str, np.ndarray]:
@@ -457,8 +460,7 @@ class Daemon:
         if self.warmer is not None:
             if self.warmer.busy:
                 self.counters["stream_warm_overlap"] += 1  # the close came during a warm-up: the lead is too short
-            self.warmer.cancel()  # a request made late (backlog, fast replay) must not run into the publish
-            self._warm_armed = None
+            self._cancel_warm_up()  # a request made late (backlog, fast replay) must not run into the publish
         for w in closed:
             feeds = None
             stream, self.stream = self.stream, None

@@ -42,9 +42,9 @@ class StreamingError(RuntimeError):
 def stream_feeds(ids: np.ndarray, dts: np.ndarray, pos: int, past_k: np.ndarray, past_v: np.ndarray,
                  context: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Inputs of the `stream` graph: new tokens (B, t) at positions pos.., after the `pos` filled slots of a
-    fixed-size cache (L, B, H, slots, hd). The graph reads only the filled slots, one input per block, and takes
-    its mask ready-made (0 / -inf, causal among the new tokens). At pos 0 it gets one slot, masked out: a graph
-    input cannot be empty."""
+    fixed-size cache (L, B, H, slots, hd). The graph reads only the filled slots, one input per block (copies),
+    and takes its mask ready-made (0 / -inf, causal among the new tokens). At pos 0 it gets one slot, masked out:
+    a graph input cannot be empty."""
     t = ids.shape[1]
     filled = max(pos, 1)
     mask = np.zeros((t, filled + t), np.float32)
@@ -54,8 +54,8 @@ def stream_feeds(ids: np.ndarray, dts: np.ndarray, pos: int, past_k: np.ndarray,
     feeds = {"ids": np.ascontiguousarray(ids, np.int64), "dts": np.ascontiguousarray(dts, np.int64),
              "pos": np.array(pos, np.int64), "mask": mask}
     for i in range(past_k.shape[0]):
-        feeds[f"past_k{i}"] = np.ascontiguousarray(past_k[i, :, :, :filled])
-        feeds[f"past_v{i}"] = np.ascontiguousarray(past_v[i, :, :, :filled])
+        feeds[f"past_k{i}"] = past_k[i, :, :, :filled].copy()  # always a copy (a contiguous slice would be a view):
+        feeds[f"past_v{i}"] = past_v[i, :, :, :filled].copy()  # the caller may write its cache while these are in use
     return {**feeds, **context}
 
 
@@ -160,14 +160,11 @@ class WindowStream:
         """A throwaway one-token `stream` step after the committed tokens, against this window's context, then
         `finalize`: they read the weights and the cross-attention keys/values the close will read
         (`rtdecode.runtime.warming`). Another thread may run them while this stream goes on: the cache slots
-        and the sum are copied here, the context arrays are replaced, never written in place, and the results
+        and the sum are copies, the context arrays are replaced, never written in place, and the results
         are thrown away."""
         v = self._d.vocab
         one = stream_feeds(np.array([[v.id_eos]], np.int64), np.array([[v.dt_eos]], np.int64), self._pos,
                            self._k, self._v, self._ctx)
-        for name, a in one.items():  # stream_feeds may hand out views of the cache (e.g. with one head)
-            if np.shares_memory(a, self._k) or np.shares_memory(a, self._v):
-                one[name] = a.copy()
         return [("stream", one), ("finalize", {"hidden_sum": self._sum.copy(), "count": np.array([self._pos + 1], np.int64)})]
 
     # ------------------------------------------------------------------ at close
