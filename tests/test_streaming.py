@@ -63,6 +63,31 @@ def test_a_speculated_tail_is_reused_only_when_it_is_the_final_tail(tiny_bundle,
     assert checked > 5
 
 
+def test_the_close_reads_the_cache_slots_copied_before_it_and_writes_none(tiny_bundle, tiny_session):
+    """The past slots are copied once per position (here by the warm-up), the close only reads them, and the
+    tail's keys/values are never written: after the close nothing reads them."""
+    decoder = Decoder(tiny_bundle, backend="onnxruntime")
+    last = decoder.window.bins_per_window - 1
+    w = max(closed_windows(decoder, tiny_session), key=lambda w: int((w.offsets >= last).sum()))
+    feeds = decoder.window_feeds(w)
+    stream = WindowStream(decoder, w, feeds, context_key=0)
+    stream.commit(w, last)
+    warm_feeds = stream.warm_steps()[0][1]
+    made = stream._past[1]
+    k, v = stream._k.copy(), stream._v.copy()
+    got = stream.finish(w)
+    assert stream._past[1] is made and all(warm_feeds[name] is a for name, a in made.items())
+    np.testing.assert_array_equal(stream._k, k)
+    np.testing.assert_array_equal(stream._v, v)
+    ref = decoder.decode(feeds)
+    for spec in decoder.targets:
+        if spec["kind"] == "regression":
+            assert abs(float(got[spec["name"]][0] - ref[spec["name"]][0])) < 1e-5
+    stream.set_context(feeds, 1)  # a refreshed context rewrites the committed slots: the copies are made anew
+    assert stream._past[1] is not made
+    np.testing.assert_array_equal(stream._past_slots()["past_k0"], stream._k[0, :, :, : max(stream._pos, 1)])
+
+
 def test_a_changed_prefix_or_context_is_detected(tiny_bundle, tiny_session):
     decoder = Decoder(tiny_bundle, backend="onnxruntime")
     w = next(w for w in closed_windows(decoder, tiny_session) if w.neurons.size > 4)

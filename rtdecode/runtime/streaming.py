@@ -40,11 +40,11 @@ class StreamingError(RuntimeError):
 
 
 def stream_feeds(ids: np.ndarray, dts: np.ndarray, pos: int, past_k: np.ndarray, past_v: np.ndarray,
-                 context: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+                 context: dict[str, np.ndarray], past: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Inputs of the `stream` graph: new tokens (B, t) at positions pos.., after the `pos` filled slots of a
     fixed-size cache (L, B, H, slots, hd). The graph reads only the filled slots, one input per block (copies),
     and takes its mask ready-made (0 / -inf, causal among the new tokens). At pos 0 it gets one slot, masked out:
-    a graph input cannot be empty."""
+    a graph input cannot be empty. `past`: those slots as `past_feeds` made them earlier, if at hand."""
     t = ids.shape[1]
     filled = max(pos, 1)
     mask = np.zeros((t, filled + t), np.float32)
@@ -53,10 +53,19 @@ def stream_feeds(ids: np.ndarray, dts: np.ndarray, pos: int, past_k: np.ndarray,
         mask[:, 0] = -np.inf
     feeds = {"ids": np.ascontiguousarray(ids, np.int64), "dts": np.ascontiguousarray(dts, np.int64),
              "pos": np.array(pos, np.int64), "mask": mask}
+    return {**feeds, **(past if past is not None else past_feeds(pos, past_k, past_v)), **context}
+
+
+def past_feeds(pos: int, past_k: np.ndarray, past_v: np.ndarray) -> dict[str, np.ndarray]:
+    """The `stream` graph's cache inputs: the `pos` filled slots (at least one) of each causal block. Always
+    copies (a contiguous slice, e.g. one head, would be a view): the caller may write its cache while these are
+    in use, by another thread too."""
+    filled = max(pos, 1)
+    feeds = {}
     for i in range(past_k.shape[0]):
-        feeds[f"past_k{i}"] = past_k[i, :, :, :filled].copy()  # always a copy (a contiguous slice would be a view):
-        feeds[f"past_v{i}"] = past_v[i, :, :, :filled].copy()  # the caller may write its cache while these are in use
-    return {**feeds, **context}
+        feeds[f"past_k{i}"] = past_k[i, :, :, :filled].copy()
+        feeds[f"past_v{i}"] = past_v[i, :, :, :filled].copy()
+    return feeds
 
 
 @functools.lru_cache(maxsize=512)
@@ -95,6 +104,7 @@ class WindowStream:
         self._spec: tuple[int, np.ndarray, np.ndarray, dict[str, Any]] | None = None  # (n, tail neurons, offsets, result)
         self.broken = False  # the committed prefix changed (or a step failed): decode window at a time
         self.key: Hashable = None
+        self._past: tuple[int, dict[str, np.ndarray]] = (-1, {})  # (pos, `past_feeds` at pos): made once per pos
         self.set_context(context_feeds, context_key)
 
     # ------------------------------------------------------------------ while the window is open
@@ -106,7 +116,7 @@ class WindowStream:
         try:
             outs = d.backend.run("context", {n: context_feeds[n] for n in d._context_inputs})
             self._ctx = dict(zip(d._context_outputs, outs))
-            self._pos = 0
+            self._pos, self._past = 0, (-1, {})  # the committed slots are about to be rewritten
             self._sum = np.zeros((1, d.bundle.manifest["config"]["model"]["d_model"]), np.float32)
             n = self.n_committed
             vocab = d.vocab
@@ -145,8 +155,7 @@ class WindowStream:
     def speculate(self, opened: ClosedWindow) -> None:
         """Run the tail as it stands now (uncommitted events, truncated, then EOS) and keep the result for `finish`.
 
-        The tail's keys/values go into cache slots past the committed ones, which the graph is not given until
-        real tokens overwrite them, so a speculation that turns out wrong costs nothing but its time."""
+        It changes no state (see `_run_tail`), so a speculation that turns out wrong costs nothing but its time."""
         n = self.n_committed
         if self.broken or not (np.array_equal(opened.neurons[:n], self.neurons[:n]) and np.array_equal(opened.offsets[:n], self.offsets[:n])):
             return
@@ -154,7 +163,7 @@ class WindowStream:
         neurons, offsets = opened.neurons[tail].copy(), opened.offsets[tail].copy()
         if self._spec is not None and self._spec[0] == n and np.array_equal(self._spec[1], neurons) and np.array_equal(self._spec[2], offsets):
             return  # already speculated on exactly this tail
-        self._spec = (n, neurons, offsets, self._run_tail(neurons, offsets, commit=False))
+        self._spec = (n, neurons, offsets, self._run_tail(neurons, offsets))
 
     def warm_steps(self) -> list[tuple[str, dict[str, np.ndarray]]]:
         """A throwaway one-token `stream` step after the committed tokens, against this window's context, then
@@ -164,7 +173,7 @@ class WindowStream:
         are thrown away."""
         v = self._d.vocab
         one = stream_feeds(np.array([[v.id_eos]], np.int64), np.array([[v.dt_eos]], np.int64), self._pos,
-                           self._k, self._v, self._ctx)
+                           self._k, self._v, self._ctx, self._past_slots())
         return [("stream", one), ("finalize", {"hidden_sum": self._sum.copy(), "count": np.array([self._pos + 1], np.int64)})]
 
     # ------------------------------------------------------------------ at close
@@ -186,24 +195,37 @@ class WindowStream:
             self.speculation_used = True
             return spec[3]
         self.speculation_used = False
-        return self._run_tail(window.neurons[tail], window.offsets[tail], commit=True)
+        return self._run_tail(window.neurons[tail], window.offsets[tail])
 
-    def _run_tail(self, neurons: np.ndarray, offsets: np.ndarray, commit: bool) -> dict[str, Any]:
+    def _run_tail(self, neurons: np.ndarray, offsets: np.ndarray) -> dict[str, Any]:
+        """The decode for this tail after the committed tokens. It changes no state: nothing reads the tail's
+        keys/values (a speculation may turn out wrong; after the close the stream is done), so they are not
+        written, and the close skips that copy."""
         d = self._d
-        pos, total = self._pos, self._sum.copy()
-        try:
-            self._feed(np.append(neurons, d.vocab.id_eos), np.append(offsets, d.vocab.dt_eos))
-            outs = d.backend.run("finalize", {"hidden_sum": self._sum, "count": np.array([self._pos], np.int64)})
-        finally:
-            if not commit:  # the slots written (>= pos) are not read again until real tokens overwrite them
-                self._pos, self._sum = pos, total
+        ids, dts = np.append(neurons, d.vocab.id_eos), np.append(offsets, d.vocab.dt_eos)
+        hidden_sum = self._step(ids, dts)[0]
+        outs = d.backend.run("finalize", {"hidden_sum": self._sum + hidden_sum, "count": np.array([self._pos + ids.size], np.int64)})
         return d.to_units(outs)
 
     def _feed(self, ids: np.ndarray, dts: np.ndarray) -> None:
+        """Commit tokens: run them, write their keys/values into the cache, add their hidden states to the sum."""
         t = ids.shape[0]
-        hidden_sum, new_k, new_v = self._d.backend.run(
-            "stream", stream_feeds(ids.reshape(1, t), dts.reshape(1, t), self._pos, self._k, self._v, self._ctx))
+        hidden_sum, new_k, new_v = self._step(ids, dts)
+        if self._pos < max(self._past[0], 1):  # writes into slots a kept `past_feeds` copy holds
+            self._past = (-1, {})
         self._k[:, :, :, self._pos : self._pos + t] = new_k
         self._v[:, :, :, self._pos : self._pos + t] = new_v
         self._sum += hidden_sum
         self._pos += t
+
+    def _step(self, ids: np.ndarray, dts: np.ndarray) -> list[np.ndarray]:
+        t = ids.shape[0]
+        return self._d.backend.run(
+            "stream", stream_feeds(ids.reshape(1, t), dts.reshape(1, t), self._pos, self._k, self._v, self._ctx, self._past_slots()))
+
+    def _past_slots(self) -> dict[str, np.ndarray]:
+        """`past_feeds` at the current position, copied once per position: a speculation or a warm-up makes
+        them before the close, which then only reads them (they are never written, so other threads may too)."""
+        if self._past[0] != self._pos:
+            self._past = (self._pos, past_feeds(self._pos, self._k, self._v))
+        return self._past[1]
