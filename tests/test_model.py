@@ -94,6 +94,30 @@ def test_incremental_decoding_with_kv_cache_matches_full_forward(setup):
     assert (torch.cat(parts, 1) - full).abs().max().item() < 1e-5
 
 
+def test_the_stream_graphs_lean_path_matches_full_forward(setup):
+    """`forward_tokens_past` (flat tokens, one fused q/k/v matmul, additive masks: what the stream graph runs)
+    against the plain forward, chunk by chunk, with a batch of several windows."""
+    model, data, norm = setup
+    batch = to_torch(data.batch(busy_windows(data), norm), "cpu")
+    with torch.no_grad():
+        ctx = model.encode_context(batch)
+        full = model.forward_tokens(batch["ids"], batch["dts"], ctx)
+        B, T = batch["ids"].shape
+        L = len(model.feature) + len(model.fused)
+        ks = [torch.zeros(B, model.cfg.model.n_heads, 0, model.cfg.model.d_model // model.cfg.model.n_heads)] * L
+        vs, parts, cuts = list(ks), [], [0, 1, 2, 7, T]
+        for a, b in zip(cuts, cuts[1:]):
+            t = b - a
+            bias = torch.zeros(t, a + t)
+            bias[:, a:] = torch.full((t, t), float("-inf")).triu(1)
+            h, nk, nv = model.forward_tokens_past(batch["ids"][:, a:b], batch["dts"][:, a:b], ctx, ks, vs,
+                                                  torch.tensor(a), bias)
+            ks = [torch.cat([k, n], 2) for k, n in zip(ks, nk)]
+            vs = [torch.cat([v, n], 2) for v, n in zip(vs, nv)]
+            parts.append(h)
+    assert (torch.cat(parts, 1) - full).abs().max().item() < 1e-5
+
+
 def test_recorded_attention_equals_fast_path(setup):
     model, data, norm = setup
     batch = to_torch(data.batch(busy_windows(data), norm), "cpu")

@@ -12,15 +12,15 @@ from rtdecode.training.config import RunConfig, builtin_configs, load_config  # 
 
 
 def test_builtin_configs_load():
-    assert set(builtin_configs()) >= {"small", "small_5ms", "release", "spikes_only"}
+    assert set(builtin_configs()) >= {"small", "small_10ms", "release", "spikes_only"}
     small = load_config("small")
     assert small.frames.enabled and [b.name for b in small.targets] == ["speed", "phi", "theta"]
     release = load_config("release")
     assert (release.model.d_model, release.model.n_heads, release.model.fused_layers) == (256, 8, 6)
     assert not load_config("spikes_only").behavior
-    fine = load_config("small_5ms")  # small with 5-ms quanta (a shorter streaming tail), nothing else
-    assert fine.window.dt == 0.005 and small.window.dt == 0.01
-    assert dataclasses.replace(fine, window=small.window) == small
+    coarse = load_config("small_10ms")  # small with the reference's 10-ms quanta, nothing else
+    assert small.window.dt == 0.005 and coarse.window.dt == 0.01  # 5 ms: a shorter streaming tail
+    assert dataclasses.replace(coarse, window=small.window) == small
 
 
 def test_unknown_key_names_the_allowed_ones():
@@ -55,5 +55,5 @@ def test_round_trip_through_dict(tiny_config):
 
 
 def test_missing_file_lists_builtins(tmp_path):
-    with pytest.raises(FileNotFoundError, match="built-in configs: release, small, small_5ms, spikes_only"):
+    with pytest.raises(FileNotFoundError, match="built-in configs: release, small, small_10ms, spikes_only"):
         load_config(tmp_path / "nope.toml")

@@ -81,15 +81,25 @@ class Attention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
         return self.proj(y.transpose(1, 2).reshape(B, T, D))
 
-    def attend(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        """`forward` (eval mode) with an additive mask (0 = may attend, -inf = may not), spelled out as matmul +
-        softmax: exported, this is a handful of ONNX nodes where scaled_dot_product_attention with a boolean mask
-        becomes dozens (mask expansion, NaN guards). The stream graph, run at every window close, uses it: 25%
-        faster there (docs/performance.md). Same result to float rounding; rows must keep one finite entry."""
-        B, T, D = x.shape
-        q = self.q(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
-        w = ((q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim)) + bias).softmax(dim=-1)
-        return self.proj((w @ v).transpose(1, 2).reshape(B, T, D))
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """`forward` (eval mode) for the stream graph, on flat tokens: q (B*T, D) projected queries, k/v
+        (B, H, M, hd), `bias` an additive mask (0 = may attend, -inf = may not); returns (B*T, D) after `proj`.
+
+        Attention is spelled out as matmul + softmax: exported, that is a handful of ONNX nodes where
+        scaled_dot_product_attention with a boolean mask becomes dozens (mask expansion, NaN guards); and the
+        tokens stay one flat (B*T, D) matrix, so every projection is a single Gemm. The stream graph runs at every
+        window close (docs/performance.md). Same result to float rounding; rows must keep one finite entry."""
+        B, H, hd = k.shape[0], self.n_heads, self.head_dim
+        q = q.view(B, -1, H, hd).transpose(1, 2)
+        w = ((q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(hd)) + bias).softmax(dim=-1)
+        return self.proj((w @ v).transpose(1, 2).reshape(q.shape[0] * q.shape[2], H * hd))
+
+    def queries_keys_values(self, x: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Self-attention's projections of flat tokens x (B*T, D) in one matmul: q (B*T, D), k and v (B, H, T, hd)."""
+        D, H, hd = x.shape[1], self.n_heads, self.head_dim
+        qkv = F.linear(x, torch.cat([self.q.weight, self.kv.weight]), torch.cat([self.q.bias, self.kv.bias]))
+        k, v = qkv[:, D:].view(batch, -1, 2, H, hd).permute(2, 0, 3, 1, 4).unbind(0)
+        return qkv[:, :D], k, v
 
 
 class MLP(nn.Module):
@@ -148,12 +158,11 @@ class SelfBlock(nn.Module):
     def forward_past(
         self, x: torch.Tensor, past_k: torch.Tensor, past_v: torch.Tensor, bias: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One chunk (B, t, D) after the filled part of a cache (B, H, P, hd); `bias` (t, P + t) is the additive
-        mask (causal among the new tokens). The stream graph's block: it reads only the P filled slots, not the
-        whole fixed-size cache, and builds no mask. Returns (x, new_k, new_v) like `forward_fixed`."""
-        h = self.ln1(x)
-        k, v = self.attn.keys_values(h)
-        x = x + self.drop(self.attn.attend(h, torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2), bias))
+        """One chunk of flat tokens (B*t, D) after the filled part of a cache (B, H, P, hd); `bias` (t, P + t) is
+        the additive mask (causal among the new tokens). The stream graph's block: it reads only the P filled
+        slots, not the whole fixed-size cache, and builds no mask. Returns (x, new_k, new_v) like `forward_fixed`."""
+        q, k, v = self.attn.queries_keys_values(self.ln1(x), past_k.shape[0])
+        x = x + self.drop(self.attn.attend(q, torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2), bias))
         return x + self.mlp(self.ln2(x)), k, v
 
 
@@ -177,10 +186,10 @@ class CrossBlock(nn.Module):
         return x + self.mlp(self.ln2(x))
 
     def forward_additive(self, x: torch.Tensor, memory: CrossMemory) -> torch.Tensor:
-        """`forward` through `Attention.attend` (the stream graph's form; see there)."""
+        """`forward` on flat tokens (B*t, D) through `Attention.attend` (the stream graph's form; see there)."""
         bias = (torch.zeros((), dtype=x.dtype) if memory.mask is None
                 else torch.where(memory.mask, 0.0, float("-inf")).to(x.dtype))
-        x = x + self.drop(self.attn.attend(self.ln_q(x), memory.k, memory.v, bias))
+        x = x + self.drop(self.attn.attend(self.attn.q(self.ln_q(x)), memory.k, memory.v, bias))
         return x + self.mlp(self.ln2(x))
 
 
@@ -422,30 +431,36 @@ class Neuroformer(nn.Module):
                                   lambda i, blk, x: blk.forward_past(x, past_k[i], past_v[i], bias))
 
     def _cached_chunk(
-        self, ids: torch.Tensor, dts: torch.Tensor, pos: torch.Tensor, ctx: Context, additive: bool,
+        self, ids: torch.Tensor, dts: torch.Tensor, pos: torch.Tensor, ctx: Context, lean: bool,
         causal_block: Callable[[int, SelfBlock, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The stacks of `forward_tokens_fixed` / `forward_tokens_past`, which differ only in how a causal block
-        reads its cache (`causal_block(i, block, x)` -> (x, new_k, new_v)) and in the cross blocks' mask form."""
-        positions = pos + torch.arange(ids.shape[1], device=ids.device)
+        reads its cache (`causal_block(i, block, x)` -> (x, new_k, new_v)) and, when `lean`, in the tokens' form
+        between blocks (flat (B*t, D), see `Attention.attend`) and the cross blocks' mask form."""
+        B, t = ids.shape
+        positions = pos + torch.arange(t, device=ids.device)
         x = self.drop(self.id_emb(ids) + self.dt_emb(dts) + self.pos_emb(positions))
+        if lean:
+            x = x.reshape(B * t, -1)
         new_k, new_v = [], []
         for i, blk in enumerate(list(self.feature) + list(self.fused)):
             if i == len(self.feature):
-                x = self._cross(x, ctx, additive)
+                x = self._cross(x, ctx, lean)
             x, k, v = causal_block(i, blk, x)
             new_k.append(k)
             new_v.append(v)
         if len(self.fused) == 0:
-            x = self._cross(x, ctx, additive)
-        return self.ln_f(x), torch.stack(new_k), torch.stack(new_v)
+            x = self._cross(x, ctx, lean)
+        h = self.ln_f(x)
+        return (h.view(B, t, -1) if lean else h), torch.stack(new_k), torch.stack(new_v)
 
-    def _cross(self, x: torch.Tensor, ctx: Context, additive: bool = False) -> torch.Tensor:
+    def _cross(self, x: torch.Tensor, ctx: Context, lean: bool = False) -> torch.Tensor:
+        """The cross-attention stacks; `lean`: on flat tokens, in the stream graph's form (`Attention.attend`)."""
         pairs = list(zip(self.history_cross, ctx.history)) + list(zip(self.frame_cross, ctx.frames))
         for name, mems in ctx.behavior.items():
             pairs += list(zip(self.behavior_cross[name], mems))
         for blk, mem in pairs:
-            x = blk.forward_additive(x, mem) if additive else blk(x, mem)
+            x = blk.forward_additive(x, mem) if lean else blk(x, mem)
         return x
 
     # ------------------------------------------------------------------ heads
