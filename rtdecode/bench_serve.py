@@ -125,14 +125,15 @@ def _collector(endpoint: str, results: Any, stop: Any, ready: Any, newest: Any) 
     results.send(sink)
 
 
-MODES = ("window", "streaming", "streaming-cold")
+MODES = ("window", "streaming", "streaming-warm")
+WARM_LEAD_MS = 2.0  # the lead "streaming-warm" serves with
 
 
 def bench_serve(bundle_dir: str | Path, session: Session, *, speeds: tuple[float, ...] = (1.0, 0.0), threads: int = 0,
                 generate: bool = False, modes: tuple[str, ...] = ("window",), out_dir: Path = Path("bench-serve"),
                 log: Callable[[str], None] = print) -> dict[str, Any]:
     """Modes: "window" (decode each window when it closes), "streaming" (`rtdecode serve --streaming`) and
-    "streaming-cold" (streaming without the pre-close cache warm-up, `--warm-lead-ms 0`), each with its own daemon
+    "streaming-warm" (streaming with the pre-close cache warm-up, `--warm-lead-ms 2`), each with its own daemon
     process, one after the other in the same run so their figures compare."""
     bundle = Bundle.load(bundle_dir)
     if session.n_neurons != bundle.vocab.n_neurons:
@@ -167,7 +168,7 @@ def _serve_and_measure(bundle_dir: str | Path, bundle: Bundle, session: Session,
            "--status-interval", "0.25", "--threads", str(threads), "--start", str(session.start)]
     cmd += ["--generate"] if generate else []
     cmd += ["--streaming"] if mode.startswith("streaming") else ["--no-streaming"]
-    cmd += ["--warm-lead-ms", "0"] if mode == "streaming-cold" else []
+    cmd += ["--warm-lead-ms", str(WARM_LEAD_MS)] if mode == "streaming-warm" else []
     daemon = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     behavior = tuple(b["name"] for b in bundle.behavior_inputs)
     try:

@@ -4,8 +4,9 @@ One thread owns every socket (ZeroMQ sockets are not thread-safe): it polls the 
 socket from the generation worker, feeds spikes to the shared `RollingWindow`, keeps frames and behavior in
 rings, decodes each closed window at once and publishes it on the PUB socket. Windows close by data time only.
 Generation (`--generate`) runs on its own thread with its own inference sessions, for the newest window only,
-so it never delays a decode. With streaming on the CPU, a helper thread re-reads the model's weights into cache
-just before each predicted close (`rtdecode.runtime.warming`); it touches no socket and no state a decode reads.
+so it never delays a decode. With streaming on the CPU and `--warm-lead-ms`, a helper thread re-reads the model's
+weights into cache just before each predicted close (`rtdecode.runtime.warming`); it touches no socket and no
+state a decode reads.
 Every bad input is counted by reason (docs/protocol.md), logged at most once per second per reason, and
 dropped; nothing raised by a message reaches the loop. A rejected message changes nothing but its counter: it is
 fully validated (model frame size, behavior names) before sequence accounting or any state.
@@ -81,9 +82,11 @@ class ServeConfig:
             False = off. Windows it cannot stream exactly are decoded at a time.
         warm_lead_ms: with streaming on the CPU onnxruntime backend, run a throwaway one-token step this long
             before each window's predicted close, on a helper thread, so the close finds the weights in cache
-            (`rtdecode.runtime.warming`; measured at 300 x 4.4 Hz, 18 interleaved pairs: post-close p99 median
-            1.49 vs 1.67 ms, lower in 16; docs/performance.md). The close is predicted from the newest clock
-            watermark, assuming data time runs at wall-clock speed. 0 = off.
+            (`rtdecode.runtime.warming`). The close is predicted from the newest clock watermark, assuming data
+            time runs at wall-clock speed. 0 (default) = off. Whether it helps depends on the CPU's caches and
+            who else uses them: on a shared AMD EPYC host 2 ms cut the post-close p99 (median of 18 interleaved
+            pairs 1.49 vs 1.67 ms), on a shared Intel Xeon host it cost p50 and no p99 (docs/performance.md).
+            Measure on the rig with `rtdecode bench serve --modes streaming,streaming-warm`.
         start: session start time, s: the first window starts at the first grid point at or after it.
         status_interval: seconds between status messages.
         rcvhwm, sndhwm: ZeroMQ high-water marks (messages) of the input and output sockets.
@@ -104,7 +107,7 @@ class ServeConfig:
     deadline_ms: float | None = None
     skip_backlog: bool = True
     streaming: bool | None = None
-    warm_lead_ms: float = 2.0
+    warm_lead_ms: float = 0.0
     start: float = 0.0
     status_interval: float = 1.0
     rcvhwm: int = 10_000

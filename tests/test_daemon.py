@@ -81,7 +81,9 @@ def test_streaming_parity_with_offline_inference(tiny_bundle, tiny_session, stre
     has idle time to stream; flooded, where it mostly has not and decodes at close)."""
     s = tiny_session
     n = int(round(t1 / 0.05))
-    with running_daemon(tiny_bundle, skip_backlog=False, streaming=streaming) as daemon, connected(daemon) as (prod, sub):
+    warm = 2.0 if streaming else 0.0  # the warm-up (off by default) runs beside the stream and must change nothing
+    with (running_daemon(tiny_bundle, skip_backlog=False, streaming=streaming, warm_lead_ms=warm) as daemon,
+          connected(daemon) as (prod, sub)):
         sent = send_paced(prod, session_messages(s, batch=0.005, behavior=("theta",), t1=t1), speed=speed)
         decodes = collect(sub, "decode", lambda out: out[-1]["window"] >= n - 1)
         status = final_status(prod, sub)

@@ -22,7 +22,7 @@ def bench_serve_command(
     speeds: Annotated[str, typer.Option(help="Comma-separated replay speeds: 1 = real time, 0 = as fast as possible.")] = "1,0",
     threads: Annotated[int, typer.Option(help="Daemon inference threads (0 = all cores).")] = 1,
     generate: Annotated[bool, typer.Option(help="Run the daemon with --generate.")] = False,
-    modes: Annotated[str, typer.Option(help="Comma-separated daemon modes, measured one after the other: window (decode at close), streaming (--streaming), streaming-cold (streaming without the pre-close cache warm-up).")] = "window",
+    modes: Annotated[str, typer.Option(help="Comma-separated daemon modes, measured one after the other: window (decode at close), streaming (--streaming), streaming-warm (streaming with the pre-close cache warm-up, --warm-lead-ms 2).")] = "window",
     out: Annotated[Path, typer.Option(help="Folder for latency.json (raw latencies) and latency.png.")] = Path("bench-serve"),
 ) -> None:
     """End-to-end latency of the real daemon (producer send -> subscriber receive) and post-close latency (closing
@@ -57,7 +57,7 @@ def serve(
     deadline_ms: Annotated[Optional[float], typer.Option(help="Per-window latency budget (default: the window length).")] = None,
     no_skip: Annotated[bool, typer.Option("--no-skip", help="Decode every window even when several close at once.")] = False,
     streaming: Annotated[Optional[bool], typer.Option("--streaming/--no-streaming", help="Run each window's spikes through the model while it is open, so at close only the tail is left (same decodes). Default: on when the bundle supports it.", show_default=False)] = None,
-    warm_lead_ms: Annotated[float, typer.Option(help="Streaming on CPU: re-read the model's weights into cache this long before each window's predicted close, on a helper thread (0 = off; at most 20).")] = 2.0,
+    warm_lead_ms: Annotated[float, typer.Option(help="Streaming on CPU: re-read the model's weights into cache this long before each window's predicted close, on a helper thread (0 = off; at most 20). Host-dependent: measure with `rtdecode bench serve --modes streaming,streaming-warm`.")] = 0.0,
     start: Annotated[float, typer.Option(help="Session start time, s (the first window starts at the first grid point at or after it).")] = 0.0,
     status_interval: Annotated[float, typer.Option(help="Seconds between status messages.")] = 1.0,
     curve_secret: Annotated[Optional[Path], typer.Option(help="The daemon's .key_secret file (`rtdecode keys`): CURVE-encrypt both sockets and admit only --allow-client keys.", dir_okay=False)] = None,

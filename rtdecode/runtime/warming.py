@@ -9,6 +9,10 @@ context, then `finalize`, ~2 ms before the close reads all of that memory again,
 It runs on its own thread so that it never delays the close: if the closing message arrives while the warm-up is
 still running, the close runs beside it (onnxruntime sessions accept concurrent runs) instead of waiting behind it.
 Its result is discarded; it changes no state that a decode reads, so it cannot change a decode.
+
+Off by default (`rtdecode serve --warm-lead-ms`): whether it pays depends on the CPU's caches and on who else
+uses them. On a shared AMD EPYC host it cut the post-close p99; on a shared Intel Xeon host, whose much larger
+L3 keeps the weights anyway, it only cost time (docs/performance.md).
 """
 
 from __future__ import annotations
