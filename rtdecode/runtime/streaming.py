@@ -155,7 +155,8 @@ class WindowStream:
     def speculate(self, opened: ClosedWindow) -> None:
         """Run the tail as it stands now (uncommitted events, truncated, then EOS) and keep the result for `finish`.
 
-        It changes no state (see `_run_tail`), so a speculation that turns out wrong costs nothing but its time."""
+        It leaves the cache and the sum as they were (see `_run_tail`), so a speculation that turns out wrong costs
+        nothing but its time."""
         n = self.n_committed
         if self.broken or not (np.array_equal(opened.neurons[:n], self.neurons[:n]) and np.array_equal(opened.offsets[:n], self.offsets[:n])):
             return
@@ -198,9 +199,9 @@ class WindowStream:
         return self._run_tail(window.neurons[tail], window.offsets[tail])
 
     def _run_tail(self, neurons: np.ndarray, offsets: np.ndarray) -> dict[str, Any]:
-        """The decode for this tail after the committed tokens. It changes no state: nothing reads the tail's
-        keys/values (a speculation may turn out wrong; after the close the stream is done), so they are not
-        written, and the close skips that copy."""
+        """The decode for this tail after the committed tokens. It leaves the cache and the sum as they were (it may
+        make this position's `past_feeds` copies): nothing reads the tail's keys/values (a speculation may turn
+        out wrong; after the close the stream is done), so they are not written, and the close skips that copy."""
         d = self._d
         ids, dts = np.append(neurons, d.vocab.id_eos), np.append(offsets, d.vocab.dt_eos)
         hidden_sum = self._step(ids, dts)[0]
