@@ -212,8 +212,6 @@ class WindowStream:
         """Commit tokens: run them, write their keys/values into the cache, add their hidden states to the sum."""
         t = ids.shape[0]
         hidden_sum, new_k, new_v = self._step(ids, dts)
-        if self._pos < max(self._past[0], 1):  # writes into slots a kept `past_feeds` copy holds
-            self._past = (-1, {})
         self._k[:, :, :, self._pos : self._pos + t] = new_k
         self._v[:, :, :, self._pos : self._pos + t] = new_v
         self._sum += hidden_sum
@@ -226,7 +224,9 @@ class WindowStream:
 
     def _past_slots(self) -> dict[str, np.ndarray]:
         """`past_feeds` at the current position, copied once per position: a speculation or a warm-up makes
-        them before the close, which then only reads them (they are never written, so other threads may too)."""
+        them before the close, which then only reads them (they are never written, so other threads may too).
+        The position only grows, and the slots below it are written once, so the position is the whole key; only
+        `set_context` rewrites them, and it drops the copies."""
         if self._past[0] != self._pos:
             self._past = (self._pos, past_feeds(self._pos, self._k, self._v))
         return self._past[1]
