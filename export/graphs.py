@@ -6,12 +6,13 @@
   block. Run once per window before generation.
 * `step`    — new tokens + the context + a caller-owned fixed-size KV cache -> next-ID and next-time logits of
   the last new token, and the new tokens' keys/values (the caller writes them into its cache).
-* `stream`  — new tokens + an additive attention mask + the filled part of the KV cache (one input per causal
-  block) + the context -> the sum of the new tokens' final hidden states and their keys/values: a window's spikes
-  run through the model batch by batch while the window is open (streaming decode). It runs at every window
-  close, so it is the lean form (`Neuroformer.forward_tokens_past`): measured 25% faster than `step`'s form.
-* `finalize` — a window's summed hidden states and its token count -> each behavior target's output: the mean
-  pool and the heads, the only work left when a streamed window closes.
+* `stream`  — new tokens + an additive attention mask + the sum of the earlier tokens' final hidden states + the
+  filled part of the KV cache (one input per causal block) + the context -> the running sum of final hidden
+  states, the new tokens' keys/values (one output per causal block), and each behavior target's output as if the window ended with these
+  tokens (mean pool = sum / token count, then the heads): a window's spikes run through the model batch by batch
+  while the window is open (streaming decode), and the batch that closes it (last spikes + EOS) gives the decode
+  in the same call. It runs at every window close, so it is the lean form (`Neuroformer.forward_tokens_past`):
+  measured 25% faster than `step`'s form, and the heads inside it save a second session's call at the close.
 
 Each wrapper only re-plumbs tensors into the model's own methods, so the graphs compute exactly what training
 and the PyTorch generator compute. Input/output names are fixed here and recorded in the bundle manifest.
@@ -26,7 +27,7 @@ import torch.nn as nn
 
 from rtdecode.training.model import Context, CrossMemory, Neuroformer
 
-__all__ = ["GraphSpec", "DecodeGraph", "ContextGraph", "StepGraph", "StreamGraph", "FinalizeGraph", "context_layout",
+__all__ = ["GraphSpec", "DecodeGraph", "ContextGraph", "StepGraph", "StreamGraph", "context_layout",
            "window_input_names", "stream_input_names"]
 
 TOKEN_INPUTS = ("ids", "dts", "lengths")
@@ -141,40 +142,33 @@ class StepGraph(nn.Module):
 
 
 def stream_input_names(model: Neuroformer) -> tuple[str, ...]:
-    """ids, dts, pos, mask, past_k0.., past_v0.. (one per causal block), then the context tensors."""
+    """ids, dts, pos, mask, hidden_before, past_k0.., past_v0.. (one per causal block), then the context tensors."""
     layers = range(len(model.feature) + len(model.fused))
-    return (("ids", "dts", "pos", "mask") + tuple(f"past_k{i}" for i in layers) + tuple(f"past_v{i}" for i in layers)
-            + context_output_names(model))
+    return (("ids", "dts", "pos", "mask", "hidden_before") + tuple(f"past_k{i}" for i in layers)
+            + tuple(f"past_v{i}" for i in layers) + context_output_names(model))
 
 
 class StreamGraph(nn.Module):
-    """Decoding a window chunk by chunk: returns the new tokens' summed hidden states (summing inside the graph
-    keeps the host's state per window one (B, D) vector however many tokens have streamed through)."""
+    """Decoding a window chunk by chunk. The host keeps one (B, D) running sum of final hidden states per window
+    however many tokens have streamed through; the pool and the heads are in this graph, not a second one, so
+    the close is one call into one session, whose weights the commits a few ms earlier kept warm (a separate
+    graph's session holds its own, colder copy: docs/performance.md). The commits' behavior outputs cost a few
+    small Gemms and are ignored. The token count is `pos` + new tokens: the pool covers SOS, spikes and EOS."""
 
     def __init__(self, model: Neuroformer) -> None:
         super().__init__()
         self.model = model
         self.layers = len(model.feature) + len(model.fused)
-        self.spec = GraphSpec(stream_input_names(model), ("hidden_sum", "new_k", "new_v"))
+        layers = range(self.layers)
+        self.spec = GraphSpec(stream_input_names(model),
+                              ("hidden_sum",) + tuple(f"new_k{i}" for i in layers) + tuple(f"new_v{i}" for i in layers)
+                              + tuple(f"behavior_{b.name}" for b in model.cfg.targets))
 
     def forward(self, ids: torch.Tensor, dts: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor,
-                *rest: torch.Tensor) -> tuple[torch.Tensor, ...]:
+                hidden_before: torch.Tensor, *rest: torch.Tensor) -> tuple[torch.Tensor, ...]:
         m, L = self.model, self.layers
         h, new_k, new_v = m.forward_tokens_past(ids, dts, unflatten_context(m, rest[2 * L :]), rest[:L], rest[L : 2 * L],
                                                 pos, mask)
-        return h.sum(dim=1), new_k, new_v  # (B, D), (L, B, H, t, hd) x 2
-
-
-class FinalizeGraph(nn.Module):
-    """Mean pool (hidden_sum / count, as `Neuroformer.pool`) and the behavior heads."""
-
-    def __init__(self, model: Neuroformer) -> None:
-        super().__init__()
-        self.model = model
-        self.spec = GraphSpec(("hidden_sum", "count"), tuple(f"behavior_{b.name}" for b in model.cfg.targets))
-
-    def forward(self, hidden_sum: torch.Tensor, count: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        m = self.model
-        pooled = hidden_sum / count.to(hidden_sum.dtype).clamp_min(1.0).unsqueeze(-1)  # (B, D)
-        out = m.behavior_outputs(pooled)
-        return tuple(out[b.name] for b in m.cfg.targets)
+        total = hidden_before + h.sum(dim=1)  # (B, D)
+        out = m.behavior_outputs(total / (pos + ids.shape[1]).to(total.dtype))  # as `Neuroformer.pool`
+        return (total, *new_k, *new_v) + tuple(out[b.name] for b in m.cfg.targets)  # new_k/v: L x (B, H, t, hd)

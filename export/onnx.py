@@ -8,8 +8,10 @@ Bundle layout (format version 1):
     decode.onnx     whole window -> behavior outputs
     context.onnx    history/frames/behavior inputs -> cross-attention keys/values
     step.onnx       new tokens + context + fixed-size KV cache -> next logits + new keys/values
-    stream.onnx     (optional; written since 0.2) new tokens + mask + filled cache + context -> summed hidden states + new K/V
-    finalize.onnx   (optional; written since 0.2) summed hidden states + token count -> behavior outputs
+    stream.onnx     (optional) new tokens + mask + earlier hidden-state sum + filled cache + context -> running
+                    hidden-state sum + new K/V + behavior outputs (streaming decode; bundles without it, or with
+                    an earlier unreleased form of it, decode window at a time; a `finalize.onnx` some of those
+                    carry is no longer read)
 
 Dynamic axes: batch (B), tokens (T, or t for a step), history tokens (M) and behavior samples; for `stream` also
 the filled cache slots (past) and the mask's keys (past + t). The KV cache has a fixed size C = block_size slots,
@@ -34,7 +36,7 @@ import numpy as np
 import torch
 
 from rtdecode.io.atomic import atomic_path, atomic_write
-from rtdecode.export.graphs import ContextGraph, DecodeGraph, FinalizeGraph, StepGraph, StreamGraph, context_input_names
+from rtdecode.export.graphs import ContextGraph, DecodeGraph, StepGraph, StreamGraph, context_input_names
 from rtdecode.runtime.bundle import FORMAT, FORMAT_VERSION, sha256
 from rtdecode.training.checkpoint import LoadedRun
 
@@ -97,11 +99,8 @@ def _export(module: torch.nn.Module, args: tuple[torch.Tensor, ...], names: tupl
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)
         shapes = [dynamic.get(n, {}) for n in names]
         # the wrappers take their trailing tensors as *varargs: torch.export sees them as one nested input
-        if isinstance(module, FinalizeGraph):  # plain positional inputs
-            nested: tuple[Any, ...] = tuple(shapes)
-        else:
-            fixed = 5 if isinstance(module, StepGraph) else 4 if isinstance(module, StreamGraph) else 0
-            nested = (*shapes[:fixed], tuple(shapes[fixed:]))
+        fixed = 5 if isinstance(module, (StepGraph, StreamGraph)) else 0
+        nested = (*shapes[:fixed], tuple(shapes[fixed:]))
         torch.onnx.export(module, args, tmp, input_names=list(names), output_names=list(outputs),
                           dynamic_shapes=nested, dynamo=True, opset_version=opset, verbose=False,
                           external_data=False)
@@ -150,7 +149,7 @@ def export_bundle(
     batch = example_batch(run, data, windows)
     tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch.items()}
     graphs = {"decode": DecodeGraph(model), "context": ContextGraph(model), "step": StepGraph(model),
-              "stream": StreamGraph(model), "finalize": FinalizeGraph(model)}
+              "stream": StreamGraph(model)}
     cfg = run.config
     n_causal = len(model.feature) + len(model.fused)
     H, hd, C = cfg.model.n_heads, cfg.model.d_model // cfg.model.n_heads, cfg.window.block_size
@@ -165,15 +164,11 @@ def export_bundle(
         bias[0, 4] = float("-inf")
         filled = past[:, :, :, :3]
         stream_args = (tensors["ids"][:, :2], tensors["dts"][:, :2], torch.tensor(3, dtype=torch.int64), bias,
-                       *filled.unbind(0), *filled.clone().unbind(0), *ctx_out)
+                       torch.zeros(B, cfg.model.d_model), *filled.unbind(0), *filled.clone().unbind(0), *ctx_out)
     manifest_graphs: dict[str, Any] = {}
     for name, module in graphs.items():
         spec = module.spec
-        if name == "finalize":
-            args = (torch.zeros(B, cfg.model.d_model), torch.full((B,), 3, dtype=torch.int64))
-            Bd = torch.export.Dim("batch", min=1, max=1024)
-            dyn = {"hidden_sum": {0: Bd}, "count": {0: Bd}}
-        elif name in ("step", "stream"):
+        if name in ("step", "stream"):
             args = step_args if name == "step" else stream_args
             Dim = torch.export.Dim
             Bd, td, Md = Dim("batch", min=1, max=1024), Dim("tokens", min=1, max=C), Dim("history", min=1, max=8192)
@@ -183,6 +178,7 @@ def export_bundle(
             else:
                 Pd = Dim("past", min=1, max=C)
                 dyn["mask"] = {0: td, 1: Dim("keys", min=2, max=2 * C)}
+                dyn["hidden_before"] = {0: Bd}
                 dyn.update({n: {0: Bd, 2: Pd} for n in spec.inputs if n.startswith("past_")})
             memory_dims: dict[str, Any] = {}  # one dynamic length per memory kind (history, each behavior input)
             for n in spec.inputs[len(dyn):]:

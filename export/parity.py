@@ -4,7 +4,7 @@ Checked on the same input batch (held-out windows when the export was given data
 * decode: every behavior output;  * context: every cross-attention key/value;
 * step: next-ID/next-time logits of each token fed one at a time through the fixed-size cache, against the full
   teacher-forced PyTorch forward at the same positions;
-* stream: each window's tokens in two chunks through the `stream` graph's cache, then `finalize`, against the
+* stream: each window's tokens in two chunks through the `stream` graph's cache (its behavior outputs), against the
   decode outputs of PyTorch;
 * generation: greedy next-window tokens from the numpy runtime (`Decoder.generate`) against the PyTorch
   generator (`training.generate.generate_window`), token for token.
@@ -66,7 +66,8 @@ def check_parity(run: LoadedRun, bundle_dir: Path, batch: dict[str, np.ndarray],
         errs.append(_max_abs([full_id[:, pos].numpy(), full_dt[:, pos].numpy()], [id_l, dt_l]))
     result["step_max_abs"] = max(errs, default=0.0)
 
-    # streaming decode: each window's tokens in two chunks through `stream`, then `finalize`, vs the PyTorch decode
+    # streaming decode: each window's tokens in two chunks through `stream` (the second chunk's behavior outputs
+    # are the decode), vs the PyTorch decode
     if decoder.can_stream:
         errs = []
         for b in range(B):
@@ -74,14 +75,15 @@ def check_parity(run: LoadedRun, bundle_dir: Path, batch: dict[str, np.ndarray],
             k, v = np.zeros_like(past_k[:, :1]), np.zeros_like(past_v[:, :1])
             ctx_b = {name: x[b : b + 1] for name, x in ctx_feeds.items()}
             total = np.zeros((1, model.cfg.model.d_model), np.float32)
+            got_b: list[np.ndarray] = []
             for lo, hi in ((0, n // 2), (n // 2, n)):
                 if hi <= lo:
                     continue
-                hs, nk, nv = ort.run("stream", stream_feeds(batch["ids"][b : b + 1, lo:hi], batch["dts"][b : b + 1, lo:hi],
-                                                            lo, k, v, ctx_b))
-                k[:, :, :, lo:hi], v[:, :, :, lo:hi] = nk, nv
-                total += hs
-            got_b = ort.run("finalize", {"hidden_sum": total, "count": np.array([n], np.int64)})
+                outs = ort.run("stream", stream_feeds(batch["ids"][b : b + 1, lo:hi], batch["dts"][b : b + 1, lo:hi],
+                                                      lo, k, v, ctx_b, total))
+                L = k.shape[0]  # outputs: hidden_sum, new_k0.., new_v0.. (one per causal block), behavior..
+                total, got_b = outs[0], outs[1 + 2 * L :]
+                k[:, :, :, lo:hi], v[:, :, :, lo:hi] = np.stack(outs[1 : 1 + L]), np.stack(outs[1 + L : 1 + 2 * L])
             errs.append(_max_abs([r[b : b + 1] for r in ref], got_b))
         result["stream_max_abs"] = max(errs, default=0.0)
 

@@ -77,7 +77,7 @@ class ServeConfig:
         skip_backlog: when several windows close at once, decode only the newest (count the rest).
         streaming: run each window's spikes through the model while it is open, leaving only the tail for the
             moment it closes (`rtdecode.runtime.streaming`); same decodes as window at a time (tested within 1e-5).
-            None (default) = on when the bundle has the stream/finalize graphs (measured: post-close p99 2.4 vs
+            None (default) = on when the bundle has the stream graph (measured: post-close p99 2.4 vs
             6.4 ms at 300 neurons x 4.5 Hz, 1.8 vs 7.9 ms at 1000 x 20 Hz; docs/performance.md); True = required;
             False = off. Windows it cannot stream exactly are decoded at a time.
         warm_lead_ms: with streaming on the CPU onnxruntime backend, run a throwaway one-token step this long
@@ -144,7 +144,7 @@ class Daemon:
         self._unit_sorted = ids[self._unit_order]
         self.streaming = self.decoder.can_stream if config.streaming is None else config.streaming
         if self.streaming and not self.decoder.can_stream:
-            raise StreamingError(f"{bundle_dir} has no stream/finalize graphs of this version (or backend {config.backend} cannot run "
+            raise StreamingError(f"{bundle_dir} has no stream graph of this version (or backend {config.backend} cannot run "
                                  "them): re-export the run with this rtdecode, or serve with --no-streaming")
         self.warmer: CacheWarmer | None = None  # started with the sockets (`_bind`)
         self._start_session(config.start)

@@ -36,7 +36,7 @@ def bundle_dir(tiny_bundle):
 def test_bundle_has_graphs_manifest_and_passing_parity(bundle_dir):
     m = json.loads((bundle_dir / "manifest.json").read_text())
     assert {p.name for p in bundle_dir.iterdir()} == {"manifest.json", "decode.onnx", "context.onnx", "step.onnx",
-                                                      "stream.onnx", "finalize.onnx"}
+                                                      "stream.onnx"}
     p = m["parity"]
     assert p["passed"] and p["windows"] == 6
     assert max(p["decode_max_abs"], p["context_max_abs"], p["step_max_abs"], p["stream_max_abs"]) < 1e-4

@@ -112,6 +112,7 @@ def test_the_stream_graphs_lean_path_matches_full_forward(setup):
             bias[:, a:] = torch.full((t, t), float("-inf")).triu(1)
             h, nk, nv = model.forward_tokens_past(batch["ids"][:, a:b], batch["dts"][:, a:b], ctx, ks, vs,
                                                   torch.tensor(a), bias)
+            assert len(nk) == len(nv) == L
             ks = [torch.cat([k, n], 2) for k, n in zip(ks, nk)]
             vs = [torch.cat([v, n], 2) for v, n in zip(vs, nv)]
             parts.append(h)

@@ -113,27 +113,30 @@ def test_stream_feeds_give_the_graph_only_filled_slots_and_a_causal_mask():
 
     L, H, C, hd = 2, 2, 8, 4
     k = np.arange(L * H * C * hd, dtype=np.float32).reshape(L, 1, H, C, hd)
-    f = stream_feeds(np.array([[1, 2, 3]]), np.array([[0, 0, 1]]), 5, k, k.copy(), {"hist0_k": np.zeros(1)})
+    before = np.ones((1, H * hd), np.float32)
+    f = stream_feeds(np.array([[1, 2, 3]]), np.array([[0, 0, 1]]), 5, k, k.copy(), {"hist0_k": np.zeros(1)}, before)
     assert f["past_k1"].shape == (1, H, 5, hd) and f["past_k1"].flags.c_contiguous
     np.testing.assert_array_equal(f["past_k1"], k[1, :, :, :5])
     inf = -np.inf
     np.testing.assert_array_equal(f["mask"], [[0, 0, 0, 0, 0, 0, inf, inf], [0, 0, 0, 0, 0, 0, 0, inf], [0] * 8])
-    assert int(f["pos"]) == 5 and "hist0_k" in f
-    first = stream_feeds(np.array([[1, 2]]), np.array([[0, 0]]), 0, k, k, {})  # no past: one slot, masked out
+    assert int(f["pos"]) == 5 and "hist0_k" in f and f["hidden_before"] is before
+    first = stream_feeds(np.array([[1, 2]]), np.array([[0, 0]]), 0, k, k, {}, before)  # no past: one slot, masked out
     assert first["past_v0"].shape == (1, H, 1, hd)
     np.testing.assert_array_equal(first["mask"], [[inf, 0, inf], [inf, 0, 0]])
 
 
-def test_bundles_with_the_first_form_of_the_stream_graph_decode_window_at_a_time(tiny_bundle, tmp_path):
+@pytest.mark.parametrize("dropped", ["mask", "hidden_before"])
+def test_bundles_with_an_earlier_form_of_the_stream_graph_decode_window_at_a_time(tiny_bundle, tmp_path, dropped):
     """Development bundles exported before the stream graph was made lean (a whole fixed-size cache as input,
-    no mask) must not be streamed with the new feeds: they decode window at a time until re-exported."""
+    no mask), or before the heads moved into it (a separate `finalize` graph, no `hidden_before`), must not be
+    streamed with the new feeds: they decode window at a time until re-exported."""
     import json
     import shutil
 
     old = tmp_path / "bundle"
     shutil.copytree(tiny_bundle, old)
     manifest = json.loads((old / "manifest.json").read_text())
-    manifest["graphs"]["stream"]["inputs"] = [i for i in manifest["graphs"]["stream"]["inputs"] if i["name"] != "mask"]
+    manifest["graphs"]["stream"]["inputs"] = [i for i in manifest["graphs"]["stream"]["inputs"] if i["name"] != dropped]
     (old / "manifest.json").write_text(json.dumps(manifest))
     assert Decoder(tiny_bundle, backend="onnxruntime").can_stream
     assert not Decoder(old, backend="onnxruntime").can_stream

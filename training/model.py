@@ -82,24 +82,28 @@ class Attention(nn.Module):
         return self.proj(y.transpose(1, 2).reshape(B, T, D))
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        """`forward` (eval mode) for the stream graph, on flat tokens: q (B*T, D) projected queries, k/v
-        (B, H, M, hd), `bias` an additive mask (0 = may attend, -inf = may not); returns (B*T, D) after `proj`.
+        """`forward` (eval mode) for the stream graph: q (B, H, T, hd) projected queries, k/v (B, H, M, hd), `bias`
+        an additive mask (0 = may attend, -inf = may not); returns flat tokens (B*T, D) after `proj`.
 
         Attention is spelled out as matmul + softmax: exported, that is a handful of ONNX nodes where
         scaled_dot_product_attention with a boolean mask becomes dozens (mask expansion, NaN guards); and the
         tokens stay one flat (B*T, D) matrix, so every projection is a single Gemm. The stream graph runs at every
         window close (docs/performance.md). Same result to float rounding; rows must keep one finite entry."""
-        B, H, hd = k.shape[0], self.n_heads, self.head_dim
-        q = q.view(B, -1, H, hd).transpose(1, 2)
+        B, H, T, hd = q.shape
         w = ((q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(hd)) + bias).softmax(dim=-1)
-        return self.proj((w @ v).transpose(1, 2).reshape(q.shape[0] * q.shape[2], H * hd))
+        return self.proj((w @ v).transpose(1, 2).reshape(B * T, H * hd))
 
-    def queries_keys_values(self, x: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Self-attention's projections of flat tokens x (B*T, D) in one matmul: q (B*T, D), k and v (B, H, T, hd)."""
-        D, H, hd = x.shape[1], self.n_heads, self.head_dim
+    def heads(self, x: torch.Tensor, batch: int) -> torch.Tensor:
+        """Flat projected tokens (B*T, D) -> (B, H, T, hd)."""
+        return x.view(batch, -1, self.n_heads, self.head_dim).transpose(1, 2)
+
+    def queries_keys_values(self, x: torch.Tensor, batch: int) -> tuple[torch.Tensor, ...]:
+        """Self-attention's projections of flat tokens x (B*T, D): q, k and v, each (B, H, T, hd). One matmul, then
+        one reshape, one transpose and one split for all three (exported: 4 nodes, not the 10 of splitting q from
+        k/v first), since the fused weight's rows are q's heads, then k's, then v's."""
+        H, hd = self.n_heads, self.head_dim
         qkv = F.linear(x, torch.cat([self.q.weight, self.kv.weight]), torch.cat([self.q.bias, self.kv.bias]))
-        k, v = qkv[:, D:].view(batch, -1, 2, H, hd).permute(2, 0, 3, 1, 4).unbind(0)
-        return qkv[:, :D], k, v
+        return qkv.view(batch, -1, 3 * H, hd).transpose(1, 2).split(H, dim=1)
 
 
 class MLP(nn.Module):
@@ -189,7 +193,8 @@ class CrossBlock(nn.Module):
         """`forward` on flat tokens (B*t, D) through `Attention.attend` (the stream graph's form; see there)."""
         bias = (torch.zeros((), dtype=x.dtype) if memory.mask is None
                 else torch.where(memory.mask, 0.0, float("-inf")).to(x.dtype))
-        x = x + self.drop(self.attn.attend(self.attn.q(self.ln_q(x)), memory.k, memory.v, bias))
+        q = self.attn.heads(self.attn.q(self.ln_q(x)), memory.k.shape[0])
+        x = x + self.drop(self.attn.attend(q, memory.k, memory.v, bias))
         return x + self.mlp(self.ln2(x))
 
 
@@ -408,13 +413,14 @@ class Neuroformer(nn.Module):
             hidden (B, t, D) after the final norm, new_k and new_v (L, B, H, t, hd) for slots pos .. pos + t - 1.
         """
         past_valid = torch.arange(past_k.shape[3], device=ids.device) < pos
-        return self._cached_chunk(ids, dts, pos, ctx, False,
-                                  lambda i, blk, x: blk.forward_fixed(x, past_k[i], past_v[i], past_valid))
+        h, new_k, new_v = self._cached_chunk(ids, dts, pos, ctx, False,
+                                             lambda i, blk, x: blk.forward_fixed(x, past_k[i], past_v[i], past_valid))
+        return h, torch.stack(new_k), torch.stack(new_v)
 
     def forward_tokens_past(
         self, ids: torch.Tensor, dts: torch.Tensor, ctx: Context, past_k: Sequence[torch.Tensor],
         past_v: Sequence[torch.Tensor], pos: torch.Tensor, bias: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
         """`forward_tokens_fixed` against only the filled part of the cache (what the exported stream graph runs).
 
         Args:
@@ -425,7 +431,8 @@ class Neuroformer(nn.Module):
             bias: (t, P + t) additive mask: 0 where query i may attend key j, -inf elsewhere (causal among the new
                 tokens; a caller with no past passes one slot masked out, since a graph input cannot be empty).
         Returns:
-            hidden (B, t, D) after the final norm, new_k and new_v (L, B, H, t, hd).
+            hidden (B, t, D) after the final norm, new_k and new_v: per causal block, (B, H, t, hd) (not stacked:
+            exported, stacking is 10 nodes the close would run for keys/values it throws away).
         """
         return self._cached_chunk(ids, dts, pos, ctx, True,
                                   lambda i, blk, x: blk.forward_past(x, past_k[i], past_v[i], bias))
@@ -433,7 +440,7 @@ class Neuroformer(nn.Module):
     def _cached_chunk(
         self, ids: torch.Tensor, dts: torch.Tensor, pos: torch.Tensor, ctx: Context, lean: bool,
         causal_block: Callable[[int, SelfBlock, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
         """The stacks of `forward_tokens_fixed` / `forward_tokens_past`, which differ only in how a causal block
         reads its cache (`causal_block(i, block, x)` -> (x, new_k, new_v)) and, when `lean`, in the tokens' form
         between blocks (flat (B*t, D), see `Attention.attend`) and the cross blocks' mask form."""
@@ -452,7 +459,7 @@ class Neuroformer(nn.Module):
         if len(self.fused) == 0:
             x = self._cross(x, ctx, lean)
         h = self.ln_f(x)
-        return (h.view(B, t, -1) if lean else h), torch.stack(new_k), torch.stack(new_v)
+        return (h.view(B, t, -1) if lean else h), new_k, new_v
 
     def _cross(self, x: torch.Tensor, ctx: Context, lean: bool = False) -> torch.Tensor:
         """The cross-attention stacks; `lean`: on flat tokens, in the stream graph's form (`Attention.attend`)."""

@@ -67,7 +67,7 @@ class OnnxRuntimeBackend:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         providers = [p for p in wanted if p in have]
         self.sessions = {g: ort.InferenceSession(str(bundle.graph_path(g)), opts, providers=providers)
-                         for g in ("decode", "context", "step", "stream", "finalize") if bundle.has_graph(g)}
+                         for g in ("decode", "context", "step", "stream") if bundle.has_graph(g)}
         self.providers = self.sessions["decode"].get_providers()
 
     def run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -80,7 +80,7 @@ class TorchBackend:
     def __init__(self, bundle: Bundle) -> None:
         import torch
 
-        from rtdecode.export.graphs import ContextGraph, DecodeGraph, FinalizeGraph, StepGraph, StreamGraph
+        from rtdecode.export.graphs import ContextGraph, DecodeGraph, StepGraph, StreamGraph
         from rtdecode.training.checkpoint import LoadedRun
 
         src = bundle.manifest["source"]
@@ -88,7 +88,7 @@ class TorchBackend:
         self.name = "torch"
         self._torch = torch
         self.graphs = {"decode": DecodeGraph(run.model), "context": ContextGraph(run.model), "step": StepGraph(run.model),
-                       "stream": StreamGraph(run.model), "finalize": FinalizeGraph(run.model)}
+                       "stream": StreamGraph(run.model)}
 
     def run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         g = self.graphs[graph]

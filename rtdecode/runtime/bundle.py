@@ -19,7 +19,7 @@ from rtdecode.tokenizer import Vocab, WindowConfig
 FORMAT = "rtdecode-bundle"
 FORMAT_VERSION = 1
 GRAPHS = ("decode", "context", "step")
-OPTIONAL_GRAPHS = ("stream", "finalize")  # streaming decode; bundles exported before them decode window at a time
+OPTIONAL_GRAPHS = ("stream",)  # streaming decode; bundles exported before it decode window at a time
 ALLOWED_DTYPES = {"int64", "float32", "float16", "bool", "int32"}
 MAX_MANIFEST_BYTES = 4 << 20  # a real manifest is ~20 kB (the neuron ID map dominates); read nothing bigger
 MAX_CACHE_BYTES = 4 << 30  # K + V for one window at float32; the release model needs ~10 MB

@@ -7,10 +7,10 @@ behavior inputs) is known before the window closes. So:
 * when the window opens (or when a frame or behavior sample that it will see arrives), the `context` graph turns
   history, frames and behavior inputs into every cross-attention block's keys/values;
 * while it is open, each time quantum that can no longer change (data time has moved past it) goes through the
-  `stream` graph, which is given the filled part of a fixed-size KV cache (`stream_feeds`): the new tokens'
-  keys/values are written into the cache and the sum of their final hidden states is accumulated;
-* at close only the tail is left: the spikes of the last, still-incomplete quantum and EOS through `stream`, then
-  `finalize` (mean pool = hidden sum / token count, and the behavior heads);
+  `stream` graph, which is given the filled part of a fixed-size KV cache and the running sum of final hidden
+  states (`stream_feeds`): the new tokens' keys/values are written into the cache and the sum is kept;
+* at close only the tail is left: the spikes of the last, still-incomplete quantum and EOS, one call of the same
+  `stream` graph, whose behavior outputs (mean pool = hidden sum / token count, then the heads) are the decode;
 * once data time has reached the last quantum, `speculate` runs that tail as it stands; if nothing more arrives
   in it before the close (always the case at the token cap, where the tail is EOS alone), the close reuses the
   result and runs no model at all. Either way the weights are warm in cache when the close comes.
@@ -40,11 +40,13 @@ class StreamingError(RuntimeError):
 
 
 def stream_feeds(ids: np.ndarray, dts: np.ndarray, pos: int, past_k: np.ndarray, past_v: np.ndarray,
-                 context: dict[str, np.ndarray], past: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+                 context: dict[str, np.ndarray], hidden_before: np.ndarray,
+                 past: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Inputs of the `stream` graph: new tokens (B, t) at positions pos.., after the `pos` filled slots of a
-    fixed-size cache (L, B, H, slots, hd). The graph reads only the filled slots, one input per block (copies),
-    and takes its mask ready-made (0 / -inf, causal among the new tokens). At pos 0 it gets one slot, masked out:
-    a graph input cannot be empty. `past`: those slots as `past_feeds` made them earlier, if at hand."""
+    fixed-size cache (L, B, H, slots, hd) and the sum (B, D) of those tokens' final hidden states. The graph reads
+    only the filled slots, one input per block (copies), and takes its mask ready-made (0 / -inf, causal among
+    the new tokens). At pos 0 it gets one slot, masked out: a graph input cannot be empty. `past`: those slots as
+    `past_feeds` made them earlier, if at hand."""
     t = ids.shape[1]
     filled = max(pos, 1)
     mask = np.zeros((t, filled + t), np.float32)
@@ -52,7 +54,7 @@ def stream_feeds(ids: np.ndarray, dts: np.ndarray, pos: int, past_k: np.ndarray,
     if pos == 0:
         mask[:, 0] = -np.inf
     feeds = {"ids": np.ascontiguousarray(ids, np.int64), "dts": np.ascontiguousarray(dts, np.int64),
-             "pos": np.array(pos, np.int64), "mask": mask}
+             "pos": np.array(pos, np.int64), "mask": mask, "hidden_before": hidden_before}
     return {**feeds, **(past if past is not None else past_feeds(pos, past_k, past_v)), **context}
 
 
@@ -80,7 +82,7 @@ class WindowStream:
     """The incremental decode of one open window (a batch of one).
 
     Args:
-        decoder: a Decoder whose bundle has the `stream` and `finalize` graphs.
+        decoder: a Decoder whose bundle has the `stream` graph (`Decoder.can_stream`).
         opened: the open window as `RollingWindow.open_window()` gives it (its history is final).
         context_feeds: history/frames/behavior inputs of the window (`Decoder.window_feeds(opened, ...)`).
         context_key: anything that changes when the frames or behavior the window would see change.
@@ -89,7 +91,7 @@ class WindowStream:
     def __init__(self, decoder: Decoder, opened: ClosedWindow, context_feeds: dict[str, np.ndarray],
                  context_key: Hashable) -> None:
         if not decoder.can_stream:
-            raise StreamingError("this bundle or backend has no stream/finalize graphs (or an earlier form of them): re-export the run with this "
+            raise StreamingError("this bundle or backend has no stream graph (or an earlier form of it): re-export the run with this "
                                  "rtdecode, or serve window at a time")
         self.index = opened.index
         self._d = decoder
@@ -102,6 +104,7 @@ class WindowStream:
         self.offsets = np.empty(self._max, np.int64)
         self.n_committed = 0
         self._spec: tuple[int, np.ndarray, np.ndarray, dict[str, Any]] | None = None  # (n, tail neurons, offsets, result)
+        self._layers = c["layers"]  # `stream` outputs: hidden_sum, new_k0.., new_v0.. (one per block), behavior..
         self.broken = False  # the committed prefix changed (or a step failed): decode window at a time
         self.key: Hashable = None
         self._past: tuple[int, dict[str, np.ndarray]] = (-1, {})  # (pos, `past_feeds` at pos): made once per pos
@@ -167,15 +170,13 @@ class WindowStream:
         self._spec = (n, neurons, offsets, self._run_tail(neurons, offsets))
 
     def warm_steps(self) -> list[tuple[str, dict[str, np.ndarray]]]:
-        """A throwaway one-token `stream` step after the committed tokens, against this window's context, then
-        `finalize`: they read the weights and the cross-attention keys/values the close will read
-        (`rtdecode.runtime.warming`). Another thread may run them while this stream goes on: the cache slots
-        and the sum are copies, the context arrays are replaced, never written in place, and the results
-        are thrown away."""
+        """A throwaway one-token `stream` step after the committed tokens, against this window's context: it reads
+        the weights and the cross-attention keys/values the close will read (`rtdecode.runtime.warming`).
+        Another thread may run it while this stream goes on: the cache slots are copies, the sum and the context
+        arrays are replaced, never written in place, and the results are thrown away."""
         v = self._d.vocab
-        one = stream_feeds(np.array([[v.id_eos]], np.int64), np.array([[v.dt_eos]], np.int64), self._pos,
-                           self._k, self._v, self._ctx, self._past_slots())
-        return [("stream", one), ("finalize", {"hidden_sum": self._sum.copy(), "count": np.array([self._pos + 1], np.int64)})]
+        return [("stream", stream_feeds(np.array([[v.id_eos]], np.int64), np.array([[v.dt_eos]], np.int64), self._pos,
+                                        self._k, self._v, self._ctx, self._sum, self._past_slots()))]
 
     # ------------------------------------------------------------------ at close
     def matches(self, window: ClosedWindow, context_key: Hashable) -> bool:
@@ -199,28 +200,29 @@ class WindowStream:
         return self._run_tail(window.neurons[tail], window.offsets[tail])
 
     def _run_tail(self, neurons: np.ndarray, offsets: np.ndarray) -> dict[str, Any]:
-        """The decode for this tail after the committed tokens. It leaves the cache and the sum as they were (it may
-        make this position's `past_feeds` copies): nothing reads the tail's keys/values (a speculation may turn
-        out wrong; after the close the stream is done), so they are not written, and the close skips that copy."""
+        """The decode for this tail after the committed tokens: the behavior outputs of one `stream` call. It leaves
+        the cache and the sum as they were (it may make this position's `past_feeds` copies): nothing reads the
+        tail's keys/values (a speculation may turn out wrong; after the close the stream is done), so they are
+        not written, and the close skips that copy."""
         d = self._d
         ids, dts = np.append(neurons, d.vocab.id_eos), np.append(offsets, d.vocab.dt_eos)
-        hidden_sum = self._step(ids, dts)[0]
-        outs = d.backend.run("finalize", {"hidden_sum": self._sum + hidden_sum, "count": np.array([self._pos + ids.size], np.int64)})
-        return d.to_units(outs)
+        return d.to_units(self._step(ids, dts)[1 + 2 * self._layers :])
 
     def _feed(self, ids: np.ndarray, dts: np.ndarray) -> None:
-        """Commit tokens: run them, write their keys/values into the cache, add their hidden states to the sum."""
-        t = ids.shape[0]
-        hidden_sum, new_k, new_v = self._step(ids, dts)
-        self._k[:, :, :, self._pos : self._pos + t] = new_k
-        self._v[:, :, :, self._pos : self._pos + t] = new_v
-        self._sum += hidden_sum
+        """Commit tokens: run them, write their keys/values into the cache, keep the running hidden-state sum."""
+        t, L = ids.shape[0], self._layers
+        outs = self._step(ids, dts)
+        for i in range(L):
+            self._k[i, :, :, self._pos : self._pos + t] = outs[1 + i]
+            self._v[i, :, :, self._pos : self._pos + t] = outs[1 + L + i]
+        self._sum = outs[0]  # a new array each call: a warm-up may still be reading the previous one
         self._pos += t
 
     def _step(self, ids: np.ndarray, dts: np.ndarray) -> list[np.ndarray]:
         t = ids.shape[0]
         return self._d.backend.run(
-            "stream", stream_feeds(ids.reshape(1, t), dts.reshape(1, t), self._pos, self._k, self._v, self._ctx, self._past_slots()))
+            "stream", stream_feeds(ids.reshape(1, t), dts.reshape(1, t), self._pos, self._k, self._v, self._ctx, self._sum,
+                                   self._past_slots()))
 
     def _past_slots(self) -> dict[str, np.ndarray]:
         """`past_feeds` at the current position, copied once per position: a speculation or a warm-up makes

@@ -4,7 +4,7 @@ Between a window's last streaming step and its close the daemon sleeps in its po
 on a shared machine that is long enough for the close's working set (about 5 MB of weights for the small config,
 plus the window's cross-attention keys/values) to leave the caches: the same 15-token tail took 0.37 ms back to
 back and 0.73 ms after a 10-ms sleep (docs/performance.md). A one-token step of the same graph, with the same
-context, then `finalize`, ~2 ms before the close reads all of that memory again, so the close finds it warm.
+context, ~2 ms before the close reads all of that memory again, so the close finds it warm.
 
 It runs on its own thread so that it never delays the close: if the closing message arrives while the warm-up is
 still running, the close runs beside it (onnxruntime sessions accept concurrent runs) instead of waiting behind it.
