@@ -8,11 +8,12 @@
   the last new token, and the new tokens' keys/values (the caller writes them into its cache).
 * `stream`  — new tokens + an additive attention mask + the sum of the earlier tokens' final hidden states + the
   filled part of the KV cache (one input per causal block) + the context -> the running sum of final hidden
-  states, the new tokens' keys/values (one output per causal block), and each behavior target's output as if the window ended with these
-  tokens (mean pool = sum / token count, then the heads): a window's spikes run through the model batch by batch
-  while the window is open (streaming decode), and the batch that closes it (last spikes + EOS) gives the decode
-  in the same call. It runs at every window close, so it is the lean form (`Neuroformer.forward_tokens_past`):
-  measured 25% faster than `step`'s form, and the heads inside it save a second session's call at the close.
+  states, the new tokens' keys/values (one output per causal block), and each behavior target's output as if
+  the window ended with these tokens (mean pool = sum / token count, then the heads): a window's spikes run
+  through the model batch by batch while the window is open (streaming decode), and the batch that closes it
+  (last spikes + EOS) gives the decode in the same call. It runs at every window close, so it is the lean form
+  (`Neuroformer.forward_tokens_past`): measured 25% faster than `step`'s form, and the heads inside it save a
+  second session's call at the close.
 
 Each wrapper only re-plumbs tensors into the model's own methods, so the graphs compute exactly what training
 and the PyTorch generator compute. Input/output names are fixed here and recorded in the bundle manifest.

@@ -76,12 +76,12 @@ def check_parity(run: LoadedRun, bundle_dir: Path, batch: dict[str, np.ndarray],
             ctx_b = {name: x[b : b + 1] for name, x in ctx_feeds.items()}
             total = np.zeros((1, model.cfg.model.d_model), np.float32)
             got_b: list[np.ndarray] = []
+            L = k.shape[0]  # outputs: hidden_sum, new_k0.., new_v0.. (one per causal block), behavior..
             for lo, hi in ((0, n // 2), (n // 2, n)):
                 if hi <= lo:
                     continue
                 outs = ort.run("stream", stream_feeds(batch["ids"][b : b + 1, lo:hi], batch["dts"][b : b + 1, lo:hi],
                                                       lo, k, v, ctx_b, total))
-                L = k.shape[0]  # outputs: hidden_sum, new_k0.., new_v0.. (one per causal block), behavior..
                 total, got_b = outs[0], outs[1 + 2 * L :]
                 k[:, :, :, lo:hi], v[:, :, :, lo:hi] = np.stack(outs[1 : 1 + L]), np.stack(outs[1 + L : 1 + 2 * L])
             errs.append(_max_abs([r[b : b + 1] for r in ref], got_b))

@@ -77,8 +77,8 @@ class ServeConfig:
         skip_backlog: when several windows close at once, decode only the newest (count the rest).
         streaming: run each window's spikes through the model while it is open, leaving only the tail for the
             moment it closes (`rtdecode.runtime.streaming`); same decodes as window at a time (tested within 1e-5).
-            None (default) = on when the bundle has the stream graph (measured: post-close p99 2.4 vs
-            6.4 ms at 300 neurons x 4.5 Hz, 1.8 vs 7.9 ms at 1000 x 20 Hz; docs/performance.md); True = required;
+            None (default) = on when the bundle has the stream graph (measured: post-close p99 1.11 vs
+            7.83 ms at 300 neurons x 4.4 Hz, 0.24 vs 10.16 ms at 1000 x 21.7 Hz; docs/performance.md); True = required;
             False = off. Windows it cannot stream exactly are decoded at a time.
         warm_lead_ms: with streaming on the CPU onnxruntime backend, run a throwaway one-token step this long
             before each window's predicted close, on a helper thread, so the close finds the weights in cache

@@ -125,18 +125,20 @@ def test_stream_feeds_give_the_graph_only_filled_slots_and_a_causal_mask():
     np.testing.assert_array_equal(first["mask"], [[inf, 0, inf], [inf, 0, 0]])
 
 
-@pytest.mark.parametrize("dropped", ["mask", "hidden_before"])
+@pytest.mark.parametrize("dropped", ["mask", "hidden_before", "new_k0"])
 def test_bundles_with_an_earlier_form_of_the_stream_graph_decode_window_at_a_time(tiny_bundle, tmp_path, dropped):
     """Development bundles exported before the stream graph was made lean (a whole fixed-size cache as input,
-    no mask), or before the heads moved into it (a separate `finalize` graph, no `hidden_before`), must not be
-    streamed with the new feeds: they decode window at a time until re-exported."""
+    no mask), before the heads moved into it (a separate `finalize` graph, no `hidden_before`), or with stacked
+    keys/values (no `new_k0`), must not be streamed with the new feeds: they decode window at a time until
+    re-exported."""
     import json
     import shutil
 
     old = tmp_path / "bundle"
     shutil.copytree(tiny_bundle, old)
     manifest = json.loads((old / "manifest.json").read_text())
-    manifest["graphs"]["stream"]["inputs"] = [i for i in manifest["graphs"]["stream"]["inputs"] if i["name"] != dropped]
+    for side in ("inputs", "outputs"):
+        manifest["graphs"]["stream"][side] = [i for i in manifest["graphs"]["stream"][side] if i["name"] != dropped]
     (old / "manifest.json").write_text(json.dumps(manifest))
     assert Decoder(tiny_bundle, backend="onnxruntime").can_stream
     assert not Decoder(old, backend="onnxruntime").can_stream

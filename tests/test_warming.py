@@ -46,9 +46,9 @@ def test_the_newest_request_runs_and_not_before_its_time():
     try:
         t0 = time.monotonic()
         warmer.arm(t0 + 30.0, [("stream", {"which": "first"})])
-        warmer.arm(t0 + 0.1, [("stream", {"which": "second"}), ("finalize", {"which": "second"})])  # replaces the first
+        warmer.arm(t0 + 0.1, [("stream", {"which": "second"}), ("context", {"which": "second"})])  # replaces the first
         wait_for(lambda: warmer.runs == 1)
-        assert [(g, f["which"]) for _, g, f in backend.calls] == [("stream", "second"), ("finalize", "second")]
+        assert [(g, f["which"]) for _, g, f in backend.calls] == [("stream", "second"), ("context", "second")]
         assert backend.calls[0][0] >= t0 + 0.1
         warmer.arm(time.monotonic() - 1.0, [("stream", {"which": "overdue"})])  # a time already passed runs at once
         wait_for(lambda: warmer.runs == 2)

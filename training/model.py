@@ -98,9 +98,10 @@ class Attention(nn.Module):
         return x.view(batch, -1, self.n_heads, self.head_dim).transpose(1, 2)
 
     def queries_keys_values(self, x: torch.Tensor, batch: int) -> tuple[torch.Tensor, ...]:
-        """Self-attention's projections of flat tokens x (B*T, D): q, k and v, each (B, H, T, hd). One matmul, then
-        one reshape, one transpose and one split for all three (exported: 4 nodes, not the 10 of splitting q from
-        k/v first), since the fused weight's rows are q's heads, then k's, then v's."""
+        """Self-attention's projections of flat tokens x (B*T, D): three tensors q, k, v, each (B, H, T, hd).
+
+        One matmul, then one reshape, one transpose and one split for all three (exported: 4 nodes, not the 10 of
+        splitting q from k/v first), since the fused weight's rows are q's heads, then k's, then v's."""
         H, hd = self.n_heads, self.head_dim
         qkv = F.linear(x, torch.cat([self.q.weight, self.kv.weight]), torch.cat([self.q.bias, self.kv.bias]))
         return qkv.view(batch, -1, 3 * H, hd).transpose(1, 2).split(H, dim=1)

@@ -47,10 +47,11 @@ class Decoder:
     @property
     def can_stream(self) -> bool:
         """Whether this bundle and backend support streaming decode (`rtdecode.runtime.streaming`)."""
-        # the stream graph's form since it was made lean ("mask") and got the heads ("hidden_before"):
-        # development bundles with an earlier form (a whole fixed-size cache as input, or a separate finalize
-        # graph) decode window at a time until re-exported
+        # the stream graph's form since it was made lean ("mask"), got the heads ("hidden_before") and per-block
+        # keys/values ("new_k0"): development bundles with an earlier form (a whole fixed-size cache as input, a
+        # separate finalize graph, stacked keys/values) decode window at a time until re-exported
         return (self.bundle.has_graph("stream") and {"mask", "hidden_before"} <= set(self.bundle.input_names("stream"))
+                and "new_k0" in self.bundle.output_names("stream")
                 and "stream" in getattr(self.backend, "sessions", getattr(self.backend, "graphs", {})))
 
     def decode(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
