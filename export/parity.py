@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from rtdecode.runtime import Bundle, Decoder
-from rtdecode.runtime.streaming import stream_feeds
+from rtdecode.runtime.streaming import stream_feeds, stream_outputs
 from rtdecode.training.checkpoint import LoadedRun
 from rtdecode.training.generate import SamplingConfig, generate_window
 from rtdecode.export.graphs import ContextGraph, DecodeGraph, context_input_names
@@ -76,14 +76,13 @@ def check_parity(run: LoadedRun, bundle_dir: Path, batch: dict[str, np.ndarray],
             ctx_b = {name: x[b : b + 1] for name, x in ctx_feeds.items()}
             total = np.zeros((1, model.cfg.model.d_model), np.float32)
             got_b: list[np.ndarray] = []
-            L = k.shape[0]  # outputs: hidden_sum, new_k0.., new_v0.. (one per causal block), behavior..
             for lo, hi in ((0, n // 2), (n // 2, n)):
                 if hi <= lo:
                     continue
                 outs = ort.run("stream", stream_feeds(batch["ids"][b : b + 1, lo:hi], batch["dts"][b : b + 1, lo:hi],
                                                       lo, k, v, ctx_b, total))
-                total, got_b = outs[0], outs[1 + 2 * L :]
-                k[:, :, :, lo:hi], v[:, :, :, lo:hi] = np.stack(outs[1 : 1 + L]), np.stack(outs[1 + L : 1 + 2 * L])
+                total, nk, nv, got_b = stream_outputs(outs, k.shape[0])
+                k[:, :, :, lo:hi], v[:, :, :, lo:hi] = np.stack(nk), np.stack(nv)
             errs.append(_max_abs([r[b : b + 1] for r in ref], got_b))
         result["stream_max_abs"] = max(errs, default=0.0)
 

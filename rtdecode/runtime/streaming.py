@@ -32,7 +32,7 @@ import numpy as np
 from rtdecode.runtime.decoder import Decoder
 from rtdecode.window import ClosedWindow
 
-__all__ = ["WindowStream", "StreamingError", "stream_feeds"]
+__all__ = ["WindowStream", "StreamingError", "stream_feeds", "stream_outputs"]
 
 
 class StreamingError(RuntimeError):
@@ -56,6 +56,13 @@ def stream_feeds(ids: np.ndarray, dts: np.ndarray, pos: int, past_k: np.ndarray,
     feeds = {"ids": np.ascontiguousarray(ids, np.int64), "dts": np.ascontiguousarray(dts, np.int64),
              "pos": np.array(pos, np.int64), "mask": mask, "hidden_before": hidden_before}
     return {**feeds, **(past if past is not None else past_feeds(pos, past_k, past_v)), **context}
+
+
+def stream_outputs(outs: list[np.ndarray], layers: int,
+                   ) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """The `stream` graph's outputs in order (`rtdecode.export.graphs.StreamGraph`), split: the running hidden-state
+    sum (B, D), the new keys and the new values (one (B, H, t, hd) per causal block), the behavior outputs."""
+    return outs[0], outs[1 : 1 + layers], outs[1 + layers : 1 + 2 * layers], outs[1 + 2 * layers :]
 
 
 def past_feeds(pos: int, past_k: np.ndarray, past_v: np.ndarray) -> dict[str, np.ndarray]:
@@ -104,7 +111,7 @@ class WindowStream:
         self.offsets = np.empty(self._max, np.int64)
         self.n_committed = 0
         self._spec: tuple[int, np.ndarray, np.ndarray, dict[str, Any]] | None = None  # (n, tail neurons, offsets, result)
-        self._layers = c["layers"]  # `stream` outputs: hidden_sum, new_k0.., new_v0.. (one per block), behavior..
+        self._layers = c["layers"]
         self.broken = False  # the committed prefix changed (or a step failed): decode window at a time
         self.key: Hashable = None
         self._past: tuple[int, dict[str, np.ndarray]] = (-1, {})  # (pos, `past_feeds` at pos): made once per pos
@@ -206,16 +213,16 @@ class WindowStream:
         not written, and the close skips that copy."""
         d = self._d
         ids, dts = np.append(neurons, d.vocab.id_eos), np.append(offsets, d.vocab.dt_eos)
-        return d.to_units(self._step(ids, dts)[1 + 2 * self._layers :])
+        return d.to_units(stream_outputs(self._step(ids, dts), self._layers)[3])
 
     def _feed(self, ids: np.ndarray, dts: np.ndarray) -> None:
         """Commit tokens: run them, write their keys/values into the cache, keep the running hidden-state sum."""
-        t, L = ids.shape[0], self._layers
-        outs = self._step(ids, dts)
-        for i in range(L):
-            self._k[i, :, :, self._pos : self._pos + t] = outs[1 + i]
-            self._v[i, :, :, self._pos : self._pos + t] = outs[1 + L + i]
-        self._sum = outs[0]  # a new array each call: a warm-up may still be reading the previous one
+        t = ids.shape[0]
+        hidden_sum, new_k, new_v, _ = stream_outputs(self._step(ids, dts), self._layers)
+        for i, (k, v) in enumerate(zip(new_k, new_v)):
+            self._k[i, :, :, self._pos : self._pos + t] = k
+            self._v[i, :, :, self._pos : self._pos + t] = v
+        self._sum = hidden_sum  # a new array each call: a warm-up may still be reading the previous one
         self._pos += t
 
     def _step(self, ids: np.ndarray, dts: np.ndarray) -> list[np.ndarray]:
