@@ -210,6 +210,9 @@ def _serve_and_measure(bundle_dir: str | Path, bundle: Bundle, session: Session,
                    "windows": len(sink), "windows_per_s": len(sink) / max(sent["wall_seconds"], 1e-9),
                    "wall_s": sent["wall_seconds"], "deadline_misses": status["deadline_misses"],
                    "skipped": status["counters"].get("windows_skipped", 0),
+                   # spikes the bundle's token budget cut, in every window that closed (decoded or skipped)
+                   "spikes_truncated": status["counters"].get("spikes_truncated", 0),
+                   "spikes": int(spikes.sum()), "overload_episodes": status["counters"].get("overload_episodes", 0),
                    "streamed": status["counters"].get("windows_streamed", 0),
                    "stream_fallback": status["counters"].get("stream_fallback", 0), "daemon_cpu": cpu,
                    "stages_ms": status.get("stages_ms", {}),
@@ -225,7 +228,7 @@ def _serve_and_measure(bundle_dir: str | Path, bundle: Bundle, session: Session,
             log(f"{name:30s}: {run['windows']} windows in {run['wall_s']:.1f} s ({run['windows_per_s']:.0f}/s); post-close "
                 f"p50 {q['p50']:.2f} / p99 {q['p99']:.2f} / p99.9 {q['p99.9']:.2f} ms; end-to-end p50 {p['p50']:.2f}, "
                 f"p99 {p['p99']:.2f}, p99.9 {p['p99.9']:.2f}, max {p['max']:.2f} ms; deadline misses "
-                f"{run['deadline_misses']}, skipped {run['skipped']}"
+                f"{run['deadline_misses']}, skipped {run['skipped']}, spikes truncated {run['spikes_truncated']}"
                 + (f", streamed {run['streamed']}, fell back {run['stream_fallback']}, warm-ups "
                    f"{run['counters'].get('stream_warm_runs', 0)} ({run['counters'].get('stream_warm_overlap', 0)} still "
                    "running at a close)" if mode != "window" else "")

@@ -40,6 +40,7 @@ from rtdecode.protocol import (
     encode_decode,
     encode_status,
 )
+from rtdecode.health import BudgetWatch, OverloadWatch
 from rtdecode.rings import FrameRing, SampleRing
 from rtdecode.runtime import Bundle, Decoder
 from rtdecode.runtime.streaming import StreamingError, WindowStream
@@ -57,6 +58,7 @@ STREAM_YIELD_S = 0.002  # stream work waits this long after a publish, and this 
 STREAM_INPUT_GRACE_S = 0.0005
 WARM_HORIZON_S = 0.05  # a close predicted further ahead than this is not warmed for (not real time, or no clock)
 MAX_WARM_LEAD_MS = 20.0
+BUDGET_LOG_INTERVAL_S = 10.0  # an over-budget stream is logged at most this often
 MAX_SOURCES = 256  # producers (`src`) whose sequence is tracked; the least recently seen is forgotten beyond this
 
 
@@ -156,6 +158,11 @@ class Daemon:
         self._last_seq: dict[str, int] = {}  # src -> last seq, least recently seen first
         self._out_seq = 0
         self._warn = _RateLimitedLog()
+        self._warn_budget = _RateLimitedLog(BUDGET_LOG_INTERVAL_S)
+        self.budget = BudgetWatch(self.bundle.window.max_spikes, self.bundle.window.prev_block_size)
+        self.overload = OverloadWatch()
+        self._pending: list[tuple[Any, ...]] = []  # windows closed since the last decode, with their closing message
+        self._skipped_since_decode = 0
         self._t0 = time.monotonic()
         self.ready = threading.Event()
         self._own_context = context is None
@@ -222,6 +229,10 @@ class Daemon:
                         except zmq.Again:
                             break
                         self._guarded(self.handle, frames, time.perf_counter())
+                if self._pending:
+                    # after the queue: under overload the queued messages close newer windows, and only the newest
+                    # closed window is decoded (`_decode_pending`), so the daemon stays current instead of behind
+                    self._guarded(self._decode_pending)
                 if self._stream_due and time.monotonic() >= self._stream_after:
                     # the queue is empty (or 1000 were handled), and a just-published decode has had its moment
                     self._stream_due = False
@@ -298,8 +309,7 @@ class Daemon:
         elif isinstance(msg, Control):
             self._on_control(msg)
         if closed:
-            self._t_window = time.perf_counter()
-            self._decode(closed, msg.seq, msg.t_send, t_recv)
+            self._pending.append((closed, msg.seq, msg.t_send, t_recv, self._t_parsed, time.perf_counter()))
         if self.streaming and not isinstance(msg, Control):
             self._stream_due = True  # brought up to date once the input queue is empty: never ahead of a message
             # ... and has stayed empty for a moment: a rig sends a block's spikes and its watermark back to back,
@@ -366,6 +376,8 @@ class Daemon:
 
 
     def _on_control(self, msg: Control) -> None:
+        if self._pending:
+            self._decode_pending()  # windows that closed before the command: a status counts them, a reset keeps them
         if msg.cmd == "status":
             self.publish_status()
         elif msg.cmd == "reset":
@@ -406,7 +418,12 @@ class Daemon:
         """Bring the open window's stream up to date: (re)start it, refresh its context, commit complete quanta.
 
         Runs when the input queue is empty, so a message that closes a window never waits behind stream work
-        that started after it arrived; windows that close before their stream caught up just have a longer tail."""
+        that started after it arrived; windows that close before their stream caught up just have a longer tail.
+        Paused while the daemon is overloaded: stream work on a window that will be skipped is wasted, and the
+        newest closed window is decoded at a time anyway."""
+        if self.overload.overloaded():
+            self.counters["stream_paused_overload"] += 1
+            return
         opened = self.window.open_window()
         key = self._context_key(opened)
         if self.stream is None or self.stream.index != opened.index:
@@ -456,10 +473,20 @@ class Daemon:
         behavior = {name: ring.recent() for name, ring in self.behavior.items()}
         return self.decoder.window_feeds(window, frames, behavior, frame_valid=valid)
 
+    def _decode_pending(self) -> None:
+        """Decode the windows closed since the last call: the newest only, with `skip_backlog` (the others are
+        counted as skipped and mark the daemon overloaded), else all in order."""
+        pending, self._pending = self._pending, []
+        if self.config.skip_backlog:
+            backlog = sum(len(p[0]) for p in pending[:-1])
+            pending = pending[-1:]
+            self.counters["windows_skipped"] += backlog + len(pending[0][0]) - 1
+            self._skipped_since_decode += backlog
+        for closed, in_seq, in_t_send, t_recv, t_parsed, t_window in pending:
+            self._t_parsed, self._t_window = t_parsed, t_window
+            self._decode(closed[-1:] if self.config.skip_backlog else closed, in_seq, in_t_send, t_recv)
+
     def _decode(self, closed: list[ClosedWindow], in_seq: int, in_t_send: float, t_recv: float) -> None:
-        if self.config.skip_backlog and len(closed) > 1:
-            self.counters["windows_skipped"] += len(closed) - 1
-            closed = closed[-1:]
         if self.warmer is not None:
             if self.warmer.busy:
                 self.counters["stream_warm_overlap"] += 1  # the close came during a warm-up: the lead is too short
@@ -480,8 +507,11 @@ class Daemon:
             t_model = time.perf_counter()
             latency = (t_model - t_recv) * 1e3
             n = int(w.neurons.size)
-            self._publish(encode_decode(self._out_seq, time.monotonic(), w.index, w.start, w.end, values, n,
-                                        max(0, n - self.bundle.window.max_spikes), in_seq, in_t_send, latency))
+            cut = self.budget.add(n, int(w.prev_neurons.size))
+            self._publish(encode_decode(self._out_seq, time.monotonic(), w.index, w.start, w.end, values, n, cut,
+                                        in_seq, in_t_send, latency))
+            if self.budget.over_budget:
+                self._warn_budget.warn("over_budget", self.budget.message())
             # where the post-close time goes: parse (decode + validate the closing message), window (close it:
             # sort and pack), model (stream tail or whole-window decode, feeds included), publish (encode + send)
             self.stages.append((self._t_parsed - t_recv, self._t_window - self._t_parsed, t_model - self._t_window,
@@ -493,6 +523,11 @@ class Daemon:
             self.latencies.append(latency)
             if latency > self.deadline_ms:
                 self.counters["deadline_misses"] += 1
+            if self.overload.record(self._skipped_since_decode, latency > self.deadline_ms):
+                self._warn.warn("overloaded", f"decoding is slower than the data (window {w.index}: {latency:.1f} ms "
+                                f"after its close, {self._skipped_since_decode} windows skipped before it); decoding "
+                                "only the newest closed window until it keeps up")
+            self._skipped_since_decode = 0
             if self.generator is not None:
                 self.generator.submit(feeds if feeds is not None else self.feeds(w), w, in_seq, in_t_send)
 
@@ -529,11 +564,14 @@ class Daemon:
             counters["stream_warm_runs"], counters["stream_warm_errors"] = self.warmer.runs, self.warmer.errors
         if self.curve is not None:
             counters["auth_allowed"], counters["auth_denied"] = self.curve.allow.allowed, self.curve.allow.denied
+        counters["overload_episodes"] = self.overload.episodes
         src = self.bundle.manifest.get("source", {})
         return {
             "uptime_s": time.monotonic() - self._t0,
             "backend": self.decoder.backend.name,
             "streaming": bool(self.streaming),
+            "overloaded": self.overload.overloaded(),
+            "truncation": self.budget.status(),
             "model": {"sha256": src.get("sha256", ""), "step": src.get("step") or 0},
             "windows": int(self.counters["windows"]),
             "deadline_misses": int(self.counters["deadline_misses"]),

@@ -66,8 +66,9 @@ class WindowConfig:
         prev_window: history length before each window, s (release: 0.05; longer gives more context).
         dt: time quantum, s (release: 0.01). window and prev_window must be whole multiples of it.
         frame_window: video before the window end fed to the model, s (release: 0.15).
-        block_size: token slots for a current window, SOS and EOS included (release: 100).
-        prev_block_size: token slots for the history (no SOS/EOS).
+        block_size: token slots for a current window, SOS and EOS included (release: 100). 0 = derive it from the
+            training data (`rtdecode.budget`): a run config may say 0, a trained model always has a number.
+        prev_block_size: token slots for the history (no SOS/EOS); 0 = derive it, as block_size.
         origin: time, s, at which the window grid starts; windows start at origin + k * window.
     """
 
@@ -86,10 +87,10 @@ class WindowConfig:
         _as_quanta(self.prev_window, self.dt, "prev_window")
         if self.frame_window < 0:
             raise ValueError(f"frame_window must be >= 0; got {self.frame_window}")
-        if self.block_size < 3:
-            raise ValueError(f"block_size must be >= 3 (SOS, one spike, EOS); got {self.block_size}")
-        if self.prev_block_size < 1:
-            raise ValueError(f"prev_block_size must be >= 1; got {self.prev_block_size}")
+        if self.block_size != 0 and self.block_size < 3:
+            raise ValueError(f"block_size must be >= 3 (SOS, one spike, EOS), or 0 to derive it; got {self.block_size}")
+        if self.prev_block_size < 0:
+            raise ValueError(f"prev_block_size must be >= 1, or 0 to derive it; got {self.prev_block_size}")
         if not math.isfinite(self.origin):
             raise ValueError(f"origin must be finite; got {self.origin}")
 
@@ -104,8 +105,20 @@ class WindowConfig:
         return _as_quanta(self.prev_window, self.dt, "prev_window")
 
     @property
+    def has_budgets(self) -> bool:
+        """Whether both token budgets are numbers (not 0 = still to be derived from data)."""
+        return self.block_size > 0 and self.prev_block_size > 0
+
+    def require_budgets(self) -> None:
+        """Raise ValueError unless both budgets are resolved: tokens cannot be packed into "derive later"."""
+        if not self.has_budgets:
+            raise ValueError("this window config derives its token budgets from the training data (block_size or "
+                             "prev_block_size = 0); resolve them first (rtdecode.budget.budget_report) or set them")
+
+    @property
     def max_spikes(self) -> int:
         """Spike tokens that fit in a current window (block_size minus SOS and EOS)."""
+        self.require_budgets()
         return self.block_size - 2
 
     def window_start(self, k: int | np.ndarray) -> Any:
@@ -372,6 +385,7 @@ class TokenizedSession:
     def _pack(
         self, lo: np.ndarray, hi: np.ndarray, base: np.ndarray, slots: int, *, sos_eos: bool, keep: Literal["first", "last"]
     ) -> TokenBatch:
+        self.config.require_budgets()
         counts = hi - lo
         idx = _ranges(lo, counts)
         offsets = self.bins[idx] - np.repeat(base, counts)

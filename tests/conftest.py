@@ -28,7 +28,7 @@ def tiny_session_path(tiny_session: Session, tmp_path_factory: pytest.TempPathFa
 def tiny_config_dict(**train: object) -> dict:
     """A model small enough to train for a few steps in about a second on one CPU core."""
     return {
-        "window": {"block_size": 48, "prev_window": 0.1, "prev_block_size": 48},
+        "window": {"prev_window": 0.1},  # token budgets derived from the data
         "model": {"d_model": 32, "n_heads": 2, "dropout": 0.0, "feature_layers": 1, "frame_layers": 1,
                   "history_layers": 1, "frame_cross_layers": 1, "behavior_cross_layers": 1, "fused_layers": 1},
         "frames": {"enabled": True},

