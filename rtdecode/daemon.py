@@ -230,8 +230,9 @@ class Daemon:
                             break
                         self._guarded(self.handle, frames, time.perf_counter())
                 if self._pending:
-                    # after the queue: under overload the queued messages close newer windows, and only the newest
-                    # closed window is decoded (`_decode_pending`), so the daemon stays current instead of behind
+                    # overloaded (a decode missed its deadline or windows were skipped recently): windows are decoded
+                    # after the queue, whose messages close newer ones, and only the newest is decoded
+                    # (`_decode_pending`), so the daemon stays current instead of falling behind
                     self._guarded(self._decode_pending)
                 if self._stream_due and time.monotonic() >= self._stream_after:
                     # the queue is empty (or 1000 were handled), and a just-published decode has had its moment
@@ -310,6 +311,8 @@ class Daemon:
             self._on_control(msg)
         if closed:
             self._pending.append((closed, msg.seq, msg.t_send, t_recv, self._t_parsed, time.perf_counter()))
+            if not self.overload.overloaded():
+                self._decode_pending()  # keeping up: decode now; overloaded: after the queue (see `run`)
         if self.streaming and not isinstance(msg, Control):
             self._stream_due = True  # brought up to date once the input queue is empty: never ahead of a message
             # ... and has stayed empty for a moment: a rig sends a block's spikes and its watermark back to back,
