@@ -109,6 +109,7 @@ def _train_export_serve(out: Path, session: Session, steps: int, minutes: float,
     from rtdecode.export.onnx import export_bundle
     from rtdecode.replay import send_paced, session_messages
     from rtdecode.training.baselines import pearson_r
+    from rtdecode.training.checkpoint import read_meta
     from rtdecode.training.config import RunConfig, load_config
     from rtdecode.training.data import WindowData
     from rtdecode.training.train import make_split, train
@@ -118,8 +119,6 @@ def _train_export_serve(out: Path, session: Session, steps: int, minutes: float,
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=steps, max_minutes=minutes,
                                                              eval_every=max(1, min(cfg.train.eval_every, steps // 3))))
     if reuse and (out / "run" / "checkpoint.json").is_file():
-        from rtdecode.training.checkpoint import read_meta
-
         meta = read_meta(out / "run")
         cfg = RunConfig.from_dict(meta["config"])
         trained = _Trained(meta["step"], meta["throughput"]["windows_per_s"], meta["test"], meta["baseline"])
@@ -129,6 +128,7 @@ def _train_export_serve(out: Path, session: Session, steps: int, minutes: float,
         trained = train(cfg, out / "session.npz", out / "run", log=lambda _: None)
         log(f"  {trained.step} steps at {trained.windows_per_s:.0f} windows/s; test r: " + ", ".join(
             f"{k[:-2]} {v:.3f}" for k, v in trained.test.items() if k.endswith("_r")))
+    cfg = RunConfig.from_dict(read_meta(out / "run")["config"])  # with the token budgets training derived
     data = WindowData(session, cfg)
     split = make_split(data, cfg)
     runs = np.split(split.test, np.flatnonzero(np.diff(split.test) != 1) + 1)

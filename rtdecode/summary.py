@@ -7,13 +7,15 @@ from typing import Any
 import numpy as np
 
 from rtdecode.session import Session
+from rtdecode.budget import budget_report
 from rtdecode.tokenizer import WindowConfig, tokenize_session
 
 __all__ = ["session_summary"]
 
 
 def session_summary(session: Session, config: WindowConfig | None = None) -> dict[str, Any]:
-    """Counts, rates, modalities and what tokenization with `config` (default: the release's) would give."""
+    """Counts, rates, modalities and what tokenization with `config` (default: the release's) would give; token
+    budgets it leaves at 0 are derived from the whole session as training would (`rtdecode.budget`)."""
     config = config or WindowConfig()
     rates = session.firing_rates()
     out: dict[str, Any] = {
@@ -53,12 +55,15 @@ def session_summary(session: Session, config: WindowConfig | None = None) -> dic
         session.spike_times, session.spike_neurons, session.n_neurons, session.start, session.stop, config
     )
     counts = tokens.window_counts
+    budget = budget_report(tokens, np.arange(tokens.n_windows), config)  # budgets left at 0 are derived
     out["tokens"] = {
         "window_s": config.window,
         "windows": tokens.n_windows,
         "spikes_per_window_mean": float(counts.mean()) if counts.size else 0.0,
         "spikes_per_window_p99": float(np.percentile(counts, 99)) if counts.size else 0.0,
-        "block_size": config.block_size,
-        **tokens.truncation_stats(),
+        "block_size": budget.window.block_size,
+        "block_size_derived": "block_size" in budget.derived,
+        "windows_truncated": budget.windows_truncated,
+        "spikes_truncated": budget.spikes_truncated,
     }
     return out

@@ -49,7 +49,7 @@ def save_tokens(tokens: TokenizedSession, directory: str | os.PathLike[str], sou
         "first_window": tokens.first_window,
         "n_windows": tokens.n_windows,
         "n_spikes": int(tokens.bins.size),
-        "truncation": tokens.truncation_stats(),
+        "truncation": tokens.truncation_stats() if tokens.config.has_budgets else None,  # None: derived at training
         "source": source or {},
     }
     with atomic_write(meta_path) as f:

@@ -42,9 +42,13 @@ def tiny_config_dict(**train: object) -> dict:
 
 @pytest.fixture()
 def tiny_config():
+    """The tiny config with the token budgets training derives for the tiny session written out (64/64), so a model
+    can be built from it directly."""
     from rtdecode.training.config import RunConfig
 
-    return RunConfig.from_dict(tiny_config_dict())
+    d = tiny_config_dict()
+    d["window"] = {**d["window"], "block_size": 64, "prev_block_size": 64}
+    return RunConfig.from_dict(d)
 
 
 @pytest.fixture(scope="session")

@@ -14,9 +14,7 @@ pytest.importorskip("torch")
 
 TOML = """
 [window]
-block_size = 48
 prev_window = 0.1
-prev_block_size = 48
 [model]
 d_model = 32
 n_heads = 2

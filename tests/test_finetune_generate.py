@@ -74,7 +74,7 @@ def test_generate_cli_writes_a_session(pretrained, tiny_session_path, tmp_path, 
 @pytest.mark.slow
 def test_fewshot_tool_smoke(tmp_path):
     cfg = tmp_path / "tiny.toml"
-    cfg.write_text("[window]\nblock_size = 48\nprev_window = 0.1\nprev_block_size = 48\n"
+    cfg.write_text("[window]\nprev_window = 0.1\n"
                    "[model]\nd_model = 32\nn_heads = 2\nfeature_layers = 1\nfused_layers = 1\n"
                    "[[behavior]]\nname = \"speed\"\n[train]\nbatch_size = 8\nwarmup_steps = 1\nnum_threads = 1\n"
                    "n_blocks = 6\neval_windows = 20\n")

@@ -142,3 +142,42 @@ def test_bundles_with_an_earlier_form_of_the_stream_graph_decode_window_at_a_tim
     (old / "manifest.json").write_text(json.dumps(manifest))
     assert Decoder(tiny_bundle, backend="onnxruntime").can_stream
     assert not Decoder(old, backend="onnxruntime").can_stream
+
+
+@pytest.mark.slow
+def test_streaming_stays_exact_at_rig_scale(tmp_path):
+    """Over 1000 spikes per window (derived budgets, nothing truncated): a window streamed quantum by quantum, as
+    the daemon does, decodes like the whole window within 1e-5."""
+    pytest.importorskip("torch")
+    pytest.importorskip("onnxscript")
+    from rtdecode.export.onnx import export_bundle
+    from rtdecode.io import save_session
+    from rtdecode.simulator import SimulationConfig, simulate
+    from rtdecode.training.config import RunConfig
+    from rtdecode.training.data import WindowData
+    from rtdecode.training.train import make_split, train
+    from tests.conftest import tiny_config_dict
+
+    session = simulate(SimulationConfig(n_neurons=400, duration=8.0, base_rate=40.0, n_visual=20, n_speed=20,
+                                        n_phi=20, n_theta=20, seed=3))
+    save_session(session, tmp_path / "dense.npz")
+    d = tiny_config_dict(max_steps=2, eval_every=2, eval_windows=4, batch_size=2, n_blocks=4)
+    d["window"] = {"prev_window": 0.05, "dt": 0.005}
+    cfg = RunConfig.from_dict(d)
+    run = train(cfg, tmp_path / "dense.npz", tmp_path / "run", log=lambda _: None).run_dir
+    data = WindowData(session, RunConfig.from_dict(__import__("json").loads((run / "checkpoint.json").read_text())["config"]))
+    export_bundle(run, tmp_path / "bundle", data=data, windows=make_split(data, data.cfg).test[:2], log=lambda _: None)
+    decoder = Decoder(tmp_path / "bundle", backend="onnxruntime")
+    windows = [w for w in closed_windows(decoder, session, t1=1.5) if w.neurons.size >= 1000][:4]
+    assert windows and decoder.window.max_spikes >= max(w.neurons.size for w in windows)  # nothing truncated
+    worst = 0.0
+    for w in windows:
+        feeds = decoder.window_feeds(w)
+        stream = WindowStream(decoder, w, feeds, context_key=0)
+        for boundary in range(1, decoder.window.bins_per_window):  # one quantum at a time
+            stream.commit(w, boundary)
+        assert stream.matches(w, 0) and stream.n_committed < w.neurons.size
+        got, ref = stream.finish(w), decoder.decode(feeds)
+        worst = max(worst, max(float(np.abs(got[s["name"]] - ref[s["name"]]).max()) for s in decoder.targets
+                               if s["kind"] == "regression"))
+    assert worst < 1e-5, worst

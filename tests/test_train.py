@@ -21,9 +21,7 @@ QUIET = {"log": lambda _: None}
 
 TINY_TOML = """
 [window]
-block_size = 48
 prev_window = 0.1
-prev_block_size = 48
 
 [model]
 d_model = 32

@@ -24,6 +24,7 @@ Caveats:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -33,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from rtdecode.budget import budget_report
 from rtdecode.simulator import SimulationConfig, simulate
 from rtdecode.training.config import RunConfig, load_config
 from rtdecode.training.data import Normalisation, WindowData, to_torch
@@ -159,6 +161,8 @@ def run_config(name: str, session: Any, dev: torch.device, args: argparse.Namesp
     cfg: RunConfig = load_config(name)
     data = WindowData(session, cfg)
     split = make_split(data, cfg)
+    cfg = dataclasses.replace(cfg, window=budget_report(data.tokens, split.train, cfg.window).window)  # as `train` does
+    data = data.with_budgets(cfg)
     norm = data.normalisation(split.train)
     counts = data.tokens.window_counts
     torch.manual_seed(args.seed)  # seeded random weights: the same model in every run

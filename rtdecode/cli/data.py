@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 import typer
 from rich.table import Table
 
@@ -32,7 +33,7 @@ def _window_options(
 def info(
     session: SessionPath,
     window: Annotated[float, typer.Option(help="Window length for the token preview, s.")] = 0.05,
-    block_size: Annotated[int, typer.Option(help="Token slots per window (SOS+EOS included) for the truncation preview.")] = 100,
+    block_size: Annotated[int, typer.Option(help="Token slots per window (SOS+EOS included) for the truncation preview; 0 = derive them as training does.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON instead of a table.")] = False,
 ) -> None:
     """Summarise a session: neurons, duration, firing rates, modalities, and what tokenization would give."""
@@ -45,7 +46,7 @@ def info(
         s = load_session(session)
     except (SessionError, ImportError) as e:
         fail(str(e))
-    summary = session_summary(s, WindowConfig(window=window, block_size=block_size))
+    summary = session_summary(s, WindowConfig(window=window, block_size=block_size, prev_block_size=0))
     if as_json:
         print(json.dumps(summary, indent=2))
         return
@@ -83,7 +84,7 @@ def _print_summary(summary: dict[str, Any], title: str) -> None:
         "tokens",
         f"{k['windows']:,} windows of {k['window_s'] * 1e3:.0f} ms, {k['spikes_per_window_mean']:.1f} spikes/window "
         f"(p99 {k['spikes_per_window_p99']:.0f}); {k['windows_truncated']} windows over block {k['block_size']} "
-        f"({k['spikes_truncated']} spikes truncated)",
+        f"({'derived: ' if k.get('block_size_derived') else ''}{k['spikes_truncated']} spikes truncated)",
     )
     console.print(t)
 
@@ -95,8 +96,8 @@ def prepare(
     window: Annotated[float, typer.Option(help="Current window length, s.")] = 0.05,
     prev_window: Annotated[float, typer.Option(help="History window before each window, s.")] = 0.05,
     dt: Annotated[float, typer.Option(help="Time quantum inside a window, s.")] = 0.01,
-    block_size: Annotated[int, typer.Option(help="Token slots per window, SOS and EOS included.")] = 100,
-    prev_block_size: Annotated[int, typer.Option(help="Token slots for the history.")] = 100,
+    block_size: Annotated[int, typer.Option(help="Token slots per window, SOS and EOS included; 0 = derived by `rtdecode train` from the training windows.")] = 0,
+    prev_block_size: Annotated[int, typer.Option(help="Token slots for the history; 0 = derived at training.")] = 0,
 ) -> None:
     """Tokenize a session once and store the tokens for training (memory-mapped arrays + tokens.json)."""
     from rtdecode.io import load_session
@@ -111,11 +112,11 @@ def prepare(
         fail(str(e))
     tokens = tokenize_session(s.spike_times, s.spike_neurons, s.n_neurons, s.start, s.stop, cfg, s.neuron_ids)
     save_tokens(tokens, out, source={"session": str(session)})
-    stats = tokens.truncation_stats()
-    console.print(
-        f"wrote {out}: {tokens.n_windows:,} windows, {tokens.bins.size:,} spikes; "
-        f"{stats['windows_truncated']} windows truncated ({stats['spikes_truncated']} spikes)"
-    )
+    from rtdecode.budget import budget_report
+
+    budget = budget_report(tokens, np.arange(tokens.n_windows), cfg)
+    console.print(f"wrote {out}: {tokens.n_windows:,} windows, {tokens.bins.size:,} spikes (every spike stored); "
+                  + budget.describe())
 
 
 def _simulate(config: Any, out: Path) -> None:
