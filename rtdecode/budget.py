@@ -3,8 +3,9 @@
 A budget that is too small drops spikes silently (the tokenizer keeps the earliest spikes of a current window and
 the most recent of a history); one that is too large only costs memory, since batches and live windows are cut to
 the spikes actually present (`rtdecode.tokenizer.token_inputs`). So by default (`block_size = 0`,
-`prev_block_size = 0` in a config) the budgets are derived from the training windows: the smallest multiple of
-`MULTIPLE` slots that keeps at least `KEEP_WINDOWS` of windows whole and drops at most `MAX_DROPPED` of spikes.
+`prev_block_size = 0` in a config) the budgets are derived from the training windows: the smallest friendly size
+(64, 96, 128, 192, 256, ...) that keeps at least `KEEP_WINDOWS` of windows whole and drops at most `MAX_DROPPED`
+of spikes.
 `rtdecode train` refuses an explicit budget that drops more than `MAX_DROPPED` unless told to allow it.
 """
 
@@ -22,7 +23,7 @@ __all__ = ["KEEP_WINDOWS", "MAX_DROPPED", "MULTIPLE", "BudgetReport", "Truncatio
 
 KEEP_WINDOWS = 0.999  # share of windows a derived budget keeps whole
 MAX_DROPPED = 0.001  # share of spikes a budget may drop before training refuses it
-MULTIPLE = 64  # derived budgets are rounded up to this many slots
+MULTIPLE = 64  # the smallest derived budget; larger ones are friendly sizes above it (`_round_up`)
 
 
 class TruncationError(ValueError):
@@ -30,7 +31,7 @@ class TruncationError(ValueError):
 
 
 def needed_slots(counts: np.ndarray, reserved: int = 0) -> int:
-    """Smallest multiple of MULTIPLE slots (`reserved` of them for SOS/EOS) that keeps >= KEEP_WINDOWS of windows
+    """Smallest friendly number of slots (`reserved` of them for SOS/EOS) that keeps >= KEEP_WINDOWS of windows
     with these spike `counts` whole and drops <= MAX_DROPPED of their spikes."""
     counts = np.sort(np.asarray(counts, np.int64))
     if counts.size == 0:
@@ -39,12 +40,19 @@ def needed_slots(counts: np.ndarray, reserved: int = 0) -> int:
     slots = _round_up(need + reserved)
     total = max(int(counts.sum()), 1)
     while np.maximum(counts - (slots - reserved), 0).sum() > MAX_DROPPED * total:
-        slots += MULTIPLE
+        slots = _round_up(slots + 1)
     return slots
 
 
 def _round_up(n: int) -> int:
-    return max(MULTIPLE, -(-n // MULTIPLE) * MULTIPLE)
+    """The smallest friendly size >= n: 64, 96, 128, 192, 256, 384, ... (64 x 2^k or 96 x 2^k). The headroom
+    (< 50%) costs cache memory only, since work follows the spikes present; it keeps a live stream like the
+    training data inside the budget, where a size just above the 99.9th percentile would cut a window or two in
+    every thousand."""
+    size = MULTIPLE
+    while size < n:
+        size = size * 3 // 2 if size & (size - 1) == 0 else size * 4 // 3
+    return size
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ and soak.png (RSS over time, latency p50/p99 per minute).
 Bar (issue 7): memory flat after warm-up (RSS growth < 5% from the end of minute 1 to the end), and the last
 minute's p99 within 20% of the first minute's. Exit status 1 if either fails.
 
-Without --bundle, a small-config model is trained for a few steps on the simulated session and exported (needs the
+Without --bundle, a rig-config model is trained for a few steps on the simulated session and exported (needs the
 [train,export] extras): its quality does not matter here, only the work per window. Caveat: producer, subscriber
 and daemon share this machine's cores, as in `rtdecode bench serve`.
 """
@@ -62,9 +62,9 @@ def make_inputs(args: argparse.Namespace, work: Path) -> tuple[Path, Path]:
     from rtdecode.training.config import load_config
     from rtdecode.training.train import train
 
-    cfg = load_config("small")
+    cfg = load_config("rig")
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=20, eval_every=20, eval_windows=64))
-    print("training 20 steps of the small config and exporting (the soak measures serving, not quality) ...")
+    print("training 20 steps of the rig config and exporting (the soak measures serving, not quality) ...")
     train(cfg, data, work / "run", log=lambda _: None)
     export_bundle(work / "run", work / "bundle", log=lambda _: None)
     return data, work / "bundle"
