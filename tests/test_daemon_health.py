@@ -63,8 +63,8 @@ def _slow(daemon: Any) -> None:
 
 def test_a_stream_over_the_token_budget_is_flagged_and_logged(tiny_bundle, caplog):
     """The tiny model has 46 spike slots per window; a rig sending 100 spikes per window gets told."""
-    with (caplog.at_level(logging.WARNING, logger="rtdecode.daemon"), running_daemon(tiny_bundle, skip_backlog=False) as daemon,
-          connected(daemon) as (prod, sub)):
+    with (caplog.at_level(logging.WARNING, logger="rtdecode.daemon"),
+          running_daemon(tiny_bundle, skip_backlog=False) as daemon, connected(daemon) as (prod, sub)):
         max_spikes = daemon.bundle.window.max_spikes
         rng = np.random.default_rng(0)
         first = final_status(prod, sub)["truncation"]
