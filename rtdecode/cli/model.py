@@ -17,7 +17,7 @@ from rtdecode.cli import app, bench_app, console, fail
 def train(
     data: Annotated[Path, typer.Option(help="Session file (.npz or .nwb) to train on.", exists=True, dir_okay=False)],
     out: Annotated[Path, typer.Option(help="Run directory for checkpoints, metrics.csv and TensorBoard logs.")],
-    config: Annotated[str, typer.Option(help="Run config: a TOML file, or a built-in name (small, small_10ms, release, spikes_only).")] = "small",
+    config: Annotated[str, typer.Option(help="Run config: a TOML file, or a built-in name (small, small_10ms, rig, release, spikes_only).")] = "small",
     tokens: Annotated[Optional[Path], typer.Option(help="Token store from `rtdecode prepare` (else tokenized here).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out exactly where it stopped.")] = False,
     max_steps: Annotated[Optional[int], typer.Option(help="Override [train] max_steps.")] = None,
