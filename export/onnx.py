@@ -16,7 +16,7 @@ Bundle layout (format version 1):
 Dynamic axes: batch (B), tokens (T, or t for a step), history tokens (M) and behavior samples; for `stream` also
 the filled cache slots (past) and the mask's keys (past + t). The KV cache has a fixed size C = block_size slots,
 owned by the caller, so a step never reallocates or copies the cache (measured on this machine: the concatenating
-cache spent 38% of a step copying; see shared/inference-notes.md). `stream` is given copies of only the filled
+cache spent 38% of a step copying, measured). `stream` is given copies of only the filled
 slots (`rtdecode.runtime.streaming.stream_feeds`): a few tens of KB, cheaper than attending over all C slots.
 
 Opset 20 is the default: onnxruntime 1.32's native opset-23 `Attention` op rejects the key-padding masks these

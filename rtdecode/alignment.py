@@ -3,7 +3,7 @@
 Offline training and the live daemon both call these functions (the daemon on its ring buffers), so a window
 sees the same frames and behavior in both. Frames are selected by timestamp: a frame belongs to a window's frame
 context if it was shown before the window ended, i.e. ``end - frame_window <= t_frame < end``. Using frames
-with ``t_frame >= end`` would let the model see the future (a defect of the release, neuroformer-notes.md §6).
+with ``t_frame >= end`` would let the model see the future (a defect of the reference release).
 """
 
 from __future__ import annotations

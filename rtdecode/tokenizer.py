@@ -1,6 +1,6 @@
 """The one tokenizer: spikes -> Neuroformer tokens, in pure numpy, shared by training and the live daemon.
 
-Semantics (neuroformer-notes.md section 2), fixed here once:
+Semantics (those of the Neuroformer reference), fixed here once:
 
 * Time is quantised to `dt` on a grid anchored at `origin`: a spike at t has global quantum
   ``q = floor((t - origin) / dt + 1e-6)``. The 1e-6-quantum tolerance (10 ns at dt = 10 ms) puts a spike written

@@ -16,7 +16,7 @@ Caveats:
     to each window's true spike count, the cap both paths get: realistic window lengths.
   * A shared 2-core machine is noisy (+/-20%): compare figures within one run. Beside other busy processes,
     --threads 2 can run many times slower than 1 (oversubscription); the tool warns when it sees them.
-  * The published figures beside ours (inference-notes.md) come from *similar*, not identical, dimensions, on an
+  * The published figures beside ours (the Neuroformer paper and release) come from *similar*, not identical, dimensions, on an
     Intel AVX-512 machine of this kind (check `lscpu`) and a ~53-spike/window session padded to the block sizes
     (rtdecode trims). "small" also keeps 0.25 s of history (~340 tokens) where that run kept 100 tokens.
 """
@@ -44,7 +44,7 @@ from rtdecode.training.model import Context, Neuroformer
 from rtdecode.training.train import LengthGroupedBatches, make_split
 
 # The published release on this kind of machine (Intel, 2 threads, torch 2.13 CPU), from the last table of
-# /work/shared/inference-notes.md: (low, high) ranges. "small" ~ its d128 / 2-layer run, "release" ~ its shipped
+# Published Neuroformer figures: (low, high) ranges. "small" ~ its d128 / 2-layer run, "release" ~ its shipped
 # d256 / 6-layer config: similar, not identical, dimensions.
 RELEASE = {
     "small": {"train_wps": (39, 42), "fwd_p50_ms": (10, 12), "fwd_p99_ms": (13, 15),
@@ -222,7 +222,7 @@ def print_table(results: list[dict[str, Any]]) -> None:
         print(f"  ratio: training {v['train']:.1f}x, forward p50 {v['forward_p50']:.1f}x, generation "
               f"{v['generation_per_window']:.1f}x per window ({v['generation_per_token']:.1f}x per token) "
               f"faster than published (aims: >= 10x, >= 10x, >= 50x)")
-    print("published: the Neuroformer release at similar (not identical) dimensions (inference-notes.md); "
+    print("published: the Neuroformer release at similar (not identical) dimensions; "
           "its generation re-ran the forward per token")
 
 

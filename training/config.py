@@ -44,7 +44,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Transformer sizes. Depths are per stack, in the order data flows (neuroformer-notes.md section 3).
+    """Transformer sizes. Depths are per stack, in the order data flows (as in the Neuroformer reference).
 
     Attributes:
         d_model: width of every token embedding and block.

@@ -1,6 +1,6 @@
 """Few-shot fine-tuning: start from a pretrained run and fit behavior decoding on a small labelled fraction.
 
-The paper's claim (neuroformer-notes.md section 4): a model pretrained on spikes alone (next-spike prediction,
+The paper's claim: a model pretrained on spikes alone (next-spike prediction,
 plus contrastive alignment with the video) decodes behavior after fine-tuning on 1-10% of labelled windows far
 better than the same model trained from scratch on those windows. `finetune` runs one side of that comparison;
 `tools/fewshot_curve.py` runs both across fractions and draws the curve.

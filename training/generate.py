@@ -1,7 +1,7 @@
 """Autoregressive spike generation with a KV cache: one forward step per generated token, not per window.
 
 The release re-ran the whole model for every sampled spike and recomputed history and frame keys each time
-(neuroformer-notes.md section 6). Here the window's context is encoded once, the SOS token primes the cache, and
+(the reference release's generator). Here the window's context is encoded once, the SOS token primes the cache, and
 each step feeds one token. Sampling follows the token grammar: an ID is a neuron or EOS (never SOS/PAD), a time
 offset lies in the window and never goes below the previous spike's (tokens are ordered by time bin).
 """

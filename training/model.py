@@ -1,6 +1,6 @@
 """The Neuroformer model, top-down: config -> embeddings -> blocks -> stacks -> heads.
 
-Data flow for one window (neuroformer-notes.md section 3), B windows at a time, T token slots, D = d_model:
+Data flow for one window (as in the Neuroformer reference), B windows at a time, T token slots, D = d_model:
 
     current tokens (B, T) --embed--> feature encoder (causal self-attention)
         -> cross-attention to the previous window's tokens (history)

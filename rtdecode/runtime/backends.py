@@ -1,7 +1,7 @@
 """Backends that run a bundle's graphs: one small interface, chosen by name.
 
 * "onnxruntime" (default): CPU execution provider; settings that matter for latency are explicit (threads,
-  thread spinning, graph optimisation level; measured in shared/inference-notes.md).
+  thread spinning, graph optimisation level; each measured on this project's CPU host).
 * "onnxruntime-cuda" / "onnxruntime-tensorrt": the same sessions on onnxruntime-gpu's CUDA / TensorRT execution
   providers (`pip install rtdecode[gpu]`, instead of onnxruntime). Written against the documentation; untested
   here (no GPU build of onnxruntime on these machines). The `stream` graph's `past` and `keys` axes grow with

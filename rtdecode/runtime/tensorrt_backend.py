@@ -21,7 +21,7 @@ only bound the shapes it accepts, so min is 1 everywhere and opt is the shape se
 
     batch    1, 1, max_batch                     closed-loop serving runs one window at a time
     tokens   1, block_size // 2, block_size       decode: a typical window fills about half its slots
-                                                 (~53 of 100 in the synthetic session, shared/inference-notes.md)
+                                                 (~53 of 100 in the synthetic session)
              1, 1, block_size                     step: generation feeds one token per step
     history  1, prev_block_size // 2, prev_block_size
     samples  1, 4, max_samples                   behavior input samples
