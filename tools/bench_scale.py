@@ -34,7 +34,7 @@ from rtdecode.training.config import RunConfig, load_config
 from rtdecode.training.data import WindowData
 from rtdecode.training.train import make_split, train
 
-POINTS = "1000x1.5,1000x3.2,1000x5,1000x7.5,2000x5.5"  # neurons x base rate (Hz): ~2.5k to ~22k spikes/s
+POINTS = "1000x1.5,1000x3.2,1000x5,1000x7.5,2000x5.5"  # neurons x base rate (Hz): ~2k to ~22k spikes/s
 
 
 def matmul_gflops(d: int, n: int = 100, repeats: int = 2000) -> float:
