@@ -37,7 +37,7 @@ import torch
 
 from rtdecode.io.atomic import atomic_path, atomic_write
 from rtdecode.export.graphs import ContextGraph, DecodeGraph, StepGraph, StreamGraph, context_input_names
-from rtdecode.runtime.bundle import FORMAT, FORMAT_VERSION, sha256
+from rtdecode.runtime.bundle import FORMAT, FORMAT_VERSION, STREAM_GRAPH_VERSION, sha256
 from rtdecode.training.checkpoint import LoadedRun
 
 __all__ = ["export_bundle", "example_batch", "sha256"]
@@ -195,6 +195,8 @@ def export_bundle(
         log(f"exporting {name}.onnx ({len(spec.inputs)} inputs, {len(spec.outputs)} outputs, opset {opset}) ...")
         _export(module, args, spec.inputs, spec.outputs, dyn, path, opset)
         manifest_graphs[name] = {"file": path.name, "sha256": sha256(path), **_io_description(path)}
+        if name == "stream":
+            manifest_graphs[name]["version"] = STREAM_GRAPH_VERSION
     source = run.dir / f"{weights}.safetensors"
     manifest: dict[str, Any] = {
         "format": FORMAT,

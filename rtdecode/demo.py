@@ -22,13 +22,13 @@ import numpy as np
 
 from rtdecode.io import load_session, save_session
 from rtdecode.io.atomic import atomic_write
-from rtdecode.session import Session
-from rtdecode.simulator import SimulationConfig, simulate
-from rtdecode.splits import split_blocks
-from rtdecode.summary import session_summary
-from rtdecode.token_store import save_tokens
-from rtdecode.tokenizer import WindowConfig, tokenize_session
-from rtdecode.window import RollingWindow
+from rtdecode.data.session import Session
+from rtdecode.sim.simulator import SimulationConfig, simulate
+from rtdecode.data.splits import split_blocks
+from rtdecode.data.summary import session_summary
+from rtdecode.io.token_store import save_tokens
+from rtdecode.data.tokenizer import WindowConfig, tokenize_session
+from rtdecode.data.window import RollingWindow
 
 __all__ = ["run_demo"]
 
@@ -104,14 +104,14 @@ def _train_export_serve(out: Path, session: Session, steps: int, minutes: float,
     import dataclasses
     import threading
 
-    from rtdecode.client import Producer, Subscriber
-    from rtdecode.daemon import Daemon, ServeConfig
+    from rtdecode.wire.client import Producer, Subscriber
+    from rtdecode.serve.daemon import Daemon, ServeConfig, serve_in_thread
     from rtdecode.export.onnx import export_bundle
-    from rtdecode.replay import send_paced, session_messages
-    from rtdecode.training.baselines import pearson_r
+    from rtdecode.wire.replay import send_paced, session_messages
+    from rtdecode.core.metrics import pearson_r
     from rtdecode.training.checkpoint import read_meta
-    from rtdecode.training.config import RunConfig, load_config
-    from rtdecode.training.data import WindowData
+    from rtdecode.core.config import RunConfig, load_config
+    from rtdecode.core.window_data import WindowData
     from rtdecode.training.train import make_split, train
 
     cfg = load_config("small")
@@ -144,23 +144,17 @@ def _train_export_serve(out: Path, session: Session, steps: int, minutes: float,
     ipc = Path(tempfile.mkdtemp(prefix="rtd-demo-"))
     daemon = Daemon(out / "bundle", ServeConfig(input=f"ipc://{ipc}/in", output=f"ipc://{ipc}/out", start=t0,
                                                  skip_backlog=speed > 0, status_interval=0.2))
-    stop = threading.Event()
-    thread = threading.Thread(target=daemon.run, args=(stop,), daemon=True)
-    thread.start()
-    daemon.ready.wait(30)
     log(f"replaying the held-out block [{t0:.2f}, {t1:.2f}) s ({block.size} windows) into the daemon at "
         f"{'real time' if speed == 1 else f'{speed:g}x' if speed else 'full speed'} ...")
     decodes: list[dict[str, Any]] = []
-    try:
-        with Subscriber(daemon.output_endpoint, topics=("decode", "status")) as sub, Producer(daemon.input_endpoint) as prod:
-            sub.wait_for("status")
-            listener = threading.Thread(target=_listen, args=(sub, decodes, int(data.tokens.first_window + block[-1])), daemon=True)
-            listener.start()
-            send_paced(prod, session_messages(session, t0=t0 - cfg.window.prev_window, t1=t1), speed=speed)
-            listener.join(60)
-    finally:
-        stop.set()
-        thread.join(30)
+    with (serve_in_thread(daemon), Subscriber(daemon.output_endpoint, topics=("decode", "status")) as sub,
+          Producer(daemon.input_endpoint) as prod):
+        sub.wait_for("status")
+        listener = threading.Thread(target=_listen, args=(sub, decodes, int(data.tokens.first_window + block[-1])),
+                                    daemon=True)
+        listener.start()
+        send_paced(prod, session_messages(session, t0=t0 - cfg.window.prev_window, t1=t1), speed=speed)
+        listener.join(60)
     status = daemon.status()
     first = data.tokens.first_window
     held_out = set(block.tolist())

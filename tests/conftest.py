@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from rtdecode.io import save_session
-from rtdecode.session import Session
-from rtdecode.simulator import SimulationConfig, simulate
+from rtdecode.data.session import Session
+from rtdecode.sim.simulator import SimulationConfig, simulate
 
 TINY_SIM = SimulationConfig(n_neurons=60, duration=30.0, n_visual=10, n_speed=8, n_phi=8, n_theta=8, seed=1)
 
@@ -44,7 +44,7 @@ def tiny_config_dict(**train: object) -> dict:
 def tiny_config():
     """The tiny config with the token budgets training derives for the tiny session written out (64/64), so a model
     can be built from it directly."""
-    from rtdecode.training.config import RunConfig
+    from rtdecode.core.config import RunConfig
 
     d = tiny_config_dict()
     d["window"] = {**d["window"], "block_size": 64, "prev_block_size": 64}
@@ -55,7 +55,7 @@ def tiny_config():
 def tiny_run(tiny_session_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny model trained for 10 steps on the tiny session (with frames, a behavior input, two targets)."""
     pytest.importorskip("torch")
-    from rtdecode.training.config import RunConfig
+    from rtdecode.core.config import RunConfig
     from rtdecode.training.train import train
 
     out = tmp_path_factory.mktemp("runs") / "tiny"
@@ -70,7 +70,7 @@ def tiny_bundle(tiny_run: Path, tiny_session: Session, tmp_path_factory: pytest.
     pytest.importorskip("onnxscript")
     from rtdecode.export.onnx import export_bundle
     from rtdecode.training.checkpoint import LoadedRun
-    from rtdecode.training.data import WindowData
+    from rtdecode.core.window_data import WindowData
     from rtdecode.training.train import make_split
 
     run = LoadedRun(tiny_run)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rtdecode.alignment import behavior_per_window, frame_ranges, frame_stack_indices, frames_per_window
+from rtdecode.data.alignment import behavior_per_window, frame_ranges, frame_stack_indices, frames_per_window
 
 
 def test_frame_ranges_exclude_frames_at_or_after_window_end():
@@ -39,7 +39,7 @@ def test_behavior_does_not_interpolate_across_missing_samples():
 
 
 def test_sample_ring_keeps_only_samples_newer_than_everything_before_them():
-    from rtdecode.rings import SampleRing
+    from rtdecode.serve.rings import SampleRing
 
     ring = SampleRing(capacity=8)
     assert ring.push(np.array([5.0, 3.0, 4.0, np.nan, 6.0]), np.arange(5.0)) == 3  # 3, 4 (older than 5) and NaN
@@ -57,7 +57,7 @@ def test_ring_window_keys_change_exactly_when_what_a_window_reads_does():
     """Streaming decode's context key: a frame or sample for a later window, or evicting one the window no longer
     reads, must leave a window's key alone (else every window falls back once the ring is full); a new entry
     before its end, or evicting one it reads, must change it."""
-    from rtdecode.rings import FrameRing, SampleRing
+    from rtdecode.serve.rings import FrameRing, SampleRing
 
     frames = FrameRing(2, 2, capacity=4)
     for t in range(4):

@@ -1,4 +1,4 @@
-"""CURVE authentication (rtdecode.auth) with real handshakes: key files, an authorised producer and subscriber
+"""CURVE authentication (rtdecode.wire.auth) with real handshakes: key files, an authorised producer and subscriber
 served by the daemon, and unknown keys refused without disturbing it. Uses the committed v1 bundle (fast, no
 torch). Synchronisation waits on status messages, never on sleeps."""
 
@@ -20,7 +20,7 @@ pytest.importorskip("onnxruntime")
 if not zmq.has("curve"):
     pytest.skip("libzmq without CURVE", allow_module_level=True)
 
-from rtdecode.auth import (  # noqa: E402
+from rtdecode.wire.auth import (  # noqa: E402
     AuthError,
     exposure_warnings,
     load_allowed_keys,
@@ -28,8 +28,8 @@ from rtdecode.auth import (  # noqa: E402
     load_public_key,
     write_keypair,
 )
-from rtdecode.client import Producer, Subscriber  # noqa: E402
-from rtdecode.daemon import Daemon, ServeConfig  # noqa: E402
+from rtdecode.wire.client import Producer, Subscriber  # noqa: E402
+from rtdecode.serve.daemon import Daemon, ServeConfig  # noqa: E402
 from test_daemon import collect, running_daemon  # noqa: E402
 
 V1_BUNDLE = Path(__file__).parent / "fixtures" / "v1" / "bundle"

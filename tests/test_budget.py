@@ -9,8 +9,8 @@ import json
 import numpy as np
 import pytest
 
-from rtdecode.budget import KEEP_WINDOWS, MAX_DROPPED, MULTIPLE, TruncationError, budget_report, needed_slots
-from rtdecode.tokenizer import WindowConfig, tokenize_session
+from rtdecode.data.budget import KEEP_WINDOWS, MAX_DROPPED, MULTIPLE, TruncationError, budget_report, needed_slots
+from rtdecode.data.tokenizer import WindowConfig, tokenize_session
 from tests.conftest import tiny_config_dict
 
 
@@ -32,7 +32,7 @@ def test_needed_slots_keep_the_windows_whole_and_round_up():
 
 
 def test_a_config_without_budgets_derives_them_from_the_training_windows(tiny_session):
-    from rtdecode.training.config import RunConfig
+    from rtdecode.core.config import RunConfig
 
     cfg = RunConfig.from_dict({"window": {"prev_window": 0.1}})
     assert cfg.window.block_size == 0 and cfg.window.prev_block_size == 0 and not cfg.window.has_budgets
@@ -59,7 +59,7 @@ def test_a_config_without_budgets_derives_them_from_the_training_windows(tiny_se
 
 
 def test_training_refuses_a_budget_that_drops_spikes(tiny_session_path, tmp_path):
-    from rtdecode.training.config import RunConfig
+    from rtdecode.core.config import RunConfig
     from rtdecode.training.train import train
 
     d = tiny_config_dict(max_steps=1, eval_every=1, eval_windows=8)
@@ -93,8 +93,8 @@ def test_derived_budgets_are_recorded_in_the_run_and_the_bundle(tiny_session, ti
     from rtdecode.export.onnx import export_bundle
     from rtdecode.runtime import Bundle
     from rtdecode.training.checkpoint import LoadedRun
-    from rtdecode.training.config import RunConfig
-    from rtdecode.training.data import WindowData
+    from rtdecode.core.config import RunConfig
+    from rtdecode.core.window_data import WindowData
     from rtdecode.training.train import make_split, train
 
     d = tiny_config_dict(max_steps=2, eval_every=2, eval_windows=8)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from rtdecode.connectivity import (
+from rtdecode.core.connectivity import (
     auprc,
     auroc,
     direction_index,

@@ -17,10 +17,10 @@ import zmq
 
 pytest.importorskip("onnxruntime")
 
-from rtdecode.client import Producer, Subscriber  # noqa: E402
-from rtdecode.daemon import Daemon, ServeConfig, is_loopback  # noqa: E402
-from rtdecode.protocol import encode_spikes  # noqa: E402
-from rtdecode.replay import send_paced, session_messages  # noqa: E402
+from rtdecode.wire.client import Producer, Subscriber  # noqa: E402
+from rtdecode.serve.daemon import Daemon, ServeConfig, is_loopback, serve_in_thread  # noqa: E402
+from rtdecode.wire.protocol import encode_spikes  # noqa: E402
+from rtdecode.wire.replay import send_paced, session_messages  # noqa: E402
 from rtdecode.runtime import Bundle, Decoder  # noqa: E402
 
 
@@ -32,16 +32,10 @@ def running_daemon(bundle: Path, prepare=None, **options) -> Iterator[Daemon]:
     daemon = Daemon(bundle, config)
     if prepare is not None:
         prepare(daemon)
-    stop = threading.Event()
-    thread = threading.Thread(target=daemon.run, args=(stop,), daemon=True)
-    thread.start()
     try:
-        assert daemon.ready.wait(20), "daemon did not bind its sockets"
-        yield daemon
+        with serve_in_thread(daemon, ready_timeout=20):
+            yield daemon
     finally:
-        stop.set()
-        thread.join(20)
-        assert not thread.is_alive(), "daemon did not stop"
         shutil.rmtree(ipc, ignore_errors=True)
 
 
@@ -68,12 +62,13 @@ def final_status(prod: Producer, sub: Subscriber) -> dict:
 
 
 def offline_decodes(bundle: Path, session, windows: np.ndarray) -> dict[str, np.ndarray]:
-    from rtdecode.training.config import RunConfig
-    from rtdecode.training.data import Normalisation, WindowData
+    from rtdecode.core.config import RunConfig
+    from rtdecode.core.normalisation import Normalisation
+    from rtdecode.core.window_data import WindowData
 
     b = Bundle.load(bundle)
-    data = WindowData(session, RunConfig.from_dict(b.manifest["config"]))
-    return Decoder(b, backend="onnxruntime").decode(data.batch(windows, Normalisation.from_dict(b.manifest["normalisation"])))
+    data = WindowData(session, b.config)
+    return Decoder(b, backend="onnxruntime").decode(data.batch(windows, b.norm))
 
 
 @pytest.mark.parametrize("streaming, speed, t1", [(False, 0, 8.0), (True, 0, 8.0), (True, 1, 4.0)],

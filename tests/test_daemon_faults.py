@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("onnxruntime")
 
-from rtdecode.protocol import encode_clock, encode_frame, encode_spikes  # noqa: E402
+from rtdecode.wire.protocol import encode_clock, encode_frame, encode_spikes  # noqa: E402
 from test_daemon import collect, connected, final_status, running_daemon  # noqa: E402
 
 V1_BUNDLE = Path(__file__).parent / "fixtures" / "v1" / "bundle"

@@ -12,8 +12,8 @@ import pytest
 
 pytest.importorskip("onnxruntime")
 
-from rtdecode.health import BudgetWatch, OverloadWatch  # noqa: E402
-from rtdecode.replay import send_paced, session_messages  # noqa: E402
+from rtdecode.serve.health import BudgetWatch, OverloadWatch  # noqa: E402
+from rtdecode.wire.replay import send_paced, session_messages  # noqa: E402
 from tests.test_daemon import collect, connected, final_status, running_daemon  # noqa: E402
 
 DELAY_S = 0.15  # three 50-ms windows per decode: the model cannot keep up with real time
@@ -25,7 +25,7 @@ class SlowBackend:
 
     def __init__(self, inner: Any) -> None:
         self.inner, self.name = inner, inner.name
-        self.sessions = inner.sessions  # so the decoder still sees the stream graph
+        self.graphs = inner.graphs  # so the decoder still sees the stream graph
 
     def run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         if graph in ("decode", "stream"):
@@ -37,7 +37,7 @@ class SlowBackend:
 def test_an_overloaded_daemon_stays_current(tiny_bundle, tiny_session, streaming, caplog):
     t1 = 3.0
     n = int(round(t1 / 0.05))
-    with (caplog.at_level(logging.WARNING, logger="rtdecode.daemon"),
+    with (caplog.at_level(logging.WARNING, logger="rtdecode.serve.daemon"),
           running_daemon(tiny_bundle, streaming=streaming, prepare=_slow) as daemon, connected(daemon) as (prod, sub)):
         send_paced(prod, session_messages(tiny_session, batch=0.005, behavior=("theta",), t1=t1), speed=1)
         t_sent = time.monotonic()
@@ -63,7 +63,7 @@ def _slow(daemon: Any) -> None:
 
 def test_a_stream_over_the_token_budget_is_flagged_and_logged(tiny_bundle, caplog):
     """The tiny model has 46 spike slots per window; a rig sending 100 spikes per window gets told."""
-    with (caplog.at_level(logging.WARNING, logger="rtdecode.daemon"),
+    with (caplog.at_level(logging.WARNING, logger="rtdecode.serve.daemon"),
           running_daemon(tiny_bundle, skip_backlog=False) as daemon, connected(daemon) as (prod, sub)):
         max_spikes = daemon.bundle.window.max_spikes
         rng = np.random.default_rng(0)

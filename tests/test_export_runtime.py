@@ -19,9 +19,9 @@ from typer.testing import CliRunner  # noqa: E402
 
 from rtdecode.cli import app  # noqa: E402
 from rtdecode.runtime import Bundle, BundleError, Decoder  # noqa: E402
-from rtdecode.training.config import RunConfig  # noqa: E402
-from rtdecode.training.data import WindowData  # noqa: E402
-from rtdecode.window import RollingWindow  # noqa: E402
+from rtdecode.core.config import RunConfig  # noqa: E402
+from rtdecode.core.window_data import WindowData  # noqa: E402
+from rtdecode.data.window import RollingWindow  # noqa: E402
 
 @pytest.fixture()
 def run_dir(tiny_run):
@@ -50,7 +50,7 @@ def test_live_window_feeds_equal_the_training_batch(bundle_dir, tiny_session):
     """One tokenizer: a window closed by the live RollingWindow decodes exactly like the offline batch."""
     bundle = Bundle.load(bundle_dir)
     decoder = Decoder(bundle, backend="onnxruntime")
-    run_cfg = RunConfig.from_dict(bundle.manifest["config"])
+    run_cfg = bundle.config
     data = WindowData(tiny_session, run_cfg)
     rw = RollingWindow(bundle.window, bundle.vocab.n_neurons, start=tiny_session.start)
     s = tiny_session
@@ -59,9 +59,9 @@ def test_live_window_feeds_equal_the_training_batch(bundle_dir, tiny_session):
         closed += rw.push(s.spike_times[lo : lo + 37], s.spike_neurons[lo : lo + 37])
     closed += rw.advance(s.stop)
     assert len(closed) == data.n_windows
-    from rtdecode.training.data import Normalisation
+    from rtdecode.core.normalisation import Normalisation
 
-    norm = Normalisation.from_dict(bundle.manifest["normalisation"])
+    norm = bundle.norm
     for w in (3, 100, 401):
         offline = data.batch(np.array([w]), norm)
         frames = s.frames[data.frame_index[w]] if data.frame_index is not None else None
@@ -81,7 +81,7 @@ def test_runtime_imports_and_decodes_without_torch(bundle_dir):
 import sys
 sys.modules['torch'] = None
 from rtdecode.runtime import Bundle, Decoder
-from rtdecode.bench_model import synthetic_feeds
+from rtdecode.bench.model import synthetic_feeds
 import numpy as np
 b = Bundle.load({str(bundle_dir)!r})
 d = Decoder(b, backend='onnxruntime')
@@ -98,7 +98,7 @@ print('ok')
 
 def test_seeded_runtime_sampling_is_reproducible(bundle_dir):
     d = Decoder(Bundle.load(bundle_dir), backend="onnxruntime")
-    from rtdecode.bench_model import synthetic_feeds
+    from rtdecode.bench.model import synthetic_feeds
 
     feeds = synthetic_feeds(d.bundle, 30, np.random.default_rng(1))
     a = d.generate(feeds, temperature=1.0, top_p=0.9, seed=3)

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def pretrained(tiny_session_path, tmp_path_factory):
     from conftest import tiny_config_dict
 
-    from rtdecode.training.config import RunConfig
+    from rtdecode.core.config import RunConfig
 
     cfg = RunConfig.from_dict(tiny_config_dict(max_steps=10, eval_every=10))
     out = tmp_path_factory.mktemp("runs") / "pre"

@@ -1,6 +1,6 @@
 """Bounded fuzz of the live daemon, the CI version of tools/fuzz_protocol.py (style rule 4).
 
-Hypothesis draws bad messages (rtdecode.hostile: corpus entries, random bytes, mutations, truncations, wrong types,
+Hypothesis draws bad messages (rtdecode.wire.hostile: corpus entries, random bytes, mutations, truncations, wrong types,
 wrong-for-the-model, wrong versions, oversized) and where they fall among 1 s of valid traffic from the v1 fixture
 session. Each example must leave the daemon alive, count every bad message under the reason
 `expected_rejection` gives it, and decode the valid traffic bit-identically to the clean run. A few hundred
@@ -20,10 +20,10 @@ from hypothesis import strategies as st
 
 pytest.importorskip("onnxruntime")
 
-from rtdecode.hostile import REJECT_REASONS, bad_message, expected_rejection  # noqa: E402
+from rtdecode.wire.hostile import REJECT_REASONS, bad_message, expected_rejection  # noqa: E402
 from rtdecode.io import load_session  # noqa: E402
-from rtdecode.protocol import encode_behavior, encode_clock, encode_control, encode_frame, encode_spikes  # noqa: E402
-from rtdecode.replay import session_messages  # noqa: E402
+from rtdecode.wire.protocol import encode_behavior, encode_clock, encode_control, encode_frame, encode_spikes  # noqa: E402
+from rtdecode.wire.replay import session_messages  # noqa: E402
 from test_daemon import connected, running_daemon  # noqa: E402
 
 V1 = Path(__file__).parent / "fixtures" / "v1"
@@ -44,7 +44,7 @@ TEMPLATES = VALID + [encode_control(0, 0.0, "status", src="valid"), encode_contr
 def served():
     with running_daemon(V1 / "bundle") as daemon, connected(daemon, topics=("decode", "status")) as (prod, sub):
         fr = daemon.bundle.frames
-        model = ((fr["height"], fr["width"]), set(daemon.behavior))
+        model = ((fr.height, fr.width), {b.name for b in daemon.bundle.behavior_inputs})
 
         def serve(messages: list[list[bytes]]) -> tuple[dict[int, tuple], dict[str, int]]:
             """Reset, send, then ask for a status: it comes after every decode of these messages."""

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from rtdecode.io.neuroformer import from_neuroformer_dict, load_neuroformer, to_neuroformer_dict
-from rtdecode.session import SessionError
+from rtdecode.data.session import SessionError
 
 
 def _release_dict(seed: int = 0, n: int = 7, t: int = 300) -> dict[str, np.ndarray]:

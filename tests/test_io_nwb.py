@@ -14,7 +14,7 @@ import pytest
 
 from rtdecode.io import load_session, save_session
 from rtdecode.io.nwb import load_nwb, save_nwb
-from rtdecode.session import Behavior, Session, SessionError
+from rtdecode.data.session import Behavior, Session, SessionError
 
 
 @pytest.fixture

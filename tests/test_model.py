@@ -7,7 +7,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from rtdecode.training.data import WindowData, to_torch  # noqa: E402
+from rtdecode.core.window_data import WindowData  # noqa: E402
+
+from rtdecode.training.data import to_torch  # noqa: E402
 from rtdecode.training.generate import SamplingConfig, generate_window, top_p_filter  # noqa: E402
 from rtdecode.training.losses import compute_losses  # noqa: E402
 from rtdecode.training.model import Neuroformer  # noqa: E402

@@ -7,17 +7,17 @@ import sys
 
 SERVE_MODULES = [
     "rtdecode",
-    "rtdecode.session",
+    "rtdecode.data.session",
     "rtdecode.io",
-    "rtdecode.tokenizer",
-    "rtdecode.window",
-    "rtdecode.alignment",
-    "rtdecode.splits",
-    "rtdecode.token_store",
-    "rtdecode.simulator",
-    "rtdecode.sim_drives",
-    "rtdecode.connectivity",
-    "rtdecode.summary",
+    "rtdecode.data.tokenizer",
+    "rtdecode.data.window",
+    "rtdecode.data.alignment",
+    "rtdecode.data.splits",
+    "rtdecode.io.token_store",
+    "rtdecode.sim.simulator",
+    "rtdecode.sim.drives",
+    "rtdecode.core.connectivity",
+    "rtdecode.data.summary",
     "rtdecode.cli",
     "rtdecode.cli.options",
     "rtdecode.demo",
@@ -25,15 +25,15 @@ SERVE_MODULES = [
     "rtdecode.runtime.bundle",
     "rtdecode.runtime.backends",
     "rtdecode.runtime.decoder",
-    "rtdecode.bench_model",
-    "rtdecode.protocol",
-    "rtdecode.rings",
-    "rtdecode.daemon",
-    "rtdecode.client",
-    "rtdecode.replay",
-    "rtdecode.recording",
-    "rtdecode.auth",
-    "rtdecode.hostile",
+    "rtdecode.bench.model",
+    "rtdecode.wire.protocol",
+    "rtdecode.serve.rings",
+    "rtdecode.serve.daemon",
+    "rtdecode.wire.client",
+    "rtdecode.wire.replay",
+    "rtdecode.serve.recording",
+    "rtdecode.wire.auth",
+    "rtdecode.wire.hostile",
 ]
 
 
@@ -49,7 +49,7 @@ def test_serve_modules_import_without_torch():
 
 def test_import_rtdecode_pulls_in_no_heavy_package():
     r = subprocess.run(
-        [sys.executable, "-c", "import sys, rtdecode, rtdecode.cli, rtdecode.window; "
+        [sys.executable, "-c", "import sys, rtdecode, rtdecode.cli, rtdecode.data.window; "
          "print(sorted(m for m in ('torch', 'rtdecode.training', 'rtdecode.export', 'onnx', 'pynwb') if m in sys.modules))"],
         capture_output=True, text=True, timeout=120,
     )

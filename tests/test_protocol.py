@@ -5,7 +5,7 @@ Modelled on safetensors' `tests/test_simple.py` + `attacks/` + `fuzz.py` (style 
 * the golden bytes pin every frame of one message of each type, so no change of encoding goes unnoticed; they are
   written out key by key as a reference for a C++/MATLAB implementer (note: msgpack puts its own numbers, e.g. the
   float64 `t_send`, big-endian in the header; the array buffers are little-endian);
-* every entry of the hostile corpus (`rtdecode.hostile.HOSTILE`, shared with the daemon fuzz test and
+* every entry of the hostile corpus (`rtdecode.wire.hostile.HOSTILE`, shared with the daemon fuzz test and
   tools/fuzz_protocol.py) must raise `ProtocolError` with the reason counter the spec names, never any other
   exception (the daemon catches only `ProtocolError`: anything else would kill its input loop);
 * the fuzz feeds random frames, random msgpack headers and mutated golden messages to the decoders under the same
@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from rtdecode.protocol import (
+from rtdecode.wire.protocol import (
     MAX_BEHAVIOR_SAMPLES,
     MAX_FRAME_BYTES,
     MAX_HEADER_BYTES,
@@ -47,7 +47,7 @@ from rtdecode.protocol import (
     encode_spikes,
     encode_status,
 )
-from rtdecode.hostile import HOSTILE, clk, f8, frm, head, i4, mk, mutate, nested, raw_clock_header, spk
+from rtdecode.wire.hostile import HOSTILE, clk, f8, frm, head, i4, mk, mutate, nested, raw_clock_header, spk
 
 # No example database: a test run must not write files; examples are few, so settings stay explicit per test.
 ROUNDTRIP = settings(max_examples=40, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
@@ -403,7 +403,7 @@ def test_roundtrip_activity(seq: int, t_send: float, window: int, t_start: float
 
 
 # ================================================================================================ hostile corpus
-# The corpus and its builders (head, mk, spk, frm, clk, ...) live in rtdecode.hostile.
+# The corpus and its builders (head, mk, spk, frm, clk, ...) live in rtdecode.wire.hostile.
 
 
 @pytest.mark.parametrize("reason, build", [pytest.param(r, b, id=i) for i, r, b in HOSTILE])

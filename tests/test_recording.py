@@ -15,8 +15,8 @@ from pathlib import Path
 import msgpack
 import pytest
 
-import rtdecode.recording as recording
-from rtdecode.recording import (
+import rtdecode.serve.recording as recording
+from rtdecode.serve.recording import (
     INPUT,
     MAGIC,
     OUTPUT,
@@ -262,7 +262,7 @@ def test_replay_messages(tmp_path):
 CHILD = """
 import sys
 from tests.test_recording import frames_for
-from rtdecode.recording import RecordingWriter
+from rtdecode.serve.recording import RecordingWriter
 n = int(sys.argv[2])
 w = RecordingWriter(sys.argv[1], fsync_interval=3600)
 for i in range(n):

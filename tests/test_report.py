@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from rtdecode.report.document import Report
 from rtdecode.report.mlp import fit_mlp
-from rtdecode.training.baselines import pearson_r, ridge_decode
+from rtdecode.core.metrics import pearson_r, ridge_decode
 
 
 def _json_numbers(value) -> list[float]:

@@ -12,7 +12,7 @@ import pytest
 
 from rtdecode.io import load_session, save_session
 from rtdecode.io.npz import load_npz, save_npz
-from rtdecode.session import Behavior, Session, SessionError
+from rtdecode.data.session import Behavior, Session, SessionError
 
 
 def _kwargs(**over: Any) -> dict[str, Any]:

@@ -13,9 +13,9 @@ import math
 import numpy as np
 import pytest
 
-from rtdecode import simulator
+from rtdecode.sim import simulator
 from rtdecode.io.npz import load_npz, save_npz
-from rtdecode.simulator import SimulationConfig, simulate
+from rtdecode.sim.simulator import SimulationConfig, simulate
 
 DURATION = 120.0
 
@@ -79,7 +79,7 @@ def test_session_form_and_clocks(session, config):
 
 def test_metadata_is_json_and_roundtrips(short, tmp_path):
     meta = json.loads(short.metadata_json())
-    assert meta["source"] == "rtdecode.simulator" and meta["config"]["seed"] == 3
+    assert meta["source"] == "rtdecode.sim.simulator" and meta["config"]["seed"] == 3
     assert SimulationConfig(**meta["config"]) == SimulationConfig(duration=10.0, seed=3)  # lists back to tuples
     save_npz(short, tmp_path / "sim.npz")
     assert _same(short, load_npz(tmp_path / "sim.npz"))

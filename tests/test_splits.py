@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rtdecode.splits import split_blocks, split_trials
+from rtdecode.data.splits import split_blocks, split_trials
 
 W = 0.05
 STARTS = np.arange(4000) * W

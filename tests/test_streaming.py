@@ -7,9 +7,10 @@ import pytest
 
 pytest.importorskip("onnxruntime")
 
-from rtdecode.runtime import Decoder  # noqa: E402
+from rtdecode.runtime import Bundle, Decoder  # noqa: E402
+from rtdecode.runtime.bundle import STREAM_GRAPH_VERSION  # noqa: E402
 from rtdecode.runtime.streaming import StreamingError, WindowStream  # noqa: E402
-from rtdecode.window import RollingWindow  # noqa: E402
+from rtdecode.data.window import RollingWindow  # noqa: E402
 
 
 def closed_windows(decoder: Decoder, session, t1: float = 6.0):
@@ -31,8 +32,8 @@ def test_a_window_streamed_in_chunks_decodes_like_the_whole_window(tiny_bundle, 
         assert stream.matches(w, 0)
         got, ref = stream.finish(w), decoder.decode(feeds)
         for spec in decoder.targets:
-            name = spec["name"]
-            if spec["kind"] == "regression":
+            name = spec.name
+            if spec.kind == "regression":
                 worst = max(worst, float(np.abs(got[name] - ref[name]).max()))
             else:
                 assert np.array_equal(got[name], ref[name])
@@ -57,8 +58,8 @@ def test_a_speculated_tail_is_reused_only_when_it_is_the_final_tail(tiny_bundle,
             got = stream.finish(w)
             assert stream.speculation_used is reused
             for spec in decoder.targets:
-                if spec["kind"] == "regression":
-                    assert abs(float(got[spec["name"]][0] - ref[spec["name"]][0])) < 1e-5
+                if spec.kind == "regression":
+                    assert abs(float(got[spec.name][0] - ref[spec.name][0])) < 1e-5
         checked += 1
     assert checked > 5
 
@@ -81,8 +82,8 @@ def test_the_close_reads_the_cache_slots_copied_before_it_and_writes_none(tiny_b
     np.testing.assert_array_equal(stream._v, v)
     ref = decoder.decode(feeds)
     for spec in decoder.targets:
-        if spec["kind"] == "regression":
-            assert abs(float(got[spec["name"]][0] - ref[spec["name"]][0])) < 1e-5
+        if spec.kind == "regression":
+            assert abs(float(got[spec.name][0] - ref[spec.name][0])) < 1e-5
     stream.set_context(feeds, 1)  # a refreshed context rewrites the committed slots: the copies are made anew
     assert stream._past[1] is not made
     np.testing.assert_array_equal(stream._past_slots()["past_k0"], stream._k[0, :, :, : max(stream._pos, 1)])
@@ -137,11 +138,29 @@ def test_bundles_with_an_earlier_form_of_the_stream_graph_decode_window_at_a_tim
     old = tmp_path / "bundle"
     shutil.copytree(tiny_bundle, old)
     manifest = json.loads((old / "manifest.json").read_text())
+    assert manifest["graphs"]["stream"]["version"] == STREAM_GRAPH_VERSION
+    del manifest["graphs"]["stream"]["version"]  # as written before the version was
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    assert Decoder(old, backend="onnxruntime").can_stream  # the current form, recognised by its names
     for side in ("inputs", "outputs"):
         manifest["graphs"]["stream"][side] = [i for i in manifest["graphs"]["stream"][side] if i["name"] != dropped]
     (old / "manifest.json").write_text(json.dumps(manifest))
     assert Decoder(tiny_bundle, backend="onnxruntime").can_stream
     assert not Decoder(old, backend="onnxruntime").can_stream
+
+
+def test_a_stream_graph_of_another_version_is_not_streamed(tiny_bundle, tmp_path):
+    """The manifest's explicit stream-graph version decides, not the graph's input names."""
+    import json
+    import shutil
+
+    other = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["graphs"]["stream"]["version"] = STREAM_GRAPH_VERSION + 1
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    assert Bundle.load(other).stream_graph_version == STREAM_GRAPH_VERSION + 1
+    assert not Decoder(other, backend="onnxruntime").can_stream
 
 
 @pytest.mark.slow
@@ -152,9 +171,9 @@ def test_streaming_stays_exact_at_rig_scale(tmp_path):
     pytest.importorskip("onnxscript")
     from rtdecode.export.onnx import export_bundle
     from rtdecode.io import save_session
-    from rtdecode.simulator import SimulationConfig, simulate
-    from rtdecode.training.config import RunConfig
-    from rtdecode.training.data import WindowData
+    from rtdecode.sim.simulator import SimulationConfig, simulate
+    from rtdecode.core.config import RunConfig
+    from rtdecode.core.window_data import WindowData
     from rtdecode.training.train import make_split, train
     from tests.conftest import tiny_config_dict
 
@@ -178,6 +197,6 @@ def test_streaming_stays_exact_at_rig_scale(tmp_path):
             stream.commit(w, boundary)
         assert stream.matches(w, 0) and stream.n_committed < w.neurons.size
         got, ref = stream.finish(w), decoder.decode(feeds)
-        worst = max(worst, max(float(np.abs(got[s["name"]] - ref[s["name"]]).max()) for s in decoder.targets
-                               if s["kind"] == "regression"))
+        worst = max(worst, max(float(np.abs(got[s.name] - ref[s.name]).max()) for s in decoder.targets
+                               if s.kind == "regression"))
     assert worst < 1e-5, worst

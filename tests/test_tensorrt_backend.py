@@ -33,7 +33,7 @@ def run_and_bundle(tiny_session_path, tmp_path_factory) -> tuple[Path, Bundle]:
     from conftest import tiny_config_dict
 
     from rtdecode.export.onnx import export_bundle
-    from rtdecode.training.config import RunConfig
+    from rtdecode.core.config import RunConfig
     from rtdecode.training.train import train
 
     root = tmp_path_factory.mktemp("trt")  # frames, a behavior input and two targets: every kind of axis

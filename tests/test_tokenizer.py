@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rtdecode.tokenizer import Vocab, WindowConfig, pack_tokens, quantize, tokenize_session, window_range
+from rtdecode.data.tokenizer import Vocab, WindowConfig, pack_tokens, quantize, tokenize_session, window_range
 
 CFG = WindowConfig(window=0.05, prev_window=0.05, dt=0.01, block_size=8, prev_block_size=5)
 N = 6

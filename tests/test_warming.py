@@ -14,7 +14,7 @@ pytest.importorskip("onnxruntime")
 from rtdecode.runtime import Decoder  # noqa: E402
 from rtdecode.runtime.streaming import WindowStream  # noqa: E402
 from rtdecode.runtime.warming import CacheWarmer  # noqa: E402
-from rtdecode.window import RollingWindow  # noqa: E402
+from rtdecode.data.window import RollingWindow  # noqa: E402
 
 
 class RecordingBackend:
@@ -102,7 +102,7 @@ def test_a_warm_up_on_the_real_stream_graph_changes_no_decode(tiny_bundle, tiny_
 
 
 def test_a_warm_up_lead_beyond_what_caches_keep_is_refused(tiny_bundle):
-    from rtdecode.daemon import Daemon, ServeConfig
+    from rtdecode.serve.daemon import Daemon, ServeConfig
 
     with pytest.raises(ValueError, match="warm_lead_ms"):
         Daemon(tiny_bundle, ServeConfig(warm_lead_ms=50.0))

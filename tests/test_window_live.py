@@ -6,8 +6,8 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rtdecode.tokenizer import WindowConfig, tokenize_session
-from rtdecode.window import RollingWindow
+from rtdecode.data.tokenizer import WindowConfig, tokenize_session
+from rtdecode.data.window import RollingWindow
 
 N = 5
 

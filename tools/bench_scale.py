@@ -25,13 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from rtdecode.bench_serve import bench_serve
+from rtdecode.bench.serve import bench_serve
 from rtdecode.export.onnx import export_bundle
 from rtdecode.io import save_session
-from rtdecode.simulator import SimulationConfig, simulate
+from rtdecode.sim.simulator import SimulationConfig, simulate
 from rtdecode.training.checkpoint import LoadedRun
-from rtdecode.training.config import RunConfig, load_config
-from rtdecode.training.data import WindowData
+from rtdecode.core.config import RunConfig, load_config
+from rtdecode.core.window_data import WindowData
 from rtdecode.training.train import make_split, train
 
 POINTS = "1000x1.5,1000x3.2,1000x5,1000x7.5,2000x5.5"  # neurons x base rate (Hz): ~2k to ~22k spikes/s

@@ -18,9 +18,9 @@ import time
 
 import numpy as np
 
-from rtdecode.simulator import SimulationConfig, simulate
-from rtdecode.tokenizer import WindowConfig, tokenize_session
-from rtdecode.window import RollingWindow
+from rtdecode.sim.simulator import SimulationConfig, simulate
+from rtdecode.data.tokenizer import WindowConfig, tokenize_session
+from rtdecode.data.window import RollingWindow
 
 
 def bench_offline(times: np.ndarray, neurons: np.ndarray, n: int, stop: float, repeats: int) -> dict[str, float]:

@@ -34,10 +34,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from rtdecode.budget import budget_report
-from rtdecode.simulator import SimulationConfig, simulate
-from rtdecode.training.config import RunConfig, load_config
-from rtdecode.training.data import Normalisation, WindowData, to_torch
+from rtdecode.data.budget import budget_report
+from rtdecode.sim.simulator import SimulationConfig, simulate
+from rtdecode.core.config import RunConfig, load_config
+from rtdecode.core.normalisation import Normalisation
+from rtdecode.core.window_data import WindowData
+from rtdecode.training.data import to_torch
 from rtdecode.training.generate import SamplingConfig, generate_window
 from rtdecode.training.losses import compute_losses
 from rtdecode.training.model import Context, Neuroformer

@@ -19,8 +19,8 @@ import json
 from pathlib import Path
 
 from rtdecode.io import load_session, save_session
-from rtdecode.simulator import SimulationConfig, simulate
-from rtdecode.training.config import load_config
+from rtdecode.sim.simulator import SimulationConfig, simulate
+from rtdecode.core.config import load_config
 from rtdecode.training.finetune import finetune
 from rtdecode.training.train import train
 

@@ -6,12 +6,12 @@
 What it measures (exit status 1 if a check fails):
 1. the daemon survives: after the last message it still answers a status request and its thread is running;
 2. every bad message is counted: for each reject reason the daemon's counter equals the number of bad messages
-   sent that `rtdecode.hostile.expected_rejection` gives that reason (so the sums agree too), and the valid
+   sent that `rtdecode.wire.hostile.expected_rejection` gives that reason (so the sums agree too), and the valid
    producer's sequence counters stay zero (a rejected message never touches sequence state);
 3. the valid traffic decodes exactly as without the bad messages: a clean run of the same valid messages through
    a fresh daemon gives the same windows with bit-identical values, spike counts and closing sequence numbers.
 
-Bad messages come from `rtdecode.hostile.bad_message` (corpus entries, random bytes, byte mutations, truncations,
+Bad messages come from `rtdecode.wire.hostile.bad_message` (corpus entries, random bytes, byte mutations, truncations,
 wrong-typed fields, wrong versions, oversized headers/arrays/frames) built from templates of all five input topics.
 A candidate the daemon would accept (a mutation that stays valid, such as a flipped bit inside a spike time) is
 not a bad message: sending it would change the decoder's state, so it is counted as "discarded" and not sent.
@@ -36,12 +36,12 @@ from pathlib import Path
 import msgpack
 import zmq
 
-from rtdecode.daemon import Daemon, ServeConfig
-from rtdecode.hostile import REJECT_REASONS, bad_message, expected_rejection
-from rtdecode.protocol import INPUT_TOPICS, encode_behavior, encode_clock, encode_control, encode_frame, encode_spikes
-from rtdecode.replay import session_messages
+from rtdecode.serve.daemon import Daemon, ServeConfig, serve_in_thread
+from rtdecode.wire.hostile import REJECT_REASONS, bad_message, expected_rejection
+from rtdecode.wire.protocol import INPUT_TOPICS, encode_behavior, encode_clock, encode_control, encode_frame, encode_spikes
+from rtdecode.wire.replay import session_messages
 from rtdecode.runtime import Bundle
-from rtdecode.simulator import SimulationConfig, simulate
+from rtdecode.sim.simulator import SimulationConfig, simulate
 
 ROOT = Path(__file__).resolve().parents[1]
 V1_BUNDLE = ROOT / "tests" / "fixtures" / "v1" / "bundle"
@@ -52,12 +52,12 @@ SRC = "fuzz-valid"
 def valid_traffic(bundle: Bundle, n: int, seed: int) -> list[list[bytes]]:
     """The first n messages of a simulated session matching the bundle, encoded once (both runs send these bytes)."""
     fr = bundle.frames
-    shape = (fr["height"], fr["width"]) if fr.get("enabled") else (32, 64)
+    shape = (fr.height, fr.width) if fr.enabled else (32, 64)
     duration = n / 300 + 2.0  # ~360 messages per second of session at 5-ms batches
     k = bundle.vocab.n_neurons // 8
     session = simulate(SimulationConfig(n_neurons=bundle.vocab.n_neurons, duration=duration, n_visual=k, n_speed=k,
                                         n_phi=k, n_theta=k, frame_shape=shape, seed=seed))
-    names = tuple(b["name"] for b in bundle.behavior_inputs if b["name"] in session.behavior)
+    names = tuple(b.name for b in bundle.behavior_inputs if b.name in session.behavior)
     out = []
     for i, (_, kind, args) in enumerate(session_messages(session, batch=0.005, behavior=names)):
         if i == n:
@@ -72,38 +72,34 @@ def run(bundle_dir: Path, messages, workdir: Path) -> tuple[dict[int, tuple], di
     # decoding at close: bit-identical run to run (a streamed window's float sums depend on arrival timing)
     daemon = Daemon(bundle_dir, ServeConfig(input=f"ipc://{ipc}/in", output=f"ipc://{ipc}/out", status_interval=0.2,
                                             streaming=False))
-    stop = threading.Event()
-    thread = threading.Thread(target=daemon.run, args=(stop,), daemon=True)
-    thread.start()
     ctx = zmq.Context()
     push, sub = ctx.socket(zmq.PUSH), ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.RCVHWM, 0)  # unbounded: decodes wait here while this thread is busy sending
     sub.setsockopt(zmq.SUBSCRIBE, b"")
     try:
-        assert daemon.ready.wait(30), "the daemon did not start"
-        sub.connect(daemon.output_endpoint)
-        push.connect(daemon.input_endpoint)
-        sub.poll(10_000)  # the subscription is live once anything (a periodic status) arrives
-        start = time.perf_counter()
-        for frames in messages:
-            push.send_multipart(frames)  # blocking: the fuzz must not lose messages to backpressure
-        push.send_multipart(encode_control(0, 0.0, "status"))  # after everything else on this socket
-        decodes, counters = {}, None
-        while counters is None and sub.poll(120_000):
-            topic, header = sub.recv_multipart()[:2]
-            h = msgpack.unpackb(header)
-            if topic == b"decode":
-                decodes[h["window"]] = (h["values"], h["n_spikes"], h["truncated"], h["in_seq"])
-            elif topic == b"status" and h["counters"].get("msg_control", 0) >= 1:
-                counters = h["counters"]
-        elapsed = time.perf_counter() - start
-        return decodes, counters or {}, counters is not None and thread.is_alive(), elapsed
+        with serve_in_thread(daemon):
+            sub.connect(daemon.output_endpoint)
+            push.connect(daemon.input_endpoint)
+            sub.poll(10_000)  # the subscription is live once anything (a periodic status) arrives
+            start = time.perf_counter()
+            for frames in messages:
+                push.send_multipart(frames)  # blocking: the fuzz must not lose messages to backpressure
+            push.send_multipart(encode_control(0, 0.0, "status"))  # after everything else on this socket
+            decodes, counters = {}, None
+            while counters is None and sub.poll(120_000):
+                topic, header = sub.recv_multipart()[:2]
+                h = msgpack.unpackb(header)
+                if topic == b"decode":
+                    decodes[h["window"]] = (h["values"], h["n_spikes"], h["truncated"], h["in_seq"])
+                elif topic == b"status" and h["counters"].get("msg_control", 0) >= 1:
+                    counters = h["counters"]
+            elapsed = time.perf_counter() - start
+        # alive: it answered the status request sent after everything else (a dead loop answers nothing)
+        return decodes, counters or {}, counters is not None, elapsed
     finally:
         push.close(linger=0)
         sub.close(linger=0)
         ctx.term()
-        stop.set()
-        thread.join(30)
         shutil.rmtree(ipc, ignore_errors=True)
 
 
@@ -124,8 +120,8 @@ def main() -> int:
     valid = valid_traffic(bundle, args.messages - n_bad, args.seed)
     templates = valid[:400] + [encode_control(0, 0.0, "status", src=SRC), encode_control(1, 0.0, "reset", 0.0)]
     fr = bundle.frames
-    shape = (fr["height"], fr["width"]) if fr.get("enabled") else None
-    behaviors = {b["name"] for b in bundle.behavior_inputs}
+    shape = (fr.height, fr.width) if fr.enabled else None
+    behaviors = {b.name for b in bundle.behavior_inputs}
     rng = random.Random(args.seed)
     is_bad = [True] * n_bad + [False] * len(valid)
     rng.shuffle(is_bad)

@@ -28,10 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from rtdecode.bench_model import percentiles
-from rtdecode.client import Producer, Subscriber
+from rtdecode.bench.model import percentiles
+from rtdecode.wire.client import Producer, Subscriber
 from rtdecode.io import load_session, save_session
-from rtdecode.replay import send_paced, session_messages
+from rtdecode.wire.replay import send_paced, session_messages
 from rtdecode.runtime import Bundle
 
 
@@ -47,7 +47,7 @@ def make_inputs(args: argparse.Namespace, work: Path) -> tuple[Path, Path]:
     """(session path, bundle dir): given, or simulated + trained briefly + exported."""
     data = args.data
     if data is None:
-        from rtdecode.simulator import SimulationConfig, simulate
+        from rtdecode.sim.simulator import SimulationConfig, simulate
 
         data = work / "session.npz"
         length = args.warmup + args.minutes * 60 + 10
@@ -59,7 +59,7 @@ def make_inputs(args: argparse.Namespace, work: Path) -> tuple[Path, Path]:
     import dataclasses
 
     from rtdecode.export.onnx import export_bundle
-    from rtdecode.training.config import load_config
+    from rtdecode.core.config import load_config
     from rtdecode.training.train import train
 
     cfg = load_config("rig")
@@ -125,7 +125,7 @@ def main() -> None:
     try:
         if not ready.wait(60):
             raise SystemExit("the daemon did not come up")
-        behavior = tuple(b["name"] for b in bundle.behavior_inputs)
+        behavior = tuple(b.name for b in bundle.behavior_inputs)
         print(f"streaming {session.duration / 60:.1f} min of {session.n_neurons} neurons "
               f"({session.n_spikes / session.duration / session.n_neurons:.1f} Hz mean) at real time ...")
         measured_from = session.start + args.warmup

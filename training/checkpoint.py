@@ -27,9 +27,9 @@ from safetensors.torch import load_file, save_file
 
 import rtdecode
 from rtdecode.io.atomic import atomic_path, atomic_write
-from rtdecode.tokenizer import Vocab
-from rtdecode.training.config import RunConfig
-from rtdecode.training.data import Normalisation
+from rtdecode.data.tokenizer import Vocab
+from rtdecode.core.config import RunConfig
+from rtdecode.core.normalisation import Normalisation
 
 FORMAT = "rtdecode-checkpoint"
 FORMAT_VERSION = 1

@@ -3,7 +3,7 @@
 For every window and every pair of spikes where key k lies in an earlier time bin than query q, the attention
 weight of q (neuron i = ids[q], the later spike) on k (neuron j = ids[k], the earlier spike), averaged over heads and the
 feature-encoder layers, is added to A[i, j]; C[i, j] counts how often the pair occurred. A / C is a target x
-source matrix, comparable with the simulator's W and scored by `rtdecode.connectivity`.
+source matrix, comparable with the simulator's W and scored by `rtdecode.core.connectivity`.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from rtdecode.connectivity import binned, correlation_baseline, lagged_correlation_baseline
-from rtdecode.session import Session
-from rtdecode.training.data import WindowData, make_split, to_torch
+from rtdecode.core.connectivity import binned, correlation_baseline, lagged_correlation_baseline
+from rtdecode.data.session import Session
+from rtdecode.core.window_data import WindowData
+from rtdecode.training.data import make_split, to_torch
 from rtdecode.training.model import Neuroformer
 
 __all__ = ["attention_connectivity", "connectivity_matrices"]

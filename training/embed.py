@@ -7,7 +7,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from rtdecode.training.data import WindowData, to_torch
+from rtdecode.core.window_data import WindowData
+
+from rtdecode.training.data import to_torch
 from rtdecode.training.model import Neuroformer
 
 __all__ = ["window_latents"]

@@ -7,8 +7,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from rtdecode.training.baselines import pearson_r, r_squared, set_f1
-from rtdecode.training.data import Normalisation, WindowData, to_torch
+from rtdecode.core.metrics import pearson_r, r_squared, set_f1
+from rtdecode.core.normalisation import Normalisation
+from rtdecode.core.window_data import WindowData
+from rtdecode.training.data import to_torch
 from rtdecode.training.losses import compute_losses, shifted_targets
 from rtdecode.training.model import Neuroformer
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rtdecode.training.checkpoint import read_meta
-from rtdecode.training.config import RunConfig
+from rtdecode.core.config import RunConfig
 from rtdecode.training.train import TrainResult, train
 
 __all__ = ["finetune", "finetune_config"]

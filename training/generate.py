@@ -122,7 +122,7 @@ def generate_session(
     """
     import time
 
-    from rtdecode.tokenizer import history_tokens, token_inputs
+    from rtdecode.data.tokenizer import history_tokens, token_inputs
     from rtdecode.training.data import to_torch
 
     if history not in ("true", "generated"):

@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from rtdecode.tokenizer import Vocab
-from rtdecode.training.config import RunConfig
+from rtdecode.data.tokenizer import Vocab
+from rtdecode.core.config import RunConfig
 from rtdecode.training.model import Outputs
 
 __all__ = ["shifted_targets", "compute_losses", "info_nce"]

@@ -30,8 +30,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from rtdecode.tokenizer import Vocab
-from rtdecode.training.config import RunConfig
+from rtdecode.data.tokenizer import Vocab
+from rtdecode.core.config import RunConfig
 
 __all__ = ["Neuroformer", "Context", "TokenCache", "Outputs"]
 

@@ -26,11 +26,11 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from rtdecode.budget import budget_report
+from rtdecode.data.budget import budget_report
 from rtdecode.io import load_session
-from rtdecode.splits import Split
-from rtdecode.token_store import load_tokens
-from rtdecode.training.baselines import binned_counts, pearson_r, r_squared, rate_baseline_f1, ridge_decode
+from rtdecode.data.splits import Split
+from rtdecode.io.token_store import load_tokens
+from rtdecode.core.metrics import binned_counts, pearson_r, r_squared, rate_baseline_f1, ridge_decode
 from rtdecode.training.checkpoint import (
     load_train_state,
     load_weights,
@@ -40,8 +40,10 @@ from rtdecode.training.checkpoint import (
     weights_step,
     write_meta,
 )
-from rtdecode.training.config import RunConfig
-from rtdecode.training.data import Normalisation, WindowData, make_split, to_torch
+from rtdecode.core.config import RunConfig
+from rtdecode.core.normalisation import Normalisation
+from rtdecode.core.window_data import WindowData
+from rtdecode.training.data import make_split, to_torch
 from rtdecode.training.evaluate import evaluate
 from rtdecode.training.losses import compute_losses
 from rtdecode.training.model import Neuroformer
@@ -157,7 +159,7 @@ def train(
     labelled; normalisation comes from them alone); `freeze` is "none", "top" (train only the fused stack and
     the behavior heads) or "backbone" (train only the behavior heads: a probe of the pretrained features).
 
-    Token budgets the config leaves at 0 are derived from the training windows (`rtdecode.budget`); a budget
+    Token budgets the config leaves at 0 are derived from the training windows (`rtdecode.data.budget`); a budget
     that drops more than 0.1% of spikes raises `TruncationError` unless `allow_truncation`.
     """
     if freeze not in FREEZE:

@@ -11,7 +11,7 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from rtdecode.cli import app, console, fail
+from rtdecode.cli.app import app, console, fail
 
 SessionPath = Annotated[Path, typer.Argument(help="Session file: .npz (rtdecode native) or .nwb.", exists=True, dir_okay=False)]
 
@@ -19,7 +19,7 @@ SessionPath = Annotated[Path, typer.Argument(help="Session file: .npz (rtdecode 
 def _window_options(
     window: float, prev_window: float, dt: float, block_size: int, prev_block_size: int
 ) -> Any:
-    from rtdecode.tokenizer import WindowConfig
+    from rtdecode.data.tokenizer import WindowConfig
 
     try:
         return WindowConfig(
@@ -38,9 +38,9 @@ def info(
 ) -> None:
     """Summarise a session: neurons, duration, firing rates, modalities, and what tokenization would give."""
     from rtdecode.io import load_session
-    from rtdecode.session import SessionError
-    from rtdecode.summary import session_summary
-    from rtdecode.tokenizer import WindowConfig
+    from rtdecode.data.session import SessionError
+    from rtdecode.data.summary import session_summary
+    from rtdecode.data.tokenizer import WindowConfig
 
     try:
         s = load_session(session)
@@ -101,9 +101,9 @@ def prepare(
 ) -> None:
     """Tokenize a session once and store the tokens for training (memory-mapped arrays + tokens.json)."""
     from rtdecode.io import load_session
-    from rtdecode.session import SessionError
-    from rtdecode.token_store import save_tokens
-    from rtdecode.tokenizer import tokenize_session
+    from rtdecode.data.session import SessionError
+    from rtdecode.io.token_store import save_tokens
+    from rtdecode.data.tokenizer import tokenize_session
 
     cfg = _window_options(window, prev_window, dt, block_size, prev_block_size)
     try:
@@ -112,7 +112,7 @@ def prepare(
         fail(str(e))
     tokens = tokenize_session(s.spike_times, s.spike_neurons, s.n_neurons, s.start, s.stop, cfg, s.neuron_ids)
     save_tokens(tokens, out, source={"session": str(session)})
-    from rtdecode.budget import budget_report
+    from rtdecode.data.budget import budget_report
 
     budget = budget_report(tokens, np.arange(tokens.n_windows), cfg)
     console.print(f"wrote {out}: {tokens.n_windows:,} windows, {tokens.bins.size:,} spikes (every spike stored); "
@@ -123,7 +123,7 @@ def _simulate(config: Any, out: Path) -> None:
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from rtdecode.io import save_session
-    from rtdecode.simulator import simulate
+    from rtdecode.sim.simulator import simulate
 
     with Progress(
         TextColumn("simulating"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeRemainingColumn(),
@@ -140,7 +140,7 @@ def _simulate(config: Any, out: Path) -> None:
 
 def _register_simulate() -> None:
     from rtdecode.cli.options import dataclass_options
-    from rtdecode.simulator import SimulationConfig
+    from rtdecode.sim.simulator import SimulationConfig
 
     out = inspect.Parameter(
         "out", inspect.Parameter.KEYWORD_ONLY, default=Path("session.npz"),

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from rtdecode.cli import app, bench_app, console, fail
+from rtdecode.cli.app import app, bench_app, console, fail
 
 
 @app.command()
@@ -40,8 +40,8 @@ def train(
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from rtdecode.budget import TruncationError
-    from rtdecode.training.config import load_config
+    from rtdecode.data.budget import TruncationError
+    from rtdecode.core.config import load_config
     from rtdecode.training.train import train as run_train
 
     try:
@@ -128,9 +128,9 @@ def generate(
     import numpy as np
 
     from rtdecode.io import load_session, save_session
-    from rtdecode.session import Session
+    from rtdecode.data.session import Session
     from rtdecode.training.checkpoint import LoadedRun
-    from rtdecode.training.data import WindowData
+    from rtdecode.core.window_data import WindowData
     from rtdecode.training.generate import SamplingConfig, generate_session
     from rtdecode.training.train import make_split
 
@@ -187,7 +187,7 @@ def export(
     if data is not None:
         from rtdecode.io import load_session
         from rtdecode.training.checkpoint import LoadedRun
-        from rtdecode.training.data import WindowData
+        from rtdecode.core.window_data import WindowData
         from rtdecode.training.train import make_split
 
         run = LoadedRun(from_run, weights=weights)
@@ -227,7 +227,7 @@ def bench_model_command(
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write every number to this JSON file.")] = None,
 ) -> None:
     """Decode latency (p50/p99/p99.9, batch 1) per backend and generation speed, with this machine's floors."""
-    from rtdecode.bench_model import bench_model
+    from rtdecode.bench.model import bench_model
 
     result = bench_model(str(bundle), backends=backends.split(","), repeats=repeats, gen_windows=gen_windows,
                          spikes=spikes, threads=threads, sweep=sweep, log=console.print)

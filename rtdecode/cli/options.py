@@ -1,7 +1,9 @@
 """Command-line options generated from a config dataclass, so `--help` documents every knob and never drifts.
 
 Each field becomes `--field-name` with its type, its default and the help text written for it in the class
-docstring's "Attributes:" section.
+docstring's "Attributes:" section. A field's `metadata={"flags": (...)}` names the option differently (e.g.
+"--skip-backlog/--no-skip" for a boolean with a short negative form). Fixed-length tuples (frame_shape) are given as
+comma-separated values; variable-length ones (`tuple[Path, ...]`) by repeating the option.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import inspect
 import re
 import typing
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -54,16 +56,23 @@ def dataclass_options(
     for f in dataclasses.fields(cls):
         typ = hints[f.name]
         default = f.default
-        if typing.get_origin(typ) is tuple:
+        if _repeated(typ):
+            typ, default = Optional[list[typing.get_args(typ)[0]]], None  # noqa: UP045 (typer reads Optional)
+        elif typing.get_origin(typ) is tuple:
             typ, default = str, ",".join(str(v) for v in default)
-        ann = Annotated[typ, typer.Option(help=docs.get(f.name, ""))]
+        flags = f.metadata.get("flags", ())
+        metavar = typing.get_args(hints[f.name])[0].__name__.upper() if _repeated(hints[f.name]) else None
+        ann = Annotated[typ, typer.Option(*flags, help=docs.get(f.name, ""), show_default=default is not None,
+                                          metavar=metavar)]
         annotations[f.name] = ann
         params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=ann))
 
     def command(**kwargs: Any) -> None:
         extras = {p.name: kwargs.pop(p.name) for p in extra}
         for f in dataclasses.fields(cls):
-            if typing.get_origin(hints[f.name]) is tuple:
+            if _repeated(hints[f.name]):
+                kwargs[f.name] = tuple(kwargs[f.name] or ())
+            elif typing.get_origin(hints[f.name]) is tuple:
                 elem = typing.get_args(hints[f.name])[0]
                 kwargs[f.name] = tuple(elem(v) for v in str(kwargs[f.name]).split(","))
         try:
@@ -76,3 +85,8 @@ def dataclass_options(
     command.__annotations__ = annotations
     command.__doc__ = doc
     return command
+
+
+def _repeated(typ: Any) -> bool:
+    """A variable-length tuple (`tuple[X, ...]`): an option given once per value."""
+    return typing.get_origin(typ) is tuple and typing.get_args(typ)[-1:] == (Ellipsis,)

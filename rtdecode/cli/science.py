@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from rtdecode.cli import app, console, fail
+from rtdecode.cli.app import app, console, fail
 
 
 @app.command()
@@ -82,7 +82,8 @@ def embed(
     from rtdecode.report.document import Report
     from rtdecode.report.evaluate import embedding_section
     from rtdecode.training.checkpoint import LoadedRun
-    from rtdecode.training.data import WindowData, make_split
+    from rtdecode.core.window_data import WindowData
+    from rtdecode.training.data import make_split
 
     run = LoadedRun(from_run)
     session = load_session(data)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -9,7 +10,9 @@ import typer
 
 from rich.console import Console
 
-from rtdecode.cli import app, bench_app, console, fail
+from rtdecode.cli.app import app, bench_app, console, fail
+from rtdecode.cli.options import dataclass_options
+from rtdecode.serve.config import ServeConfig
 
 err_console = Console(stderr=True)
 
@@ -28,10 +31,10 @@ def bench_serve_command(
     """End-to-end latency of the real daemon (producer send -> subscriber receive) and post-close latency (closing
     message received -> decode published): p50/p99/p99.9/max, windows/s, deadline misses, CPU use, per daemon mode,
     with a bare ZMQ round trip and a bare model decode measured in the same run."""
-    from rtdecode.bench_serve import bench_serve
+    from rtdecode.bench.serve import bench_serve
     from rtdecode.io import load_session
     from rtdecode.runtime import Bundle
-    from rtdecode.simulator import SimulationConfig, simulate
+    from rtdecode.sim.simulator import SimulationConfig, simulate
 
     if data is not None:
         session = load_session(data)
@@ -45,62 +48,51 @@ def bench_serve_command(
         fail(str(e))
 
 
-@app.command()
-def serve(
-    bundle: Annotated[Path, typer.Argument(help="Bundle directory (from `rtdecode export`).", exists=True, file_okay=False)],
-    input: Annotated[str, typer.Option("--input", help="Endpoint to bind for producers (PULL). Loopback unless you say otherwise.")] = "tcp://127.0.0.1:5555",
-    output: Annotated[str, typer.Option(help="Endpoint to bind for subscribers (PUB).")] = "tcp://127.0.0.1:5556",
-    backend: Annotated[str, typer.Option(help="Inference backend: onnxruntime, onnxruntime-cuda, onnxruntime-tensorrt, tensorrt, auto.")] = "onnxruntime",
-    threads: Annotated[int, typer.Option(help="Inference threads (1 measured best for tail latency on small CPUs; 0 = all cores).")] = 1,
-    generate: Annotated[bool, typer.Option(help="Also publish the predicted activity of the next window.")] = False,
-    record: Annotated[Optional[Path], typer.Option(help="Directory for a crash-safe recording of every message in and out.")] = None,
-    deadline_ms: Annotated[Optional[float], typer.Option(help="Per-window latency budget (default: the window length).")] = None,
-    no_skip: Annotated[bool, typer.Option("--no-skip", help="Decode every window even when several close at once.")] = False,
-    streaming: Annotated[Optional[bool], typer.Option("--streaming/--no-streaming", help="Run each window's spikes through the model while it is open, so at close only the tail is left (same decodes). Default: on when the bundle supports it.", show_default=False)] = None,
-    warm_lead_ms: Annotated[float, typer.Option(help="Streaming on CPU: re-read the model's weights into cache this long before each window's predicted close, on a helper thread (0 = off; at most 20). Host-dependent: measure with `rtdecode bench serve --modes streaming,streaming-warm`.")] = 0.0,
-    start: Annotated[float, typer.Option(help="Session start time, s (the first window starts at the first grid point at or after it).")] = 0.0,
-    status_interval: Annotated[float, typer.Option(help="Seconds between status messages.")] = 1.0,
-    curve_secret: Annotated[Optional[Path], typer.Option(help="The daemon's .key_secret file (`rtdecode keys`): CURVE-encrypt both sockets and admit only --allow-client keys.", dir_okay=False)] = None,
-    allow_client: Annotated[Optional[list[Path]], typer.Option(help="A client public key file (.key), or a folder of them, allowed to connect (repeatable; needs --curve-secret).")] = None,
-) -> None:
-    """Run the live decoding daemon: spikes, frames and behavior in over ZeroMQ; decodes and activity out.
-
-    Protocol: docs/protocol.md (Security: CURVE keys). Stops cleanly on Ctrl-C or SIGTERM (the recording is
-    flushed first).
-    """
+def _serve(config: ServeConfig, bundle: Path) -> None:
     import logging
     import signal
     import threading
 
-    from rtdecode.auth import exposure_warnings
-    from rtdecode.daemon import Daemon, ServeConfig
+    from rtdecode.serve.daemon import Daemon, serve_in_thread
+    from rtdecode.wire.auth import exposure_warnings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = ServeConfig(input=input, output=output, backend=backend, threads=threads, generate=generate,
-                         record=record, deadline_ms=deadline_ms, skip_backlog=not no_skip, streaming=streaming, warm_lead_ms=warm_lead_ms, start=start,
-                         status_interval=status_interval, curve_secret=curve_secret,
-                         curve_allow=tuple(allow_client or ()))
-    for warning in exposure_warnings((input, output), curve=curve_secret is not None):
+    for warning in exposure_warnings((config.input, config.output), curve=config.curve_secret is not None):
         err_console.print(f"[bold red on white] WARNING [/] [bold red]{warning}[/]")
     try:
         daemon = Daemon(bundle, config)
     except (ValueError, RuntimeError, ImportError) as e:
         fail(str(e))
-    stop = threading.Event()
+    stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    thread = threading.Thread(target=daemon.run, args=(stop,), name="rtdecode-serve")
-    thread.start()
-    if daemon.ready.wait(30):
-        console.print(f"serving {bundle} on {daemon.decoder.backend.name} "
-                      f"({'streaming decode' if daemon.streaming else 'decoding each window at close'}): input {daemon.input_endpoint}, "
-                      f"output {daemon.output_endpoint}" + (f", recording to {daemon.recorder.path}" if daemon.recorder else "")
+        signal.signal(sig, lambda *_: stopping.set())
+    with serve_in_thread(daemon):
+        mode = "streaming decode" if daemon.streaming else "decoding each window at close"
+        console.print(f"serving {bundle} on {daemon.decoder.backend.name} ({mode}): input {daemon.input_endpoint}, "
+                      f"output {daemon.output_endpoint}"
+                      + (f", recording to {daemon.recorder.path}" if daemon.recorder else "")
                       + (f", CURVE on ({len(daemon.curve.allow.keys)} client keys allowed)" if daemon.curve else ""))
-    while thread.is_alive():
-        thread.join(0.2)
+        while not stopping.wait(0.2) and not daemon.stopped.is_set():
+            pass
     s = daemon.status()
     console.print(f"stopped: {s['windows']} windows decoded, latency p50 {s['latency_ms']['p50']:.2f} ms, "
                   f"p99 {s['latency_ms']['p99']:.2f} ms, deadline misses {s['deadline_misses']}")
+
+
+_BUNDLE = inspect.Parameter(
+    "bundle", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    annotation=Annotated[Path, typer.Argument(help="Bundle directory (from `rtdecode export`).", exists=True,
+                                              file_okay=False)],
+)
+app.command(name="serve")(dataclass_options(
+    ServeConfig, _serve,
+    """Run the live decoding daemon: spikes, frames and behavior in over ZeroMQ; decodes and activity out.
+
+    Protocol: docs/protocol.md (Security: CURVE keys). Stops cleanly on Ctrl-C or SIGTERM (the recording is
+    flushed first).
+    """,
+    extra=[_BUNDLE],
+))
 
 
 @app.command()
@@ -114,7 +106,7 @@ def keys(
     Give the daemon's NAME.key to clients and each client's NAME.key to the daemon; secret files never leave
     their machine.
     """
-    from rtdecode.auth import AuthError, write_keypair
+    from rtdecode.wire.auth import AuthError, write_keypair
 
     try:
         public, secret = write_keypair(out, name, force=force)
@@ -138,15 +130,15 @@ def replay(
     """Stream a session or a recording to a daemon as a real producer would: time-ordered, paced, batched."""
     import time
 
-    from rtdecode.client import Producer
+    from rtdecode.wire.client import Producer
 
     try:
         producer = Producer(to, curve_server_key=server_key, curve_keys=client_keys)
-    except ValueError as e:  # rtdecode.auth.AuthError included: a missing or malformed key file
+    except ValueError as e:  # rtdecode.wire.auth.AuthError included: a missing or malformed key file
         fail(str(e))
     with producer:
         if source.suffix == ".rtrec":
-            from rtdecode.recording import replay_messages
+            from rtdecode.serve.recording import replay_messages
 
             start, n = time.monotonic(), 0
             for offset, frames in replay_messages(source):
@@ -157,7 +149,7 @@ def replay(
             console.print(f"replayed {n} recorded input messages to {to} ({producer.dropped} dropped)")
             return
         from rtdecode.io import load_session
-        from rtdecode.replay import send_paced, session_messages
+        from rtdecode.wire.replay import send_paced, session_messages
 
         session = load_session(source)
         names = tuple(b for b in behavior.split(",") if b)

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from rtdecode.io.npz import load_npz, save_npz
-from rtdecode.session import Session, SessionError
+from rtdecode.data.session import Session, SessionError
 
 __all__ = ["load_session", "save_session", "load_npz", "save_npz"]
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rtdecode.session import Behavior, Session, SessionError
+from rtdecode.data.session import Behavior, Session, SessionError
 
 __all__ = ["RELEASE_TO_RTDECODE", "from_neuroformer_dict", "load_neuroformer", "to_neuroformer_dict"]
 

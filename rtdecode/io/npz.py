@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from rtdecode.io.atomic import atomic_write
-from rtdecode.session import Behavior, Session, SessionError
+from rtdecode.data.session import Behavior, Session, SessionError
 
 FORMAT = "rtdecode-session"
 FORMAT_VERSION = 1

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from rtdecode.io.atomic import atomic_path
-from rtdecode.session import Behavior, Session, SessionError
+from rtdecode.data.session import Behavior, Session, SessionError
 
 __all__ = ["load_nwb", "save_nwb"]
 

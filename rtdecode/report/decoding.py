@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from rtdecode.report.mlp import fit_mlp
-from rtdecode.training.baselines import binned_counts, pearson_r, r_squared, ridge_decode
+from rtdecode.core.metrics import binned_counts, pearson_r, r_squared, ridge_decode
 
 __all__ = ["decoding_scores", "METHODS"]
 

@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from rtdecode.bench_model import percentiles
-from rtdecode.connectivity import meets_bar, score_against_truth
+from rtdecode.bench.figures import latency_histogram
+from rtdecode.bench.model import percentiles
+from rtdecode.core.connectivity import meets_bar, score_against_truth
 from rtdecode.io import load_session
 from rtdecode.report import figures
 from rtdecode.report.decoding import decoding_scores
@@ -24,9 +25,11 @@ from rtdecode.report.document import Report, Section
 from rtdecode.report.embedding import linear_decodability, pca_projection, save_latents
 from rtdecode.report.generation import generate_windows, generation_scores
 from rtdecode.runtime import Bundle, Decoder
-from rtdecode.session import Session
-from rtdecode.training.config import RunConfig
-from rtdecode.training.data import Normalisation, WindowData, make_split
+from rtdecode.data.session import Session
+from rtdecode.core.config import RunConfig
+from rtdecode.core.normalisation import Normalisation
+from rtdecode.core.window_data import WindowData
+from rtdecode.training.data import make_split
 
 __all__ = ["evaluate_report", "resolve_source"]
 
@@ -34,7 +37,7 @@ __all__ = ["evaluate_report", "resolve_source"]
 def resolve_source(source: Path, out: Path, session_path: Path, log: Callable[[str], None]) -> tuple[Path, Path | None]:
     """(bundle dir, run dir or None). A run is exported to <out>/bundle (parity-checked on held-out windows)."""
     if (source / "manifest.json").is_file():
-        run = Path(Bundle.load(source).manifest["source"].get("run", ""))
+        run = Path(Bundle.load(source).source.get("run", ""))
         return source, run if (run / "checkpoint.json").is_file() else None
     if not (source / "checkpoint.json").is_file():
         raise FileNotFoundError(f"{source} is neither a run (checkpoint.json) nor a bundle (manifest.json)")
@@ -57,10 +60,10 @@ def evaluate_report(source: Path, session_path: Path, out: Path, *, max_windows:
     bundle_dir, run_dir = resolve_source(Path(source), out, Path(session_path), log)
     session = load_session(session_path)
     decoder = Decoder(bundle_dir)
-    cfg = RunConfig.from_dict(decoder.bundle.manifest["config"])
+    cfg = decoder.bundle.config
     if session.n_neurons != decoder.vocab.n_neurons:
         raise ValueError(f"{session_path} has {session.n_neurons} neurons but the model takes {decoder.vocab.n_neurons}")
-    norm = Normalisation.from_dict(decoder.bundle.manifest["normalisation"])
+    norm = decoder.bundle.norm
     data = WindowData(session, cfg)
     split = make_split(data, cfg)
     runs = np.split(split.test, np.flatnonzero(np.diff(split.test) != 1) + 1)
@@ -231,7 +234,7 @@ def _fewshot(sec: Section, out: Path, fewshot_dir: Path | None) -> None:
 def _latency(sec: Section, out: Path, bundle_dir: Path, can_stream: bool, session: Session, start: float,
              runs: dict[str, Any] | None, seconds: float, log: Callable[[str], None]) -> None:
     if runs is None and seconds > 0:
-        from rtdecode.bench_serve import bench_serve
+        from rtdecode.bench.serve import bench_serve
 
         piece = session.slice_time(start, min(session.stop, start + seconds))
         log(f"latency: serving {piece.duration:.0f} s at real time through the daemon ...")
@@ -251,5 +254,5 @@ def _latency(sec: Section, out: Path, bundle_dir: Path, can_stream: bool, sessio
     sec.text("End to end: producer send -> decode received by a subscriber, over ZeroMQ on this machine. 'streaming' "
              "runs stream each window through the model while it is open (the default when the bundle allows).")
     sec.table(["run", "windows", "p50 (ms)", "p99 (ms)", "p99.9 (ms)", "max (ms)"], rows)
-    figures.latency_histogram(runs, out / "latency.png")
+    latency_histogram(runs, out / "latency.png")
     sec.figure(out, "latency.png", "End-to-end latency per window, log-binned, with p50/p99/p99.9.")

@@ -1,4 +1,4 @@
-"""Every figure of the report (and of `rtdecode connectivity` / `bench serve`), drawn with matplotlib's Agg backend
+"""Every figure of the report (and of `rtdecode connectivity`), drawn with matplotlib's Agg backend
 so no display is needed. Each function takes plain arrays and a path, and writes one PNG."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["decoding_figure", "generation_figure", "connectivity_figure", "embedding_figure", "latency_histogram"]
+__all__ = ["decoding_figure", "generation_figure", "connectivity_figure", "embedding_figure"]
 
 _COLORS = {"true": "k", "model": "C0", "ridge": "C1", "mlp": "C2", "shuffle": "0.6", "generated": "C0", "poisson": "C1"}
 
@@ -114,24 +114,4 @@ def embedding_figure(projection: np.ndarray, speed: np.ndarray, path: Path) -> N
     ax.set_box_aspect(None, zoom=0.85)  # keeps the z label inside the figure
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
-
-
-def latency_histogram(runs: dict[str, dict[str, Any]], path: Path) -> None:
-    """Log-binned histogram of end-to-end latency per run with p50/p99/p99.9 marked (runs: name -> {raw_ms, latency_ms})."""
-    plt = _plt()
-    fig, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 3.2), squeeze=False)
-    for ax, (name, run) in zip(axes[0], runs.items()):
-        lat = np.array(run["raw_ms"])
-        if lat.size:
-            ax.hist(lat, bins=np.logspace(np.log10(max(lat.min(), 1e-2)), np.log10(lat.max() + 1e-9), 60))
-            ax.set_xscale("log")
-            for q, style in (("p50", "-"), ("p99", "--"), ("p99.9", ":")):
-                ax.axvline(run["latency_ms"][q], color="k", linestyle=style, label=f"{q} {run['latency_ms'][q]:.2f} ms")
-            ax.legend(fontsize=8)
-        ax.set_title(f"{name.replace('_', ' ')}: {lat.size} windows")
-        ax.set_xlabel("end-to-end latency (ms)")
-    axes[0][0].set_ylabel("windows")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from rtdecode.training.baselines import pearson_r, set_f1
+from rtdecode.core.metrics import pearson_r, set_f1
 
 __all__ = ["generate_windows", "generation_scores"]
 

@@ -9,7 +9,9 @@
   behaviour), so streaming there may stall the first windows until its engine cache is warm: untested, serve
   with --no-streaming if it does.
 * "tensorrt": native TensorRT engines (rtdecode.runtime.tensorrt_backend), when present.
-* "torch": the PyTorch model behind the bundle, for debugging only (needs the source run and torch).
+* The PyTorch model behind a bundle runs through the same interface for debugging
+  (`rtdecode.export.torch_backend.TorchBackend`, passed to `Decoder` as its backend); it needs torch and the source
+  run, so it lives with export, outside the serve path.
 * "auto": the first available of tensorrt, onnxruntime-tensorrt, onnxruntime-cuda, onnxruntime.
 """
 
@@ -26,7 +28,11 @@ __all__ = ["Backend", "OnnxRuntimeBackend", "create_backend", "available_backend
 
 
 class Backend(Protocol):
+    """What a decoder needs from an inference engine. `graphs` says which of the bundle's graphs it can run: a
+    backend without "stream" makes the daemon decode window at a time (and say so in `status`)."""
+
     name: str
+    graphs: frozenset[str]
 
     def run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """Run one graph ("decode", "context" or "step"); outputs in the manifest's order."""
@@ -68,33 +74,11 @@ class OnnxRuntimeBackend:
         providers = [p for p in wanted if p in have]
         self.sessions = {g: ort.InferenceSession(str(bundle.graph_path(g)), opts, providers=providers)
                          for g in ("decode", "context", "step", "stream") if bundle.has_graph(g)}
+        self.graphs = frozenset(self.sessions)
         self.providers = self.sessions["decode"].get_providers()
 
     def run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         return self.sessions[graph].run(None, feeds)
-
-
-class TorchBackend:
-    """The source PyTorch run, through the same graph wrappers as export. Debugging only: imports torch."""
-
-    def __init__(self, bundle: Bundle) -> None:
-        import torch
-
-        from rtdecode.export.graphs import ContextGraph, DecodeGraph, StepGraph, StreamGraph
-        from rtdecode.training.checkpoint import LoadedRun
-
-        src = bundle.manifest["source"]
-        run = LoadedRun(src["run"], weights=src["weights"])
-        self.name = "torch"
-        self._torch = torch
-        self.graphs = {"decode": DecodeGraph(run.model), "context": ContextGraph(run.model), "step": StepGraph(run.model),
-                       "stream": StreamGraph(run.model)}
-
-    def run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        g = self.graphs[graph]
-        args = [self._torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in g.spec.inputs]
-        with self._torch.no_grad():
-            return [o.numpy() for o in g(*args)]
 
 
 def available_backends() -> list[str]:
@@ -131,7 +115,5 @@ def create_backend(bundle: Bundle, name: str = "auto", **options: Any) -> Backen
         from rtdecode.runtime.tensorrt_backend import TensorRTBackend
 
         return TensorRTBackend(bundle, **options)
-    if name == "torch":
-        return TorchBackend(bundle)
     raise ValueError(f"unknown backend {name!r}; choose from auto, onnxruntime, onnxruntime-cuda, "
-                     "onnxruntime-tensorrt, tensorrt, torch")
+                     "onnxruntime-tensorrt, tensorrt")

@@ -1,9 +1,10 @@
 """A model bundle on disk: manifest.json + ONNX graphs, validated before anything is allocated.
 
-The manifest is the contract between `rtdecode export` and everything that serves: window config, vocabulary
-(with the neuron ID map), modality specs, normalisation, graph I/O and cache sizes. Loading checks the format
-version, the required fields and their types, and (by default) every graph file's sha256, so a bundle that was
-truncated, edited or mixed with another is refused with a message saying what is wrong.
+The manifest is the contract between `rtdecode export` and everything that serves: run config, vocabulary
+(with the neuron ID map), normalisation, graph I/O and cache sizes. Loading checks the format version, the
+required fields and their types, and (by default) every graph file's sha256, so a bundle that was truncated,
+edited or mixed with another is refused with a message saying what is wrong. What it returns is typed
+(`rtdecode.core`): serving code reads `bundle.config`, `bundle.norm` and `bundle.cache`, never raw manifest keys.
 """
 
 from __future__ import annotations
@@ -14,19 +15,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rtdecode.tokenizer import Vocab, WindowConfig
+from rtdecode.core.config import BehaviorSpec, FramesConfig, RunConfig
+from rtdecode.core.normalisation import Normalisation
+from rtdecode.data.tokenizer import Vocab, WindowConfig
 
 FORMAT = "rtdecode-bundle"
 FORMAT_VERSION = 1
 GRAPHS = ("decode", "context", "step")
 OPTIONAL_GRAPHS = ("stream",)  # streaming decode; bundles exported before it decode window at a time
+# The stream graph's interface (`rtdecode.runtime.streaming`): per-call token mask, the running pooled sum of the
+# heads ("hidden_before") in, per-block new keys/values out. Export writes it as graphs.stream.version; a bundle
+# with another version decodes window at a time until re-exported.
+STREAM_GRAPH_VERSION = 1
 ALLOWED_DTYPES = {"int64", "float32", "float16", "bool", "int32"}
 MAX_MANIFEST_BYTES = 4 << 20  # a real manifest is ~20 kB (the neuron ID map dominates); read nothing bigger
 MAX_CACHE_BYTES = 4 << 30  # K + V for one window at float32; the release model needs ~10 MB
 MAX_NEURONS = 1 << 20
 MAX_BLOCK = 1 << 16
 
-__all__ = ["Bundle", "BundleError", "FORMAT", "FORMAT_VERSION", "sha256"]
+__all__ = ["Bundle", "BundleError", "CacheShape", "FORMAT", "FORMAT_VERSION", "STREAM_GRAPH_VERSION", "sha256"]
 
 
 class BundleError(ValueError):
@@ -34,11 +41,25 @@ class BundleError(ValueError):
 
 
 @dataclass(frozen=True)
+class CacheShape:
+    """The generation cache the step graph takes: (layers, batch, heads, slots, head_dim) float32 keys and values."""
+
+    layers: int
+    heads: int
+    head_dim: int
+    slots: int
+
+
+@dataclass(frozen=True)
 class Bundle:
+    """A validated bundle. `manifest` is kept for provenance (source run, parity figures); read the typed fields."""
+
     path: Path
     manifest: dict[str, Any]
-    window: WindowConfig
+    config: RunConfig
+    norm: Normalisation
     vocab: Vocab
+    cache: CacheShape
 
     @classmethod
     def load(cls, path: str | Path, verify_hashes: bool = True) -> Bundle:
@@ -62,10 +83,14 @@ class Bundle:
             if not isinstance(m.get(key), typ):
                 raise BundleError(f"{mpath}: field '{key}' missing or not a {typ.__name__}")
         try:
-            window = WindowConfig.from_dict(m["config"]["window"])
+            config = RunConfig.from_dict(m["config"])
+            norm = Normalisation.from_dict(m["normalisation"])
             vocab = Vocab.from_json(json.dumps(m["vocab"]))
         except (KeyError, TypeError, ValueError) as e:
-            raise BundleError(f"{mpath}: invalid window config or vocabulary ({e})") from e
+            raise BundleError(f"{mpath}: invalid run config, normalisation or vocabulary ({e})") from e
+        window = config.window
+        if missing := {b.name for b in config.behavior} - set(norm.behavior):
+            raise BundleError(f"{mpath}: no normalisation for behavior {sorted(missing)}")
         if len(vocab.neuron_ids) != vocab.n_neurons:
             raise BundleError(f"{mpath}: vocabulary has {vocab.n_neurons} neurons but {len(vocab.neuron_ids)} IDs")
         if not 0 < vocab.n_neurons <= MAX_NEURONS:
@@ -93,7 +118,29 @@ class Bundle:
                 raise BundleError(f"{path}: graph file {g['file']} is missing")
             if verify_hashes and sha256(f) != g.get("sha256"):
                 raise BundleError(f"{f}: sha256 does not match the manifest; the bundle is corrupt or was modified")
-        return cls(path, m, window, vocab)
+        return cls(path, m, config, norm, vocab, CacheShape(**{k: m["cache"][k] for k in ("layers", "heads", "head_dim", "slots")}))
+
+    @property
+    def window(self) -> WindowConfig:
+        return self.config.window
+
+    @property
+    def source(self) -> dict[str, Any]:
+        """Provenance of the weights: source run, weights name, training step and sha256 (empty if unknown)."""
+        src = self.manifest.get("source", {})
+        return src if isinstance(src, dict) else {}
+
+    @property
+    def stream_graph_version(self) -> int | None:
+        """The stream graph's interface version; None without one. Bundles exported before the version was written
+        carry the current interface when their input/output names say so (1), else an older one (0)."""
+        g = self.manifest["graphs"].get("stream")
+        if g is None:
+            return None
+        if isinstance(g.get("version"), int):
+            return int(g["version"])
+        names = {i.get("name") for i in g.get("inputs", [])} | {o.get("name") for o in g.get("outputs", [])}
+        return 1 if {"mask", "hidden_before", "new_k0"} <= names else 0
 
     def has_graph(self, name: str) -> bool:
         return name in self.manifest["graphs"]
@@ -108,16 +155,16 @@ class Bundle:
         return [o["name"] for o in self.manifest["graphs"][graph]["outputs"]]
 
     @property
-    def targets(self) -> list[dict[str, Any]]:
-        return [b for b in self.manifest["config"].get("behavior", []) if b.get("role") == "target"]
+    def targets(self) -> tuple[BehaviorSpec, ...]:
+        return self.config.targets
 
     @property
-    def behavior_inputs(self) -> list[dict[str, Any]]:
-        return [b for b in self.manifest["config"].get("behavior", []) if b.get("role") == "input"]
+    def behavior_inputs(self) -> tuple[BehaviorSpec, ...]:
+        return self.config.inputs
 
     @property
-    def frames(self) -> dict[str, Any]:
-        return self.manifest["config"]["frames"]
+    def frames(self) -> FramesConfig:
+        return self.config.frames
 
 
 def sha256(path: Path) -> str:

@@ -15,11 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from rtdecode.alignment import behavior_input_samples, normalise_frames
+from rtdecode.core.config import BehaviorSpec
+from rtdecode.data.alignment import behavior_input_samples, normalise_frames
 from rtdecode.runtime.backends import Backend, create_backend
-from rtdecode.runtime.bundle import Bundle
-from rtdecode.tokenizer import token_inputs
-from rtdecode.window import ClosedWindow
+from rtdecode.runtime.bundle import STREAM_GRAPH_VERSION, Bundle
+from rtdecode.data.tokenizer import token_inputs
+from rtdecode.data.window import ClosedWindow
 
 __all__ = ["Decoder"]
 
@@ -32,27 +33,21 @@ class Decoder:
         self.backend = create_backend(self.bundle, backend, **backend_options) if isinstance(backend, str) else backend
         self.window = self.bundle.window
         self.vocab = self.bundle.vocab
-        norm = self.bundle.manifest["normalisation"]
-        self._behavior_norm = {k: (float(v[0]), float(v[1])) for k, v in norm["behavior"].items()}
-        self._frame_norm = (float(norm["frames"][0]), float(norm["frames"][1]))
+        self._behavior_norm = self.bundle.norm.behavior
+        self._frame_norm = self.bundle.norm.frames
         self.targets = self.bundle.targets
         self._decode_inputs = self.bundle.input_names("decode")
         self._context_inputs = self.bundle.input_names("context")
         self._context_outputs = self.bundle.output_names("context")
-        c = self.bundle.manifest["cache"]
-        self._cache_shape = (c["layers"], 0, c["heads"], c["slots"], c["head_dim"])
+        c = self.bundle.cache
+        self._cache_shape = (c.layers, 0, c.heads, c.slots, c.head_dim)
         self._cache_k = self._cache_v = np.zeros(0, np.float32)
 
     # ------------------------------------------------------------------ decoding
     @property
     def can_stream(self) -> bool:
         """Whether this bundle and backend support streaming decode (`rtdecode.runtime.streaming`)."""
-        # the stream graph's form since it was made lean ("mask"), got the heads ("hidden_before") and per-block
-        # keys/values ("new_k0"): development bundles with an earlier form (a whole fixed-size cache as input, a
-        # separate finalize graph, stacked keys/values) decode window at a time until re-exported
-        return (self.bundle.has_graph("stream") and {"mask", "hidden_before"} <= set(self.bundle.input_names("stream"))
-                and "new_k0" in self.bundle.output_names("stream")
-                and "stream" in getattr(self.backend, "sessions", getattr(self.backend, "graphs", {})))
+        return self.bundle.stream_graph_version == STREAM_GRAPH_VERSION and "stream" in self.backend.graphs
 
     def decode(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Behavior of each window in the batch, name -> (B,) in the data's units (class index for classifiers)."""
@@ -62,11 +57,11 @@ class Decoder:
         """Graph behavior outputs (in target order) -> name -> (B,) in the data's units."""
         result = {}
         for spec, y in zip(self.targets, outs):
-            if spec["kind"] == "regression":
-                mean, std = self._behavior_norm[spec["name"]]
-                result[spec["name"]] = y.astype(np.float64) * std + mean
+            if spec.kind == "regression":
+                mean, std = self._behavior_norm[spec.name]
+                result[spec.name] = y.astype(np.float64) * std + mean
             else:
-                result[spec["name"]] = y.argmax(-1)
+                result[spec.name] = y.argmax(-1)
         return result
 
     def window_feeds(self, window: ClosedWindow, frames: np.ndarray | None = None,
@@ -83,8 +78,8 @@ class Decoder:
         """
         feeds = token_inputs(*window.tokens(self.window, self.vocab))
         fr = self.bundle.frames
-        if fr.get("enabled"):
-            shape = (1, fr["n_frames"], fr["height"], fr["width"])
+        if fr.enabled:
+            shape = (1, fr.n_frames, fr.height, fr.width)
             if frames is None:
                 feeds["frames"] = np.zeros(shape, np.float32)
             else:
@@ -92,15 +87,15 @@ class Decoder:
                 if frame_valid is not None:
                     feeds["frames"][0, ~np.asarray(frame_valid, bool)] = 0.0
         for spec in self.bundle.behavior_inputs:
-            times, values = (behavior or {}).get(spec["name"], (np.zeros(0), np.zeros(0)))
+            times, values = (behavior or {}).get(spec.name, (np.zeros(0), np.zeros(0)))
             feeds.update(self._behavior_input(spec, window.end, times, values))
         return feeds
 
-    def _behavior_input(self, spec: dict[str, Any], end: float, times: np.ndarray, values: np.ndarray) -> dict[str, np.ndarray]:
+    def _behavior_input(self, spec: BehaviorSpec, end: float, times: np.ndarray, values: np.ndarray) -> dict[str, np.ndarray]:
         vals, ages, valid = behavior_input_samples(np.asarray(times, np.float64), np.asarray(values, np.float64),
-                                                   np.array([end]), spec["input_window"], self.window.dt)
-        mean, std = self._behavior_norm[spec["name"]]
-        name = spec["name"]
+                                                   np.array([end]), spec.input_window, self.window.dt)
+        mean, std = self._behavior_norm[spec.name]
+        name = spec.name
         return {f"in_{name}": np.where(valid, (vals - mean) / std, 0.0).astype(np.float32),
                 f"in_{name}_age": ages, f"in_{name}_valid": valid}
 

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from rtdecode.runtime.decoder import Decoder
-from rtdecode.window import ClosedWindow
+from rtdecode.data.window import ClosedWindow
 
 __all__ = ["WindowStream", "StreamingError", "stream_feeds", "stream_outputs"]
 
@@ -103,15 +103,15 @@ class WindowStream:
         self.index = opened.index
         self._d = decoder
         self._max = decoder.window.max_spikes
-        c = decoder.bundle.manifest["cache"]
-        shape = (c["layers"], 1, c["heads"], c["slots"], c["head_dim"])
+        c = decoder.bundle.cache
+        shape = (c.layers, 1, c.heads, c.slots, c.head_dim)
         self._k = np.zeros(shape, np.float32)
         self._v = np.zeros(shape, np.float32)
         self.neurons = np.empty(self._max, np.int64)
         self.offsets = np.empty(self._max, np.int64)
         self.n_committed = 0
         self._spec: tuple[int, np.ndarray, np.ndarray, dict[str, Any]] | None = None  # (n, tail neurons, offsets, result)
-        self._layers = c["layers"]
+        self._layers = c.layers
         self.broken = False  # the committed prefix changed (or a step failed): decode window at a time
         self.key: Hashable = None
         self._past: tuple[int, dict[str, np.ndarray]] = (-1, {})  # (pos, `past_feeds` at pos): made once per pos
@@ -127,7 +127,7 @@ class WindowStream:
             outs = d.backend.run("context", {n: context_feeds[n] for n in d._context_inputs})
             self._ctx = dict(zip(d._context_outputs, outs))
             self._pos, self._past = 0, (-1, {})  # the committed slots are about to be rewritten
-            self._sum = np.zeros((1, d.bundle.manifest["config"]["model"]["d_model"]), np.float32)
+            self._sum = np.zeros((1, d.bundle.config.model.d_model), np.float32)
             n = self.n_committed
             vocab = d.vocab
             self._feed(np.concatenate(([vocab.id_sos], self.neurons[:n])), np.concatenate(([vocab.dt_sos], self.offsets[:n])))

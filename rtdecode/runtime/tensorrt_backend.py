@@ -276,6 +276,7 @@ class TensorRTBackend:
         self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self._engines: list[Any] = []
         self._graphs = {g: self._load(paths[g], bundle.output_names(g)) for g in GRAPHS}
+        self.graphs = frozenset(self._graphs)
 
     def _load(self, path: Path, outputs: list[str]) -> _Graph:
         trt = self._trt

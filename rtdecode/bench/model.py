@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from rtdecode.runtime import Bundle, Decoder
-from rtdecode.runtime.backends import create_backend
+from rtdecode.runtime.backends import Backend, create_backend
 
 __all__ = ["bench_model", "percentiles"]
 
@@ -34,7 +34,7 @@ def percentiles(ms: np.ndarray) -> dict[str, float]:
 def synthetic_feeds(bundle: Bundle, n_spikes: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """One window of `n_spikes` random spikes (token order) and a history of the same density."""
     w, v = bundle.window, bundle.vocab
-    from rtdecode.tokenizer import pack_tokens, token_inputs
+    from rtdecode.data.tokenizer import pack_tokens, token_inputs
 
     def window(n: int, bins: int, slots: int, sos: bool, keep: Any) -> Any:
         offs = np.sort(rng.integers(0, bins, n))
@@ -45,12 +45,12 @@ def synthetic_feeds(bundle: Bundle, n_spikes: int, rng: np.random.Generator) -> 
     hist = window(n_prev, w.prev_bins, w.prev_block_size, False, "last")
     feeds = token_inputs(cur, hist)
     fr = bundle.frames
-    if fr.get("enabled"):
-        feeds["frames"] = rng.standard_normal((1, fr["n_frames"], fr["height"], fr["width"])).astype(np.float32)
+    if fr.enabled:
+        feeds["frames"] = rng.standard_normal((1, fr.n_frames, fr.height, fr.width)).astype(np.float32)
     for spec in bundle.behavior_inputs:
-        feeds[f"in_{spec['name']}"] = rng.standard_normal((1, 4)).astype(np.float32)
-        feeds[f"in_{spec['name']}_age"] = rng.integers(0, 5, (1, 4))
-        feeds[f"in_{spec['name']}_valid"] = np.ones((1, 4), bool)
+        feeds[f"in_{spec.name}"] = rng.standard_normal((1, 4)).astype(np.float32)
+        feeds[f"in_{spec.name}_age"] = rng.integers(0, 5, (1, 4))
+        feeds[f"in_{spec.name}_valid"] = np.ones((1, 4), bool)
     return feeds
 
 
@@ -105,6 +105,15 @@ def machine_floors(bundle: Bundle, tokens: int) -> dict[str, float]:
             "decode_floor_ms": flops / (gflops * 1e9) * 1e3, "token_floor_ms": weight_bytes / (gbps * 1e9) * 1e3}
 
 
+def _backend(bundle: Bundle, name: str, options: dict[str, Any]) -> Backend:
+    """A runtime backend by name, or "torch": the source run in PyTorch eager (needs torch and the run)."""
+    if name == "torch":
+        from rtdecode.export.torch_backend import TorchBackend
+
+        return TorchBackend(bundle)
+    return create_backend(bundle, name, **options)
+
+
 def bench_model(bundle_dir: str, *, backends: list[str], repeats: int = 200, gen_windows: int = 5,
                 spikes: int = 66, threads: int = 0, feeds: list[dict[str, np.ndarray]] | None = None, sweep: bool = False,
                 log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -116,7 +125,7 @@ def bench_model(bundle_dir: str, *, backends: list[str], repeats: int = 200, gen
     for name in backends:
         try:
             opts = {"threads": threads} if name.startswith("onnxruntime") and threads else {}
-            decoder = Decoder(bundle, create_backend(bundle, name, **opts))
+            decoder = Decoder(bundle, _backend(bundle, name, opts))
         except Exception as e:  # a missing backend is reported, not fatal
             result["decode"][name] = {"error": str(e)}
             log(f"{name}: unavailable ({e})")

@@ -1,19 +1,15 @@
 """The simulator's external drives: the stimulus movie and receptive fields, the behavior traces (running speed,
 eye phi/theta) and the schedule of which hub community is active. Each is a pure function of the config and
-its own random stream, so `rtdecode.simulator` can change the network without changing what drives it.
+its own random stream, so `rtdecode.sim.simulator` can change the network without changing what drives it.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
-
 import numpy as np
 
-from rtdecode.session import Behavior
-
-if TYPE_CHECKING:
-    from rtdecode.simulator import SimulationConfig
+from rtdecode.data.session import Behavior
+from rtdecode.sim.config import SimulationConfig
 
 
 def _receptive_fields(c: SimulationConfig, rng: np.random.Generator) -> np.ndarray:

@@ -2,8 +2,8 @@
 
 Sections (every field has a default; see configs/*.toml for complete examples):
 
-    [window]        the tokenizer's WindowConfig (rtdecode.tokenizer); token budgets not given (or 0) are derived
-                    from the training data when the run starts (rtdecode.budget)
+    [window]        the tokenizer's WindowConfig (rtdecode.data.tokenizer); token budgets not given (or 0) are derived
+                    from the training data when the run starts (rtdecode.data.budget)
     [model]         width, heads, dropout, depth of every stack, frame patching
     [frames]        whether video is an input
     [[behavior]]    one table per behavior variable: name, role ("target" or "input"), kind ("regression" or
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rtdecode.tokenizer import WindowConfig
+from rtdecode.data.tokenizer import WindowConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -244,7 +244,7 @@ class RunConfig:
         return _build(cls, d, "")
 
 
-# a run config's token budgets, unless it sets them: derived from the training data (rtdecode.budget)
+# a run config's token budgets, unless it sets them: derived from the training data (rtdecode.data.budget)
 DERIVED_BUDGETS = {"block_size": 0, "prev_block_size": 0}
 
 

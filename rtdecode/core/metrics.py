@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rtdecode.tokenizer import TokenizedSession
+from rtdecode.data.tokenizer import TokenizedSession
 
 __all__ = ["binned_counts", "ridge_decode", "rate_baseline_f1", "pearson_r", "r_squared", "set_f1"]
 

@@ -19,7 +19,7 @@ Semantics (those of the Neuroformer reference), fixed here once:
 
 The session-wide result (`TokenizedSession`) stores every spike once, untruncated, as a sorted ragged stream with
 per-window pointers; `pack_tokens` turns any set of windows into padded arrays in one vectorised pass. The live
-`rtdecode.window.RollingWindow` calls the same `quantize`, `order_events` and `pack_tokens`.
+`rtdecode.data.window.RollingWindow` calls the same `quantize`, `order_events` and `pack_tokens`.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ class WindowConfig:
         dt: time quantum, s (release: 0.01). window and prev_window must be whole multiples of it.
         frame_window: video before the window end fed to the model, s (release: 0.15).
         block_size: token slots for a current window, SOS and EOS included (release: 100). 0 = derive it from the
-            training data (`rtdecode.budget`): a run config may say 0, a trained model always has a number.
+            training data (`rtdecode.data.budget`): a run config may say 0, a trained model always has a number.
         prev_block_size: token slots for the history (no SOS/EOS); 0 = derive it, as block_size.
         origin: time, s, at which the window grid starts; windows start at origin + k * window.
     """
@@ -113,7 +113,7 @@ class WindowConfig:
         """Raise ValueError unless both budgets are resolved: tokens cannot be packed into "derive later"."""
         if not self.has_budgets:
             raise ValueError("this window config derives its token budgets from the training data (block_size or "
-                             "prev_block_size = 0); resolve them first (rtdecode.budget.budget_report) or set them")
+                             "prev_block_size = 0); resolve them first (rtdecode.data.budget.budget_report) or set them")
 
     @property
     def max_spikes(self) -> int:

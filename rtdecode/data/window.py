@@ -30,7 +30,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from rtdecode.tokenizer import (
+from rtdecode.data.tokenizer import (
     TokenBatch,
     Vocab,
     WindowConfig,

@@ -32,12 +32,12 @@ from typing import Any
 
 import numpy as np
 
-from rtdecode.bench_model import percentiles
-from rtdecode.client import Producer, Subscriber
-from rtdecode.replay import send_paced, session_messages
-from rtdecode.report.figures import latency_histogram
+from rtdecode.bench.model import percentiles
+from rtdecode.wire.client import Producer, Subscriber
+from rtdecode.wire.replay import send_paced, session_messages
+from rtdecode.bench.figures import latency_histogram
 from rtdecode.runtime import Bundle, Decoder
-from rtdecode.session import Session
+from rtdecode.data.session import Session
 
 __all__ = ["bench_serve"]
 
@@ -62,7 +62,7 @@ def _cpu_seconds(pid: int) -> float:
 
 def zmq_round_trip(transport_dir: Path, n: int = 2000) -> dict[str, float]:
     """Producer -> echo process -> subscriber round trips of a 64-spike message, ms."""
-    from rtdecode.protocol import encode_spikes
+    from rtdecode.wire.protocol import encode_spikes
 
     a, b = f"ipc://{transport_dir}/echo-in", f"ipc://{transport_dir}/echo-out"
     proc = subprocess.Popen([sys.executable, "-c", ECHO, a, b])
@@ -87,7 +87,7 @@ def zmq_round_trip(transport_dir: Path, n: int = 2000) -> dict[str, float]:
 
 
 def bare_decode(bundle: Bundle, session: Session, threads: int, n: int = 300) -> dict[str, float]:
-    from rtdecode.window import RollingWindow
+    from rtdecode.data.window import RollingWindow
 
     decoder = Decoder(bundle, "onnxruntime", **({"threads": threads} if threads else {}))
     rw = RollingWindow(bundle.window, bundle.vocab.n_neurons, start=session.start)
@@ -170,7 +170,7 @@ def _serve_and_measure(bundle_dir: str | Path, bundle: Bundle, session: Session,
     cmd += ["--streaming"] if mode.startswith("streaming") else ["--no-streaming"]
     cmd += ["--warm-lead-ms", str(WARM_LEAD_MS)] if mode == "streaming-warm" else []
     daemon = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    behavior = tuple(b["name"] for b in bundle.behavior_inputs)
+    behavior = tuple(b.name for b in bundle.behavior_inputs)
     try:
         for speed in speeds:
             mp = multiprocessing.get_context("spawn")

@@ -2,7 +2,7 @@
 
 A budget that is too small drops spikes silently (the tokenizer keeps the earliest spikes of a current window and
 the most recent of a history); one that is too large only costs memory, since batches and live windows are cut to
-the spikes actually present (`rtdecode.tokenizer.token_inputs`). So by default (`block_size = 0`,
+the spikes actually present (`rtdecode.data.tokenizer.token_inputs`). So by default (`block_size = 0`,
 `prev_block_size = 0` in a config) the budgets are derived from the training windows: the smallest friendly size
 (64, 96, 128, 192, 256, ...) that keeps at least `KEEP_WINDOWS` of windows whole and drops at most `MAX_DROPPED`
 of spikes.
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from rtdecode.tokenizer import TokenizedSession, WindowConfig
+from rtdecode.data.tokenizer import TokenizedSession, WindowConfig
 
 __all__ = ["KEEP_WINDOWS", "MAX_DROPPED", "MULTIPLE", "BudgetReport", "TruncationError", "budget_report", "needed_slots"]
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from rtdecode.io.atomic import atomic_write
-from rtdecode.tokenizer import TokenizedSession, Vocab, WindowConfig
+from rtdecode.data.tokenizer import TokenizedSession, Vocab, WindowConfig
 
 FORMAT = "rtdecode-tokens"
 FORMAT_VERSION = 1

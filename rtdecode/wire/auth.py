@@ -33,7 +33,7 @@ from rtdecode.io.atomic import atomic_write
 __all__ = ["AuthError", "require_curve", "write_keypair", "load_public_key", "load_keypair", "load_allowed_keys",
            "CurveServer", "configure_client", "is_loopback", "exposure_warnings"]
 
-log = logging.getLogger("rtdecode.auth")
+log = logging.getLogger("rtdecode.wire.auth")
 
 PUBLIC_SUFFIX = ".key"
 SECRET_SUFFIX = ".key_secret"

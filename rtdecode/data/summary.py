@@ -6,16 +6,16 @@ from typing import Any
 
 import numpy as np
 
-from rtdecode.session import Session
-from rtdecode.budget import budget_report
-from rtdecode.tokenizer import WindowConfig, tokenize_session
+from rtdecode.data.session import Session
+from rtdecode.data.budget import budget_report
+from rtdecode.data.tokenizer import WindowConfig, tokenize_session
 
 __all__ = ["session_summary"]
 
 
 def session_summary(session: Session, config: WindowConfig | None = None) -> dict[str, Any]:
     """Counts, rates, modalities and what tokenization with `config` (default: the release's) would give; token
-    budgets it leaves at 0 are derived from the whole session as training would (`rtdecode.budget`)."""
+    budgets it leaves at 0 are derived from the whole session as training would (`rtdecode.data.budget`)."""
     config = config or WindowConfig()
     rates = session.firing_rates()
     out: dict[str, Any] = {

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import zmq
 
-from rtdecode.protocol import (
+from rtdecode.wire.protocol import (
     decode_output,
     encode_behavior,
     encode_clock,
@@ -47,7 +47,7 @@ def _secure(socket: zmq.Socket, server_key: Key | None, keys: str | Path | None,
         if keys is not None or public is not None or secret is not None:
             raise ValueError("CURVE client keys were given without curve_server_key (the daemon's public key)")
         return
-    from rtdecode.auth import configure_client
+    from rtdecode.wire.auth import configure_client
 
     configure_client(socket, server_key, keys=keys, public=public, secret=secret)
 
@@ -59,7 +59,7 @@ class Producer:
         name: this producer's `src` (docs/protocol.md): the daemon checks `seq` per name. Default: a random name
             per instance, so a restarted process is a new producer; pass a fixed name to have the daemon count a
             restart as `seq_reset`.
-        curve_server_key, curve_keys, curve_public, curve_secret: CURVE authentication (rtdecode.auth), for a
+        curve_server_key, curve_keys, curve_public, curve_secret: CURVE authentication (rtdecode.wire.auth), for a
             daemon started with `--curve-secret`: its public key (or key file) and this client's key pair, as a
             `.key_secret` file or as two Z85 keys.
     """

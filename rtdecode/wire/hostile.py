@@ -23,7 +23,7 @@ from typing import Any, Callable
 import msgpack
 import numpy as np
 
-from rtdecode.protocol import (
+from rtdecode.wire.protocol import (
     MAX_BEHAVIOR_SAMPLES,
     MAX_FRAME_BYTES,
     MAX_HEADER_BYTES,

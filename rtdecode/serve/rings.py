@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rtdecode.alignment import EDGE_TOLERANCE, frame_stack_indices
+from rtdecode.data.alignment import EDGE_TOLERANCE, frame_stack_indices
 
 __all__ = ["FrameRing", "SampleRing"]
 

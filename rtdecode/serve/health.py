@@ -3,6 +3,7 @@
 * `BudgetWatch`: the share of spikes the bundle's token budget cuts from live windows. A rig with more units or
   higher rates than the training data overflows the budget the model was trained with; the cut spikes never
   reach the model, so the operator must be told (flag + log), not left with a silently worse decoder.
+* `RateLimitedLog`: one warning per reason per interval, so a hostile or broken producer cannot flood the log.
 * `OverloadWatch`: whether decoding keeps pace with real time. When it does not (a model too large for the
   machine, a burst, a stall), the daemon decodes only the newest closed window and skips the rest; the watch
   says so from the first skipped window or missed deadline until `HOLD_S` of data have passed without one.
@@ -11,10 +12,11 @@
 from __future__ import annotations
 
 import collections
+import logging
 import time
 from typing import Any
 
-__all__ = ["BudgetWatch", "OverloadWatch"]
+__all__ = ["BudgetWatch", "OverloadWatch", "RateLimitedLog"]
 
 RECENT_WINDOWS = 1000  # BudgetWatch's "recent" span
 FLAG_FRACTION = 0.01  # a recent truncated-spike share above this flags the stream as over budget
@@ -95,3 +97,17 @@ class OverloadWatch:
     def overloaded(self, now: float | None = None) -> bool:
         now = time.monotonic() if now is None else now
         return now - self._last_bad < self.hold_s
+
+
+class RateLimitedLog:
+    """Warnings at most once per `interval` seconds per reason (the counters still count every event)."""
+
+    def __init__(self, log: logging.Logger, interval: float = 1.0) -> None:
+        self.log, self.interval = log, interval
+        self._last: dict[str, float] = {}
+
+    def warn(self, reason: str, message: str) -> None:
+        now = time.monotonic()
+        if now - self._last.get(reason, -1e9) >= self.interval:
+            self._last[reason] = now
+            self.log.warning("%s: %s", reason, message)

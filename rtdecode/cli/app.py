@@ -1,0 +1,26 @@
+"""The typer application every command registers on, the console it prints to and the one way it fails."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    name="rtdecode",
+    help=(
+        "Real-time Neuroformer decoding for closed-loop experiments: simulate or load a session, tokenize it, "
+        "train a model, and decode behavior live. Start with `rtdecode demo`."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+bench_app = typer.Typer(help="Benchmarks: latency percentiles and throughput, measured in one run.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+console = Console()
+
+
+def fail(message: str) -> None:
+    """Print an error the user can act on and exit with status 2."""
+    console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code=2)

@@ -1,0 +1,132 @@
+"""Windows -> model inputs and targets: tokens, frames and behavior per window, precomputed once, sliced per batch.
+
+Everything per window is computed by the serve-side numpy code (`rtdecode.data.tokenizer`,
+`rtdecode.data.alignment`), so a window looks the same to training, to evaluation and to the daemon. Building a
+batch is a few vectorised gathers: no Python loop over spikes, neurons or windows, and no DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from rtdecode.core.config import RunConfig
+from rtdecode.core.normalisation import Normalisation
+from rtdecode.data.alignment import behavior_input_samples, behavior_per_window, frame_stack_indices, normalise_frames
+from rtdecode.data.session import Session
+from rtdecode.data.tokenizer import TokenizedSession, WindowConfig, token_inputs, tokenize_session
+
+__all__ = ["WindowData"]
+
+
+class WindowData:
+    """Per-window model inputs and targets for one session.
+
+    Args:
+        session: the recording.
+        cfg: run config (window, frames, behavior declarations).
+        tokens: its tokenization with cfg.window (computed here if not given, e.g. from a token store).
+    """
+
+    def __init__(self, session: Session, cfg: RunConfig, tokens: TokenizedSession | None = None) -> None:
+        self.cfg = cfg
+        self.session = session
+        self.tokens = tokens or tokenize_session(
+            session.spike_times, session.spike_neurons, session.n_neurons, session.start, session.stop, cfg.window,
+            session.neuron_ids,
+        )
+        if _without_budgets(self.tokens.config) != _without_budgets(cfg.window):
+            raise ValueError("the token store was made with a different window config than this run's")
+        self.tokens = dataclasses.replace(self.tokens, config=cfg.window)  # budgets only say how to pack
+        starts, ends = self.tokens.window_starts(), self.tokens.window_ends()
+        self.n_windows = self.tokens.n_windows
+        self.frame_index: np.ndarray | None = None
+        if cfg.frames.enabled:
+            if session.frames is None or session.frame_times is None:
+                raise ValueError("the config enables frames but the session has none; set [frames] enabled = false")
+            fr = cfg.frames
+            if session.frames.shape[1:] != (fr.height, fr.width):
+                raise ValueError(
+                    f"session frames are {session.frames.shape[1]}x{session.frames.shape[2]} but the config expects "
+                    f"{fr.height}x{fr.width}; set [frames] height/width to match"
+                )
+            self.frame_index = frame_stack_indices(session.frame_times, ends, fr.n_frames)  # (W, F), -1 = none
+        self.targets: dict[str, np.ndarray] = {}
+        for spec in cfg.targets:
+            b = self._behavior(spec.name)
+            self.targets[spec.name] = behavior_per_window(b.times, b.values, starts, ends)
+        self._ends = ends
+
+    def with_budgets(self, cfg: RunConfig) -> WindowData:
+        """This data under `cfg`, a config that differs from this one's at most in its token budgets (resolved by
+        `rtdecode.data.budget.budget_report`); nothing is recomputed, the tokens keep every spike either way."""
+        if _without_budgets(cfg.window) != _without_budgets(self.cfg.window):
+            raise ValueError("with_budgets: the configs differ in more than their token budgets")
+        out = copy.copy(self)
+        out.cfg, out.tokens = cfg, dataclasses.replace(self.tokens, config=cfg.window)
+        return out
+
+    def _behavior(self, name: str) -> Any:
+        if name not in self.session.behavior:
+            raise ValueError(f"behavior '{name}' is not in the session (it has {sorted(self.session.behavior)})")
+        return self.session.behavior[name]
+
+    def normalisation(self, windows: np.ndarray) -> Normalisation:
+        """Mean/std of every declared behavior variable and of the frames over `windows` (the training split)."""
+        stats: dict[str, tuple[float, float]] = {}
+        for spec in self.cfg.behavior:
+            if spec.name in self.targets:
+                v = self.targets[spec.name][windows]
+            else:
+                b = self._behavior(spec.name)
+                vals, _, valid = behavior_input_samples(b.times, b.values, self._ends[windows], spec.input_window,
+                                                        self.cfg.window.dt)
+                v = vals[valid]
+            v = v[np.isfinite(v)]
+            if v.size < 2:
+                raise ValueError(f"behavior '{spec.name}' has fewer than 2 valid values in the training windows")
+            stats[spec.name] = (float(v.mean()), float(max(v.std(), 1e-6)))
+        frames = (0.5, 0.25)
+        if self.frame_index is not None and self.session.frames is not None:
+            sample = self.frame_index[windows[:: max(1, windows.size // 500)]].ravel()
+            px = self.session.frames[sample[sample >= 0]].astype(np.float32) / 255.0
+            if px.size:
+                frames = (float(px.mean()), float(max(px.std(), 1e-3)))
+        return Normalisation(stats, frames)
+
+    def batch(self, windows: np.ndarray, norm: Normalisation, trim: bool = True) -> dict[str, np.ndarray]:
+        """Model inputs and targets of `windows` (indices into this session's windows) as numpy arrays.
+
+        With `trim`, token arrays are cut to the longest window of the batch (the serving graphs use fixed
+        sizes; `trim=False` gives those).
+        """
+        out = token_inputs(self.tokens.current(windows), self.tokens.history(windows), trim)
+        if self.frame_index is not None and self.session.frames is not None:
+            idx = self.frame_index[windows]  # (B, F)
+            frames = normalise_frames(self.session.frames[np.maximum(idx, 0)], *norm.frames)
+            frames[idx < 0] = 0.0  # no frame shown yet: the mean image
+            out["frames"] = frames
+        for spec in self.cfg.targets:
+            mean, std = norm.behavior[spec.name]
+            raw = self.targets[spec.name][windows]
+            out[f"y_{spec.name}"] = ((raw - mean) / std).astype(np.float32)  # NaN stays NaN: masked in the loss
+            if spec.kind == "classification":
+                cls = np.digitize(raw, spec.bins).astype(np.int64)
+                cls[~np.isfinite(raw)] = -100  # ignored by cross-entropy
+                out[f"c_{spec.name}"] = cls
+        for spec in self.cfg.inputs:
+            b = self._behavior(spec.name)
+            vals, ages, valid = behavior_input_samples(b.times, b.values, self._ends[windows], spec.input_window,
+                                                       self.cfg.window.dt)
+            mean, std = norm.behavior[spec.name]
+            out[f"in_{spec.name}"] = np.where(valid, (vals - mean) / std, 0.0).astype(np.float32)
+            out[f"in_{spec.name}_age"] = ages
+            out[f"in_{spec.name}_valid"] = valid
+        return out
+
+
+def _without_budgets(window: WindowConfig) -> WindowConfig:
+    return dataclasses.replace(window, block_size=0, prev_block_size=0)

@@ -1,0 +1,55 @@
+"""Per-producer sequence accounting: which messages a producer lost, repeated or restarted (docs/protocol.md)."""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable
+
+__all__ = ["MAX_SOURCES", "SequenceTracker"]
+
+MAX_SOURCES = 256  # producers (`src`) whose sequence is tracked; the least recently seen is forgotten beyond this
+
+
+class SequenceTracker:
+    """The last `seq` of each producer, least recently seen first.
+
+    seq = last + 1: normal. seq > last + 1: `seq_gap` (+ `seq_missing` messages the producer dropped or lost).
+    seq == last: `seq_duplicate`, the message is dropped: it would count its spikes twice. seq < last: the
+    producer restarted its counter (`seq_reset`); the message is used and its data judged by time as always.
+    Messages without `src` cannot be told apart by producer, so they are not checked.
+
+    Args:
+        counters: where the outcomes are counted (the daemon's status counters).
+        warn: rate-limited logger, called as warn(reason, message).
+    """
+
+    def __init__(self, counters: collections.Counter[str], warn: Callable[[str, str], None]) -> None:
+        self.counters, self.warn = counters, warn
+        self._last: dict[str, int] = {}
+
+    def accept(self, src: str | None, seq: int) -> bool:
+        """Account one message; False for a duplicate, which the caller drops."""
+        if src is None:
+            return True
+        last = self._last.pop(src, None)
+        self._last[src] = seq  # re-inserted: most recently seen last
+        if len(self._last) > MAX_SOURCES:
+            del self._last[next(iter(self._last))]
+            self.counters["seq_sources_forgotten"] += 1
+        if last is None or seq == last + 1:
+            return True
+        if seq > last:
+            self.counters["seq_gap"] += 1
+            self.counters["seq_missing"] += seq - last - 1
+        elif seq == last:
+            self.counters["seq_duplicate"] += 1
+            self.warn("seq_duplicate", f"producer {src!r} sent seq {seq} twice; the repeat is dropped")
+            return False
+        else:
+            self.counters["seq_reset"] += 1
+            self.warn("seq_reset", f"producer {src!r} restarted its sequence ({last} -> {seq})")
+        return True
+
+    def clear(self) -> None:
+        """Forget every producer (a session reset)."""
+        self._last.clear()

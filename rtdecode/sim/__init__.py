@@ -1,0 +1,1 @@
+"""The built-in ground-truth circuit: spikes, stimulus and behavior whose causes are known."""
