@@ -1,18 +1,17 @@
 """Cache warming: run a throwaway model step just before a window closes, off the daemon's loop thread.
 
 Between a window's last streaming step and its close the daemon sleeps in its poller for a few milliseconds, and
-on a shared machine that is long enough for the close's working set (about 5 MB of weights for the small config,
-plus the window's cross-attention keys/values) to leave the caches: the same 15-token tail took 0.37 ms back to
-back and 0.73 ms after a 10-ms sleep (docs/performance.md). A one-token step of the same graph, with the same
-context, ~2 ms before the close reads all of that memory again, so the close finds it warm.
+on a shared machine that is long enough for the close's working set (the model's weights plus the window's
+cross-attention keys/values) to leave the caches, so the same tail runs slower after the sleep than back to back
+(docs/results.md). A one-token step of the same graph, with the same context, shortly before the close reads all
+of that memory again, so the close finds it warm.
 
 It runs on its own thread so that it never delays the close: if the closing message arrives while the warm-up is
 still running, the close runs beside it (onnxruntime sessions accept concurrent runs) instead of waiting behind it.
 Its result is discarded; it changes no state that a decode reads, so it cannot change a decode.
 
 Off by default (`rtdecode serve --warm-lead-ms`): whether it pays depends on the CPU's caches and on who else
-uses them. On a shared AMD EPYC host it cut the post-close p99; on a shared Intel Xeon host, whose much larger
-L3 keeps the weights anyway, it only cost time (docs/performance.md).
+uses them: on a host whose last-level cache keeps the weights anyway it only costs time (docs/performance.md).
 """
 
 from __future__ import annotations
