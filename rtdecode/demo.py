@@ -20,15 +20,15 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from rtdecode.io import load_session, save_session
-from rtdecode.io.atomic import atomic_write
 from rtdecode.data.session import Session
-from rtdecode.sim.simulator import SimulationConfig, simulate
 from rtdecode.data.splits import split_blocks
 from rtdecode.data.summary import session_summary
-from rtdecode.io.token_store import save_tokens
 from rtdecode.data.tokenizer import WindowConfig, tokenize_session
 from rtdecode.data.window import RollingWindow
+from rtdecode.io import load_session, save_session
+from rtdecode.io.atomic import atomic_write
+from rtdecode.io.token_store import save_tokens
+from rtdecode.sim.simulator import SimulationConfig, simulate
 
 __all__ = ["run_demo"]
 
@@ -104,15 +104,15 @@ def _train_export_serve(out: Path, session: Session, steps: int, minutes: float,
     import dataclasses
     import threading
 
-    from rtdecode.wire.client import Producer, Subscriber
-    from rtdecode.serve.daemon import Daemon, ServeConfig, serve_in_thread
-    from rtdecode.export.onnx import export_bundle
-    from rtdecode.wire.replay import send_paced, session_messages
-    from rtdecode.core.metrics import pearson_r
-    from rtdecode.training.checkpoint import read_meta
     from rtdecode.core.config import RunConfig, load_config
+    from rtdecode.core.metrics import pearson_r
     from rtdecode.core.window_data import WindowData
+    from rtdecode.export.onnx import export_bundle
+    from rtdecode.serve.daemon import Daemon, ServeConfig, serve_in_thread
+    from rtdecode.training.checkpoint import read_meta
     from rtdecode.training.train import make_split, train
+    from rtdecode.wire.client import Producer, Subscriber
+    from rtdecode.wire.replay import send_paced, session_messages
 
     cfg = load_config("small")
     steps = steps if steps > 0 else cfg.train.max_steps  # the config's schedule, cut by the time budget

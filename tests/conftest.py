@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from rtdecode.io import save_session
 from rtdecode.data.session import Session
+from rtdecode.io import save_session
 from rtdecode.sim.simulator import SimulationConfig, simulate
 
 TINY_SIM = SimulationConfig(n_neurons=60, duration=30.0, n_visual=10, n_speed=8, n_phi=8, n_theta=8, seed=1)
@@ -68,9 +68,9 @@ def tiny_bundle(tiny_run: Path, tiny_session: Session, tmp_path_factory: pytest.
     """The tiny run exported to a bundle, parity-checked on 6 held-out windows."""
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
+    from rtdecode.core.window_data import WindowData
     from rtdecode.export.onnx import export_bundle
     from rtdecode.training.checkpoint import LoadedRun
-    from rtdecode.core.window_data import WindowData
     from rtdecode.training.train import make_split
 
     run = LoadedRun(tiny_run)

@@ -20,6 +20,9 @@ pytest.importorskip("onnxruntime")
 if not zmq.has("curve"):
     pytest.skip("libzmq without CURVE", allow_module_level=True)
 
+from test_daemon import collect, running_daemon  # noqa: E402
+
+from rtdecode.serve.daemon import Daemon, ServeConfig  # noqa: E402
 from rtdecode.wire.auth import (  # noqa: E402
     AuthError,
     exposure_warnings,
@@ -29,8 +32,6 @@ from rtdecode.wire.auth import (  # noqa: E402
     write_keypair,
 )
 from rtdecode.wire.client import Producer, Subscriber  # noqa: E402
-from rtdecode.serve.daemon import Daemon, ServeConfig  # noqa: E402
-from test_daemon import collect, running_daemon  # noqa: E402
 
 V1_BUNDLE = Path(__file__).parent / "fixtures" / "v1" / "bundle"
 

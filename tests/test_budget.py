@@ -37,7 +37,7 @@ def test_a_config_without_budgets_derives_them_from_the_training_windows(tiny_se
     cfg = RunConfig.from_dict({"window": {"prev_window": 0.1}})
     assert cfg.window.block_size == 0 and cfg.window.prev_block_size == 0 and not cfg.window.has_budgets
     with pytest.raises(ValueError, match="derive"):
-        cfg.window.max_spikes
+        _ = cfg.window.max_spikes
     s = tiny_session
     tokens = tokenize_session(s.spike_times, s.spike_neurons, s.n_neurons, s.start, s.stop, cfg.window)
     with pytest.raises(ValueError, match="derive"):
@@ -90,11 +90,11 @@ def test_the_cli_refuses_with_an_error_that_says_what_to_change(tiny_session_pat
 def test_derived_budgets_are_recorded_in_the_run_and_the_bundle(tiny_session, tiny_session_path, tmp_path):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
+    from rtdecode.core.config import RunConfig
+    from rtdecode.core.window_data import WindowData
     from rtdecode.export.onnx import export_bundle
     from rtdecode.runtime import Bundle
     from rtdecode.training.checkpoint import LoadedRun
-    from rtdecode.core.config import RunConfig
-    from rtdecode.core.window_data import WindowData
     from rtdecode.training.train import make_split, train
 
     d = tiny_config_dict(max_steps=2, eval_every=2, eval_windows=8)

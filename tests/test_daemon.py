@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import shutil
 import tempfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,11 +16,11 @@ import zmq
 
 pytest.importorskip("onnxruntime")
 
-from rtdecode.wire.client import Producer, Subscriber  # noqa: E402
+from rtdecode.runtime import Bundle, Decoder  # noqa: E402
 from rtdecode.serve.daemon import Daemon, ServeConfig, is_loopback, serve_in_thread  # noqa: E402
+from rtdecode.wire.client import Producer, Subscriber  # noqa: E402
 from rtdecode.wire.protocol import encode_spikes  # noqa: E402
 from rtdecode.wire.replay import send_paced, session_messages  # noqa: E402
-from rtdecode.runtime import Bundle, Decoder  # noqa: E402
 
 
 @contextlib.contextmanager
@@ -62,8 +61,6 @@ def final_status(prod: Producer, sub: Subscriber) -> dict:
 
 
 def offline_decodes(bundle: Path, session, windows: np.ndarray) -> dict[str, np.ndarray]:
-    from rtdecode.core.config import RunConfig
-    from rtdecode.core.normalisation import Normalisation
     from rtdecode.core.window_data import WindowData
 
     b = Bundle.load(bundle)

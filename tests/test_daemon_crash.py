@@ -16,11 +16,12 @@ import pytest
 
 pytest.importorskip("onnxruntime")
 
+from test_daemon import collect, connected, final_status, running_daemon  # noqa: E402
+
+from rtdecode.serve.recording import INPUT, OUTPUT, read_recording, repair  # noqa: E402
 from rtdecode.wire.client import Producer, Subscriber  # noqa: E402
 from rtdecode.wire.protocol import decode_output, encode_spikes  # noqa: E402
-from rtdecode.serve.recording import INPUT, OUTPUT, read_recording, repair  # noqa: E402
 from rtdecode.wire.replay import send_paced, session_messages  # noqa: E402
-from test_daemon import collect, connected, final_status, running_daemon  # noqa: E402
 
 
 @pytest.mark.skipif(os.name != "posix", reason="SIGKILL is POSIX-only")

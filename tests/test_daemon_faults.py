@@ -11,8 +11,9 @@ import pytest
 
 pytest.importorskip("onnxruntime")
 
-from rtdecode.wire.protocol import encode_clock, encode_frame, encode_spikes  # noqa: E402
 from test_daemon import collect, connected, final_status, running_daemon  # noqa: E402
+
+from rtdecode.wire.protocol import encode_clock, encode_frame, encode_spikes  # noqa: E402
 
 V1_BUNDLE = Path(__file__).parent / "fixtures" / "v1" / "bundle"
 PX = np.zeros((32, 64), np.uint8)  # the v1 model's frame size

@@ -37,7 +37,7 @@ class SlowBackend:
 def test_an_overloaded_daemon_stays_current(tiny_bundle, tiny_session, streaming, caplog):
     t1 = 3.0
     n = int(round(t1 / 0.05))
-    with (caplog.at_level(logging.WARNING, logger="rtdecode.serve.daemon"),
+    with (caplog.at_level(logging.WARNING, logger="rtdecode.serve"),
           running_daemon(tiny_bundle, streaming=streaming, prepare=_slow) as daemon, connected(daemon) as (prod, sub)):
         send_paced(prod, session_messages(tiny_session, batch=0.005, behavior=("theta",), t1=t1), speed=1)
         t_sent = time.monotonic()
@@ -48,11 +48,14 @@ def test_an_overloaded_daemon_stays_current(tiny_bundle, tiny_session, streaming
     assert windows == sorted(set(windows)) and windows[-1] == n - 1  # in order, and the newest one reached
     skipped = status["counters"]["windows_skipped"]
     assert len(decodes) + skipped == n and skipped >= n // 3  # ~2 of every 3 windows skipped
-    # bounded latency: a decode is published at most a few windows after its window closed, never seconds later
-    # (producer send of the closing message -> daemon publish: this test reads its subscriber only after sending)
+    # bounded latency: a decode is published a few windows after its window closed, never seconds later (producer
+    # send of the closing message -> daemon publish; this test reads its subscriber only after sending). A daemon
+    # that decoded every window would end n * DELAY_S - t1 (6 s) behind; the bound is a quarter of that, so a busy
+    # machine's slower decodes cannot fail it while falling behind always does
+    behind_s = n * DELAY_S - t1
     e2e = np.array([(d["t_send"] - d["in_t_send"]) * 1e3 for d in decodes])
-    assert e2e.max() < 6 * DELAY_S * 1e3, e2e.max()
-    assert caught_up_s < 6 * DELAY_S
+    assert e2e.max() < behind_s / 4 * 1e3, e2e.max()
+    assert caught_up_s < behind_s / 4
     assert status["overloaded"] and status["counters"]["overload_episodes"] >= 1
     assert any("slower than the data" in r.getMessage() for r in caplog.records)
 
@@ -63,7 +66,7 @@ def _slow(daemon: Any) -> None:
 
 def test_a_stream_over_the_token_budget_is_flagged_and_logged(tiny_bundle, caplog):
     """The tiny model has 46 spike slots per window; a rig sending 100 spikes per window gets told."""
-    with (caplog.at_level(logging.WARNING, logger="rtdecode.serve.daemon"),
+    with (caplog.at_level(logging.WARNING, logger="rtdecode.serve"),
           running_daemon(tiny_bundle, skip_backlog=False) as daemon, connected(daemon) as (prod, sub)):
         max_spikes = daemon.bundle.window.max_spikes
         rng = np.random.default_rng(0)

@@ -15,10 +15,11 @@ import pytest
 
 pytest.importorskip("onnxruntime")
 
-from rtdecode.wire.client import Producer, Subscriber  # noqa: E402
-from rtdecode.serve.recording import read_recording, replay_messages  # noqa: E402
-from rtdecode.wire.replay import send_paced, session_messages  # noqa: E402
 from test_daemon import collect, connected, final_status, running_daemon  # noqa: E402
+
+from rtdecode.serve.recording import read_recording, replay_messages  # noqa: E402
+from rtdecode.wire.client import Producer, Subscriber  # noqa: E402
+from rtdecode.wire.replay import send_paced, session_messages  # noqa: E402
 
 
 @pytest.mark.parametrize("streaming", [False, True], ids=["at-close", "streaming"])

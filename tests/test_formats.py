@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from rtdecode.io import load_session
-from rtdecode.serve.recording import read_recording
 from rtdecode.io.token_store import load_tokens
+from rtdecode.serve.recording import read_recording
 
 V1 = Path(__file__).parent / "fixtures" / "v1"
 

@@ -20,11 +20,12 @@ from hypothesis import strategies as st
 
 pytest.importorskip("onnxruntime")
 
-from rtdecode.wire.hostile import REJECT_REASONS, bad_message, expected_rejection  # noqa: E402
+from test_daemon import connected, running_daemon  # noqa: E402
+
 from rtdecode.io import load_session  # noqa: E402
+from rtdecode.wire.hostile import REJECT_REASONS, bad_message, expected_rejection  # noqa: E402
 from rtdecode.wire.protocol import encode_behavior, encode_clock, encode_control, encode_frame, encode_spikes  # noqa: E402
 from rtdecode.wire.replay import session_messages  # noqa: E402
-from test_daemon import connected, running_daemon  # noqa: E402
 
 V1 = Path(__file__).parent / "fixtures" / "v1"
 ENCODERS = {"spikes": encode_spikes, "frame": encode_frame, "behavior": encode_behavior, "clock": encode_clock}

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rtdecode.io.neuroformer import from_neuroformer_dict, load_neuroformer, to_neuroformer_dict
 from rtdecode.data.session import SessionError
+from rtdecode.io.neuroformer import from_neuroformer_dict, load_neuroformer, to_neuroformer_dict
 
 
 def _release_dict(seed: int = 0, n: int = 7, t: int = 300) -> dict[str, np.ndarray]:

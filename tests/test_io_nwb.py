@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from rtdecode.data.session import Behavior, Session, SessionError
 from rtdecode.io import load_session, save_session
 from rtdecode.io.nwb import load_nwb, save_nwb
-from rtdecode.data.session import Behavior, Session, SessionError
 
 
 @pytest.fixture

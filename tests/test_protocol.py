@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import msgpack
 import numpy as np
@@ -25,6 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from rtdecode.wire.hostile import HOSTILE, clk, f8, frm, head, i4, mk, mutate, nested, raw_clock_header, spk
 from rtdecode.wire.protocol import (
     MAX_BEHAVIOR_SAMPLES,
     MAX_FRAME_BYTES,
@@ -47,7 +49,6 @@ from rtdecode.wire.protocol import (
     encode_spikes,
     encode_status,
 )
-from rtdecode.wire.hostile import HOSTILE, clk, f8, frm, head, i4, mk, mutate, nested, raw_clock_header, spk
 
 # No example database: a test run must not write files; examples are few, so settings stay explicit per test.
 ROUNDTRIP = settings(max_examples=40, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from rtdecode.core.metrics import pearson_r, ridge_decode
 from rtdecode.report.document import Report
 from rtdecode.report.mlp import fit_mlp
-from rtdecode.core.metrics import pearson_r, ridge_decode
 
 
 def _json_numbers(value) -> list[float]:

@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from rtdecode.data.session import Behavior, Session, SessionError
 from rtdecode.io import load_session, save_session
 from rtdecode.io.npz import load_npz, save_npz
-from rtdecode.data.session import Behavior, Session, SessionError
 
 
 def _kwargs(**over: Any) -> dict[str, Any]:

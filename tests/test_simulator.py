@@ -13,8 +13,8 @@ import math
 import numpy as np
 import pytest
 
-from rtdecode.sim import simulator
 from rtdecode.io.npz import load_npz, save_npz
+from rtdecode.sim import simulator
 from rtdecode.sim.simulator import SimulationConfig, simulate
 
 DURATION = 120.0

@@ -32,8 +32,8 @@ def run_and_bundle(tiny_session_path, tmp_path_factory) -> tuple[Path, Bundle]:
     pytest.importorskip("onnxruntime")
     from conftest import tiny_config_dict
 
-    from rtdecode.export.onnx import export_bundle
     from rtdecode.core.config import RunConfig
+    from rtdecode.export.onnx import export_bundle
     from rtdecode.training.train import train
 
     root = tmp_path_factory.mktemp("trt")  # frames, a behavior input and two targets: every kind of axis

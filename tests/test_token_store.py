@@ -9,10 +9,10 @@ import pytest
 from typer.testing import CliRunner
 
 from rtdecode.cli import app
-from rtdecode.io import save_session
 from rtdecode.data.session import Session
-from rtdecode.io.token_store import load_tokens, save_tokens
 from rtdecode.data.tokenizer import WindowConfig, tokenize_session
+from rtdecode.io import save_session
+from rtdecode.io.token_store import load_tokens, save_tokens
 
 
 @pytest.fixture()

@@ -13,8 +13,8 @@ pytest.importorskip("safetensors")
 from typer.testing import CliRunner  # noqa: E402
 
 from rtdecode.cli import app  # noqa: E402
-from rtdecode.training.checkpoint import LoadedRun, read_meta  # noqa: E402
 from rtdecode.core.config import RunConfig  # noqa: E402
+from rtdecode.training.checkpoint import LoadedRun, read_meta  # noqa: E402
 from rtdecode.training.train import _update_best, train  # noqa: E402
 
 QUIET = {"log": lambda _: None}

@@ -11,10 +11,10 @@ import pytest
 
 pytest.importorskip("onnxruntime")
 
+from rtdecode.data.window import RollingWindow  # noqa: E402
 from rtdecode.runtime import Decoder  # noqa: E402
 from rtdecode.runtime.streaming import WindowStream  # noqa: E402
 from rtdecode.runtime.warming import CacheWarmer  # noqa: E402
-from rtdecode.data.window import RollingWindow  # noqa: E402
 
 
 class RecordingBackend:
@@ -67,7 +67,7 @@ def test_a_failing_warm_up_is_counted_and_the_thread_goes_on():
     try:
         for k in range(2):
             warmer.arm(time.monotonic(), [("stream", {"k": k})])
-            wait_for(lambda: warmer.errors == k + 1)
+            wait_for(lambda k=k: warmer.errors == k + 1)
         assert warmer.runs == 0 and not warmer.busy
     finally:
         warmer.stop()

@@ -18,9 +18,9 @@ import time
 
 import numpy as np
 
-from rtdecode.sim.simulator import SimulationConfig, simulate
 from rtdecode.data.tokenizer import WindowConfig, tokenize_session
 from rtdecode.data.window import RollingWindow
+from rtdecode.sim.simulator import SimulationConfig, simulate
 
 
 def bench_offline(times: np.ndarray, neurons: np.ndarray, n: int, stop: float, repeats: int) -> dict[str, float]:
@@ -39,7 +39,8 @@ def bench_offline(times: np.ndarray, neurons: np.ndarray, n: int, stop: float, r
 
 def bench_live(times: np.ndarray, neurons: np.ndarray, n: int, batch: int) -> dict[str, np.ndarray]:
     rw = RollingWindow(WindowConfig(), n)
-    inside, crossing = [], []
+    inside: list[float] = []
+    crossing: list[float] = []
     clock = time.perf_counter_ns
     for lo in range(0, times.size - batch + 1, batch):
         t, nn = times[lo : lo + batch], neurons[lo : lo + batch]

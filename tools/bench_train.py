@@ -34,11 +34,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from rtdecode.data.budget import budget_report
-from rtdecode.sim.simulator import SimulationConfig, simulate
 from rtdecode.core.config import RunConfig, load_config
 from rtdecode.core.normalisation import Normalisation
 from rtdecode.core.window_data import WindowData
+from rtdecode.data.budget import budget_report
+from rtdecode.sim.simulator import SimulationConfig, simulate
 from rtdecode.training.data import to_torch
 from rtdecode.training.generate import SamplingConfig, generate_window
 from rtdecode.training.losses import compute_losses

@@ -18,9 +18,9 @@ import dataclasses
 import json
 from pathlib import Path
 
+from rtdecode.core.config import load_config
 from rtdecode.io import load_session, save_session
 from rtdecode.sim.simulator import SimulationConfig, simulate
-from rtdecode.core.config import load_config
 from rtdecode.training.finetune import finetune
 from rtdecode.training.train import train
 

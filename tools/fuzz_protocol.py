@@ -29,23 +29,30 @@ import random
 import shutil
 import sys
 import tempfile
-import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import msgpack
 import zmq
 
-from rtdecode.serve.daemon import Daemon, ServeConfig, serve_in_thread
-from rtdecode.wire.hostile import REJECT_REASONS, bad_message, expected_rejection
-from rtdecode.wire.protocol import INPUT_TOPICS, encode_behavior, encode_clock, encode_control, encode_frame, encode_spikes
-from rtdecode.wire.replay import session_messages
 from rtdecode.runtime import Bundle
+from rtdecode.serve.daemon import Daemon, ServeConfig, serve_in_thread
 from rtdecode.sim.simulator import SimulationConfig, simulate
+from rtdecode.wire.hostile import REJECT_REASONS, bad_message, expected_rejection
+from rtdecode.wire.protocol import (
+    INPUT_TOPICS,
+    encode_behavior,
+    encode_clock,
+    encode_control,
+    encode_frame,
+    encode_spikes,
+)
+from rtdecode.wire.replay import session_messages
 
 ROOT = Path(__file__).resolve().parents[1]
 V1_BUNDLE = ROOT / "tests" / "fixtures" / "v1" / "bundle"
-ENCODERS = {"spikes": encode_spikes, "frame": encode_frame, "behavior": encode_behavior, "clock": encode_clock}
+ENCODERS: dict[str, Callable[..., list[bytes]]] = {"spikes": encode_spikes, "frame": encode_frame, "behavior": encode_behavior, "clock": encode_clock}
 SRC = "fuzz-valid"
 
 

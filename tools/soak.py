@@ -25,14 +25,15 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from rtdecode.bench.model import percentiles
-from rtdecode.wire.client import Producer, Subscriber
 from rtdecode.io import load_session, save_session
-from rtdecode.wire.replay import send_paced, session_messages
 from rtdecode.runtime import Bundle
+from rtdecode.wire.client import Producer, Subscriber
+from rtdecode.wire.replay import send_paced, session_messages
 
 
 def rss_mb(pid: int) -> float:
@@ -58,8 +59,8 @@ def make_inputs(args: argparse.Namespace, work: Path) -> tuple[Path, Path]:
         return data, args.bundle
     import dataclasses
 
-    from rtdecode.export.onnx import export_bundle
     from rtdecode.core.config import load_config
+    from rtdecode.export.onnx import export_bundle
     from rtdecode.training.train import train
 
     cfg = load_config("rig")
@@ -83,6 +84,8 @@ def main() -> None:
     p.add_argument("--period", type=float, default=60.0, help="length of one table row, s (default: %(default)s)")
     p.add_argument("--sample-every", type=float, default=2.0, help="RSS/status sampling period, s (default: %(default)s)")
     p.add_argument("--out", type=Path, default=Path("soak-out"), help="(default: %(default)s)")
+    p.add_argument("--report-only", action="store_true", help="exit 0 once the report is written, whether or not the "
+                   "bars are met (for runs too short for the bars to mean anything); by default a bar not met exits 1")
     args = p.parse_args()
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -98,7 +101,7 @@ def main() -> None:
         cmd.append("--generate")
     daemon = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     decodes: list[tuple[float, float]] = []  # (monotonic receive time, latency ms)
-    samples: list[dict] = []  # "t": monotonic time
+    samples: list[dict[str, Any]] = []  # "t": monotonic time
     stop, ready, measuring = threading.Event(), threading.Event(), threading.Event()
     t0 = time.monotonic()  # start of the measured minutes (moved when the warm-up ends)
 
@@ -148,7 +151,7 @@ def main() -> None:
     report(args, [(t - t0, ms) for t, ms in decodes if t >= t0], [{**x, "t": x["t"] - t0} for x in samples if x["t"] >= t0], sent)
 
 
-def report(args: argparse.Namespace, decodes: list[tuple[float, float]], samples: list[dict], sent: dict) -> None:
+def report(args: argparse.Namespace, decodes: list[tuple[float, float]], samples: list[dict[str, Any]], sent: dict) -> None:
     t = np.array([d[0] for d in decodes])
     lat = np.array([d[1] for d in decodes])
     period = args.period
@@ -157,7 +160,7 @@ def report(args: argparse.Namespace, decodes: list[tuple[float, float]], samples
     for m in range(n_rows):
         sel = (t >= period * m) & (t < period * (m + 1))
         in_min = [s for s in samples if s["t"] < period * (m + 1)]
-        last = in_min[-1] if in_min else {"rss_mb": float("nan"), "deadline_misses": 0, "counters": {}}
+        last: dict[str, Any] = in_min[-1] if in_min else {"rss_mb": float("nan"), "deadline_misses": 0, "counters": {}}
         c = last["counters"]
         rows.append({"period": m + 1, "windows": int(sel.sum()), **{k: v for k, v in percentiles(lat[sel]).items()
                      if k in ("p50", "p99", "p99.9", "max")}, "rss_mb": last["rss_mb"],
@@ -184,7 +187,7 @@ def report(args: argparse.Namespace, decodes: list[tuple[float, float]], samples
     (args.out / "soak.json").write_text(json.dumps(result, indent=2))
     plot(samples, rows, period, args.out / "soak.png")
     print(f"wrote {args.out / 'soak.json'} and {args.out / 'soak.png'}")
-    if not (verdict["memory_flat"] and verdict["p99_stable"]):
+    if not args.report_only and not (verdict["memory_flat"] and verdict["p99_stable"]):
         raise SystemExit(1)
 
 

@@ -26,10 +26,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import rtdecode
-from rtdecode.io.atomic import atomic_path, atomic_write
-from rtdecode.data.tokenizer import Vocab
 from rtdecode.core.config import RunConfig
 from rtdecode.core.normalisation import Normalisation
+from rtdecode.data.tokenizer import Vocab
+from rtdecode.io.atomic import atomic_path, atomic_write
 
 FORMAT = "rtdecode-checkpoint"
 FORMAT_VERSION = 1

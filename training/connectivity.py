@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from rtdecode.core.connectivity import binned, correlation_baseline, lagged_correlation_baseline
-from rtdecode.data.session import Session
 from rtdecode.core.window_data import WindowData
+from rtdecode.data.session import Session
 from rtdecode.training.data import make_split, to_torch
 from rtdecode.training.model import Neuroformer
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from rtdecode.core.normalisation import Normalisation
 from rtdecode.core.window_data import WindowData
-
 from rtdecode.training.data import to_torch
 from rtdecode.training.model import Neuroformer
 
@@ -16,7 +16,7 @@ __all__ = ["window_latents"]
 
 
 @torch.no_grad()
-def window_latents(model: Neuroformer, data: WindowData, windows: np.ndarray, norm: object,
+def window_latents(model: Neuroformer, data: WindowData, windows: np.ndarray, norm: Normalisation,
                    batch_size: int = 128) -> tuple[np.ndarray, str]:
     """Returns ((W, dim) float32 latents, kind: "contrastive" or "pooled")."""
     model.eval()

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rtdecode.training.checkpoint import read_meta
 from rtdecode.core.config import RunConfig
+from rtdecode.training.checkpoint import read_meta
 from rtdecode.training.train import TrainResult, train
 
 __all__ = ["finetune", "finetune_config"]

@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from rtdecode.data.tokenizer import Vocab
 from rtdecode.core.config import RunConfig
+from rtdecode.data.tokenizer import Vocab
 from rtdecode.training.model import Outputs
 
 __all__ = ["shifted_targets", "compute_losses", "info_nce"]
@@ -50,9 +50,9 @@ def compute_losses(out: Outputs, batch: dict[str, torch.Tensor], cfg: RunConfig,
         losses[f"behavior_{spec.name}"] = loss
         total = total + spec.weight * loss
     if cfg.contrastive.enabled and out.contrastive and out.pooled.shape[0] > 1:
-        c = cfg.contrastive
-        terms = [info_nce(out.contrastive[a], out.contrastive[b], c.temperature) for a, b in c.pairs]
+        con = cfg.contrastive
+        terms = [info_nce(out.contrastive[a], out.contrastive[b], con.temperature) for a, b in con.pairs]
         losses["contrastive"] = torch.stack(terms).mean()
-        total = total + c.weight * losses["contrastive"]
+        total = total + con.weight * losses["contrastive"]
     losses["total"] = total
     return losses

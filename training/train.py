@@ -26,11 +26,14 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from rtdecode.data.budget import budget_report
-from rtdecode.io import load_session
-from rtdecode.data.splits import Split
-from rtdecode.io.token_store import load_tokens
+from rtdecode.core.config import RunConfig
 from rtdecode.core.metrics import binned_counts, pearson_r, r_squared, rate_baseline_f1, ridge_decode
+from rtdecode.core.normalisation import Normalisation
+from rtdecode.core.window_data import WindowData
+from rtdecode.data.budget import budget_report
+from rtdecode.data.splits import Split
+from rtdecode.io import load_session
+from rtdecode.io.token_store import load_tokens
 from rtdecode.training.checkpoint import (
     load_train_state,
     load_weights,
@@ -40,9 +43,6 @@ from rtdecode.training.checkpoint import (
     weights_step,
     write_meta,
 )
-from rtdecode.core.config import RunConfig
-from rtdecode.core.normalisation import Normalisation
-from rtdecode.core.window_data import WindowData
 from rtdecode.training.data import make_split, to_torch
 from rtdecode.training.evaluate import evaluate
 from rtdecode.training.losses import compute_losses
@@ -261,12 +261,12 @@ def train(
         step += 1
         if dev.type == "cuda":
             torch.cuda.synchronize()
-        c = time.perf_counter()
+        c_done = time.perf_counter()
         t_data += b - a
-        t_model += c - b
+        t_model += c_done - b
         windows_done += mine.size
         scalars = {k: float(v.detach()) for k, v in losses.items()}
-        scalars["lr"] = scheduler.get_last_lr()[0]
+        scalars["lr"] = float(scheduler.get_last_lr()[0])
         scalars["windows_per_s"] = windows_done * world / max(t_data + t_model, 1e-9)
         if progress and is_main:
             progress(step, t.max_steps, scalars)
@@ -309,8 +309,8 @@ def train(
 
 def _without_run_length(cfg: RunConfig) -> RunConfig:
     """The config minus the fields a resumed run may change (how long it runs and how often it evaluates)."""
-    run_length = {"max_steps": 0, "max_minutes": 0.0, "eval_every": 1, "eval_windows": 0}
-    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **run_length))
+    train = dataclasses.replace(cfg.train, max_steps=0, max_minutes=0.0, eval_every=1, eval_windows=0)
+    return dataclasses.replace(cfg, train=train)
 
 
 # what stays trainable under each freeze option (module name prefixes); everything else is frozen

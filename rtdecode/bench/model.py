@@ -14,8 +14,9 @@ token count of the simulated session.
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -105,6 +106,11 @@ def machine_floors(bundle: Bundle, tokens: int) -> dict[str, float]:
             "decode_floor_ms": flops / (gflops * 1e9) * 1e3, "token_floor_ms": weight_bytes / (gbps * 1e9) * 1e3}
 
 
+def _decode_next(decoder: Decoder, windows: list[dict[str, np.ndarray]], counter: Iterator[int]) -> None:
+    """Decode the next of `windows` in turn (a timed call)."""
+    decoder.decode(windows[next(counter) % len(windows)])
+
+
 def _backend(bundle: Bundle, name: str, options: dict[str, Any]) -> Backend:
     """A runtime backend by name, or "torch": the source run in PyTorch eager (needs torch and the run)."""
     if name == "torch":
@@ -131,7 +137,7 @@ def bench_model(bundle_dir: str, *, backends: list[str], repeats: int = 200, gen
             log(f"{name}: unavailable ({e})")
             continue
         i = iter(range(10**9))
-        ms = _time(lambda: decoder.decode(windows[next(i) % len(windows)]), repeats)
+        ms = _time(functools.partial(_decode_next, decoder, windows, i), repeats)
         result["decode"][name] = percentiles(ms)
         d = result["decode"][name]
         log(f"{name:12s} decode, batch 1: p50 {d['p50']:.2f} ms  p99 {d['p99']:.2f} ms  p99.9 {d['p99.9']:.2f} ms")
@@ -158,7 +164,7 @@ def _sweep_settings(bundle: Bundle, windows: list[dict[str, np.ndarray]], repeat
                 decoder = Decoder(bundle, create_backend(bundle, "onnxruntime", threads=threads, spinning=spinning,
                                                          optimization=optimization))
                 i = iter(range(10**9))
-                p = percentiles(_time(lambda: decoder.decode(windows[next(i) % len(windows)]), repeats))
+                p = percentiles(_time(functools.partial(_decode_next, decoder, windows, i), repeats))
                 rows.append({"threads": threads, "spinning": spinning, "optimization": optimization, **p})
                 log(f"  onnxruntime threads={threads} spinning={'on ' if spinning else 'off'} opt={optimization:5s}: "
                     f"p50 {p['p50']:.2f} ms  p99 {p['p99']:.2f} ms")

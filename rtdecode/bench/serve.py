@@ -32,12 +32,12 @@ from typing import Any
 
 import numpy as np
 
+from rtdecode.bench.figures import latency_histogram
 from rtdecode.bench.model import percentiles
+from rtdecode.data.session import Session
+from rtdecode.runtime import Bundle, Decoder
 from rtdecode.wire.client import Producer, Subscriber
 from rtdecode.wire.replay import send_paced, session_messages
-from rtdecode.bench.figures import latency_histogram
-from rtdecode.runtime import Bundle, Decoder
-from rtdecode.data.session import Session
 
 __all__ = ["bench_serve"]
 

@@ -37,10 +37,10 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON instead of a table.")] = False,
 ) -> None:
     """Summarise a session: neurons, duration, firing rates, modalities, and what tokenization would give."""
-    from rtdecode.io import load_session
     from rtdecode.data.session import SessionError
     from rtdecode.data.summary import session_summary
     from rtdecode.data.tokenizer import WindowConfig
+    from rtdecode.io import load_session
 
     try:
         s = load_session(session)
@@ -100,10 +100,10 @@ def prepare(
     prev_block_size: Annotated[int, typer.Option(help="Token slots for the history; 0 = derived at training.")] = 0,
 ) -> None:
     """Tokenize a session once and store the tokens for training (memory-mapped arrays + tokens.json)."""
-    from rtdecode.io import load_session
     from rtdecode.data.session import SessionError
-    from rtdecode.io.token_store import save_tokens
     from rtdecode.data.tokenizer import tokenize_session
+    from rtdecode.io import load_session
+    from rtdecode.io.token_store import save_tokens
 
     cfg = _window_options(window, prev_window, dt, block_size, prev_block_size)
     try:

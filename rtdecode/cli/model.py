@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -18,11 +18,11 @@ def train(
     data: Annotated[Path, typer.Option(help="Session file (.npz or .nwb) to train on.", exists=True, dir_okay=False)],
     out: Annotated[Path, typer.Option(help="Run directory for checkpoints, metrics.csv and TensorBoard logs.")],
     config: Annotated[str, typer.Option(help="Run config: a TOML file, or a built-in name (small, small_10ms, rig, release, spikes_only).")] = "small",
-    tokens: Annotated[Optional[Path], typer.Option(help="Token store from `rtdecode prepare` (else tokenized here).")] = None,
+    tokens: Annotated[Path | None, typer.Option(help="Token store from `rtdecode prepare` (else tokenized here).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out exactly where it stopped.")] = False,
-    max_steps: Annotated[Optional[int], typer.Option(help="Override [train] max_steps.")] = None,
-    max_minutes: Annotated[Optional[float], typer.Option(help="Override [train] max_minutes (0 = no time limit).")] = None,
-    eval_every: Annotated[Optional[int], typer.Option(help="Override [train] eval_every.")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Override [train] max_steps.")] = None,
+    max_minutes: Annotated[float | None, typer.Option(help="Override [train] max_minutes (0 = no time limit).")] = None,
+    eval_every: Annotated[int | None, typer.Option(help="Override [train] eval_every.")] = None,
     device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = "auto",
     allow_truncation: Annotated[bool, typer.Option(help="Train even if the config's token budget drops more than 0.1% of spikes.")] = False,
 ) -> None:
@@ -40,15 +40,16 @@ def train(
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from rtdecode.data.budget import TruncationError
     from rtdecode.core.config import load_config
+    from rtdecode.data.budget import TruncationError
     from rtdecode.training.train import train as run_train
 
     try:
         cfg = load_config(config)
     except (ValueError, FileNotFoundError) as e:
         fail(str(e))
-    overrides = {k: v for k, v in (("max_steps", max_steps), ("max_minutes", max_minutes), ("eval_every", eval_every)) if v is not None}
+    overrides: dict[str, Any] = {k: v for k, v in (("max_steps", max_steps), ("max_minutes", max_minutes),
+                                                   ("eval_every", eval_every)) if v is not None}
     if overrides:
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **overrides))
     with Progress(
@@ -127,10 +128,10 @@ def generate(
     """
     import numpy as np
 
-    from rtdecode.io import load_session, save_session
-    from rtdecode.data.session import Session
-    from rtdecode.training.checkpoint import LoadedRun
     from rtdecode.core.window_data import WindowData
+    from rtdecode.data.session import Session
+    from rtdecode.io import load_session, save_session
+    from rtdecode.training.checkpoint import LoadedRun
     from rtdecode.training.generate import SamplingConfig, generate_session
     from rtdecode.training.train import make_split
 
@@ -167,7 +168,7 @@ def generate(
 def export(
     from_run: Annotated[Path, typer.Option("--from", help="Run directory (from `rtdecode train`).", exists=True, file_okay=False)],
     out: Annotated[Path, typer.Option(help="Bundle directory to write (ONNX graphs + manifest.json).")],
-    data: Annotated[Optional[Path], typer.Option(help="Session for parity checks on held-out windows (else synthetic windows).", exists=True, dir_okay=False)] = None,
+    data: Annotated[Path | None, typer.Option(help="Session for parity checks on held-out windows (else synthetic windows).", exists=True, dir_okay=False)] = None,
     weights: Annotated[str, typer.Option(help="Which weights: model (latest), best-val_loss or best-behavior_r.")] = "model",
     parity_windows: Annotated[int, typer.Option(help="Held-out windows compared against PyTorch.")] = 16,
     tolerance: Annotated[float, typer.Option(help="Max abs error allowed vs PyTorch (fp32).")] = 1e-4,
@@ -185,9 +186,9 @@ def export(
 
     wd = windows = None
     if data is not None:
+        from rtdecode.core.window_data import WindowData
         from rtdecode.io import load_session
         from rtdecode.training.checkpoint import LoadedRun
-        from rtdecode.core.window_data import WindowData
         from rtdecode.training.train import make_split
 
         run = LoadedRun(from_run, weights=weights)
@@ -224,7 +225,7 @@ def bench_model_command(
     spikes: Annotated[int, typer.Option(help="Spikes per synthetic window (the simulated session averages ~66).")] = 66,
     threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads (0 = all cores).")] = 0,
     sweep: Annotated[bool, typer.Option(help="Also measure onnxruntime threads x spinning x graph optimisation level.")] = False,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write every number to this JSON file.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write every number to this JSON file.")] = None,
 ) -> None:
     """Decode latency (p50/p99/p99.9, batch 1) per backend and generation speed, with this machine's floors."""
     from rtdecode.bench.model import bench_model

@@ -12,7 +12,7 @@ import dataclasses
 import inspect
 import re
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Optional
 
 import typer
@@ -43,7 +43,7 @@ def field_docs(cls: type) -> dict[str, str]:
 
 
 def dataclass_options(
-    cls: type, body: Callable[..., None], doc: str, extra: list[inspect.Parameter] = ()  # type: ignore[assignment]
+    cls: type, body: Callable[..., None], doc: str, extra: Sequence[inspect.Parameter] = ()
 ) -> Callable[..., None]:
     """A typer command whose options are `extra` then `cls`'s fields; it calls `body(cls(**fields), **extras)`.
 
@@ -54,10 +54,10 @@ def dataclass_options(
     params = list(extra)
     annotations: dict[str, Any] = {p.name: p.annotation for p in extra}
     for f in dataclasses.fields(cls):
-        typ = hints[f.name]
-        default = f.default
+        typ: Any = hints[f.name]  # built at run time: typer reads the annotation, not mypy
+        default: Any = f.default
         if _repeated(typ):
-            typ, default = Optional[list[typing.get_args(typ)[0]]], None  # noqa: UP045 (typer reads Optional)
+            typ, default = Optional[list[typing.get_args(typ)[0]]], None  # type: ignore[misc]  # noqa: UP045 (a type built at run time, for typer)
         elif typing.get_origin(typ) is tuple:
             typ, default = str, ",".join(str(v) for v in default)
         flags = f.metadata.get("flags", ())

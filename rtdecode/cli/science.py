@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -18,7 +18,7 @@ def evaluate(
     out: Annotated[Path, typer.Option(help="Report folder: report.html, report.json, PNGs, latents.npz.")] = Path("report"),
     max_windows: Annotated[int, typer.Option(help="Held-out windows to generate (consecutive).")] = 400,
     latency_seconds: Annotated[float, typer.Option(help="Seconds of held-out data served at real time for the latency histogram (0 = skip).")] = 20.0,
-    fewshot: Annotated[Optional[Path], typer.Option(help="Folder of `tools/fewshot_curve.py` results to include.", exists=True, file_okay=False)] = None,
+    fewshot: Annotated[Path | None, typer.Option(help="Folder of `tools/fewshot_curve.py` results to include.", exists=True, file_okay=False)] = None,
     connectivity_windows: Annotated[int, typer.Option(help="Training windows whose attention is averaged.")] = 3000,
     seed: Annotated[int, typer.Option(help="Seed of sampling, the MLP and the shuffle control.")] = 0,
 ) -> None:
@@ -78,11 +78,11 @@ def embed(
 ) -> None:
     """Per-window contrastive latents (npz), a 3-D projection coloured by speed, and how linearly speed can be read
     from them (ridge fitted on training windows, scored on held-out windows)."""
+    from rtdecode.core.window_data import WindowData
     from rtdecode.io import load_session
     from rtdecode.report.document import Report
     from rtdecode.report.evaluate import embedding_section
     from rtdecode.training.checkpoint import LoadedRun
-    from rtdecode.core.window_data import WindowData
     from rtdecode.training.data import make_split
 
     run = LoadedRun(from_run)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
-
 from rich.console import Console
 
 from rtdecode.cli.app import app, bench_app, console, fail
@@ -20,7 +19,7 @@ err_console = Console(stderr=True)
 @bench_app.command("serve")
 def bench_serve_command(
     bundle: Annotated[Path, typer.Argument(help="Bundle directory (from `rtdecode export`).", exists=True, file_okay=False)],
-    data: Annotated[Optional[Path], typer.Option(help="Session to replay (default: simulate one matching the model).", exists=True, dir_okay=False)] = None,
+    data: Annotated[Path | None, typer.Option(help="Session to replay (default: simulate one matching the model).", exists=True, dir_okay=False)] = None,
     duration: Annotated[float, typer.Option(help="Seconds of simulated session when --data is not given.")] = 60.0,
     speeds: Annotated[str, typer.Option(help="Comma-separated replay speeds: 1 = real time, 0 = as fast as possible.")] = "1,0",
     threads: Annotated[int, typer.Option(help="Daemon inference threads (0 = all cores).")] = 1,
@@ -122,10 +121,10 @@ def replay(
     speed: Annotated[float, typer.Option(help="1 = real time, 2 = twice as fast, 0 = as fast as possible.")] = 1.0,
     batch: Annotated[float, typer.Option(help="Seconds of data per spike message (sessions only).")] = 0.005,
     behavior: Annotated[str, typer.Option(help="Comma-separated behavior variables to stream as inputs (sessions only).")] = "",
-    t0: Annotated[Optional[float], typer.Option(help="Start of the replayed span, s (sessions only).")] = None,
-    t1: Annotated[Optional[float], typer.Option(help="End of the replayed span, s (sessions only).")] = None,
-    server_key: Annotated[Optional[Path], typer.Option(help="The daemon's public key file, for a daemon run with --curve-secret.", dir_okay=False)] = None,
-    client_keys: Annotated[Optional[Path], typer.Option(help="This client's .key_secret file (its public key must be allowed by the daemon).", dir_okay=False)] = None,
+    t0: Annotated[float | None, typer.Option(help="Start of the replayed span, s (sessions only).")] = None,
+    t1: Annotated[float | None, typer.Option(help="End of the replayed span, s (sessions only).")] = None,
+    server_key: Annotated[Path | None, typer.Option(help="The daemon's public key file, for a daemon run with --curve-secret.", dir_okay=False)] = None,
+    client_keys: Annotated[Path | None, typer.Option(help="This client's .key_secret file (its public key must be allowed by the daemon).", dir_okay=False)] = None,
 ) -> None:
     """Stream a session or a recording to a daemon as a real producer would: time-ordered, paced, batched."""
     import time

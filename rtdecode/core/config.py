@@ -203,6 +203,10 @@ class TrainConfig:
     amp: str = "bf16"
 
 
+# a run config's token budgets, unless it sets them: derived from the training data (rtdecode.data.budget)
+DERIVED_BUDGETS: dict[str, int] = {"block_size": 0, "prev_block_size": 0}
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything that defines a model and how it is trained."""
@@ -244,8 +248,6 @@ class RunConfig:
         return _build(cls, d, "")
 
 
-# a run config's token budgets, unless it sets them: derived from the training data (rtdecode.data.budget)
-DERIVED_BUDGETS = {"block_size": 0, "prev_block_size": 0}
 
 
 def _build(cls: Any, data: Any, where: str) -> Any:

@@ -52,7 +52,7 @@ def ridge_decode(
     ym = y_train[ok].mean()
     gram = xt.T @ xt
     rhs = xt.T @ (y_train[ok] - ym)
-    best = (-np.inf, alphas[0], None)
+    best: tuple[float, float, np.ndarray | None] = (-np.inf, alphas[0], None)
     for a in alphas:
         w = np.linalg.solve(gram + a * np.eye(gram.shape[0]), rhs)
         r = pearson_r(y_val, (x_val - mu) / sd @ w + ym)

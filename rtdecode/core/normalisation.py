@@ -24,4 +24,5 @@ class Normalisation:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Normalisation:
-        return cls({k: (float(v[0]), float(v[1])) for k, v in d["behavior"].items()}, tuple(d["frames"]))  # type: ignore[arg-type]
+        frames = (float(d["frames"][0]), float(d["frames"][1]))
+        return cls({k: (float(v[0]), float(v[1])) for k, v in d["behavior"].items()}, frames)

@@ -66,7 +66,7 @@ class Session:
     n_neurons: int
     start: float
     stop: float
-    neuron_ids: np.ndarray | None = None
+    neuron_ids: np.ndarray | None = None  # None becomes 0..N-1 at construction
     frames: np.ndarray | None = None
     frame_times: np.ndarray | None = None
     behavior: dict[str, Behavior] = field(default_factory=dict)
@@ -136,9 +136,10 @@ class Session:
                     f"neuron index out of range: found {lo}..{hi} but n_neurons={self.n_neurons} "
                     f"(indices must be 0..{self.n_neurons - 1}; map unit IDs to indices via neuron_ids)"
                 )
-        if self.neuron_ids.shape != (self.n_neurons,):
-            raise SessionError(f"neuron_ids must have shape ({self.n_neurons},); got {self.neuron_ids.shape}")
-        if np.unique(self.neuron_ids).size != self.n_neurons:
+        ids = np.asarray(self.neuron_ids)
+        if ids.shape != (self.n_neurons,):
+            raise SessionError(f"neuron_ids must have shape ({self.n_neurons},); got {ids.shape}")
+        if np.unique(ids).size != self.n_neurons:
             raise SessionError("neuron_ids must be unique: two neurons share an ID")
         self._validate_frames()
         for name, b in self.behavior.items():

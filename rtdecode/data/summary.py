@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from rtdecode.data.session import Session
 from rtdecode.data.budget import budget_report
+from rtdecode.data.session import Session
 from rtdecode.data.tokenizer import WindowConfig, tokenize_session
 
 __all__ = ["session_summary"]

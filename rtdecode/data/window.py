@@ -53,7 +53,7 @@ class ClosedWindow(NamedTuple):
         prev_neurons, prev_offsets: (m,) history events in token order; offsets are quanta inside the history.
     """
 
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index, on purpose: the window's index is its name
     start: float
     end: float
     neurons: np.ndarray

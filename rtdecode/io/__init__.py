@@ -8,8 +8,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from rtdecode.io.npz import load_npz, save_npz
 from rtdecode.data.session import Session, SessionError
+from rtdecode.io.npz import load_npz, save_npz
 
 __all__ = ["load_session", "save_session", "load_npz", "save_npz"]
 

@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from rtdecode.io.atomic import atomic_write
 from rtdecode.data.session import Behavior, Session, SessionError
+from rtdecode.io.atomic import atomic_write
 
 FORMAT = "rtdecode-session"
 FORMAT_VERSION = 1
@@ -45,10 +45,10 @@ def save_npz(session: Session, path: str | os.PathLike[str]) -> None:
         "n_neurons": np.array(session.n_neurons),
         "start": np.array(session.start),
         "stop": np.array(session.stop),
-        "neuron_ids": session.neuron_ids,
+        "neuron_ids": np.asarray(session.neuron_ids),
         "metadata_json": np.array(session.metadata_json()),
     }
-    if session.frames is not None:
+    if session.frames is not None and session.frame_times is not None:
         arrays["frames"] = session.frames
         arrays["frame_times"] = session.frame_times
     for name, b in session.behavior.items():
@@ -62,7 +62,7 @@ def save_npz(session: Session, path: str | os.PathLike[str]) -> None:
     for name, a in session.truth.items():
         arrays[f"truth/{name}"] = np.asarray(a)
     with atomic_write(path) as f:
-        np.savez(f, **arrays)
+        np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy's stubs type **kwds as allow_pickle
 
 
 def load_npz(path: str | os.PathLike[str]) -> Session:

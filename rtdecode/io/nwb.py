@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from rtdecode.io.atomic import atomic_path
 from rtdecode.data.session import Behavior, Session, SessionError
+from rtdecode.io.atomic import atomic_path
 
 __all__ = ["load_nwb", "save_nwb"]
 
@@ -119,8 +119,8 @@ def load_nwb(
         )
 
     # The session interval must contain every timestamp; obs_intervals (what rtdecode writes) give it exactly.
-    stamps = [times, frame_times, *(b.times for b in behavior.values())]
-    stamps = [s for s in stamps if s is not None and s.size]
+    stamps: list[np.ndarray] = [s for s in (times, frame_times, *(b.times for b in behavior.values()))
+                                if s is not None and s.size]
     lows = [float(s.min()) for s in stamps] + ([float(trials[:, 0].min())] if trials is not None else [])
     start = min([float(obs[:, 0].min())] + lows) if obs is not None else min([0.0] + lows)
     ends = [np.nextafter(start, np.inf)] + [np.nextafter(float(s.max()), np.inf) for s in stamps]
@@ -361,7 +361,7 @@ def save_nwb(session: Session, path: str | os.PathLike[str]) -> None:
         nwb.add_unit(
             spike_times=sorted_times[bounds[i] : bounds[i + 1]],
             obs_intervals=interval,
-            id=int(session.neuron_ids[i]),
+            id=int(np.asarray(session.neuron_ids)[i]),
         )
 
     if session.behavior:

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from rtdecode.io.atomic import atomic_write
 from rtdecode.data.tokenizer import TokenizedSession, Vocab, WindowConfig
+from rtdecode.io.atomic import atomic_write
 
 FORMAT = "rtdecode-tokens"
 FORMAT_VERSION = 1

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from rtdecode.report.mlp import fit_mlp
 from rtdecode.core.metrics import binned_counts, pearson_r, r_squared, ridge_decode
+from rtdecode.report.mlp import fit_mlp
 
 __all__ = ["decoding_scores", "METHODS"]
 

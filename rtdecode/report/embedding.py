@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from rtdecode.io.atomic import atomic_write
 from rtdecode.core.metrics import pearson_r, r_squared, ridge_decode
+from rtdecode.io.atomic import atomic_write
 
 __all__ = ["pca_projection", "linear_decodability", "save_latents"]
 

@@ -17,7 +17,11 @@ import numpy as np
 
 from rtdecode.bench.figures import latency_histogram
 from rtdecode.bench.model import percentiles
+from rtdecode.core.config import RunConfig
 from rtdecode.core.connectivity import meets_bar, score_against_truth
+from rtdecode.core.normalisation import Normalisation
+from rtdecode.core.window_data import WindowData
+from rtdecode.data.session import Session
 from rtdecode.io import load_session
 from rtdecode.report import figures
 from rtdecode.report.decoding import decoding_scores
@@ -25,10 +29,6 @@ from rtdecode.report.document import Report, Section
 from rtdecode.report.embedding import linear_decodability, pca_projection, save_latents
 from rtdecode.report.generation import generate_windows, generation_scores
 from rtdecode.runtime import Bundle, Decoder
-from rtdecode.data.session import Session
-from rtdecode.core.config import RunConfig
-from rtdecode.core.normalisation import Normalisation
-from rtdecode.core.window_data import WindowData
 from rtdecode.training.data import make_split
 
 __all__ = ["evaluate_report", "resolve_source"]
@@ -59,7 +59,7 @@ def evaluate_report(source: Path, session_path: Path, out: Path, *, max_windows:
     out.mkdir(parents=True, exist_ok=True)
     bundle_dir, run_dir = resolve_source(Path(source), out, Path(session_path), log)
     session = load_session(session_path)
-    decoder = Decoder(bundle_dir)
+    decoder = Decoder(Bundle.load(bundle_dir))
     cfg = decoder.bundle.config
     if session.n_neurons != decoder.vocab.n_neurons:
         raise ValueError(f"{session_path} has {session.n_neurons} neurons but the model takes {decoder.vocab.n_neurons}")
@@ -217,7 +217,7 @@ def embedding_section(sec: Section, out: Path, run: Any, data: WindowData, split
 
 def _fewshot(sec: Section, out: Path, fewshot_dir: Path | None) -> None:
     result = fewshot_dir / "fewshot.json" if fewshot_dir else None
-    if result is None or not result.is_file():
+    if fewshot_dir is None or result is None or not result.is_file():
         sec.text("Not included: run `python tools/fewshot_curve.py --out DIR` and pass `--fewshot DIR`.", "note")
         return
     data = json.loads(result.read_text())

@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from rtdecode.runtime.decoder import Decoder
 from rtdecode.data.window import ClosedWindow
+from rtdecode.runtime.decoder import Decoder
 
 __all__ = ["WindowStream", "StreamingError", "stream_feeds", "stream_outputs"]
 

@@ -312,7 +312,7 @@ class TensorRTBackend:
     def _pinned(self, nbytes: int) -> np.ndarray:
         """Page-locked host memory as a numpy array (copies to and from it can run asynchronously)."""
         ptr = self._alloc(self._cudart.cudaMallocHost, self._cudart.cudaFreeHost, nbytes)
-        return np.frombuffer((ctypes.c_uint8 * nbytes).from_address(ptr), np.uint8)
+        return np.frombuffer((ctypes.c_uint8 * nbytes).from_address(ptr), np.uint8)  # type: ignore[call-overload]
 
     def run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """Run one graph; outputs in the manifest's order, shaped for these inputs (fresh arrays, safe to keep)."""

@@ -30,7 +30,7 @@ from rtdecode.wire.auth import CurveServer, exposure_warnings, is_loopback
 
 __all__ = ["Daemon", "ServeConfig", "is_loopback", "serve_in_thread"]
 
-log = logging.getLogger("rtdecode.daemon")
+log = logging.getLogger("rtdecode.serve")
 
 DRAIN_BATCH = 1000  # input messages read per poll before the loop comes back to its other work
 IDLE_POLL_MS = 20
@@ -50,7 +50,9 @@ class Daemon:
         self.curve = CurveServer(config.curve_secret, config.curve_allow) if config.curve_secret is not None else None
         self.recorder = RecordingWriter(config.record) if config.record is not None else None
         self.generator: GenerationWorker | None = None
-        self.pull = self.pub = self.gen_pull = None
+        self.pull: zmq.Socket | None = None
+        self.pub: zmq.Socket | None = None
+        self.gen_pull: zmq.Socket | None = None
         self.engine.extra_counters = self._shell_counters
 
     # what callers look at: the model, its decoder, the mode, the status
@@ -75,18 +77,18 @@ class Daemon:
             log.warning(warning)
         if self.curve is not None:
             self.curve.start(self.context)  # the ZAP handler must run before the first client connects
-        self.pull = self._socket(zmq.PULL, zmq.RCVHWM, self.config.rcvhwm)
-        self.pub = self._socket(zmq.PUB, zmq.SNDHWM, self.config.sndhwm)
-        self.pull.bind(self.config.input)
-        self.pub.bind(self.config.output)
-        self.input_endpoint = self.pull.getsockopt_string(zmq.LAST_ENDPOINT)
-        self.output_endpoint = self.pub.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.pull = pull = self._socket(zmq.PULL, zmq.RCVHWM, self.config.rcvhwm)
+        self.pub = pub = self._socket(zmq.PUB, zmq.SNDHWM, self.config.sndhwm)
+        pull.bind(self.config.input)
+        pub.bind(self.config.output)
+        self.input_endpoint = pull.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.output_endpoint = pub.getsockopt_string(zmq.LAST_ENDPOINT)
         self.engine.streamer.start()
         if self.config.generate:
             inproc = f"inproc://rtdecode-generate-{id(self)}"
-            self.gen_pull = self.context.socket(zmq.PULL)
-            self.gen_pull.setsockopt(zmq.LINGER, 0)
-            self.gen_pull.bind(inproc)
+            self.gen_pull = gen_pull = self.context.socket(zmq.PULL)
+            gen_pull.setsockopt(zmq.LINGER, 0)
+            gen_pull.bind(inproc)
             self.generator = GenerationWorker(self.bundle, self.config, self.context, inproc)
             self.engine.on_decoded = self.generator.submit
             self.generator.start()
@@ -101,7 +103,7 @@ class Daemon:
 
     def _send(self, frames: list[bytes]) -> None:
         """The engine's publish: out on the PUB socket, and into the recording."""
-        self.pub.send_multipart(frames, copy=False)  # type: ignore[union-attr]
+        self.pub.send_multipart(frames, copy=False)  # type: ignore[union-attr]  # bound before any publish
         if self.recorder is not None:
             self.recorder.record(1, frames)
 

@@ -46,7 +46,7 @@ from rtdecode.wire.protocol import (
 
 __all__ = ["DecodeEngine"]
 
-log = logging.getLogger("rtdecode.daemon")
+log = logging.getLogger("rtdecode.serve")
 
 _MSG_COUNTER = {Spikes: "msg_spikes", Frame: "msg_frame", BehaviorSamples: "msg_behavior", Clock: "msg_clock",
                 Control: "msg_control"}  # accepted messages per wire topic

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 __all__ = ["UnitMap"]
@@ -10,7 +12,7 @@ __all__ = ["UnitMap"]
 class UnitMap:
     """Sorted lookup of a model's neuron IDs: one vectorised search per message, no per-spike Python."""
 
-    def __init__(self, neuron_ids: list[int] | np.ndarray) -> None:
+    def __init__(self, neuron_ids: Sequence[int] | np.ndarray) -> None:
         ids = np.asarray(neuron_ids, np.int64)
         self._order = np.argsort(ids, kind="stable")
         self._sorted = ids[self._order]

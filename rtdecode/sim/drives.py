@@ -6,6 +6,7 @@ its own random stream, so `rtdecode.sim.simulator` can change the network withou
 from __future__ import annotations
 
 import math
+
 import numpy as np
 
 from rtdecode.data.session import Behavior

@@ -30,6 +30,7 @@ from collections.abc import Callable
 import numpy as np
 
 from rtdecode.data.session import Behavior, Session
+from rtdecode.sim.config import BEHAVIORS, SimulationConfig
 from rtdecode.sim.drives import (
     _behavior,
     _community_schedule,
@@ -37,8 +38,6 @@ from rtdecode.sim.drives import (
     _stimulus,
     _visual_drive,
 )
-
-from rtdecode.sim.config import BEHAVIORS, SimulationConfig
 
 __all__ = ["SimulationConfig", "simulate"]
 
@@ -118,7 +117,7 @@ def _layout(c: SimulationConfig, rng: np.random.Generator) -> dict[str, np.ndarr
         for k, h in enumerate(hubs):
             community[others[k * size : (k + 1) * size]] = k
             community[h] = k
-    out = {"hubs": hubs, "community": community, "visual": visual, "speed": speed, "phi": phi, "theta": theta}
+    out: dict[str, np.ndarray] = {"hubs": hubs, "community": community, "visual": visual, "speed": speed, "phi": phi, "theta": theta}
     for name in BEHAVIORS:
         n = out[name].size
         signs = rng.permutation(np.where(np.arange(n) % 2 == 0, 1.0, -1.0))  # balanced +/- gains

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import reprlib
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import msgpack
 import numpy as np
@@ -86,7 +86,7 @@ class Control:
     src: str | None = None  # the producer's name (optional header key), for sequence accounting
 
 
-InputMessage = Union[Spikes, Frame, BehaviorSamples, Clock, Control]
+InputMessage = Spikes | Frame | BehaviorSamples | Clock | Control
 
 
 # ------------------------------------------------------------------------------------------------- encoding

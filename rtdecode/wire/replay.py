@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from rtdecode.wire.client import Producer
 from rtdecode.data.session import Session
+from rtdecode.wire.client import Producer
 
 __all__ = ["session_messages", "send_paced"]
 
