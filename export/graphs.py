@@ -12,11 +12,12 @@
   the window ended with these tokens (mean pool = sum / token count, then the heads): a window's spikes run
   through the model batch by batch while the window is open (streaming decode), and the batch that closes it
   (last spikes + EOS) gives the decode in the same call. It runs at every window close, so it is the lean form
-  (`Neuroformer.forward_tokens_past`): measured 25% faster than `step`'s form, and the heads inside it save a
+  (`forms.forward_tokens_past`): measured 25% faster than `step`'s form, and the heads inside it save a
   second session's call at the close.
 
-Each wrapper only re-plumbs tensors into the model's own methods, so the graphs compute exactly what training
-and the PyTorch generator compute. Input/output names are fixed here and recorded in the bundle manifest.
+Each wrapper only re-plumbs tensors into the model's own methods and their export forms (`rtdecode.export.forms`,
+on the model's own weights), so the graphs compute what training and the PyTorch generator compute.
+Input/output names are fixed here and recorded in the bundle manifest.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from rtdecode.export.forms import forward_tokens_fixed, forward_tokens_past
 from rtdecode.training.model import Context, CrossMemory, Neuroformer
 
 __all__ = ["GraphSpec", "DecodeGraph", "ContextGraph", "StepGraph", "StreamGraph", "context_layout",
@@ -137,7 +139,7 @@ class StepGraph(nn.Module):
     def forward(self, ids: torch.Tensor, dts: torch.Tensor, pos: torch.Tensor, past_k: torch.Tensor,
                 past_v: torch.Tensor, *context: torch.Tensor) -> tuple[torch.Tensor, ...]:
         m = self.model
-        h, new_k, new_v = m.forward_tokens_fixed(ids, dts, unflatten_context(m, context), past_k, past_v, pos)
+        h, new_k, new_v = forward_tokens_fixed(m, ids, dts, unflatten_context(m, context), past_k, past_v, pos)
         id_logits, dt_logits = m.token_logits(h[:, -1])  # only the last token's: what sampling needs
         return id_logits, dt_logits, new_k, new_v
 
@@ -168,8 +170,8 @@ class StreamGraph(nn.Module):
     def forward(self, ids: torch.Tensor, dts: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor,
                 hidden_before: torch.Tensor, *rest: torch.Tensor) -> tuple[torch.Tensor, ...]:
         m, L = self.model, self.layers
-        h, new_k, new_v = m.forward_tokens_past(ids, dts, unflatten_context(m, rest[2 * L :]), rest[:L], rest[L : 2 * L],
-                                                pos, mask)
+        past_k, past_v, ctx = rest[:L], rest[L : 2 * L], unflatten_context(m, rest[2 * L :])
+        h, new_k, new_v = forward_tokens_past(m, ids, dts, ctx, past_k, past_v, pos, mask)
         total = hidden_before + h.sum(dim=1)  # (B, D)
         out = m.behavior_outputs(total / (pos + ids.shape[1]).to(total.dtype))  # as `Neuroformer.pool`
         return (total, *new_k, *new_v) + tuple(out[b.name] for b in m.cfg.targets)  # new_k/v: L x (B, H, t, hd)

@@ -8,9 +8,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from rtdecode.core.window_data import WindowData  # noqa: E402
-
+from rtdecode.export.forms import forward_tokens_past  # noqa: E402
 from rtdecode.training.data import to_torch  # noqa: E402
-from rtdecode.training.generate import SamplingConfig, generate_window, top_p_filter  # noqa: E402
+from rtdecode.training.generate import SamplingConfig, TokenCache, forward_cached, generate_window, top_p_filter  # noqa: E402
 from rtdecode.training.losses import compute_losses  # noqa: E402
 from rtdecode.training.model import Neuroformer  # noqa: E402
 
@@ -88,10 +88,10 @@ def test_incremental_decoding_with_kv_cache_matches_full_forward(setup):
     with torch.no_grad():
         ctx = model.encode_context(batch)
         full = model.forward_tokens(batch["ids"], batch["dts"], ctx)
-        cache = model.new_cache()
+        cache = TokenCache.empty(model)
         T = batch["ids"].shape[1]
         cuts = [0, 1, 2, 7, 8, T // 2, T]
-        parts = [model.forward_tokens(batch["ids"][:, a:b], batch["dts"][:, a:b], ctx, cache) for a, b in zip(cuts, cuts[1:])]
+        parts = [forward_cached(model, batch["ids"][:, a:b], batch["dts"][:, a:b], ctx, cache) for a, b in zip(cuts, cuts[1:])]
     assert cache.length == T
     assert (torch.cat(parts, 1) - full).abs().max().item() < 1e-5
 
@@ -112,8 +112,8 @@ def test_the_stream_graphs_lean_path_matches_full_forward(setup):
             t = b - a
             bias = torch.zeros(t, a + t)
             bias[:, a:] = torch.full((t, t), float("-inf")).triu(1)
-            h, nk, nv = model.forward_tokens_past(batch["ids"][:, a:b], batch["dts"][:, a:b], ctx, ks, vs,
-                                                  torch.tensor(a), bias)
+            h, nk, nv = forward_tokens_past(model, batch["ids"][:, a:b], batch["dts"][:, a:b], ctx, ks, vs,
+                                            torch.tensor(a), bias)
             assert len(nk) == len(nv) == L
             ks = [torch.cat([k, n], 2) for k, n in zip(ks, nk)]
             vs = [torch.cat([v, n], 2) for v, n in zip(vs, nv)]

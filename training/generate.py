@@ -8,15 +8,15 @@ offset lies in the window and never goes below the previous spike's (tokens are 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from rtdecode.training.model import Context, Neuroformer
+from rtdecode.training.model import Context, Neuroformer, SelfBlock
 
-__all__ = ["SamplingConfig", "generate_window", "top_p_filter"]
+__all__ = ["SamplingConfig", "TokenCache", "forward_cached", "generate_window", "top_p_filter"]
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,46 @@ class SamplingConfig:
     temperature: float = 1.0
     top_p: float = 0.95
     seed: int | None = None
+
+
+@dataclass
+class TokenCache:
+    """Keys/values of the tokens each causal block has already seen (feature blocks, then fused blocks; each
+    (B, H, length, hd), None before the first chunk), and how many tokens that is: the next token's position."""
+
+    k: list[torch.Tensor | None] = field(default_factory=list)
+    v: list[torch.Tensor | None] = field(default_factory=list)
+    length: int = 0
+
+    @classmethod
+    def empty(cls, model: Neuroformer) -> TokenCache:
+        n = len(model.feature) + len(model.fused)
+        return cls([None] * n, [None] * n)
+
+
+def forward_cached(model: Neuroformer, ids: torch.Tensor, dts: torch.Tensor, ctx: Context,
+                   cache: TokenCache) -> torch.Tensor:
+    """`Neuroformer.forward_tokens` for a chunk (B, t) that continues the tokens in `cache`, which it extends.
+
+    The cache grows by concatenation: simple, and generation in PyTorch is not the serving path (the exported
+    step graph writes into a fixed-size cache instead, export/forms.py). Returns the hidden states (B, t, D)."""
+
+    def causal(i: int, blk: SelfBlock, x: torch.Tensor) -> torch.Tensor:
+        h = blk.ln1(x)
+        k, v = blk.attn.keys_values(h)  # (B, H, t, hd)
+        past_k, past_v = cache.k[i], cache.v[i]
+        if past_k is not None and past_v is not None:
+            k, v = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)  # (B, H, M, hd)
+        cache.k[i], cache.v[i] = k, v
+        T, M = x.shape[1], k.shape[2]
+        # query i (absolute position M - T + i) may see keys 0 .. M - T + i
+        mask = torch.ones(T, M, dtype=torch.bool, device=x.device).tril(diagonal=M - T)
+        x = x + blk.drop(blk.attn(h, k, v, mask))
+        return x + blk.mlp(blk.ln2(x))
+
+    h = model.forward_tokens(ids, dts, ctx, cache.length, causal)
+    cache.length += ids.shape[1]
+    return h
 
 
 def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -68,7 +108,7 @@ def generate_window(
     id_mask[: vocab.n_neurons] = 0.0
     id_mask[vocab.id_eos] = 0.0
     dt_allowed = torch.arange(vocab.dt_size, device=device)
-    cache = model.new_cache()
+    cache = TokenCache.empty(model)
     ids = torch.full((B, 1), vocab.id_sos, dtype=torch.long, device=device)
     dts = torch.full((B, 1), vocab.dt_sos, dtype=torch.long, device=device)
     last_dt = torch.zeros(B, dtype=torch.long, device=device)
@@ -76,7 +116,7 @@ def generate_window(
     out_ids: list[list[int]] = [[] for _ in range(B)]
     out_dts: list[list[int]] = [[] for _ in range(B)]
     for _ in range(limit):
-        h = model.forward_tokens(ids, dts, ctx, cache)[:, -1]  # (B, D)
+        h = forward_cached(model, ids, dts, ctx, cache)[:, -1]  # (B, D)
         id_logits, dt_logits = model.token_logits(h)
         next_id = _sample(id_logits + id_mask, sampling, gen)
         ok_dt = (dt_allowed[None, :] >= last_dt[:, None]) & (dt_allowed[None, :] < n_bins)

@@ -9,11 +9,12 @@ Data flow for one window (as in the Neuroformer reference), B windows at a time,
         -> fused causal self-attention -> next-ID and next-time-offset logits at every position
                                        -> masked mean pool over valid tokens -> behavior heads, contrastive feature
 
-Two structural choices make export and live serving natural:
+This file is the model as trained. Two choices let generation and serving reuse it unchanged:
 * The per-window context (history, frames, behavior inputs) is turned into every cross-attention block's keys
   and values once, by `encode_context`; the token path only reads them.
-* Every causal block accepts a chunk of new tokens plus a KV cache of the earlier ones (`TokenCache`), so the
-  same weights run a full window, one generated token, or a batch of freshly arrived spikes.
+* `forward_tokens` takes a chunk of tokens at any start position and a hook that runs each causal block against
+  a KV cache, so the cache forms live next to their users: the generator's growing cache in training/generate.py,
+  the exported graphs' fixed-size cache and flat-token form in export/forms.py.
 
 Padding: PAD tokens always follow a window's valid tokens, so causal attention alone keeps valid queries off PAD
 keys; memories (history, behavior inputs) carry a key-padding mask plus one learned "null" key that is always
@@ -23,24 +24,27 @@ valid, so an empty history never yields an all-masked softmax. Pooling averages 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from rtdecode.data.tokenizer import Vocab
 from rtdecode.core.config import RunConfig
+from rtdecode.data.tokenizer import Vocab
 
-__all__ = ["Neuroformer", "Context", "TokenCache", "Outputs"]
+__all__ = ["Neuroformer", "Context", "CausalBlockForm", "Outputs"]
+
+# how a caller runs causal block i on x (B, t, D) when its tokens continue a cached sequence (`forward_tokens`)
+CausalBlockForm = Callable[[int, "SelfBlock", torch.Tensor], torch.Tensor]
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # attention and blocks
 # ---------------------------------------------------------------------------------------------------------------
 class Attention(nn.Module):
-    """Multi-head attention whose keys/values can be computed separately (cross-attention memories, KV cache).
+    """Multi-head attention whose keys/values can be computed separately (cross-attention memories, KV caches).
 
     `record` switches on explicit softmax so `last_weights` (B, H, Tq, Tk) can be read for connectivity analysis;
     off (the default) it runs F.scaled_dot_product_attention.
@@ -88,31 +92,6 @@ class Attention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal)
         return self.proj(y.transpose(1, 2).reshape(B, T, D))
 
-    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        """`forward` (eval mode) for the stream graph: q (B, H, T, hd) projected queries, k/v (B, H, M, hd), `bias`
-        an additive mask (0 = may attend, -inf = may not); returns flat tokens (B*T, D) after `proj`.
-
-        Attention is spelled out as matmul + softmax: exported, that is a handful of ONNX nodes where
-        scaled_dot_product_attention with a boolean mask becomes dozens (mask expansion, NaN guards); and the
-        tokens stay one flat (B*T, D) matrix, so every projection is a single Gemm. The stream graph runs at every
-        window close (docs/performance.md). Same result to float rounding; rows must keep one finite entry."""
-        B, H, T, hd = q.shape
-        w = ((q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(hd)) + bias).softmax(dim=-1)
-        return self.proj((w @ v).transpose(1, 2).reshape(B * T, H * hd))
-
-    def heads(self, x: torch.Tensor, batch: int) -> torch.Tensor:
-        """Flat projected tokens (B*T, D) -> (B, H, T, hd)."""
-        return x.view(batch, -1, self.n_heads, self.head_dim).transpose(1, 2)
-
-    def queries_keys_values(self, x: torch.Tensor, batch: int) -> tuple[torch.Tensor, ...]:
-        """Self-attention's projections of flat tokens x (B*T, D): three tensors q, k, v, each (B, H, T, hd).
-
-        One matmul, then one reshape, one transpose and one split for all three (exported: 4 nodes, not the 10 of
-        splitting q from k/v first), since the fused weight's rows are q's heads, then k's, then v's."""
-        H, hd = self.n_heads, self.head_dim
-        qkv = F.linear(x, torch.cat([self.q.weight, self.kv.weight]), torch.cat([self.q.bias, self.kv.bias]))
-        return qkv.view(batch, -1, 3 * H, hd).transpose(1, 2).split(H, dim=1)
-
 
 class MLP(nn.Module):
     def __init__(self, d: int, ratio: int, dropout: float) -> None:
@@ -127,7 +106,7 @@ class MLP(nn.Module):
 
 
 class SelfBlock(nn.Module):
-    """Pre-LN self-attention + MLP. Causal blocks take a chunk of tokens and an optional cache of earlier ones."""
+    """Pre-LN self-attention + MLP, causal (token stacks) or not (frame encoder)."""
 
     def __init__(self, d: int, n_heads: int, dropout: float, mlp_ratio: int, causal: bool,
                  attn_dropout: float | None = None) -> None:
@@ -138,45 +117,11 @@ class SelfBlock(nn.Module):
         self.mlp = MLP(d, mlp_ratio, dropout)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, cache: LayerCache | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.ln1(x)
         k, v = self.attn.keys_values(h)
-        if cache is not None:
-            k, v = cache.extend(k, v)
-        if self.causal and cache is not None:
-            # after a cache: query i (absolute position M - T + i) may see keys 0 .. M - T + i
-            T, M = x.shape[1], k.shape[2]
-            mask = torch.ones(T, M, dtype=torch.bool, device=x.device).tril(diagonal=M - T)
-        x = x + self.drop(self.attn(h, k, v, mask, causal=self.causal and cache is None))
+        x = x + self.drop(self.attn(h, k, v, causal=self.causal))
         return x + self.mlp(self.ln2(x))
-
-
-    def forward_fixed(
-        self, x: torch.Tensor, past_k: torch.Tensor, past_v: torch.Tensor, past_valid: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One chunk (B, t, D) against a fixed-size cache (B, H, C, hd) whose slots `past_valid` (C,) are filled.
-
-        The export-friendly twin of `forward` with a `LayerCache`: no concatenation onto a growing cache and no
-        data-dependent slicing; returns (x, new_k, new_v) and the caller writes new_k/new_v into its buffer.
-        """
-        h = self.ln1(x)
-        k, v = self.attn.keys_values(h)  # (B, H, t, hd)
-        t = x.shape[1]
-        keys, values = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)
-        own = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
-        mask = torch.cat([past_valid[None, :].expand(t, -1), own], dim=1)  # (t, C + t)
-        x = x + self.drop(self.attn(h, keys, values, mask))
-        return x + self.mlp(self.ln2(x)), k, v
-
-    def forward_past(
-        self, x: torch.Tensor, past_k: torch.Tensor, past_v: torch.Tensor, bias: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One chunk of flat tokens (B*t, D) after the filled part of a cache (B, H, P, hd); `bias` (t, P + t) is
-        the additive mask (causal among the new tokens). The stream graph's block: it reads only the P filled
-        slots, not the whole fixed-size cache, and builds no mask. Returns (x, new_k, new_v) like `forward_fixed`."""
-        q, k, v = self.attn.queries_keys_values(self.ln1(x), past_k.shape[0])
-        x = x + self.drop(self.attn.attend(q, torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2), bias))
-        return x + self.mlp(self.ln2(x)), k, v
 
 
 class CrossBlock(nn.Module):
@@ -198,43 +143,12 @@ class CrossBlock(nn.Module):
         x = x + self.drop(self.attn(self.ln_q(x), memory.k, memory.v, memory.mask))
         return x + self.mlp(self.ln2(x))
 
-    def forward_additive(self, x: torch.Tensor, memory: CrossMemory) -> torch.Tensor:
-        """`forward` on flat tokens (B*t, D) through `Attention.attend` (the stream graph's form; see there)."""
-        bias = (torch.zeros((), dtype=x.dtype) if memory.mask is None
-                else torch.where(memory.mask, 0.0, float("-inf")).to(x.dtype))
-        q = self.attn.heads(self.attn.q(self.ln_q(x)), memory.k.shape[0])
-        x = x + self.drop(self.attn.attend(q, memory.k, memory.v, bias))
-        return x + self.mlp(self.ln2(x))
-
 
 @dataclass
 class CrossMemory:
     k: torch.Tensor  # (B, H, M, hd)
     v: torch.Tensor
     mask: torch.Tensor | None  # (B, 1, 1, M) True = valid
-
-
-@dataclass
-class LayerCache:
-    """Keys/values of the tokens a causal block has already seen (B, H, T_seen, hd)."""
-
-    k: torch.Tensor | None = None
-    v: torch.Tensor | None = None
-
-    def extend(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.k is not None and self.v is not None:
-            k, v = torch.cat([self.k, k], dim=2), torch.cat([self.v, v], dim=2)
-        self.k, self.v = k, v
-        return k, v
-
-
-@dataclass
-class TokenCache:
-    """A KV cache for every causal block, plus how many tokens it holds (their absolute positions)."""
-
-    feature: list[LayerCache]
-    fused: list[LayerCache]
-    length: int = 0
 
 
 @dataclass
@@ -387,100 +301,35 @@ class Neuroformer(nn.Module):
         return ctx
 
     # ------------------------------------------------------------------ tokens
-    def new_cache(self) -> TokenCache:
-        return TokenCache([LayerCache() for _ in self.feature], [LayerCache() for _ in self.fused])
-
     def forward_tokens(
-        self, ids: torch.Tensor, dts: torch.Tensor, ctx: Context, cache: TokenCache | None = None
+        self, ids: torch.Tensor, dts: torch.Tensor, ctx: Context, start: int | torch.Tensor = 0,
+        causal: CausalBlockForm | None = None,
     ) -> torch.Tensor:
-        """Run a chunk of tokens (B, t) through every stack; with a cache they continue the cached sequence.
+        """Run a chunk of tokens (B, t) at positions start .. start + t - 1 through every stack (feature blocks,
+        cross blocks, fused blocks) and the final norm. Returns the normalised hidden states (B, t, D).
 
-        Returns the final normalised hidden states (B, t, D).
-        """
-        start = cache.length if cache is not None else 0
+        `causal(i, block, x)`, when given, runs causal block i (feature blocks, then fused blocks) in place of
+        `block(x)`: how a caller lets the chunk attend to the keys/values of earlier tokens it has cached."""
         t = ids.shape[1]
-        pos = torch.arange(start, start + t, device=ids.device)
+        if isinstance(start, torch.Tensor):  # an exported graph's input, () int64
+            pos = start + torch.arange(t, device=ids.device)
+        else:
+            pos = torch.arange(start, start + t, device=ids.device)
         x = self.drop(self.id_emb(ids) + self.dt_emb(dts) + self.pos_emb(pos))
         for i, blk in enumerate(self.feature):
-            x = blk(x, cache.feature[i] if cache is not None else None)
-        x = self._cross(x, ctx)
-        for i, blk in enumerate(self.fused):
-            x = blk(x, cache.fused[i] if cache is not None else None)
-        if cache is not None:
-            cache.length += t
+            x = blk(x) if causal is None else causal(i, blk, x)
+        for cross, mem in self.cross_pairs(ctx):
+            x = cross(x, mem)
+        for i, blk in enumerate(self.fused, start=len(self.feature)):
+            x = blk(x) if causal is None else causal(i, blk, x)
         return self.ln_f(x)
 
-    def forward_tokens_fixed(
-        self, ids: torch.Tensor, dts: torch.Tensor, ctx: Context, past_k: torch.Tensor, past_v: torch.Tensor,
-        pos: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """`forward_tokens` against a caller-owned fixed-size KV cache (what the exported step graph runs).
-
-        Args:
-            ids, dts: (B, t) new tokens, at absolute positions pos .. pos + t - 1.
-            past_k, past_v: (L, B, H, C, hd) cache of every causal block (feature blocks, then fused blocks);
-                slots 0 .. pos - 1 are filled, the rest are ignored.
-            pos: () int64, tokens already in the cache.
-        Returns:
-            hidden (B, t, D) after the final norm, new_k and new_v (L, B, H, t, hd) for slots pos .. pos + t - 1.
-        """
-        past_valid = torch.arange(past_k.shape[3], device=ids.device) < pos
-        h, new_k, new_v = self._cached_chunk(ids, dts, pos, ctx, False,
-                                             lambda i, blk, x: blk.forward_fixed(x, past_k[i], past_v[i], past_valid))
-        return h, torch.stack(new_k), torch.stack(new_v)
-
-    def forward_tokens_past(
-        self, ids: torch.Tensor, dts: torch.Tensor, ctx: Context, past_k: Sequence[torch.Tensor],
-        past_v: Sequence[torch.Tensor], pos: torch.Tensor, bias: torch.Tensor,
-    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
-        """`forward_tokens_fixed` against only the filled part of the cache (what the exported stream graph runs).
-
-        Args:
-            ids, dts: (B, t) new tokens, at absolute positions pos .. pos + t - 1.
-            past_k, past_v: per causal block (feature blocks, then fused blocks), (B, H, P, hd): the cached keys
-                and values the new tokens may attend to.
-            pos: () int64, the new tokens' first position.
-            bias: (t, P + t) additive mask: 0 where query i may attend key j, -inf elsewhere (causal among the new
-                tokens; a caller with no past passes one slot masked out, since a graph input cannot be empty).
-        Returns:
-            hidden (B, t, D) after the final norm, new_k and new_v: per causal block, (B, H, t, hd) (not stacked:
-            exported, stacking is 10 nodes the close would run for keys/values it throws away).
-        """
-        return self._cached_chunk(ids, dts, pos, ctx, True,
-                                  lambda i, blk, x: blk.forward_past(x, past_k[i], past_v[i], bias))
-
-    def _cached_chunk(
-        self, ids: torch.Tensor, dts: torch.Tensor, pos: torch.Tensor, ctx: Context, lean: bool,
-        causal_block: Callable[[int, SelfBlock, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
-    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
-        """The stacks of `forward_tokens_fixed` / `forward_tokens_past`, which differ only in how a causal block
-        reads its cache (`causal_block(i, block, x)` -> (x, new_k, new_v)) and, when `lean`, in the tokens' form
-        between blocks (flat (B*t, D), see `Attention.attend`) and the cross blocks' mask form."""
-        B, t = ids.shape
-        positions = pos + torch.arange(t, device=ids.device)
-        x = self.drop(self.id_emb(ids) + self.dt_emb(dts) + self.pos_emb(positions))
-        if lean:
-            x = x.reshape(B * t, -1)
-        new_k, new_v = [], []
-        for i, blk in enumerate(list(self.feature) + list(self.fused)):
-            if i == len(self.feature):
-                x = self._cross(x, ctx, lean)
-            x, k, v = causal_block(i, blk, x)
-            new_k.append(k)
-            new_v.append(v)
-        if len(self.fused) == 0:
-            x = self._cross(x, ctx, lean)
-        h = self.ln_f(x)
-        return (h.view(B, t, -1) if lean else h), new_k, new_v
-
-    def _cross(self, x: torch.Tensor, ctx: Context, lean: bool = False) -> torch.Tensor:
-        """The cross-attention stacks; `lean`: on flat tokens, in the stream graph's form (`Attention.attend`)."""
+    def cross_pairs(self, ctx: Context) -> list[tuple[CrossBlock, CrossMemory]]:
+        """Every cross-attention block with its memory, in block order: history, frames, each behavior input."""
         pairs = list(zip(self.history_cross, ctx.history)) + list(zip(self.frame_cross, ctx.frames))
         for name, mems in ctx.behavior.items():
             pairs += list(zip(self.behavior_cross[name], mems))
-        for blk, mem in pairs:
-            x = blk.forward_additive(x, mem) if lean else blk(x, mem)
-        return x
+        return pairs
 
     # ------------------------------------------------------------------ heads
     def token_logits(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
