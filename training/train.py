@@ -82,7 +82,7 @@ class LengthGroupedBatches:
     """Batches of similar token counts, reproducible from (seed, epoch, cursor) alone.
 
     Each epoch: shuffle the windows, take pools of `pool` batches, sort each pool by spike count, cut it into
-    batches, shuffle the batches. Trimmed batches then carry little padding (~1.5x faster than random batches).
+    batches, shuffle the batches. Trimmed batches then carry little padding, so a step costs what its spikes cost.
     The epoch's order comes from a generator seeded by (seed, epoch), so the whole sampler state is two integers
     and a resumed run draws exactly the batches the uninterrupted run would have.
     """

@@ -9,7 +9,7 @@ In one run:
    windows/s, deadline misses and skipped windows from the daemon's status; the daemon's CPU use from /proc.
 Each daemon mode asked for (window = decode at close, streaming = `--streaming`) gets its own daemon process, one
 after the other. Per run: post-close latency (the daemon's own figure: closing message taken off the socket ->
-decode computed; encoding and sending, ~0.1 ms, are the `publish` stage) beside end-to-end latency, the two
+decode computed; encoding and sending are the `publish` stage) beside end-to-end latency, the two
 transport legs (time a message waits in the socket behind other work is in the inbound leg, so compare modes on
 end-to-end), and post-close p99 by quartile of spikes per window. Counters are per run (one daemon serves every
 speed); `stages_ms` medians span the daemon's last 1000 windows.

@@ -51,8 +51,8 @@ class ModelConfig:
         n_heads: attention heads (d_model must divide by it).
         dropout: dropout in attention and MLPs during training.
         attention_dropout: dropout of the attention weights; None = `dropout`. Any nonzero value makes CPU
-            training fall back from the fused attention kernel to an explicit softmax, which at 1000+ tokens per
-            window was ~8x slower (measured on 2 cores): the rig config sets 0.
+            training fall back from the fused attention kernel to an explicit softmax, several times slower at
+            1000+ tokens per window: the rig config sets 0.
         mlp_ratio: hidden width of each block's MLP, as a multiple of d_model.
         feature_layers: causal self-attention blocks over the current window's tokens.
         frame_layers: self-attention blocks over frame patch tokens.

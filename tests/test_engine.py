@@ -1,0 +1,77 @@
+"""The decode engine on its own: wire messages in, published outputs out, no sockets and no threads.
+
+What the daemon tests check through real ZeroMQ sockets, checked here on the engine alone (the v1 fixture bundle,
+decoded at close): a recorded session fed message by message decodes like offline inference on the same bundle,
+and a bad message is counted, not raised, and changes nothing else.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import msgpack
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+from rtdecode.core.window_data import WindowData
+from rtdecode.io import load_session
+from rtdecode.runtime import Bundle, Decoder
+from rtdecode.serve.config import ServeConfig
+from rtdecode.serve.engine import DecodeEngine
+from rtdecode.wire.protocol import encode_behavior, encode_clock, encode_control, encode_frame, encode_spikes
+from rtdecode.wire.replay import session_messages
+
+V1 = Path(__file__).parent / "fixtures" / "v1"
+ENCODERS = {"spikes": encode_spikes, "frame": encode_frame, "behavior": encode_behavior, "clock": encode_clock}
+
+
+def published_topics(out: list[list[bytes]], topic: bytes) -> list[dict]:
+    return [msgpack.unpackb(frames[1]) for frames in out if frames[0] == topic]
+
+
+@pytest.fixture(scope="module")
+def bundle() -> Bundle:
+    return Bundle.load(V1 / "bundle")
+
+
+def test_a_session_fed_to_the_engine_decodes_like_offline_inference(bundle: Bundle) -> None:
+    session = load_session(V1 / "session.npz")
+    out: list[list[bytes]] = []
+    engine = DecodeEngine(bundle, ServeConfig(skip_backlog=False, start=session.start), out.append)
+    assert not engine.streaming  # the v1 bundle has no stream graph: decoded at close
+    names = tuple(b.name for b in bundle.behavior_inputs)
+    for seq, (_, kind, args) in enumerate(session_messages(session, batch=0.005, behavior=names)):
+        engine.handle(ENCODERS[kind](seq, 0.0, *args, src="test"), time.perf_counter())
+        engine.step()
+    decodes = published_topics(out, b"decode")
+    windows = np.array([d["window"] for d in decodes])
+    data = WindowData(session, bundle.config)
+    first = data.tokens.first_window
+    assert windows.size >= data.n_windows - 1 and np.array_equal(windows, np.arange(first, first + windows.size))
+    offline = Decoder(bundle, backend="onnxruntime").decode(data.batch(windows - first, bundle.norm))
+    for spec in bundle.targets:
+        live = np.array([d["values"][spec.name] for d in decodes])
+        np.testing.assert_allclose(live, offline[spec.name], atol=1e-5, rtol=0)
+    status = engine.status()
+    assert status["windows"] == windows.size and status["counters"].get("internal_error", 0) == 0
+    assert status["counters"]["msg_spikes"] > 0 and "seq_gap" not in status["counters"]
+
+
+def test_a_bad_message_is_counted_and_changes_nothing(bundle: Bundle) -> None:
+    out: list[list[bytes]] = []
+    engine = DecodeEngine(bundle, ServeConfig(), out.append)
+    engine.handle([b"spikes", b"\xc1"], time.perf_counter())  # not msgpack
+    engine.handle(encode_behavior(0, 0.0, "pupil", np.array([0.01]), np.array([1.0]), src="rig"), time.perf_counter())
+    engine.handle(encode_spikes(1, 0.0, np.array([0.01]), np.array([1], np.int32), src="rig"), time.perf_counter())
+    engine.handle(encode_clock(2, 0.0, 0.05, src="rig"), time.perf_counter())  # closes window 0
+    engine.handle(encode_control(3, 0.0, "status"), time.perf_counter())
+    counters = engine.status()["counters"]
+    assert counters["malformed"] == 1 and counters["unknown_behavior"] == 1
+    # the rejected behavior message (seq 0) did not advance the producer's sequence: seq 1 is its first
+    assert "seq_gap" not in counters and "seq_reset" not in counters
+    decodes = published_topics(out, b"decode")
+    assert [d["window"] for d in decodes] == [0] and decodes[0]["n_spikes"] == 1
+    assert published_topics(out, b"status")  # the status request was answered through `publish`
