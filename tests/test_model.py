@@ -9,8 +9,9 @@ torch = pytest.importorskip("torch")
 
 from rtdecode.core.window_data import WindowData  # noqa: E402
 from rtdecode.export.forms import forward_tokens_past  # noqa: E402
+from rtdecode.runtime.sampling import nucleus  # noqa: E402
 from rtdecode.training.data import to_torch  # noqa: E402
-from rtdecode.training.generate import SamplingConfig, TokenCache, forward_cached, generate_window, top_p_filter  # noqa: E402
+from rtdecode.training.generate import SamplingConfig, TokenCache, forward_cached, generate_window  # noqa: E402
 from rtdecode.training.losses import compute_losses  # noqa: E402
 from rtdecode.training.model import Neuroformer  # noqa: E402
 
@@ -168,10 +169,12 @@ def test_seeded_sampling_is_reproducible(setup):
 
 
 def test_top_p_keeps_the_smallest_nucleus():
-    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
-    kept = torch.isfinite(top_p_filter(logits, 0.7))
-    assert kept.tolist() == [[True, True, False, False]]
-    assert torch.isfinite(top_p_filter(logits, 1.0)).all()
+    logits = np.log(np.array([[0.15, 0.5, 0.05, 0.3]], np.float32))
+    order, p = nucleus(logits, 1.0, 0.7)
+    assert sorted(order[0, p[0] > 0].tolist()) == [1, 3]
+    np.testing.assert_allclose(p.sum(-1), 1.0, rtol=1e-6)
+    order, p = nucleus(logits, 1.0, 1.0)
+    assert (p > 0).all()
 
 
 def test_weight_decay_only_on_linear_and_conv_weights(setup):

@@ -2,8 +2,9 @@
 
 The release re-ran the whole model for every sampled spike and recomputed history and frame keys each time
 (the reference release's generator). Here the window's context is encoded once, the SOS token primes the cache, and
-each step feeds one token. Sampling follows the token grammar: an ID is a neuron or EOS (never SOS/PAD), a time
-offset lies in the window and never goes below the previous spike's (tokens are ordered by time bin).
+each step feeds one token. The token grammar (an ID is a neuron or EOS, never SOS/PAD; a time offset lies in the
+window and never goes below the previous spike's) and the nucleus sampler are `rtdecode.runtime.sampling`'s, the
+same numpy code the runtime's generator runs: each step's logits go to numpy for the pick.
 """
 
 from __future__ import annotations
@@ -14,14 +15,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from rtdecode.runtime.sampling import WindowSampler
 from rtdecode.training.model import Context, Neuroformer, SelfBlock
 
-__all__ = ["SamplingConfig", "TokenCache", "forward_cached", "generate_window", "top_p_filter"]
+__all__ = ["SamplingConfig", "TokenCache", "forward_cached", "generate_window"]
 
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    """temperature: softmax temperature (0 = greedy). top_p: nucleus mass kept (1 = all). seed: torch seed."""
+    """temperature: softmax temperature (0 = greedy). top_p: nucleus mass kept (1 = all). seed: the sampler's
+    numpy seed (None = fresh entropy)."""
 
     temperature: float = 1.0
     top_p: float = 0.95
@@ -68,24 +71,6 @@ def forward_cached(model: Neuroformer, ids: torch.Tensor, dts: torch.Tensor, ctx
     return h
 
 
-def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
-    """Set to -inf every logit outside the smallest set whose probability reaches `top_p` (per row)."""
-    if top_p >= 1.0:
-        return logits
-    sorted_logits, order = logits.sort(dim=-1, descending=True)
-    cum = sorted_logits.softmax(-1).cumsum(-1)
-    drop = cum - sorted_logits.softmax(-1) >= top_p  # keep the token that crosses the threshold
-    sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-    return torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
-
-
-def _sample(logits: torch.Tensor, cfg: SamplingConfig, gen: torch.Generator | None) -> torch.Tensor:
-    if cfg.temperature <= 0:
-        return logits.argmax(-1)
-    probs = top_p_filter(logits / cfg.temperature, cfg.top_p).softmax(-1)
-    return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
-
-
 @torch.no_grad()
 def generate_window(
     model: Neuroformer, ctx: Context, sampling: SamplingConfig = SamplingConfig(), max_tokens: int | None = None
@@ -95,42 +80,20 @@ def generate_window(
     Returns per window (neuron indices, time offsets in dt quanta), in token order. Generation stops at EOS or
     when the window's spike slots (block_size - 2) are full.
     """
-    vocab = model.vocab
-    n_bins = model.cfg.window.bins_per_window
     limit = model.cfg.window.max_spikes if max_tokens is None else min(max_tokens, model.cfg.window.max_spikes)
     B = ctx.history[0].k.shape[0] if ctx.history else _batch_size(ctx)
     device = model.id_head.weight.device
-    gen = None
-    if sampling.seed is not None:
-        gen = torch.Generator(device=device)
-        gen.manual_seed(sampling.seed)
-    id_mask = torch.full((vocab.id_size,), float("-inf"), device=device)
-    id_mask[: vocab.n_neurons] = 0.0
-    id_mask[vocab.id_eos] = 0.0
-    dt_allowed = torch.arange(vocab.dt_size, device=device)
+    sampler = WindowSampler(model.vocab, model.cfg.window.bins_per_window, B, temperature=sampling.temperature,
+                            top_p=sampling.top_p, seed=sampling.seed)
     cache = TokenCache.empty(model)
-    ids = torch.full((B, 1), vocab.id_sos, dtype=torch.long, device=device)
-    dts = torch.full((B, 1), vocab.dt_sos, dtype=torch.long, device=device)
-    last_dt = torch.zeros(B, dtype=torch.long, device=device)
-    done = torch.zeros(B, dtype=torch.bool, device=device)
-    out_ids: list[list[int]] = [[] for _ in range(B)]
-    out_dts: list[list[int]] = [[] for _ in range(B)]
+    ids, dts = sampler.first_tokens()
     for _ in range(limit):
-        h = forward_cached(model, ids, dts, ctx, cache)[:, -1]  # (B, D)
-        id_logits, dt_logits = model.token_logits(h)
-        next_id = _sample(id_logits + id_mask, sampling, gen)
-        ok_dt = (dt_allowed[None, :] >= last_dt[:, None]) & (dt_allowed[None, :] < n_bins)
-        next_dt = _sample(dt_logits.masked_fill(~ok_dt, float("-inf")), sampling, gen)
-        is_eos = next_id == vocab.id_eos
-        for b in torch.nonzero(~done & ~is_eos).flatten().tolist():
-            out_ids[b].append(int(next_id[b]))
-            out_dts[b].append(int(next_dt[b]))
-        done |= is_eos
-        if bool(done.all()):
+        h = forward_cached(model, torch.from_numpy(ids).to(device), torch.from_numpy(dts).to(device), ctx, cache)
+        id_logits, dt_logits = model.token_logits(h[:, -1])  # (B, id_size), (B, dt_size)
+        ids, dts = sampler.step(id_logits.float().cpu().numpy(), dt_logits.float().cpu().numpy())
+        if sampler.finished:
             break
-        last_dt = torch.where(done, last_dt, next_dt)
-        ids, dts = next_id[:, None], torch.where(is_eos, vocab.dt_eos, next_dt)[:, None]
-    return [np.array(x, dtype=np.int64) for x in out_ids], [np.array(x, dtype=np.int64) for x in out_dts]
+    return sampler.windows()
 
 
 def _batch_size(ctx: Context) -> Any:

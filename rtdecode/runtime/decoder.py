@@ -19,6 +19,7 @@ from rtdecode.core.config import BehaviorSpec
 from rtdecode.data.alignment import behavior_input_samples, normalise_frames
 from rtdecode.runtime.backends import Backend, create_backend
 from rtdecode.runtime.bundle import STREAM_GRAPH_VERSION, Bundle
+from rtdecode.runtime.sampling import WindowSampler
 from rtdecode.data.tokenizer import token_inputs
 from rtdecode.data.window import ClosedWindow
 
@@ -105,42 +106,25 @@ class Decoder:
         """Sample the next window for each context in `feeds` (history/frames/behavior inputs of a batch).
 
         Returns per window (neuron indices, time offsets in dt quanta). temperature 0 = greedy. The token grammar
-        is enforced as in training.generate: IDs are neurons or EOS, offsets are in the window and non-decreasing.
+        and the sampler are `rtdecode.runtime.sampling`'s, shared with training.generate: IDs are neurons or EOS,
+        offsets are in the window and non-decreasing.
         """
-        vocab, n_bins = self.vocab, self.window.bins_per_window
         limit = self.window.max_spikes if max_tokens is None else min(max_tokens, self.window.max_spikes)
         ctx = dict(zip(self._context_outputs, self.backend.run("context", {n: feeds[n] for n in self._context_inputs})))
         B = feeds["prev_ids"].shape[0]
         past_k, past_v = self._cache(B)
-        rng = np.random.default_rng(seed)
-        id_bias = np.full(vocab.id_size, -np.inf, np.float32)
-        id_bias[: vocab.n_neurons] = 0.0
-        id_bias[vocab.id_eos] = 0.0
-        dt_index = np.arange(vocab.dt_size)
-        ids = np.full((B, 1), vocab.id_sos, np.int64)
-        dts = np.full((B, 1), vocab.dt_sos, np.int64)
-        last_dt = np.zeros(B, np.int64)
-        done = np.zeros(B, bool)
-        out_ids: list[list[int]] = [[] for _ in range(B)]
-        out_dts: list[list[int]] = [[] for _ in range(B)]
+        sampler = WindowSampler(self.vocab, self.window.bins_per_window, B, temperature=temperature, top_p=top_p,
+                                seed=seed)
+        ids, dts = sampler.first_tokens()
         for pos in range(limit):
             id_logits, dt_logits, new_k, new_v = self.backend.run(
                 "step", {"ids": ids, "dts": dts, "pos": np.array(pos, np.int64), "past_k": past_k, "past_v": past_v, **ctx})
             past_k[:, :, :, pos] = new_k[:, :, :, 0]
             past_v[:, :, :, pos] = new_v[:, :, :, 0]
-            next_id = _sample(id_logits + id_bias, temperature, top_p, rng)
-            ok_dt = (dt_index[None, :] >= last_dt[:, None]) & (dt_index[None, :] < n_bins)
-            next_dt = _sample(np.where(ok_dt, dt_logits, -np.inf), temperature, top_p, rng)
-            is_eos = next_id == vocab.id_eos
-            for b in np.flatnonzero(~done & ~is_eos):
-                out_ids[b].append(int(next_id[b]))
-                out_dts[b].append(int(next_dt[b]))
-            done |= is_eos
-            if done.all():
+            ids, dts = sampler.step(id_logits, dt_logits)
+            if sampler.finished:
                 break
-            last_dt = np.where(done, last_dt, next_dt)
-            ids, dts = next_id[:, None], np.where(is_eos, vocab.dt_eos, next_dt)[:, None]
-        return [np.array(x, np.int64) for x in out_ids], [np.array(x, np.int64) for x in out_dts]
+        return sampler.windows()
 
     def _cache(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
         """The fixed-size KV cache for `batch` windows, allocated once per batch size (stale slots are masked)."""
@@ -149,21 +133,3 @@ class Decoder:
             self._cache_k = np.zeros(shape, np.float32)
             self._cache_v = np.zeros(shape, np.float32)
         return self._cache_k, self._cache_v
-
-
-def _sample(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator) -> np.ndarray:
-    """(B, V) logits -> (B,) token indices: greedy at temperature 0, else nucleus sampling."""
-    if temperature <= 0:
-        return logits.argmax(-1)
-    z = logits / temperature
-    z = z - z.max(-1, keepdims=True)
-    p = np.exp(z)
-    p /= p.sum(-1, keepdims=True)
-    order = np.argsort(-p, axis=-1, kind="stable")
-    sorted_p = np.take_along_axis(p, order, -1)
-    keep = (np.cumsum(sorted_p, -1) - sorted_p) < top_p
-    sorted_p = np.where(keep, sorted_p, 0.0)
-    sorted_p /= sorted_p.sum(-1, keepdims=True)
-    u = rng.random((logits.shape[0], 1))
-    choice = (np.cumsum(sorted_p, -1) < u).sum(-1)
-    return np.take_along_axis(order, np.minimum(choice, logits.shape[-1] - 1)[:, None], -1)[:, 0]
