@@ -92,8 +92,11 @@ def block_past(
 
 def cross_additive(blk: CrossBlock, x: torch.Tensor, memory: CrossMemory) -> torch.Tensor:
     """`CrossBlock.forward` on flat tokens (B*t, D) through `attend` (the stream graph's form; see there)."""
-    bias = (torch.zeros((), dtype=x.dtype) if memory.mask is None
-            else torch.where(memory.mask, 0.0, float("-inf")).to(x.dtype))
+    bias = (
+        torch.zeros((), dtype=x.dtype)
+        if memory.mask is None
+        else torch.where(memory.mask, 0.0, float("-inf")).to(x.dtype)
+    )
     q = split_heads(blk.attn, blk.attn.q(blk.ln_q(x)), memory.k.shape[0])
     x = x + blk.drop(attend(blk.attn, q, memory.k, memory.v, bias))
     return x + blk.mlp(blk.ln2(x))
@@ -103,8 +106,13 @@ def cross_additive(blk: CrossBlock, x: torch.Tensor, memory: CrossMemory) -> tor
 # the token path
 # ---------------------------------------------------------------------------------------------------------------
 def forward_tokens_fixed(
-    model: Neuroformer, ids: torch.Tensor, dts: torch.Tensor, ctx: Context, past_k: torch.Tensor,
-    past_v: torch.Tensor, pos: torch.Tensor,
+    model: Neuroformer,
+    ids: torch.Tensor,
+    dts: torch.Tensor,
+    ctx: Context,
+    past_k: torch.Tensor,
+    past_v: torch.Tensor,
+    pos: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """`Neuroformer.forward_tokens` against a caller-owned fixed-size KV cache (what the exported step graph runs).
 
@@ -130,8 +138,14 @@ def forward_tokens_fixed(
 
 
 def forward_tokens_past(
-    model: Neuroformer, ids: torch.Tensor, dts: torch.Tensor, ctx: Context, past_k: Sequence[torch.Tensor],
-    past_v: Sequence[torch.Tensor], pos: torch.Tensor, bias: torch.Tensor,
+    model: Neuroformer,
+    ids: torch.Tensor,
+    dts: torch.Tensor,
+    ctx: Context,
+    past_k: Sequence[torch.Tensor],
+    past_v: Sequence[torch.Tensor],
+    pos: torch.Tensor,
+    bias: torch.Tensor,
 ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
     """`forward_tokens_fixed` against only the filled part of the cache, on flat tokens (what the exported stream
     graph runs). The stacks of `Neuroformer.forward_tokens` in the same order, but the tokens stay one (B*t, D)
