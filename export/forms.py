@@ -22,7 +22,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from rtdecode.training.model import Attention, Context, CrossBlock, CrossMemory, Neuroformer, SelfBlock
+from rtdecode.training.blocks import Attention, CrossBlock, CrossMemory, SelfBlock
+from rtdecode.training.model import Context, Neuroformer
 
 __all__ = ["forward_tokens_fixed", "forward_tokens_past"]
 

@@ -28,10 +28,19 @@ import torch
 import torch.nn as nn
 
 from rtdecode.export.forms import forward_tokens_fixed, forward_tokens_past
-from rtdecode.training.model import Context, CrossMemory, Neuroformer
+from rtdecode.training.blocks import CrossMemory
+from rtdecode.training.model import Context, Neuroformer
 
-__all__ = ["GraphSpec", "DecodeGraph", "ContextGraph", "StepGraph", "StreamGraph", "context_layout",
-           "window_input_names", "stream_input_names"]
+__all__ = [
+    "GraphSpec",
+    "DecodeGraph",
+    "ContextGraph",
+    "StepGraph",
+    "StreamGraph",
+    "context_layout",
+    "window_input_names",
+    "stream_input_names",
+]
 
 TOKEN_INPUTS = ("ids", "dts", "lengths")
 HISTORY_INPUTS = ("prev_ids", "prev_dts", "prev_lengths")
@@ -99,7 +108,7 @@ def unflatten_context(model: Neuroformer, tensors: tuple[torch.Tensor, ...]) -> 
         elif prefix.startswith("frame"):
             ctx.frames.append(mem)
         else:
-            ctx.behavior[behavior].append(mem)  # type: ignore[index]
+            ctx.behavior[behavior].append(mem)
     return ctx
 
 
@@ -136,8 +145,15 @@ class StepGraph(nn.Module):
             ("id_logits", "dt_logits", "new_k", "new_v"),
         )
 
-    def forward(self, ids: torch.Tensor, dts: torch.Tensor, pos: torch.Tensor, past_k: torch.Tensor,
-                past_v: torch.Tensor, *context: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(
+        self,
+        ids: torch.Tensor,
+        dts: torch.Tensor,
+        pos: torch.Tensor,
+        past_k: torch.Tensor,
+        past_v: torch.Tensor,
+        *context: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
         m = self.model
         h, new_k, new_v = forward_tokens_fixed(m, ids, dts, unflatten_context(m, context), past_k, past_v, pos)
         id_logits, dt_logits = m.token_logits(h[:, -1])  # only the last token's: what sampling needs
@@ -147,8 +163,12 @@ class StepGraph(nn.Module):
 def stream_input_names(model: Neuroformer) -> tuple[str, ...]:
     """ids, dts, pos, mask, hidden_before, past_k0.., past_v0.. (one per causal block), then the context tensors."""
     layers = range(len(model.feature) + len(model.fused))
-    return (("ids", "dts", "pos", "mask", "hidden_before") + tuple(f"past_k{i}" for i in layers)
-            + tuple(f"past_v{i}" for i in layers) + context_output_names(model))
+    return (
+        ("ids", "dts", "pos", "mask", "hidden_before")
+        + tuple(f"past_k{i}" for i in layers)
+        + tuple(f"past_v{i}" for i in layers)
+        + context_output_names(model)
+    )
 
 
 class StreamGraph(nn.Module):
@@ -163,12 +183,23 @@ class StreamGraph(nn.Module):
         self.model = model
         self.layers = len(model.feature) + len(model.fused)
         layers = range(self.layers)
-        self.spec = GraphSpec(stream_input_names(model),
-                              ("hidden_sum",) + tuple(f"new_k{i}" for i in layers) + tuple(f"new_v{i}" for i in layers)
-                              + tuple(f"behavior_{b.name}" for b in model.cfg.targets))
+        self.spec = GraphSpec(
+            stream_input_names(model),
+            ("hidden_sum",)
+            + tuple(f"new_k{i}" for i in layers)
+            + tuple(f"new_v{i}" for i in layers)
+            + tuple(f"behavior_{b.name}" for b in model.cfg.targets),
+        )
 
-    def forward(self, ids: torch.Tensor, dts: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor,
-                hidden_before: torch.Tensor, *rest: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(
+        self,
+        ids: torch.Tensor,
+        dts: torch.Tensor,
+        pos: torch.Tensor,
+        mask: torch.Tensor,
+        hidden_before: torch.Tensor,
+        *rest: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
         m, L = self.model, self.layers
         past_k, past_v, ctx = rest[:L], rest[L : 2 * L], unflatten_context(m, rest[2 * L :])
         h, new_k, new_v = forward_tokens_past(m, ids, dts, ctx, past_k, past_v, pos, mask)

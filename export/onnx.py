@@ -35,8 +35,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from rtdecode.io.atomic import atomic_path, atomic_write
 from rtdecode.export.graphs import ContextGraph, DecodeGraph, StepGraph, StreamGraph, context_input_names
+from rtdecode.io.atomic import atomic_path, atomic_write
 from rtdecode.runtime.bundle import FORMAT, FORMAT_VERSION, STREAM_GRAPH_VERSION, sha256
 from rtdecode.training.checkpoint import LoadedRun
 
@@ -58,13 +58,18 @@ def example_batch(run: LoadedRun, data: Any | None, windows: np.ndarray | None) 
     for b, n in enumerate(lengths):
         ids[b, n - 1], dts[b, n - 1] = vocab.id_eos, vocab.dt_eos
         ids[b, n:], dts[b, n:] = vocab.id_pad, vocab.dt_pad
-    batch = {
-        "ids": ids, "dts": dts, "lengths": lengths,
-        "prev_ids": rng.integers(0, vocab.n_neurons, (B, M)), "prev_dts": rng.integers(0, vocab.n_time, (B, M)),
+    batch: dict[str, np.ndarray] = {
+        "ids": ids,
+        "dts": dts,
+        "lengths": lengths,
+        "prev_ids": rng.integers(0, vocab.n_neurons, (B, M)),
+        "prev_dts": rng.integers(0, vocab.n_time, (B, M)),
         "prev_lengths": np.array([M, 0, 3, M - 1], dtype=np.int64)[:B],
     }
     if cfg.frames.enabled:
-        batch["frames"] = rng.standard_normal((B, cfg.frames.n_frames, cfg.frames.height, cfg.frames.width)).astype(np.float32)
+        batch["frames"] = rng.standard_normal((B, cfg.frames.n_frames, cfg.frames.height, cfg.frames.width)).astype(
+            np.float32
+        )
     for spec in cfg.inputs:
         K = 4
         batch[f"in_{spec.name}"] = rng.standard_normal((B, K)).astype(np.float32)
@@ -76,7 +81,12 @@ def example_batch(run: LoadedRun, data: Any | None, windows: np.ndarray | None) 
 def _dynamic_shapes(names: tuple[str, ...]) -> dict[str, dict[int, Any]]:
     """Named dynamic axes per input; the same Dim object ties equal axes together."""
     Dim = torch.export.Dim
-    B, T, M, K = Dim("batch", min=1, max=1024), Dim("tokens", min=1, max=4096), Dim("history", min=1, max=8192), Dim("samples", min=1, max=1024)
+    B, T, M, K = (
+        Dim("batch", min=1, max=1024),
+        Dim("tokens", min=1, max=4096),
+        Dim("history", min=1, max=8192),
+        Dim("samples", min=1, max=1024),
+    )
     axes: dict[str, dict[int, Any]] = {}
     for n in names:
         if n in ("ids", "dts"):
@@ -92,8 +102,15 @@ def _dynamic_shapes(names: tuple[str, ...]) -> dict[str, dict[int, Any]]:
     return axes
 
 
-def _export(module: torch.nn.Module, args: tuple[torch.Tensor, ...], names: tuple[str, ...], outputs: tuple[str, ...],
-            dynamic: dict[str, dict[int, Any]], path: Path, opset: int) -> None:
+def _export(
+    module: torch.nn.Module,
+    args: tuple[torch.Tensor, ...],
+    names: tuple[str, ...],
+    outputs: tuple[str, ...],
+    dynamic: dict[str, dict[int, Any]],
+    path: Path,
+    opset: int,
+) -> None:
     with warnings.catch_warnings(), atomic_path(path, suffix=".tmp.onnx") as tmp:
         warnings.simplefilter("ignore")
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)
@@ -101,9 +118,18 @@ def _export(module: torch.nn.Module, args: tuple[torch.Tensor, ...], names: tupl
         # the wrappers take their trailing tensors as *varargs: torch.export sees them as one nested input
         fixed = 5 if isinstance(module, (StepGraph, StreamGraph)) else 0
         nested = (*shapes[:fixed], tuple(shapes[fixed:]))
-        torch.onnx.export(module, args, tmp, input_names=list(names), output_names=list(outputs),
-                          dynamic_shapes=nested, dynamo=True, opset_version=opset, verbose=False,
-                          external_data=False)
+        torch.onnx.export(
+            module,
+            args,
+            tmp,
+            input_names=list(names),
+            output_names=list(outputs),
+            dynamic_shapes=nested,
+            dynamo=True,
+            opset_version=opset,
+            verbose=False,
+            external_data=False,
+        )
 
 
 def _io_description(path: Path) -> dict[str, list[dict[str, Any]]]:
@@ -116,7 +142,9 @@ def _io_description(path: Path) -> dict[str, list[dict[str, Any]]]:
         for v in values:
             t = v.type.tensor_type
             shape = [d.dim_param or d.dim_value for d in t.shape.dim]
-            out.append({"name": v.name, "dtype": onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name, "shape": shape})
+            out.append(
+                {"name": v.name, "dtype": onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name, "shape": shape}
+            )
         return out
 
     return {"inputs": describe(graph.input), "outputs": describe(graph.output)}
@@ -148,8 +176,12 @@ def export_bundle(
     out.mkdir(parents=True, exist_ok=True)
     batch = example_batch(run, data, windows)
     tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch.items()}
-    graphs = {"decode": DecodeGraph(model), "context": ContextGraph(model), "step": StepGraph(model),
-              "stream": StreamGraph(model)}
+    graphs = {
+        "decode": DecodeGraph(model),
+        "context": ContextGraph(model),
+        "step": StepGraph(model),
+        "stream": StreamGraph(model),
+    }
     cfg = run.config
     n_causal = len(model.feature) + len(model.fused)
     H, hd, C = cfg.model.n_heads, cfg.model.d_model // cfg.model.n_heads, cfg.window.block_size
@@ -158,13 +190,28 @@ def export_bundle(
         ctx_out = graphs["context"](*ctx_args)
         B = batch["ids"].shape[0]
         past = torch.zeros(n_causal, B, H, C, hd)
-        step_args = (tensors["ids"][:, :2], tensors["dts"][:, :2], torch.tensor(3, dtype=torch.int64), past, past.clone(), *ctx_out)
+        step_args = (
+            tensors["ids"][:, :2],
+            tensors["dts"][:, :2],
+            torch.tensor(3, dtype=torch.int64),
+            past,
+            past.clone(),
+            *ctx_out,
+        )
         # stream: 2 new tokens after 3 cached ones, the mask causal among the new ones
         bias = torch.zeros(2, 5)
         bias[0, 4] = float("-inf")
         filled = past[:, :, :, :3]
-        stream_args = (tensors["ids"][:, :2], tensors["dts"][:, :2], torch.tensor(3, dtype=torch.int64), bias,
-                       torch.zeros(B, cfg.model.d_model), *filled.unbind(0), *filled.clone().unbind(0), *ctx_out)
+        stream_args = (
+            tensors["ids"][:, :2],
+            tensors["dts"][:, :2],
+            torch.tensor(3, dtype=torch.int64),
+            bias,
+            torch.zeros(B, cfg.model.d_model),
+            *filled.unbind(0),
+            *filled.clone().unbind(0),
+            *ctx_out,
+        )
     manifest_graphs: dict[str, Any] = {}
     for name, module in graphs.items():
         spec = module.spec
@@ -181,7 +228,7 @@ def export_bundle(
                 dyn["hidden_before"] = {0: Bd}
                 dyn.update({n: {0: Bd, 2: Pd} for n in spec.inputs if n.startswith("past_")})
             memory_dims: dict[str, Any] = {}  # one dynamic length per memory kind (history, each behavior input)
-            for n in spec.inputs[len(dyn):]:
+            for n in spec.inputs[len(dyn) :]:
                 if n.startswith("frame"):
                     dyn[n] = {0: Bd}
                     continue
@@ -213,7 +260,10 @@ def export_bundle(
     parity = check_parity(run, out, batch, tolerance=tolerance)
     manifest["parity"] = parity
     _write_manifest(out, manifest)
-    log("parity vs PyTorch (max abs error): " + ", ".join(f"{k} {v:.2e}" for k, v in parity.items() if k.endswith("max_abs")))
+    log(
+        "parity vs PyTorch (max abs error): "
+        + ", ".join(f"{k} {v:.2e}" for k, v in parity.items() if k.endswith("max_abs"))
+    )
     if not parity["passed"]:
         raise RuntimeError(f"exported graphs differ from PyTorch beyond {tolerance}: {parity}")
     return manifest

@@ -18,23 +18,26 @@ from typing import Any
 import numpy as np
 import torch
 
+from rtdecode.export.graphs import ContextGraph, DecodeGraph, context_input_names
 from rtdecode.runtime import Bundle, Decoder
 from rtdecode.runtime.streaming import stream_feeds, stream_outputs
 from rtdecode.training.checkpoint import LoadedRun
 from rtdecode.training.generate import SamplingConfig, generate_window
-from rtdecode.export.graphs import ContextGraph, DecodeGraph, context_input_names
 
 __all__ = ["check_parity"]
 
 
 def _max_abs(a: list[np.ndarray], b: list[np.ndarray]) -> float:
-    return max((float(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64)).max()) for x, y in zip(a, b) if x.size),
-               default=0.0)
+    return max(
+        (float(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64)).max()) for x, y in zip(a, b) if x.size),
+        default=0.0,
+    )
 
 
 @torch.no_grad()
-def check_parity(run: LoadedRun, bundle_dir: Path, batch: dict[str, np.ndarray], tolerance: float = 1e-4,
-                 generate_tokens: int = 24) -> dict[str, Any]:
+def check_parity(
+    run: LoadedRun, bundle_dir: Path, batch: dict[str, np.ndarray], tolerance: float = 1e-4, generate_tokens: int = 24
+) -> dict[str, Any]:
     model = run.model.eval()
     decoder = Decoder(Bundle.load(bundle_dir), backend="onnxruntime")
     ort = decoder.backend
@@ -60,8 +63,17 @@ def check_parity(run: LoadedRun, bundle_dir: Path, batch: dict[str, np.ndarray],
     ctx_feeds = dict(zip(ctx_graph.spec.outputs, ctx_got))
     errs = []
     for pos in range(min(T, generate_tokens)):
-        id_l, dt_l, nk, nv = ort.run("step", {"ids": batch["ids"][:, pos : pos + 1], "dts": batch["dts"][:, pos : pos + 1],
-                                              "pos": np.array(pos, np.int64), "past_k": past_k, "past_v": past_v, **ctx_feeds})
+        id_l, dt_l, nk, nv = ort.run(
+            "step",
+            {
+                "ids": batch["ids"][:, pos : pos + 1],
+                "dts": batch["dts"][:, pos : pos + 1],
+                "pos": np.array(pos, np.int64),
+                "past_k": past_k,
+                "past_v": past_v,
+                **ctx_feeds,
+            },
+        )
         past_k[:, :, :, pos], past_v[:, :, :, pos] = nk[:, :, :, 0], nv[:, :, :, 0]
         errs.append(_max_abs([full_id[:, pos].numpy(), full_dt[:, pos].numpy()], [id_l, dt_l]))
     result["step_max_abs"] = max(errs, default=0.0)
@@ -79,20 +91,28 @@ def check_parity(run: LoadedRun, bundle_dir: Path, batch: dict[str, np.ndarray],
             for lo, hi in ((0, n // 2), (n // 2, n)):
                 if hi <= lo:
                     continue
-                outs = ort.run("stream", stream_feeds(batch["ids"][b : b + 1, lo:hi], batch["dts"][b : b + 1, lo:hi],
-                                                      lo, k, v, ctx_b, total))
-                total, nk, nv, got_b = stream_outputs(outs, k.shape[0])
-                k[:, :, :, lo:hi], v[:, :, :, lo:hi] = np.stack(nk), np.stack(nv)
+                outs = ort.run(
+                    "stream",
+                    stream_feeds(
+                        batch["ids"][b : b + 1, lo:hi], batch["dts"][b : b + 1, lo:hi], lo, k, v, ctx_b, total
+                    ),
+                )
+                total, new_k, new_v, got_b = stream_outputs(outs, k.shape[0])
+                k[:, :, :, lo:hi], v[:, :, :, lo:hi] = np.stack(new_k), np.stack(new_v)
             errs.append(_max_abs([r[b : b + 1] for r in ref], got_b))
         result["stream_max_abs"] = max(errs, default=0.0)
 
     # greedy generation, numpy runtime vs PyTorch generator
     ids_rt, dts_rt = decoder.generate(batch, temperature=0.0, max_tokens=generate_tokens)
     ids_pt, dts_pt = generate_window(model, ctx, SamplingConfig(temperature=0.0), max_tokens=generate_tokens)
-    same = all(np.array_equal(a, b) for a, b in zip(ids_rt, ids_pt)) and all(np.array_equal(a, b) for a, b in zip(dts_rt, dts_pt))
+    same = all(np.array_equal(a, b) for a, b in zip(ids_rt, ids_pt)) and all(
+        np.array_equal(a, b) for a, b in zip(dts_rt, dts_pt)
+    )
     result["generation_tokens"] = int(sum(i.size for i in ids_pt))
     result["generation_identical"] = bool(same)
     result["tolerance"] = tolerance
-    worst = max(result["decode_max_abs"], result["context_max_abs"], result["step_max_abs"], result.get("stream_max_abs", 0.0))
+    worst = max(
+        result["decode_max_abs"], result["context_max_abs"], result["step_max_abs"], result.get("stream_max_abs", 0.0)
+    )
     result["passed"] = bool(worst <= tolerance and same)
     return result

@@ -23,8 +23,12 @@ class TorchBackend:
         run = LoadedRun(src["run"], weights=src["weights"])
         self.name = "torch"
         self._torch = torch
-        self._modules = {"decode": DecodeGraph(run.model), "context": ContextGraph(run.model),
-                         "step": StepGraph(run.model), "stream": StreamGraph(run.model)}
+        self._modules = {
+            "decode": DecodeGraph(run.model),
+            "context": ContextGraph(run.model),
+            "step": StepGraph(run.model),
+            "stream": StreamGraph(run.model),
+        }
         self.graphs = frozenset(self._modules)
 
     def run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:

@@ -58,13 +58,20 @@ def run_demo(
     else:
         session = simulate(SimulationConfig(duration=duration, seed=seed), progress=progress)
         save_session(session, out / "session.npz")
-        log(f"simulated {session.n_neurons} neurons x {session.duration:.0f} s in {time.perf_counter() - t0:.1f} s "
-            f"-> {out / 'session.npz'}")
+        log(
+            f"simulated {session.n_neurons} neurons x {session.duration:.0f} s in {time.perf_counter() - t0:.1f} s "
+            f"-> {out / 'session.npz'}"
+        )
     t_sim = time.perf_counter() - t0
 
     summary = session_summary(session, cfg)
     tokens = tokenize_session(
-        session.spike_times, session.spike_neurons, session.n_neurons, session.start, session.stop, cfg,
+        session.spike_times,
+        session.spike_neurons,
+        session.n_neurons,
+        session.start,
+        session.stop,
+        cfg,
         session.neuron_ids,
     )
     save_tokens(tokens, out / "tokens", source={"session": str(out / "session.npz")})
@@ -85,21 +92,42 @@ def run_demo(
             from rtdecode.report.evaluate import evaluate_report
 
             log(f"writing the evaluation report -> {out / 'report'} ...")
-            live = {"demo_real_time": {"raw_ms": result["serve"]["raw_latency_ms"],
-                                       "deadline_misses": result["serve"]["deadline_misses"]}}
-            numbers = evaluate_report(out / "bundle", out / "session.npz", out / "report", latency_runs=live,
-                                      max_windows=100 if duration < 120 else 400,
-                                      connectivity_windows=300 if duration < 120 else 1500, seed=seed, log=log)
-            result["report"] = {"path": str(out / "report" / "report.html"),
-                                "generation": {k: numbers["generation"][k] for k in ("generated", "poisson")},
-                                "connectivity_bar": numbers["connectivity"].get("bar")}
+            live = {
+                "demo_real_time": {
+                    "raw_ms": result["serve"]["raw_latency_ms"],
+                    "deadline_misses": result["serve"]["deadline_misses"],
+                }
+            }
+            numbers = evaluate_report(
+                out / "bundle",
+                out / "session.npz",
+                out / "report",
+                latency_runs=live,
+                max_windows=100 if duration < 120 else 400,
+                connectivity_windows=300 if duration < 120 else 1500,
+                seed=seed,
+                log=log,
+            )
+            result["report"] = {
+                "path": str(out / "report" / "report.html"),
+                "generation": {k: numbers["generation"][k] for k in ("generated", "poisson")},
+                "connectivity_bar": numbers["connectivity"].get("bar"),
+            }
     with atomic_write(out / "demo-summary.json") as f:
         f.write(json.dumps(result, indent=2).encode())
     return result
 
 
-def _train_export_serve(out: Path, session: Session, steps: int, minutes: float, parity_windows: int, speed: float,
-                        reuse: bool, log: Callable[[str], None]) -> dict[str, Any]:
+def _train_export_serve(
+    out: Path,
+    session: Session,
+    steps: int,
+    minutes: float,
+    parity_windows: int,
+    speed: float,
+    reuse: bool,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
     """Train the small config, export it, serve it, replay the held-out block through the daemon, score."""
     import dataclasses
     import threading
@@ -116,8 +144,12 @@ def _train_export_serve(out: Path, session: Session, steps: int, minutes: float,
 
     cfg = load_config("small")
     steps = steps if steps > 0 else cfg.train.max_steps  # the config's schedule, cut by the time budget
-    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=steps, max_minutes=minutes,
-                                                             eval_every=max(1, min(cfg.train.eval_every, steps // 3))))
+    cfg = dataclasses.replace(
+        cfg,
+        train=dataclasses.replace(
+            cfg.train, max_steps=steps, max_minutes=minutes, eval_every=max(1, min(cfg.train.eval_every, steps // 3))
+        ),
+    )
     if reuse and (out / "run" / "checkpoint.json").is_file():
         meta = read_meta(out / "run")
         cfg = RunConfig.from_dict(meta["config"])
@@ -126,8 +158,10 @@ def _train_export_serve(out: Path, session: Session, steps: int, minutes: float,
     else:
         log(f"training the small config ({steps} steps, at most {minutes:g} min) ...")
         trained = train(cfg, out / "session.npz", out / "run", log=lambda _: None)
-        log(f"  {trained.step} steps at {trained.windows_per_s:.0f} windows/s; test r: " + ", ".join(
-            f"{k[:-2]} {v:.3f}" for k, v in trained.test.items() if k.endswith("_r")))
+        log(
+            f"  {trained.step} steps at {trained.windows_per_s:.0f} windows/s; test r: "
+            + ", ".join(f"{k[:-2]} {v:.3f}" for k, v in trained.test.items() if k.endswith("_r"))
+        )
     cfg = RunConfig.from_dict(read_meta(out / "run")["config"])  # with the token budgets training derived
     data = WindowData(session, cfg)
     split = make_split(data, cfg)
@@ -136,22 +170,37 @@ def _train_export_serve(out: Path, session: Session, steps: int, minutes: float,
     if reuse and (out / "bundle" / "manifest.json").is_file():
         log(f"reusing the bundle in {out / 'bundle'}")
     else:
-        export_bundle(out / "run", out / "bundle", data=data,
-                      windows=block[:: max(1, block.size // parity_windows)][:parity_windows], log=lambda _: None)
+        export_bundle(
+            out / "run",
+            out / "bundle",
+            data=data,
+            windows=block[:: max(1, block.size // parity_windows)][:parity_windows],
+            log=lambda _: None,
+        )
         log(f"exported {out / 'bundle'} (parity checked against PyTorch)")
     starts = data.tokens.window_starts()
     t0, t1 = float(starts[block[0]]), float(starts[block[-1]]) + cfg.window.window
     ipc = Path(tempfile.mkdtemp(prefix="rtd-demo-"))
-    daemon = Daemon(out / "bundle", ServeConfig(input=f"ipc://{ipc}/in", output=f"ipc://{ipc}/out", start=t0,
-                                                 skip_backlog=speed > 0, status_interval=0.2))
-    log(f"replaying the held-out block [{t0:.2f}, {t1:.2f}) s ({block.size} windows) into the daemon at "
-        f"{'real time' if speed == 1 else f'{speed:g}x' if speed else 'full speed'} ...")
+    daemon = Daemon(
+        out / "bundle",
+        ServeConfig(
+            input=f"ipc://{ipc}/in", output=f"ipc://{ipc}/out", start=t0, skip_backlog=speed > 0, status_interval=0.2
+        ),
+    )
+    log(
+        f"replaying the held-out block [{t0:.2f}, {t1:.2f}) s ({block.size} windows) into the daemon at "
+        f"{'real time' if speed == 1 else f'{speed:g}x' if speed else 'full speed'} ..."
+    )
     decodes: list[dict[str, Any]] = []
-    with (serve_in_thread(daemon), Subscriber(daemon.output_endpoint, topics=("decode", "status")) as sub,
-          Producer(daemon.input_endpoint) as prod):
+    with (
+        serve_in_thread(daemon),
+        Subscriber(daemon.output_endpoint, topics=("decode", "status")) as sub,
+        Producer(daemon.input_endpoint) as prod,
+    ):
         sub.wait_for("status")
-        listener = threading.Thread(target=_listen, args=(sub, decodes, int(data.tokens.first_window + block[-1])),
-                                    daemon=True)
+        listener = threading.Thread(
+            target=_listen, args=(sub, decodes, int(data.tokens.first_window + block[-1])), daemon=True
+        )
         listener.start()
         send_paced(prod, session_messages(session, t0=t0 - cfg.window.prev_window, t1=t1), speed=speed)
         listener.join(60)
@@ -163,16 +212,30 @@ def _train_export_serve(out: Path, session: Session, steps: int, minutes: float,
     scores: dict[str, Any] = {}
     for spec in cfg.targets:
         live = np.array([got[i]["values"][spec.name] for i in idx])
-        scores[spec.name] = {"live_r": pearson_r(data.targets[spec.name][idx], live),
-                             "ridge_r": trained.baseline.get(f"ridge_{spec.name}_r", float("nan"))}
+        scores[spec.name] = {
+            "live_r": pearson_r(data.targets[spec.name][idx], live),
+            "ridge_r": trained.baseline.get(f"ridge_{spec.name}_r", float("nan")),
+        }
     lat = np.array([d["t_receive"] - d["in_t_send"] for d in decodes]) * 1e3
-    p50, p99 = (np.percentile(lat, [50, 99]) if lat.size else (float("nan"),) * 2)
-    return {"train": {"steps": trained.step, "windows_per_s": trained.windows_per_s, "test": trained.test,
-                      "baseline": trained.baseline},
-            "serve": {"windows": len(got), "expected": int(block.size), "latency_p50_ms": float(p50), "latency_p99_ms": float(p99),
-                      "raw_latency_ms": lat.tolist(),
-                      "deadline_misses": status["deadline_misses"], "skipped": status["counters"].get("windows_skipped", 0)},
-            "decoding": scores}
+    p50, p99 = np.percentile(lat, [50, 99]) if lat.size else (float("nan"),) * 2
+    return {
+        "train": {
+            "steps": trained.step,
+            "windows_per_s": trained.windows_per_s,
+            "test": trained.test,
+            "baseline": trained.baseline,
+        },
+        "serve": {
+            "windows": len(got),
+            "expected": int(block.size),
+            "latency_p50_ms": float(p50),
+            "latency_p99_ms": float(p99),
+            "raw_latency_ms": lat.tolist(),
+            "deadline_misses": status["deadline_misses"],
+            "skipped": status["counters"].get("windows_skipped", 0),
+        },
+        "decoding": scores,
+    }
 
 
 class _Trained(NamedTuple):
@@ -192,7 +255,9 @@ def _listen(sub: Any, sink: list[dict[str, Any]], last_window: int) -> None:
                 return
 
 
-def _check_live_equals_offline(session: Session, tokens: Any, test_windows: np.ndarray, batch_duration: float) -> dict[str, Any]:
+def _check_live_equals_offline(
+    session: Session, tokens: Any, test_windows: np.ndarray, batch_duration: float
+) -> dict[str, Any]:
     """Replay the longest contiguous run of held-out windows through RollingWindow; compare with offline."""
     if test_windows.size == 0:
         return {"windows": 0, "identical": True}

@@ -29,14 +29,34 @@ def tiny_config_dict(**train: object) -> dict:
     """A model small enough to train for a few steps in about a second on one CPU core."""
     return {
         "window": {"prev_window": 0.1},  # token budgets derived from the data
-        "model": {"d_model": 32, "n_heads": 2, "dropout": 0.0, "feature_layers": 1, "frame_layers": 1,
-                  "history_layers": 1, "frame_cross_layers": 1, "behavior_cross_layers": 1, "fused_layers": 1},
+        "model": {
+            "d_model": 32,
+            "n_heads": 2,
+            "dropout": 0.0,
+            "feature_layers": 1,
+            "frame_layers": 1,
+            "history_layers": 1,
+            "frame_cross_layers": 1,
+            "behavior_cross_layers": 1,
+            "fused_layers": 1,
+        },
         "frames": {"enabled": True},
-        "behavior": [{"name": "speed"}, {"name": "phi", "kind": "classification", "bins": [-5.0, 0.0, 5.0]},
-                     {"name": "theta", "role": "input"}],
+        "behavior": [
+            {"name": "speed"},
+            {"name": "phi", "kind": "classification", "bins": [-5.0, 0.0, 5.0]},
+            {"name": "theta", "role": "input"},
+        ],
         "contrastive": {"enabled": True, "pairs": [["spikes", "frames"], ["spikes", "speed"]]},
-        "train": {"batch_size": 8, "max_steps": 20, "warmup_steps": 2, "eval_every": 10, "eval_windows": 40,
-                  "num_threads": 1, "n_blocks": 6, **train},
+        "train": {
+            "batch_size": 8,
+            "max_steps": 20,
+            "warmup_steps": 2,
+            "eval_every": 10,
+            "eval_windows": 40,
+            "num_threads": 1,
+            "n_blocks": 6,
+            **train,
+        },
     }
 
 
@@ -59,7 +79,9 @@ def tiny_run(tiny_session_path: Path, tmp_path_factory: pytest.TempPathFactory) 
     from rtdecode.training.train import train
 
     out = tmp_path_factory.mktemp("runs") / "tiny"
-    train(RunConfig.from_dict(tiny_config_dict(max_steps=10, eval_every=10)), tiny_session_path, out, log=lambda _: None)
+    train(
+        RunConfig.from_dict(tiny_config_dict(max_steps=10, eval_every=10)), tiny_session_path, out, log=lambda _: None
+    )
     return out
 
 

@@ -16,15 +16,28 @@ ROOT = Path(__file__).resolve().parent.parent
 # installed names of the top-level folders (pyproject.toml [tool.setuptools] package-dir)
 FOLDERS = {"rtdecode": ROOT / "rtdecode", "rtdecode.training": ROOT / "training", "rtdecode.export": ROOT / "export"}
 # what the live path is made of, and what it must never import (torch-side or report-side code)
-SERVE_SIDE = ("rtdecode.serve", "rtdecode.runtime", "rtdecode.wire", "rtdecode.data", "rtdecode.core",
-              "rtdecode.io", "rtdecode.sim")
-FORBIDDEN_FOR_SERVE_SIDE = ("rtdecode.training", "rtdecode.export", "rtdecode.report", "rtdecode.bench",
-                            "rtdecode.cli", "rtdecode.demo")
+SERVE_SIDE = (
+    "rtdecode.serve",
+    "rtdecode.runtime",
+    "rtdecode.wire",
+    "rtdecode.data",
+    "rtdecode.core",
+    "rtdecode.io",
+    "rtdecode.sim",
+)
+FORBIDDEN_FOR_SERVE_SIDE = (
+    "rtdecode.training",
+    "rtdecode.export",
+    "rtdecode.report",
+    "rtdecode.bench",
+    "rtdecode.cli",
+    "rtdecode.demo",
+)
 MAX_LINES = 400
 # modules allowed past MAX_LINES, and why
 LONG_MODULES = {
     "rtdecode.serve.recording": "the .rtrec format's writer and reader side by side: one definition of the framing, "
-                                "checksums and crash repair",
+    "checksums and crash repair",
     "rtdecode.io.nwb": "NWB reading and writing side by side, like every format in io/: one module per format",
 }
 
@@ -51,7 +64,9 @@ def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
             targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
         else:
             continue
@@ -117,16 +132,23 @@ def folder_of(module: str) -> str:
 
 def test_serve_side_never_imports_training_export_or_report():
     graph = import_graph()
-    bad = sorted(f"{m} imports {t}" for m, targets in graph.items() if m.startswith(SERVE_SIDE)
-                 for t in targets if t.startswith(FORBIDDEN_FOR_SERVE_SIDE))
+    bad = sorted(
+        f"{m} imports {t}"
+        for m, targets in graph.items()
+        if m.startswith(SERVE_SIDE)
+        for t in targets
+        if t.startswith(FORBIDDEN_FOR_SERVE_SIDE)
+    )
     assert not bad, "\n".join(bad)
 
 
 def test_importing_the_daemon_and_runtime_loads_nothing_from_training_export_or_report():
-    code = ("import sys, rtdecode.serve.daemon, rtdecode.serve.engine, rtdecode.runtime, rtdecode.runtime.streaming, "
-            "rtdecode.runtime.tensorrt_backend, rtdecode.wire.client\n"
-            "print(sorted(m for m in sys.modules if m.startswith(('rtdecode.training', 'rtdecode.export', "
-            "'rtdecode.report', 'torch'))))")
+    code = (
+        "import sys, rtdecode.serve.daemon, rtdecode.serve.engine, rtdecode.runtime, rtdecode.runtime.streaming, "
+        "rtdecode.runtime.tensorrt_backend, rtdecode.wire.client\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('rtdecode.training', 'rtdecode.export', "
+        "'rtdecode.report', 'torch'))))"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"

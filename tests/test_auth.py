@@ -20,10 +20,10 @@ pytest.importorskip("onnxruntime")
 if not zmq.has("curve"):
     pytest.skip("libzmq without CURVE", allow_module_level=True)
 
-from test_daemon import collect, running_daemon  # noqa: E402
+from test_daemon import collect, running_daemon
 
-from rtdecode.serve.daemon import Daemon, ServeConfig  # noqa: E402
-from rtdecode.wire.auth import (  # noqa: E402
+from rtdecode.serve.daemon import Daemon, ServeConfig
+from rtdecode.wire.auth import (
     AuthError,
     exposure_warnings,
     load_allowed_keys,
@@ -31,7 +31,7 @@ from rtdecode.wire.auth import (  # noqa: E402
     load_public_key,
     write_keypair,
 )
-from rtdecode.wire.client import Producer, Subscriber  # noqa: E402
+from rtdecode.wire.client import Producer, Subscriber
 
 V1_BUNDLE = Path(__file__).parent / "fixtures" / "v1" / "bundle"
 
@@ -88,11 +88,13 @@ def test_curve_admits_allowed_clients_and_refuses_unknown_keys(tmp_path: Path) -
     client_public, client_secret = write_keypair(tmp_path, "client")
     _, rogue_secret = write_keypair(tmp_path, "rogue")
     server = tmp_path / "daemon.key"
-    with running_daemon(V1_BUNDLE, curve_secret=daemon_secret, curve_allow=(client_public,)) as daemon, \
-            Subscriber(daemon.output_endpoint, curve_server_key=server, curve_keys=client_secret) as sub, \
-            Producer(daemon.input_endpoint, curve_server_key=server, curve_keys=client_secret) as prod, \
-            Producer(daemon.input_endpoint, curve_server_key=server, curve_keys=rogue_secret) as rogue, \
-            Subscriber(daemon.output_endpoint, curve_server_key=server, curve_keys=rogue_secret) as rogue_sub:
+    with (
+        running_daemon(V1_BUNDLE, curve_secret=daemon_secret, curve_allow=(client_public,)) as daemon,
+        Subscriber(daemon.output_endpoint, curve_server_key=server, curve_keys=client_secret) as sub,
+        Producer(daemon.input_endpoint, curve_server_key=server, curve_keys=client_secret) as prod,
+        Producer(daemon.input_endpoint, curve_server_key=server, curve_keys=rogue_secret) as rogue,
+        Subscriber(daemon.output_endpoint, curve_server_key=server, curve_keys=rogue_secret) as rogue_sub,
+    ):
         rogue.spikes(np.array([0.01, 0.011, 0.012]), np.array([1, 2, 3], np.int32))
         rogue.clock(0.2)
         # both rogue sockets have tried and been refused (their handshakes are retried, so >= 2)
@@ -113,6 +115,11 @@ def test_exposure_warnings_are_loud(tmp_path: Path) -> None:
     assert "0.0.0.0:5555" in w and "WITHOUT AUTHENTICATION" in w
     assert "CURVE" in exposure_warnings(("tcp://10.0.0.2:5555",), curve=True)[0]
     # `rtdecode serve` prints it on stderr before anything else (here it then stops: the folder is no bundle)
-    r = subprocess.run([sys.executable, "-m", "rtdecode.cli", "serve", str(tmp_path), "--input", "tcp://0.0.0.0:5555"],
-                       capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "400"})
+    r = subprocess.run(
+        [sys.executable, "-m", "rtdecode.cli", "serve", str(tmp_path), "--input", "tcp://0.0.0.0:5555"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "400"},
+    )
     assert r.returncode == 2 and "WARNING" in r.stderr and "WITHOUT AUTHENTICATION" in r.stderr, r.stderr

@@ -67,8 +67,9 @@ def test_training_refuses_a_budget_that_drops_spikes(tiny_session_path, tmp_path
     with pytest.raises(TruncationError, match="block_size = 0"):
         train(RunConfig.from_dict(d), tiny_session_path, tmp_path / "refused", log=lambda _: None)
     assert not (tmp_path / "refused" / "model.safetensors").exists()
-    result = train(RunConfig.from_dict(d), tiny_session_path, tmp_path / "allowed", allow_truncation=True,
-                   log=lambda _: None)
+    result = train(
+        RunConfig.from_dict(d), tiny_session_path, tmp_path / "allowed", allow_truncation=True, log=lambda _: None
+    )
     meta = json.loads((result.run_dir / "checkpoint.json").read_text())
     assert meta["token_budget"]["spikes_truncated"] > 0
 
@@ -80,8 +81,9 @@ def test_the_cli_refuses_with_an_error_that_says_what_to_change(tiny_session_pat
 
     config = tmp_path / "truncating.toml"
     config.write_text("[window]\nblock_size = 6\n\n[train]\nmax_steps = 1\neval_every = 1\n")
-    r = CliRunner().invoke(app, ["train", "--data", str(tiny_session_path), "--out", str(tmp_path / "run"),
-                                 "--config", str(config)])
+    r = CliRunner().invoke(
+        app, ["train", "--data", str(tiny_session_path), "--out", str(tmp_path / "run"), "--config", str(config)]
+    )
     assert r.exit_code == 2
     text = " ".join(r.output.split())
     assert "drops" in text and "--allow-truncation" in text and "block_size = 0" in text
@@ -107,5 +109,7 @@ def test_derived_budgets_are_recorded_in_the_run_and_the_bundle(tiny_session, ti
     assert meta["token_budget"]["spikes_truncated"] <= MAX_DROPPED * meta["token_budget"]["spikes"]
     loaded = LoadedRun(run)
     data = WindowData(tiny_session, loaded.config)
-    export_bundle(run, tmp_path / "bundle", data=data, windows=make_split(data, loaded.config).test[:2], log=lambda _: None)
+    export_bundle(
+        run, tmp_path / "bundle", data=data, windows=make_split(data, loaded.config).test[:2], log=lambda _: None
+    )
     assert Bundle.load(tmp_path / "bundle").window == window

@@ -123,8 +123,20 @@ def test_connectivity_command_on_the_tiny_run(tiny_run, tiny_session_path, tmp_p
     pytest.importorskip("torch")
     from rtdecode.cli import app
 
-    r = CliRunner().invoke(app, ["connectivity", "--from", str(tiny_run), "--data", str(tiny_session_path),
-                                 "--out", str(tmp_path), "--windows", "64"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "connectivity",
+            "--from",
+            str(tiny_run),
+            "--data",
+            str(tiny_session_path),
+            "--out",
+            str(tmp_path),
+            "--windows",
+            "64",
+        ],
+    )
     assert r.exit_code == 0, r.output
     section = json.loads((tmp_path / "report.json").read_text())["connectivity"]
     assert set(section["scores"]) == {"attention", "correlation", "lagged correlation"}

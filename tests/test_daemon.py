@@ -16,11 +16,11 @@ import zmq
 
 pytest.importorskip("onnxruntime")
 
-from rtdecode.runtime import Bundle, Decoder  # noqa: E402
-from rtdecode.serve.daemon import Daemon, ServeConfig, is_loopback, serve_in_thread  # noqa: E402
-from rtdecode.wire.client import Producer, Subscriber  # noqa: E402
-from rtdecode.wire.protocol import encode_spikes  # noqa: E402
-from rtdecode.wire.replay import send_paced, session_messages  # noqa: E402
+from rtdecode.runtime import Bundle, Decoder
+from rtdecode.serve.daemon import Daemon, ServeConfig, is_loopback, serve_in_thread
+from rtdecode.wire.client import Producer, Subscriber
+from rtdecode.wire.protocol import encode_spikes
+from rtdecode.wire.replay import send_paced, session_messages
 
 
 @contextlib.contextmanager
@@ -68,8 +68,11 @@ def offline_decodes(bundle: Path, session, windows: np.ndarray) -> dict[str, np.
     return Decoder(b, backend="onnxruntime").decode(data.batch(windows, b.norm))
 
 
-@pytest.mark.parametrize("streaming, speed, t1", [(False, 0, 8.0), (True, 0, 8.0), (True, 1, 4.0)],
-                         ids=["window-at-a-time", "streaming-flooded", "streaming-real-time"])
+@pytest.mark.parametrize(
+    "streaming, speed, t1",
+    [(False, 0, 8.0), (True, 0, 8.0), (True, 1, 4.0)],
+    ids=["window-at-a-time", "streaming-flooded", "streaming-real-time"],
+)
 def test_streaming_parity_with_offline_inference(tiny_bundle, tiny_session, streaming, speed, t1):
     """A session replayed through the real daemon decodes exactly like offline inference on the same bundle, with
     each window decoded at close or streamed through the model while it is open (at real time, where the daemon
@@ -77,8 +80,10 @@ def test_streaming_parity_with_offline_inference(tiny_bundle, tiny_session, stre
     s = tiny_session
     n = int(round(t1 / 0.05))
     warm = 2.0 if streaming else 0.0  # the warm-up (off by default) runs beside the stream and must change nothing
-    with (running_daemon(tiny_bundle, skip_backlog=False, streaming=streaming, warm_lead_ms=warm) as daemon,
-          connected(daemon) as (prod, sub)):
+    with (
+        running_daemon(tiny_bundle, skip_backlog=False, streaming=streaming, warm_lead_ms=warm) as daemon,
+        connected(daemon) as (prod, sub),
+    ):
         sent = send_paced(prod, session_messages(s, batch=0.005, behavior=("theta",), t1=t1), speed=speed)
         decodes = collect(sub, "decode", lambda out: out[-1]["window"] >= n - 1)
         status = final_status(prod, sub)
@@ -105,13 +110,24 @@ def test_every_malformed_input_is_counted_and_survived(tiny_bundle):
     good = encode_spikes(0, 0.0, np.array([0.01]), np.array([1], np.int32))
     hdr = msgpack.packb
     hostile = {
-        "malformed": [[b"spikes"], [b"spikes", b"\xc1\xff"], [b"spikes", hdr([1, 2])], [b"spikes", hdr({"seq": 1})],
-                      [b"clock", hdr({"v": 1, "seq": 0, "t_send": 0.0, "t": "soon"})], [b"\xff\xfe", hdr({"v": 1})]],
+        "malformed": [
+            [b"spikes"],
+            [b"spikes", b"\xc1\xff"],
+            [b"spikes", hdr([1, 2])],
+            [b"spikes", hdr({"seq": 1})],
+            [b"clock", hdr({"v": 1, "seq": 0, "t_send": 0.0, "t": "soon"})],
+            [b"\xff\xfe", hdr({"v": 1})],
+        ],
         "bad_version": [[b"spikes", hdr({"v": 2, "seq": 0, "t_send": 0.0, "n": 0}), b"", b""]],
         "unknown_topic": [[b"lfp", hdr({"v": 1, "seq": 0, "t_send": 0.0})]],
-        "too_large": [[b"spikes", b"\x00" * 70_000], [b"spikes", hdr({"v": 1, "seq": 0, "t_send": 0.0, "n": 10**6}), b"", b""]],
+        "too_large": [
+            [b"spikes", b"\x00" * 70_000],
+            [b"spikes", hdr({"v": 1, "seq": 0, "t_send": 0.0, "n": 10**6}), b"", b""],
+        ],
         "bad_buffer": [good[:3], [good[0], good[1], good[2], good[3][:-1]]],
-        "bad_frame": [[b"frame", hdr({"v": 1, "seq": 0, "t_send": 0.0, "t": 0.0, "h": 2, "w": 2, "dtype": "uint8"}), b"abcd"]],
+        "bad_frame": [
+            [b"frame", hdr({"v": 1, "seq": 0, "t_send": 0.0, "t": 0.0, "h": 2, "w": 2, "dtype": "uint8"}), b"abcd"]
+        ],
         "unknown_behavior": [[b"behavior", hdr({"v": 1, "seq": 0, "t_send": 0.0, "name": "pupil", "n": 0}), b"", b""]],
     }
     with running_daemon(tiny_bundle) as daemon, connected(daemon) as (prod, sub):
@@ -154,7 +170,10 @@ def test_slow_subscriber_does_not_stall_decoding(tiny_bundle):
     the daemon keeps decoding and an active subscriber still receives every decode, in order."""
     n = 1500  # more windows than the output high-water mark (1,000 messages)
     # every window decoded in order, however loaded the machine: a stall must not switch on the overload skipping
-    with running_daemon(tiny_bundle, skip_backlog=False) as daemon, connected(daemon, topics=("decode", "status")) as (prod, sub):
+    with (
+        running_daemon(tiny_bundle, skip_backlog=False) as daemon,
+        connected(daemon, topics=("decode", "status")) as (prod, sub),
+    ):
         stuck = zmq.Context.instance().socket(zmq.SUB)
         stuck.setsockopt(zmq.RCVHWM, 1)
         stuck.setsockopt(zmq.SUBSCRIBE, b"")

@@ -16,19 +16,32 @@ import pytest
 
 pytest.importorskip("onnxruntime")
 
-from test_daemon import collect, connected, final_status, running_daemon  # noqa: E402
+from test_daemon import collect, connected, final_status, running_daemon
 
-from rtdecode.serve.recording import INPUT, OUTPUT, read_recording, repair  # noqa: E402
-from rtdecode.wire.client import Producer, Subscriber  # noqa: E402
-from rtdecode.wire.protocol import decode_output, encode_spikes  # noqa: E402
-from rtdecode.wire.replay import send_paced, session_messages  # noqa: E402
+from rtdecode.serve.recording import INPUT, OUTPUT, read_recording, repair
+from rtdecode.wire.client import Producer, Subscriber
+from rtdecode.wire.protocol import decode_output, encode_spikes
+from rtdecode.wire.replay import send_paced, session_messages
 
 
 @pytest.mark.skipif(os.name != "posix", reason="SIGKILL is POSIX-only")
 def test_sigkill_mid_recording_keeps_every_durable_record_and_invents_nothing(tiny_bundle, tmp_path):
     ipc = Path(tempfile.mkdtemp(prefix="rtd-"))
-    cmd = [sys.executable, "-m", "rtdecode.cli", "serve", str(tiny_bundle), "--input", f"ipc://{ipc}/in",
-           "--output", f"ipc://{ipc}/out", "--record", str(tmp_path / "rec"), "--status-interval", "0.05"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "rtdecode.cli",
+        "serve",
+        str(tiny_bundle),
+        "--input",
+        f"ipc://{ipc}/in",
+        "--output",
+        f"ipc://{ipc}/out",
+        "--record",
+        str(tmp_path / "rec"),
+        "--status-interval",
+        "0.05",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     sent: list[list[bytes]] = []
     durable = 0
@@ -71,7 +84,10 @@ def test_sigkill_mid_recording_keeps_every_durable_record_and_invents_nothing(ti
 def test_a_flooding_producer_cannot_make_the_decoder_miss_its_deadline(tiny_bundle, tiny_session):
     """30 s of data sent as fast as the producer can: the daemon decodes the newest window and counts the rest as
     skipped; every window is accounted for, and a decode is never later than the deadline after its message."""
-    with running_daemon(tiny_bundle, skip_backlog=True) as daemon, connected(daemon, topics=("decode", "status")) as (prod, sub):
+    with (
+        running_daemon(tiny_bundle, skip_backlog=True) as daemon,
+        connected(daemon, topics=("decode", "status")) as (prod, sub),
+    ):
         sent = send_paced(prod, session_messages(tiny_session, behavior=("theta",)), speed=0)
         last = daemon.bundle.window.window_index(tiny_session.stop) - 1
         prod.clock(tiny_session.stop)

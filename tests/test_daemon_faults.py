@@ -11,9 +11,9 @@ import pytest
 
 pytest.importorskip("onnxruntime")
 
-from test_daemon import collect, connected, final_status, running_daemon  # noqa: E402
+from test_daemon import collect, connected, final_status, running_daemon
 
-from rtdecode.wire.protocol import encode_clock, encode_frame, encode_spikes  # noqa: E402
+from rtdecode.wire.protocol import encode_clock, encode_frame, encode_spikes
 
 V1_BUNDLE = Path(__file__).parent / "fixtures" / "v1" / "bundle"
 PX = np.zeros((32, 64), np.uint8)  # the v1 model's frame size
@@ -70,6 +70,7 @@ def test_sequence_numbers_per_producer():
     messages missing, a step back is a restart and is used; messages without `src` are not checked; a rejected
     message does not touch the sequence state."""
     with running_daemon(V1_BUNDLE) as daemon, connected(daemon) as (prod, sub):
+
         def spikes(seq: int, t: float, neuron: int, src: str | None = "rig") -> None:
             prod.send(encode_spikes(seq, 0.0, np.array([t]), np.array([neuron], np.int32), src=src))
 

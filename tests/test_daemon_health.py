@@ -12,9 +12,9 @@ import pytest
 
 pytest.importorskip("onnxruntime")
 
-from rtdecode.serve.health import BudgetWatch, OverloadWatch  # noqa: E402
-from rtdecode.wire.replay import send_paced, session_messages  # noqa: E402
-from tests.test_daemon import collect, connected, final_status, running_daemon  # noqa: E402
+from rtdecode.serve.health import BudgetWatch, OverloadWatch
+from rtdecode.wire.replay import send_paced, session_messages
+from tests.test_daemon import collect, connected, final_status, running_daemon
 
 DELAY_S = 0.15  # three 50-ms windows per decode: the model cannot keep up with real time
 
@@ -37,8 +37,11 @@ class SlowBackend:
 def test_an_overloaded_daemon_stays_current(tiny_bundle, tiny_session, streaming, caplog):
     t1 = 3.0
     n = int(round(t1 / 0.05))
-    with (caplog.at_level(logging.WARNING, logger="rtdecode.serve"),
-          running_daemon(tiny_bundle, streaming=streaming, prepare=_slow) as daemon, connected(daemon) as (prod, sub)):
+    with (
+        caplog.at_level(logging.WARNING, logger="rtdecode.serve"),
+        running_daemon(tiny_bundle, streaming=streaming, prepare=_slow) as daemon,
+        connected(daemon) as (prod, sub),
+    ):
         send_paced(prod, session_messages(tiny_session, batch=0.005, behavior=("theta",), t1=t1), speed=1)
         t_sent = time.monotonic()
         decodes = collect(sub, "decode", lambda out: out[-1]["window"] >= n - 1, timeout=10)
@@ -66,8 +69,11 @@ def _slow(daemon: Any) -> None:
 
 def test_a_stream_over_the_token_budget_is_flagged_and_logged(tiny_bundle, caplog):
     """The tiny model has 46 spike slots per window; a rig sending 100 spikes per window gets told."""
-    with (caplog.at_level(logging.WARNING, logger="rtdecode.serve"),
-          running_daemon(tiny_bundle, skip_backlog=False) as daemon, connected(daemon) as (prod, sub)):
+    with (
+        caplog.at_level(logging.WARNING, logger="rtdecode.serve"),
+        running_daemon(tiny_bundle, skip_backlog=False) as daemon,
+        connected(daemon) as (prod, sub),
+    ):
         max_spikes = daemon.bundle.window.max_spikes
         rng = np.random.default_rng(0)
         first = final_status(prod, sub)["truncation"]
@@ -101,4 +107,3 @@ def test_overload_watch_holds_then_recovers():
     assert o.record(3, False, now=1.0) and o.overloaded(2.5)
     assert not o.record(0, True, now=2.0)  # the same episode
     assert not o.overloaded(4.1) and o.record(1, False, now=5.0) and o.episodes == 2
-

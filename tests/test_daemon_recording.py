@@ -15,18 +15,23 @@ import pytest
 
 pytest.importorskip("onnxruntime")
 
-from test_daemon import collect, connected, final_status, running_daemon  # noqa: E402
+from test_daemon import collect, connected, final_status, running_daemon
 
-from rtdecode.serve.recording import read_recording, replay_messages  # noqa: E402
-from rtdecode.wire.client import Producer, Subscriber  # noqa: E402
-from rtdecode.wire.replay import send_paced, session_messages  # noqa: E402
+from rtdecode.serve.recording import read_recording, replay_messages
+from rtdecode.wire.client import Producer, Subscriber
+from rtdecode.wire.replay import send_paced, session_messages
 
 
 @pytest.mark.parametrize("streaming", [False, True], ids=["at-close", "streaming"])
-def test_clean_stop_flushes_every_message_and_a_recording_replays_bit_exactly(tiny_bundle, tiny_session, tmp_path, streaming):
+def test_clean_stop_flushes_every_message_and_a_recording_replays_bit_exactly(
+    tiny_bundle, tiny_session, tmp_path, streaming
+):
     """Decoding at close, a replay is bit-identical. Streaming, how a window was cut into chunks depends on arrival
     timing, which changes float summation order: equal within 1e-5 (the streaming parity bound), not bit for bit."""
-    with running_daemon(tiny_bundle, skip_backlog=False, record=tmp_path / "rec", streaming=streaming) as daemon, connected(daemon) as (prod, sub):
+    with (
+        running_daemon(tiny_bundle, skip_backlog=False, record=tmp_path / "rec", streaming=streaming) as daemon,
+        connected(daemon) as (prod, sub),
+    ):
         sent = send_paced(prod, session_messages(tiny_session, behavior=("theta",), t1=3.0), speed=0)
         first = collect(sub, "decode", lambda out: out[-1]["window"] >= 59)
         final_status(prod, sub)
@@ -39,7 +44,10 @@ def test_clean_stop_flushes_every_message_and_a_recording_replays_bit_exactly(ti
     assert sum(r.frames[0] == b"decode" for r in outputs) == 60
     assert read_recording(path).dropped_tail_bytes == 0
 
-    with running_daemon(tiny_bundle, skip_backlog=False, streaming=streaming) as daemon, connected(daemon) as (prod, sub):
+    with (
+        running_daemon(tiny_bundle, skip_backlog=False, streaming=streaming) as daemon,
+        connected(daemon) as (prod, sub),
+    ):
         for _, frames in replay_messages(path):
             prod.send(frames)
         again = collect(sub, "decode", lambda out: out[-1]["window"] >= 59)
@@ -54,8 +62,21 @@ def test_clean_stop_flushes_every_message_and_a_recording_replays_bit_exactly(ti
 
 def test_serve_command_stops_on_sigterm_and_flushes(tiny_bundle, tmp_path):
     ipc = Path(tempfile.mkdtemp(prefix="rtd-"))
-    cmd = [sys.executable, "-m", "rtdecode.cli", "serve", str(tiny_bundle), "--input", f"ipc://{ipc}/in",
-           "--output", f"ipc://{ipc}/out", "--record", str(tmp_path / "rec"), "--status-interval", "0.05"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "rtdecode.cli",
+        "serve",
+        str(tiny_bundle),
+        "--input",
+        f"ipc://{ipc}/in",
+        "--output",
+        f"ipc://{ipc}/out",
+        "--record",
+        str(tmp_path / "rec"),
+        "--status-interval",
+        "0.05",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         with Subscriber(f"ipc://{ipc}/out", topics=("decode", "status")) as sub, Producer(f"ipc://{ipc}/in") as prod:

@@ -40,9 +40,25 @@ def test_two_gloo_ranks_agree_on_weights(tiny_session_path, tmp_path):
     cfg = tmp_path / "ddp.toml"
     cfg.write_text(TOML)
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "--no-python",
-           rtdecode_cli, "train", "--data", str(tiny_session_path), "--out", str(tmp_path / "run"),
-           "--config", str(cfg), "--device", "cpu"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "--no-python",
+        rtdecode_cli,
+        "train",
+        "--data",
+        str(tiny_session_path),
+        "--out",
+        str(tmp_path / "run"),
+        "--config",
+        str(cfg),
+        "--device",
+        "cpu",
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     meta = json.loads((tmp_path / "run" / "checkpoint.json").read_text())

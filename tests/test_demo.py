@@ -27,8 +27,16 @@ def test_demo_quick_runs_the_whole_pipeline(tmp_path):
     assert s["serve"]["windows"] == s["serve"]["expected"] > 50
     assert set(s["decoding"]) == {"speed", "phi", "theta"}
     assert all(v["live_r"] > 0.3 for v in s["decoding"].values())  # 60 training steps: well above chance
-    for name in ("session.npz", "tokens/tokens.json", "run/checkpoint.json", "bundle/manifest.json",
-                 "report/report.html", "report/report.json", "report/latency.png", "report/decoding.png"):
+    for name in (
+        "session.npz",
+        "tokens/tokens.json",
+        "run/checkpoint.json",
+        "bundle/manifest.json",
+        "report/report.html",
+        "report/report.json",
+        "report/latency.png",
+        "report/decoding.png",
+    ):
         assert (tmp_path / name).exists(), name
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert report["latency"]["demo_real_time"]["windows"] == s["serve"]["windows"]  # the live latencies, not a re-run

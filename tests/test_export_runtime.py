@@ -15,13 +15,13 @@ pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
-from typer.testing import CliRunner  # noqa: E402
+from typer.testing import CliRunner
 
-from rtdecode.cli import app  # noqa: E402
-from rtdecode.runtime import Bundle, BundleError, Decoder  # noqa: E402
-from rtdecode.core.config import RunConfig  # noqa: E402
-from rtdecode.core.window_data import WindowData  # noqa: E402
-from rtdecode.data.window import RollingWindow  # noqa: E402
+from rtdecode.cli import app
+from rtdecode.core.window_data import WindowData
+from rtdecode.data.window import RollingWindow
+from rtdecode.runtime import Bundle, BundleError, Decoder
+
 
 @pytest.fixture()
 def run_dir(tiny_run):
@@ -35,8 +35,13 @@ def bundle_dir(tiny_bundle):
 
 def test_bundle_has_graphs_manifest_and_passing_parity(bundle_dir):
     m = json.loads((bundle_dir / "manifest.json").read_text())
-    assert {p.name for p in bundle_dir.iterdir()} == {"manifest.json", "decode.onnx", "context.onnx", "step.onnx",
-                                                      "stream.onnx"}
+    assert {p.name for p in bundle_dir.iterdir()} == {
+        "manifest.json",
+        "decode.onnx",
+        "context.onnx",
+        "step.onnx",
+        "stream.onnx",
+    }
     p = m["parity"]
     assert p["passed"] and p["windows"] == 6
     assert max(p["decode_max_abs"], p["context_max_abs"], p["step_max_abs"], p["stream_max_abs"]) < 1e-4
@@ -59,7 +64,6 @@ def test_live_window_feeds_equal_the_training_batch(bundle_dir, tiny_session):
         closed += rw.push(s.spike_times[lo : lo + 37], s.spike_neurons[lo : lo + 37])
     closed += rw.advance(s.stop)
     assert len(closed) == data.n_windows
-    from rtdecode.core.normalisation import Normalisation
 
     norm = bundle.norm
     for w in (3, 100, 401):
@@ -137,13 +141,39 @@ def _edit(d: Path, change) -> None:
 
 
 def test_export_and_bench_cli(run_dir, tiny_session_path, tmp_path):
-    r = CliRunner().invoke(app, ["export", "--from", str(run_dir), "--out", str(tmp_path / "b"),
-                                 "--data", str(tiny_session_path), "--parity-windows", "3"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "export",
+            "--from",
+            str(run_dir),
+            "--out",
+            str(tmp_path / "b"),
+            "--data",
+            str(tiny_session_path),
+            "--parity-windows",
+            "3",
+        ],
+    )
     assert r.exit_code == 0, r.output
     text = " ".join(r.output.split())  # rich wraps long lines at the runner's 80 columns
     assert "bundle written" in text and "identical: True" in text
-    r = CliRunner().invoke(app, ["bench", "model", str(tmp_path / "b"), "--repeats", "5", "--gen-windows", "1",
-                                 "--spikes", "10", "--json", str(tmp_path / "bench.json")])
+    r = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            "model",
+            str(tmp_path / "b"),
+            "--repeats",
+            "5",
+            "--gen-windows",
+            "1",
+            "--spikes",
+            "10",
+            "--json",
+            str(tmp_path / "bench.json"),
+        ],
+    )
     assert r.exit_code == 0, r.output
     result = json.loads((tmp_path / "bench.json").read_text())
     assert result["decode"]["onnxruntime"]["p50"] > 0 and "p99.9" in result["decode"]["torch"]

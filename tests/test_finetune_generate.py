@@ -11,13 +11,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from typer.testing import CliRunner  # noqa: E402
+from typer.testing import CliRunner
 
-from rtdecode.cli import app  # noqa: E402
-from rtdecode.io import load_session  # noqa: E402
-from rtdecode.training.checkpoint import LoadedRun  # noqa: E402
-from rtdecode.training.finetune import finetune  # noqa: E402
-from rtdecode.training.train import train  # noqa: E402
+from rtdecode.cli import app
+from rtdecode.io import load_session
+from rtdecode.training.checkpoint import LoadedRun
+from rtdecode.training.finetune import finetune
+from rtdecode.training.train import train
 
 QUIET = {"log": lambda _: None}
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,8 +62,24 @@ def test_label_fraction_trains_on_a_subset(pretrained, tiny_session_path, tmp_pa
 @pytest.mark.parametrize("history", ["true", "generated"])
 def test_generate_cli_writes_a_session(pretrained, tiny_session_path, tmp_path, history):
     out = tmp_path / "gen.npz"
-    r = CliRunner().invoke(app, ["generate", "--from", str(pretrained), "--data", str(tiny_session_path),
-                                 "--out", str(out), "--history", history, "--max-windows", "6", "--seed", "1"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "generate",
+            "--from",
+            str(pretrained),
+            "--data",
+            str(tiny_session_path),
+            "--out",
+            str(out),
+            "--history",
+            history,
+            "--max-windows",
+            "6",
+            "--seed",
+            "1",
+        ],
+    )
     assert r.exit_code == 0, r.output
     s = load_session(out)
     assert s.n_neurons == 60 and s.metadata["history"] == history
@@ -74,13 +90,34 @@ def test_generate_cli_writes_a_session(pretrained, tiny_session_path, tmp_path, 
 @pytest.mark.slow
 def test_fewshot_tool_smoke(tmp_path):
     cfg = tmp_path / "tiny.toml"
-    cfg.write_text("[window]\nprev_window = 0.1\n"
-                   "[model]\nd_model = 32\nn_heads = 2\nfeature_layers = 1\nfused_layers = 1\n"
-                   "[[behavior]]\nname = \"speed\"\n[train]\nbatch_size = 8\nwarmup_steps = 1\nnum_threads = 1\n"
-                   "n_blocks = 6\neval_windows = 20\n")
-    r = subprocess.run([sys.executable, str(ROOT / "tools" / "fewshot_curve.py"), "--duration", "20", "--config", str(cfg),
-                        "--pretrain-steps", "4", "--finetune-steps", "2", "--fractions", "0.5", "1.0",
-                        "--out", str(tmp_path / "fs")], capture_output=True, text=True, timeout=300)
+    cfg.write_text(
+        "[window]\nprev_window = 0.1\n"
+        "[model]\nd_model = 32\nn_heads = 2\nfeature_layers = 1\nfused_layers = 1\n"
+        '[[behavior]]\nname = "speed"\n[train]\nbatch_size = 8\nwarmup_steps = 1\nnum_threads = 1\n'
+        "n_blocks = 6\neval_windows = 20\n"
+    )
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "tools" / "fewshot_curve.py"),
+            "--duration",
+            "20",
+            "--config",
+            str(cfg),
+            "--pretrain-steps",
+            "4",
+            "--finetune-steps",
+            "2",
+            "--fractions",
+            "0.5",
+            "1.0",
+            "--out",
+            str(tmp_path / "fs"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert (tmp_path / "fs" / "fewshot.png").stat().st_size > 1000
     assert "pretrained vs scratch" in r.stdout

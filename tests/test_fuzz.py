@@ -20,12 +20,12 @@ from hypothesis import strategies as st
 
 pytest.importorskip("onnxruntime")
 
-from test_daemon import connected, running_daemon  # noqa: E402
+from test_daemon import connected, running_daemon
 
-from rtdecode.io import load_session  # noqa: E402
-from rtdecode.wire.hostile import REJECT_REASONS, bad_message, expected_rejection  # noqa: E402
-from rtdecode.wire.protocol import encode_behavior, encode_clock, encode_control, encode_frame, encode_spikes  # noqa: E402
-from rtdecode.wire.replay import session_messages  # noqa: E402
+from rtdecode.io import load_session
+from rtdecode.wire.hostile import REJECT_REASONS, bad_message, expected_rejection
+from rtdecode.wire.protocol import encode_behavior, encode_clock, encode_control, encode_frame, encode_spikes
+from rtdecode.wire.replay import session_messages
 
 V1 = Path(__file__).parent / "fixtures" / "v1"
 ENCODERS = {"spikes": encode_spikes, "frame": encode_frame, "behavior": encode_behavior, "clock": encode_clock}
@@ -33,8 +33,10 @@ ENCODERS = {"spikes": encode_spikes, "frame": encode_frame, "behavior": encode_b
 
 def _valid() -> list[list[bytes]]:
     session = load_session(V1 / "session.npz")
-    return [ENCODERS[kind](i, 0.0, *args, src="valid")
-            for i, (_, kind, args) in enumerate(session_messages(session, behavior=("theta",), t1=1.0))]
+    return [
+        ENCODERS[kind](i, 0.0, *args, src="valid")
+        for i, (_, kind, args) in enumerate(session_messages(session, behavior=("theta",), t1=1.0))
+    ]
 
 
 VALID = _valid()
@@ -59,8 +61,11 @@ def served():
                 assert msg is not None, "the daemon stopped answering"
                 if msg["topic"] == "decode":
                     decodes[msg["window"]] = (msg["values"], msg["n_spikes"], msg["in_seq"])
-                elif msg["seq"] > 0 and msg["counters"].get("resets", 0) == serve.resets + 1 and \
-                        msg["counters"]["msg_control"] == 2 * (serve.resets + 1):
+                elif (
+                    msg["seq"] > 0
+                    and msg["counters"].get("resets", 0) == serve.resets + 1
+                    and msg["counters"]["msg_control"] == 2 * (serve.resets + 1)
+                ):
                     serve.resets += 1
                     return decodes, msg["counters"]
 
@@ -102,7 +107,8 @@ def test_fuzzed_traffic_is_counted_and_the_valid_decodes_do_not_change(served, b
 
 def test_fuzz_tool_runs():
     tool = Path(__file__).resolve().parents[1] / "tools" / "fuzz_protocol.py"
-    r = subprocess.run([sys.executable, str(tool), "--messages", "2000", "--huge", "2"], capture_output=True,
-                       text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, str(tool), "--messages", "2000", "--huge", "2"], capture_output=True, text=True, timeout=300
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.count("[ok]") == 4 and "FAIL" not in r.stdout and "total" in r.stdout

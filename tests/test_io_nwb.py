@@ -120,16 +120,23 @@ def _foreign_file(pynwb: Any, path: Path) -> None:
     module.add(
         Position(
             spatial_series=SpatialSeries(
-                name="eye", data=np.arange(10.0).reshape(5, 2), reference_frame="screen centre",
-                starting_time=0.0, rate=10.0, unit="degrees",
+                name="eye",
+                data=np.arange(10.0).reshape(5, 2),
+                reference_frame="screen centre",
+                starting_time=0.0,
+                rate=10.0,
+                unit="degrees",
             )
         )
     )
     module.add(
         BehavioralTimeSeries(
             time_series=pynwb.TimeSeries(
-                name="speed", data=np.array([1, 2, 3], dtype=np.int16), unit="cm/s",
-                timestamps=[0.0, 0.25, 0.5], conversion=0.5,
+                name="speed",
+                data=np.array([1, 2, 3], dtype=np.int16),
+                unit="cm/s",
+                timestamps=[0.0, 0.25, 0.5],
+                conversion=0.5,
             )
         )
     )
@@ -141,9 +148,7 @@ def _foreign_file(pynwb: Any, path: Path) -> None:
     region = nwb.create_electrode_table_region([0, 1], "both")
     nwb.add_acquisition(ElectricalSeries(name="raw", data=np.zeros((20, 2)), electrodes=region, rate=1000.0))
     nwb.add_stimulus(
-        ImageSeries(
-            name="movie", data=np.full((4, 3, 2), 7, np.uint8), unit="n.a.", starting_time=0.0, rate=20.0
-        )
+        ImageSeries(name="movie", data=np.full((4, 3, 2), 7, np.uint8), unit="n.a.", starting_time=0.0, rate=20.0)
     )
     nwb.add_trial(start_time=0.0, stop_time=0.6)
     with pynwb.NWBHDF5IO(str(path), "w") as io:

@@ -7,13 +7,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from rtdecode.core.window_data import WindowData  # noqa: E402
-from rtdecode.export.forms import forward_tokens_past  # noqa: E402
-from rtdecode.runtime.sampling import nucleus  # noqa: E402
-from rtdecode.training.data import to_torch  # noqa: E402
-from rtdecode.training.generate import SamplingConfig, TokenCache, forward_cached, generate_window  # noqa: E402
-from rtdecode.training.losses import compute_losses  # noqa: E402
-from rtdecode.training.model import Neuroformer  # noqa: E402
+from rtdecode.core.window_data import WindowData
+from rtdecode.export.forms import forward_tokens_past
+from rtdecode.runtime.sampling import nucleus
+from rtdecode.training.data import to_torch
+from rtdecode.training.generate import SamplingConfig, TokenCache, forward_cached, generate_window
+from rtdecode.training.losses import compute_losses
+from rtdecode.training.model import Neuroformer
 
 
 @pytest.fixture()
@@ -92,7 +92,10 @@ def test_incremental_decoding_with_kv_cache_matches_full_forward(setup):
         cache = TokenCache.empty(model)
         T = batch["ids"].shape[1]
         cuts = [0, 1, 2, 7, 8, T // 2, T]
-        parts = [forward_cached(model, batch["ids"][:, a:b], batch["dts"][:, a:b], ctx, cache) for a, b in zip(cuts, cuts[1:])]
+        parts = [
+            forward_cached(model, batch["ids"][:, a:b], batch["dts"][:, a:b], ctx, cache)
+            for a, b in zip(cuts, cuts[1:])
+        ]
     assert cache.length == T
     assert (torch.cat(parts, 1) - full).abs().max().item() < 1e-5
 
@@ -113,8 +116,9 @@ def test_the_stream_graphs_lean_path_matches_full_forward(setup):
             t = b - a
             bias = torch.zeros(t, a + t)
             bias[:, a:] = torch.full((t, t), float("-inf")).triu(1)
-            h, nk, nv = forward_tokens_past(model, batch["ids"][:, a:b], batch["dts"][:, a:b], ctx, ks, vs,
-                                            torch.tensor(a), bias)
+            h, nk, nv = forward_tokens_past(
+                model, batch["ids"][:, a:b], batch["dts"][:, a:b], ctx, ks, vs, torch.tensor(a), bias
+            )
             assert len(nk) == len(nv) == L
             ks = [torch.cat([k, n], 2) for k, n in zip(ks, nk)]
             vs = [torch.cat([v, n], 2) for v, n in zip(vs, nv)]

@@ -49,15 +49,23 @@ def test_serve_modules_import_without_torch():
 
 def test_import_rtdecode_pulls_in_no_heavy_package():
     r = subprocess.run(
-        [sys.executable, "-c", "import sys, rtdecode, rtdecode.cli, rtdecode.data.window; "
-         "print(sorted(m for m in ('torch', 'rtdecode.training', 'rtdecode.export', 'onnx', 'pynwb') if m in sys.modules))"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-c",
+            "import sys, rtdecode, rtdecode.cli, rtdecode.data.window; "
+            "print(sorted(m for m in ('torch', 'rtdecode.training', 'rtdecode.export', 'onnx', 'pynwb') if m in sys.modules))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"
 
 
 def test_cli_help_works_without_torch():
-    r = run_without_torch("from rtdecode.cli import app\nfrom typer.testing import CliRunner\n"
-                          "res = CliRunner().invoke(app, ['--help'])\nassert res.exit_code == 0, res.output\n")
+    r = run_without_torch(
+        "from rtdecode.cli import app\nfrom typer.testing import CliRunner\n"
+        "res = CliRunner().invoke(app, ['--help'])\nassert res.exit_code == 0, res.output\n"
+    )
     assert r.returncode == 0, r.stderr

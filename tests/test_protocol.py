@@ -70,55 +70,84 @@ GOLDEN: dict[str, tuple[Callable[[], list[bytes]], list[bytes]]] = {
     "spikes_index": (
         lambda: encode_spikes(7, 0.5, np.array([1.5, 2.25]), np.array([3, 258])),
         [
-            _hx("7370696b6573"),                       # topic "spikes"
-            _hx("84",                                  # fixmap, 4 entries
-                "a1 76", "01",                         # v: 1
-                "a3 736571", "07",                     # seq: 7
-                "a6 745f73656e64", "cb 3fe0000000000000",  # t_send: 0.5
-                "a1 6e", "02"),                        # n: 2 (no "ids" key: model indices)
+            _hx("7370696b6573"),  # topic "spikes"
+            _hx(
+                "84",  # fixmap, 4 entries
+                "a1 76",
+                "01",  # v: 1
+                "a3 736571",
+                "07",  # seq: 7
+                "a6 745f73656e64",
+                "cb 3fe0000000000000",  # t_send: 0.5
+                "a1 6e",
+                "02",
+            ),  # n: 2 (no "ids" key: model indices)
             _hx("0000000000 00f83f", "0000000000 000240"),  # times float64[2] LE: 1.5, 2.25
-            _hx("03000000", "02010000"),               # neurons int32[2] LE: 3, 258 (0x0102)
+            _hx("03000000", "02010000"),  # neurons int32[2] LE: 3, 258 (0x0102)
         ],
     ),
     "spikes_unit": (
         lambda: encode_spikes(8, 0.75, np.array([1.5]), np.array([(1 << 32) + 5]), unit_ids=True),
         [
-            _hx("7370696b6573"),                       # topic "spikes"
-            _hx("85",                                  # fixmap, 5 entries
-                "a1 76", "01",                         # v: 1
-                "a3 736571", "08",                     # seq: 8
-                "a6 745f73656e64", "cb 3fe8000000000000",  # t_send: 0.75
-                "a1 6e", "01",                         # n: 1
-                "a3 696473", "a4 756e6974"),           # ids: "unit"
-            _hx("0000000000 00f83f"),                  # times float64[1] LE: 1.5
-            _hx("05000000 01000000"),                  # neurons int64[1] LE: 2**32 + 5
+            _hx("7370696b6573"),  # topic "spikes"
+            _hx(
+                "85",  # fixmap, 5 entries
+                "a1 76",
+                "01",  # v: 1
+                "a3 736571",
+                "08",  # seq: 8
+                "a6 745f73656e64",
+                "cb 3fe8000000000000",  # t_send: 0.75
+                "a1 6e",
+                "01",  # n: 1
+                "a3 696473",
+                "a4 756e6974",
+            ),  # ids: "unit"
+            _hx("0000000000 00f83f"),  # times float64[1] LE: 1.5
+            _hx("05000000 01000000"),  # neurons int64[1] LE: 2**32 + 5
         ],
     ),
     "frame": (
         lambda: encode_frame(9, 1.0, 2.0, np.arange(6, dtype=np.uint8).reshape(2, 3)),
         [
-            _hx("6672616d65"),                         # topic "frame"
-            _hx("87",                                  # fixmap, 7 entries
-                "a1 76", "01",                         # v: 1
-                "a3 736571", "09",                     # seq: 9
-                "a6 745f73656e64", "cb 3ff0000000000000",  # t_send: 1.0
-                "a1 74", "cb 4000000000000000",        # t: 2.0
-                "a1 68", "02",                         # h: 2
-                "a1 77", "03",                         # w: 3
-                "a5 6474797065", "a5 75696e7438"),     # dtype: "uint8"
-            _hx("000102", "030405"),                   # pixels uint8[2*3], row-major
+            _hx("6672616d65"),  # topic "frame"
+            _hx(
+                "87",  # fixmap, 7 entries
+                "a1 76",
+                "01",  # v: 1
+                "a3 736571",
+                "09",  # seq: 9
+                "a6 745f73656e64",
+                "cb 3ff0000000000000",  # t_send: 1.0
+                "a1 74",
+                "cb 4000000000000000",  # t: 2.0
+                "a1 68",
+                "02",  # h: 2
+                "a1 77",
+                "03",  # w: 3
+                "a5 6474797065",
+                "a5 75696e7438",
+            ),  # dtype: "uint8"
+            _hx("000102", "030405"),  # pixels uint8[2*3], row-major
         ],
     ),
     "behavior": (
         lambda: encode_behavior(10, 1.125, "theta", np.array([1.0, 1.5]), np.array([0.25, -2.0])),
         [
-            _hx("6265686176696f72"),                   # topic "behavior"
-            _hx("85",                                  # fixmap, 5 entries
-                "a1 76", "01",                         # v: 1
-                "a3 736571", "0a",                     # seq: 10
-                "a6 745f73656e64", "cb 3ff2000000000000",  # t_send: 1.125
-                "a4 6e616d65", "a5 7468657461",        # name: "theta"
-                "a1 6e", "02"),                        # n: 2
+            _hx("6265686176696f72"),  # topic "behavior"
+            _hx(
+                "85",  # fixmap, 5 entries
+                "a1 76",
+                "01",  # v: 1
+                "a3 736571",
+                "0a",  # seq: 10
+                "a6 745f73656e64",
+                "cb 3ff2000000000000",  # t_send: 1.125
+                "a4 6e616d65",
+                "a5 7468657461",  # name: "theta"
+                "a1 6e",
+                "02",
+            ),  # n: 2
             _hx("0000000000 00f03f", "0000000000 00f83f"),  # times float64[2] LE: 1.0, 1.5
             _hx("0000000000 00d03f", "0000000000 0000c0"),  # values float64[2] LE: 0.25, -2.0
         ],
@@ -126,117 +155,205 @@ GOLDEN: dict[str, tuple[Callable[[], list[bytes]], list[bytes]]] = {
     "clock": (
         lambda: encode_clock(11, 1.25, 3.0),
         [
-            _hx("636c6f636b"),                         # topic "clock"
-            _hx("84",                                  # fixmap, 4 entries
-                "a1 76", "01",                         # v: 1
-                "a3 736571", "0b",                     # seq: 11
-                "a6 745f73656e64", "cb 3ff4000000000000",  # t_send: 1.25
-                "a1 74", "cb 4008000000000000"),       # t: 3.0
+            _hx("636c6f636b"),  # topic "clock"
+            _hx(
+                "84",  # fixmap, 4 entries
+                "a1 76",
+                "01",  # v: 1
+                "a3 736571",
+                "0b",  # seq: 11
+                "a6 745f73656e64",
+                "cb 3ff4000000000000",  # t_send: 1.25
+                "a1 74",
+                "cb 4008000000000000",
+            ),  # t: 3.0
         ],
     ),
     "clock_src": (  # the optional producer name goes right after the common keys
         lambda: encode_clock(14, 2.0, 4.0, src="rig-1"),
         [
-            _hx("636c6f636b"),                         # topic "clock"
-            _hx("85",                                  # fixmap, 5 entries
-                "a1 76", "01",                         # v: 1
-                "a3 736571", "0e",                     # seq: 14
-                "a6 745f73656e64", "cb 4000000000000000",  # t_send: 2.0
-                "a3 737263", "a5 7269672d31",          # src: "rig-1"
-                "a1 74", "cb 4010000000000000"),       # t: 4.0
+            _hx("636c6f636b"),  # topic "clock"
+            _hx(
+                "85",  # fixmap, 5 entries
+                "a1 76",
+                "01",  # v: 1
+                "a3 736571",
+                "0e",  # seq: 14
+                "a6 745f73656e64",
+                "cb 4000000000000000",  # t_send: 2.0
+                "a3 737263",
+                "a5 7269672d31",  # src: "rig-1"
+                "a1 74",
+                "cb 4010000000000000",
+            ),  # t: 4.0
         ],
     ),
     "control_reset": (
         lambda: encode_control(12, 1.5, "reset", start=100.0),
         [
-            _hx("636f6e74726f6c"),                     # topic "control"
-            _hx("85",                                  # fixmap, 5 entries
-                "a1 76", "01",                         # v: 1
-                "a3 736571", "0c",                     # seq: 12
-                "a6 745f73656e64", "cb 3ff8000000000000",  # t_send: 1.5
-                "a3 636d64", "a5 7265736574",          # cmd: "reset"
-                "a5 7374617274", "cb 4059000000000000"),  # start: 100.0
+            _hx("636f6e74726f6c"),  # topic "control"
+            _hx(
+                "85",  # fixmap, 5 entries
+                "a1 76",
+                "01",  # v: 1
+                "a3 736571",
+                "0c",  # seq: 12
+                "a6 745f73656e64",
+                "cb 3ff8000000000000",  # t_send: 1.5
+                "a3 636d64",
+                "a5 7265736574",  # cmd: "reset"
+                "a5 7374617274",
+                "cb 4059000000000000",
+            ),  # start: 100.0
         ],
     ),
     "control_status": (
         lambda: encode_control(13, 1.75, "status"),
         [
-            _hx("636f6e74726f6c"),                     # topic "control"
-            _hx("84",                                  # fixmap, 4 entries
-                "a1 76", "01",                         # v: 1
-                "a3 736571", "0d",                     # seq: 13
-                "a6 745f73656e64", "cb 3ffc000000000000",  # t_send: 1.75
-                "a3 636d64", "a6 737461747573"),       # cmd: "status"
+            _hx("636f6e74726f6c"),  # topic "control"
+            _hx(
+                "84",  # fixmap, 4 entries
+                "a1 76",
+                "01",  # v: 1
+                "a3 736571",
+                "0d",  # seq: 13
+                "a6 745f73656e64",
+                "cb 3ffc000000000000",  # t_send: 1.75
+                "a3 636d64",
+                "a6 737461747573",
+            ),  # cmd: "status"
         ],
     ),
     "decode": (
         lambda: encode_decode(1, 2.5, 42, 4.0, 4.125, {"speed": 12.5, "phi": -1.0}, 17, 0, 11, 1.25, 0.75),
         [
-            _hx("6465636f6465"),                       # topic "decode"
-            _hx("8c",                                  # fixmap, 12 entries
-                "a1 76", "01",                         # v: 1
-                "a3 736571", "01",                     # seq: 1
-                "a6 745f73656e64", "cb 4004000000000000",  # t_send: 2.5
-                "a6 77696e646f77", "2a",               # window: 42
-                "a7 745f7374617274", "cb 4010000000000000",  # t_start: 4.0
-                "a5 745f656e64", "cb 4010800000000000",  # t_end: 4.125
-                "a6 76616c756573", "82",               # values: fixmap, 2 entries (insertion order)
-                "a5 7370656564", "cb 4029000000000000",  # . speed: 12.5
-                "a3 706869", "cb bff0000000000000",    # . phi: -1.0
-                "a8 6e5f7370696b6573", "11",           # n_spikes: 17
-                "a9 7472756e6361746564", "00",         # truncated: 0
-                "a6 696e5f736571", "0b",               # in_seq: 11
-                "a9 696e5f745f73656e64", "cb 3ff4000000000000",  # in_t_send: 1.25
-                "aa 6c6174656e63795f6d73", "cb 3fe8000000000000"),  # latency_ms: 0.75
+            _hx("6465636f6465"),  # topic "decode"
+            _hx(
+                "8c",  # fixmap, 12 entries
+                "a1 76",
+                "01",  # v: 1
+                "a3 736571",
+                "01",  # seq: 1
+                "a6 745f73656e64",
+                "cb 4004000000000000",  # t_send: 2.5
+                "a6 77696e646f77",
+                "2a",  # window: 42
+                "a7 745f7374617274",
+                "cb 4010000000000000",  # t_start: 4.0
+                "a5 745f656e64",
+                "cb 4010800000000000",  # t_end: 4.125
+                "a6 76616c756573",
+                "82",  # values: fixmap, 2 entries (insertion order)
+                "a5 7370656564",
+                "cb 4029000000000000",  # . speed: 12.5
+                "a3 706869",
+                "cb bff0000000000000",  # . phi: -1.0
+                "a8 6e5f7370696b6573",
+                "11",  # n_spikes: 17
+                "a9 7472756e6361746564",
+                "00",  # truncated: 0
+                "a6 696e5f736571",
+                "0b",  # in_seq: 11
+                "a9 696e5f745f73656e64",
+                "cb 3ff4000000000000",  # in_t_send: 1.25
+                "aa 6c6174656e63795f6d73",
+                "cb 3fe8000000000000",
+            ),  # latency_ms: 0.75
         ],
     ),
     "activity": (
         lambda: encode_activity(2, 2.75, 43, 4.125, np.array([4.25]), np.array([2]), 11, 1.25),
         [
-            _hx("6163746976697479"),                   # topic "activity"
-            _hx("88",                                  # fixmap, 8 entries
-                "a1 76", "01",                         # v: 1
-                "a3 736571", "02",                     # seq: 2
-                "a6 745f73656e64", "cb 4006000000000000",  # t_send: 2.75
-                "a6 77696e646f77", "2b",               # window: 43
-                "a7 745f7374617274", "cb 4010800000000000",  # t_start: 4.125
-                "a1 6e", "01",                         # n: 1
-                "a6 696e5f736571", "0b",               # in_seq: 11
-                "a9 696e5f745f73656e64", "cb 3ff4000000000000"),  # in_t_send: 1.25
-            _hx("0000000000 001140"),                  # times float64[1] LE: 4.25
-            _hx("02000000"),                           # neurons int32[1] LE: 2
+            _hx("6163746976697479"),  # topic "activity"
+            _hx(
+                "88",  # fixmap, 8 entries
+                "a1 76",
+                "01",  # v: 1
+                "a3 736571",
+                "02",  # seq: 2
+                "a6 745f73656e64",
+                "cb 4006000000000000",  # t_send: 2.75
+                "a6 77696e646f77",
+                "2b",  # window: 43
+                "a7 745f7374617274",
+                "cb 4010800000000000",  # t_start: 4.125
+                "a1 6e",
+                "01",  # n: 1
+                "a6 696e5f736571",
+                "0b",  # in_seq: 11
+                "a9 696e5f745f73656e64",
+                "cb 3ff4000000000000",
+            ),  # in_t_send: 1.25
+            _hx("0000000000 001140"),  # times float64[1] LE: 4.25
+            _hx("02000000"),  # neurons int32[1] LE: 2
         ],
     ),
     "status": (
-        lambda: encode_status(3, 3.0, {
-            "uptime_s": 60.0, "backend": "cpu", "model": {"sha256": "ab", "step": 5}, "windows": 600,
-            "deadline_misses": 0, "latency_ms": {"p50": 0.5, "p99": 1.0, "p99.9": 2.0, "max": 4.0},
-            "counters": {"msg_spikes": 9}}),
+        lambda: encode_status(
+            3,
+            3.0,
+            {
+                "uptime_s": 60.0,
+                "backend": "cpu",
+                "model": {"sha256": "ab", "step": 5},
+                "windows": 600,
+                "deadline_misses": 0,
+                "latency_ms": {"p50": 0.5, "p99": 1.0, "p99.9": 2.0, "max": 4.0},
+                "counters": {"msg_spikes": 9},
+            },
+        ),
         [
-            _hx("737461747573"),                       # topic "status"
-            _hx("8a",                                  # fixmap, 10 entries
-                "a1 76", "01",                         # v: 1
-                "a3 736571", "03",                     # seq: 3
-                "a6 745f73656e64", "cb 4008000000000000",  # t_send: 3.0
-                "a8 757074696d655f73", "cb 404e000000000000",  # uptime_s: 60.0
-                "a7 6261636b656e64", "a3 637075",      # backend: "cpu"
-                "a5 6d6f64656c", "82",                 # model: fixmap, 2 entries
-                "a6 736861323536", "a2 6162",          # . sha256: "ab"
-                "a4 73746570", "05",                   # . step: 5
-                "a7 77696e646f7773", "cd 0258",        # windows: 600 (uint16, big-endian)
-                "af 646561646c696e655f6d6973736573", "00",  # deadline_misses: 0
-                "aa 6c6174656e63795f6d73", "84",       # latency_ms: fixmap, 4 entries
-                "a3 703530", "cb 3fe0000000000000",    # . p50: 0.5
-                "a3 703939", "cb 3ff0000000000000",    # . p99: 1.0
-                "a5 7039392e39", "cb 4000000000000000",  # . p99.9: 2.0
-                "a3 6d6178", "cb 4010000000000000",    # . max: 4.0
-                "a8 636f756e74657273", "81",           # counters: fixmap, 1 entry
-                "aa 6d73675f7370696b6573", "09"),      # . msg_spikes: 9
+            _hx("737461747573"),  # topic "status"
+            _hx(
+                "8a",  # fixmap, 10 entries
+                "a1 76",
+                "01",  # v: 1
+                "a3 736571",
+                "03",  # seq: 3
+                "a6 745f73656e64",
+                "cb 4008000000000000",  # t_send: 3.0
+                "a8 757074696d655f73",
+                "cb 404e000000000000",  # uptime_s: 60.0
+                "a7 6261636b656e64",
+                "a3 637075",  # backend: "cpu"
+                "a5 6d6f64656c",
+                "82",  # model: fixmap, 2 entries
+                "a6 736861323536",
+                "a2 6162",  # . sha256: "ab"
+                "a4 73746570",
+                "05",  # . step: 5
+                "a7 77696e646f7773",
+                "cd 0258",  # windows: 600 (uint16, big-endian)
+                "af 646561646c696e655f6d6973736573",
+                "00",  # deadline_misses: 0
+                "aa 6c6174656e63795f6d73",
+                "84",  # latency_ms: fixmap, 4 entries
+                "a3 703530",
+                "cb 3fe0000000000000",  # . p50: 0.5
+                "a3 703939",
+                "cb 3ff0000000000000",  # . p99: 1.0
+                "a5 7039392e39",
+                "cb 4000000000000000",  # . p99.9: 2.0
+                "a3 6d6178",
+                "cb 4010000000000000",  # . max: 4.0
+                "a8 636f756e74657273",
+                "81",  # counters: fixmap, 1 entry
+                "aa 6d73675f7370696b6573",
+                "09",
+            ),  # . msg_spikes: 9
         ],
     ),
 }
-INPUT_GOLDEN = ["spikes_index", "spikes_unit", "frame", "behavior", "clock", "clock_src", "control_reset",
-                "control_status"]
+INPUT_GOLDEN = [
+    "spikes_index",
+    "spikes_unit",
+    "frame",
+    "behavior",
+    "clock",
+    "clock_src",
+    "control_reset",
+    "control_status",
+]
 OUTPUT_GOLDEN = ["decode", "activity", "status"]
 
 
@@ -257,14 +374,41 @@ def _fields(msg: Any) -> dict[str, Any]:
 
 
 GOLDEN_PARSED = {
-    "spikes_index": {"type": "Spikes", "seq": 7, "t_send": 0.5, "times": ("<f8", (2,), [1.5, 2.25]),
-                     "neurons": ("<i4", (2,), [3, 258]), "unit_ids": False, "src": None},
-    "spikes_unit": {"type": "Spikes", "seq": 8, "t_send": 0.75, "times": ("<f8", (1,), [1.5]),
-                    "neurons": ("<i8", (1,), [(1 << 32) + 5]), "unit_ids": True, "src": None},
-    "frame": {"type": "Frame", "seq": 9, "t_send": 1.0, "t": 2.0, "pixels": ("|u1", (2, 3), [[0, 1, 2], [3, 4, 5]]),
-              "src": None},
-    "behavior": {"type": "BehaviorSamples", "seq": 10, "t_send": 1.125, "name": "theta",
-                 "times": ("<f8", (2,), [1.0, 1.5]), "values": ("<f8", (2,), [0.25, -2.0]), "src": None},
+    "spikes_index": {
+        "type": "Spikes",
+        "seq": 7,
+        "t_send": 0.5,
+        "times": ("<f8", (2,), [1.5, 2.25]),
+        "neurons": ("<i4", (2,), [3, 258]),
+        "unit_ids": False,
+        "src": None,
+    },
+    "spikes_unit": {
+        "type": "Spikes",
+        "seq": 8,
+        "t_send": 0.75,
+        "times": ("<f8", (1,), [1.5]),
+        "neurons": ("<i8", (1,), [(1 << 32) + 5]),
+        "unit_ids": True,
+        "src": None,
+    },
+    "frame": {
+        "type": "Frame",
+        "seq": 9,
+        "t_send": 1.0,
+        "t": 2.0,
+        "pixels": ("|u1", (2, 3), [[0, 1, 2], [3, 4, 5]]),
+        "src": None,
+    },
+    "behavior": {
+        "type": "BehaviorSamples",
+        "seq": 10,
+        "t_send": 1.125,
+        "name": "theta",
+        "times": ("<f8", (2,), [1.0, 1.5]),
+        "values": ("<f8", (2,), [0.25, -2.0]),
+        "src": None,
+    },
     "clock": {"type": "Clock", "seq": 11, "t_send": 1.25, "t": 3.0, "src": None},
     "clock_src": {"type": "Clock", "seq": 14, "t_send": 2.0, "t": 4.0, "src": "rig-1"},
     "control_reset": {"type": "Control", "seq": 12, "t_send": 1.5, "cmd": "reset", "start": 100.0, "src": None},
@@ -288,22 +432,52 @@ def test_golden_inputs_are_not_outputs(name: str) -> None:
 
 def test_golden_outputs_decode() -> None:
     dec = decode_output(GOLDEN["decode"][1])
-    assert dec == {"topic": "decode", "v": 1, "seq": 1, "t_send": 2.5, "window": 42, "t_start": 4.0, "t_end": 4.125,
-                   "values": {"speed": 12.5, "phi": -1.0}, "n_spikes": 17, "truncated": 0, "in_seq": 11,
-                   "in_t_send": 1.25, "latency_ms": 0.75}
+    assert dec == {
+        "topic": "decode",
+        "v": 1,
+        "seq": 1,
+        "t_send": 2.5,
+        "window": 42,
+        "t_start": 4.0,
+        "t_end": 4.125,
+        "values": {"speed": 12.5, "phi": -1.0},
+        "n_spikes": 17,
+        "truncated": 0,
+        "in_seq": 11,
+        "in_t_send": 1.25,
+        "latency_ms": 0.75,
+    }
 
     act = decode_output(GOLDEN["activity"][1])
     times, neurons = act.pop("times"), act.pop("neurons")
-    assert act == {"topic": "activity", "v": 1, "seq": 2, "t_send": 2.75, "window": 43, "t_start": 4.125, "n": 1,
-                   "in_seq": 11, "in_t_send": 1.25}
+    assert act == {
+        "topic": "activity",
+        "v": 1,
+        "seq": 2,
+        "t_send": 2.75,
+        "window": 43,
+        "t_start": 4.125,
+        "n": 1,
+        "in_seq": 11,
+        "in_t_send": 1.25,
+    }
     assert (times.dtype.str, times.tolist()) == ("<f8", [4.25])
     assert (neurons.dtype.str, neurons.tolist()) == ("<i4", [2])
 
     status = decode_output(GOLDEN["status"][1])
-    assert status == {"topic": "status", "v": 1, "seq": 3, "t_send": 3.0, "uptime_s": 60.0, "backend": "cpu",
-                      "model": {"sha256": "ab", "step": 5}, "windows": 600, "deadline_misses": 0,
-                      "latency_ms": {"p50": 0.5, "p99": 1.0, "p99.9": 2.0, "max": 4.0},
-                      "counters": {"msg_spikes": 9}}
+    assert status == {
+        "topic": "status",
+        "v": 1,
+        "seq": 3,
+        "t_send": 3.0,
+        "uptime_s": 60.0,
+        "backend": "cpu",
+        "model": {"sha256": "ab", "step": 5},
+        "windows": 600,
+        "deadline_misses": 0,
+        "latency_ms": {"p50": 0.5, "p99": 1.0, "p99.9": 2.0, "max": 4.0},
+        "counters": {"msg_spikes": 9},
+    }
 
     for name in OUTPUT_GOLDEN:  # outputs are not inputs
         with pytest.raises(ProtocolError) as e:
@@ -349,8 +523,12 @@ def test_roundtrip_spikes(seq: int, t_send: float, data: st.DataObject, unit_ids
 
 
 @ROUNDTRIP
-@given(seq=_seq, t_send=_finite, t=_finite,
-       pixels=hnp.arrays(np.uint8, hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=12)))
+@given(
+    seq=_seq,
+    t_send=_finite,
+    t=_finite,
+    pixels=hnp.arrays(np.uint8, hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=12)),
+)
 def test_roundtrip_frame(seq: int, t_send: float, t: float, pixels: np.ndarray) -> None:
     msg = decode_input(encode_frame(seq, t_send, t, pixels))
     assert isinstance(msg, Frame) and (msg.seq, msg.t_send, msg.t) == (seq, t_send, t)
@@ -358,8 +536,13 @@ def test_roundtrip_frame(seq: int, t_send: float, t: float, pixels: np.ndarray) 
 
 
 @ROUNDTRIP
-@given(seq=_seq, t_send=_finite, name=st.text(st.characters(blacklist_categories=("Cs",)), max_size=20),
-       n=st.integers(0, 100), data=st.data())
+@given(
+    seq=_seq,
+    t_send=_finite,
+    name=st.text(st.characters(blacklist_categories=("Cs",)), max_size=20),
+    n=st.integers(0, 100),
+    data=st.data(),
+)
 def test_roundtrip_behavior(seq: int, t_send: float, name: str, n: int, data: st.DataObject) -> None:
     # any float64 value travels, NaN included (the daemon, not the decoder, judges sample values)
     times = data.draw(hnp.arrays(np.float64, n, elements=_finite))
@@ -386,10 +569,13 @@ def test_roundtrip_control(seq: int, t_send: float, cmd: str, start: float | Non
 @given(src=st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=64), seq=_seq)
 def test_roundtrip_src(src: str, seq: int) -> None:
     """The optional producer name travels on every input topic."""
-    for frames in (encode_spikes(seq, 0.0, np.zeros(1), np.zeros(1), src=src), encode_clock(seq, 0.0, 1.0, src=src),
-                   encode_frame(seq, 0.0, 1.0, np.zeros((1, 1), np.uint8), src=src),
-                   encode_behavior(seq, 0.0, "x", np.zeros(1), np.zeros(1), src=src),
-                   encode_control(seq, 0.0, "status", src=src)):
+    for frames in (
+        encode_spikes(seq, 0.0, np.zeros(1), np.zeros(1), src=src),
+        encode_clock(seq, 0.0, 1.0, src=src),
+        encode_frame(seq, 0.0, 1.0, np.zeros((1, 1), np.uint8), src=src),
+        encode_behavior(seq, 0.0, "x", np.zeros(1), np.zeros(1), src=src),
+        encode_control(seq, 0.0, "status", src=src),
+    ):
         assert decode_input(frames).src == src
 
 
@@ -399,7 +585,13 @@ def test_roundtrip_activity(seq: int, t_send: float, window: int, t_start: float
     times, neurons = data.draw(_spikes(unit_ids=False))
     out = decode_output(encode_activity(seq, t_send, window, t_start, times, neurons, 5, 0.25))
     assert (out["topic"], out["seq"], out["t_send"], out["window"], out["t_start"], out["n"]) == (
-        "activity", seq, t_send, window, t_start, len(times))
+        "activity",
+        seq,
+        t_send,
+        window,
+        t_start,
+        len(times),
+    )
     assert _same_bits(out["times"], times, "<f8") and _same_bits(out["neurons"], neurons, "<i4")
 
 
@@ -415,24 +607,33 @@ def test_hostile_input(reason: str, build: Callable[[], list[bytes]]) -> None:
     except ProtocolError as e:
         assert e.reason == reason, str(e)
         assert str(e).startswith(f"{reason}: ") and len(str(e)) < 500  # log lines stay short
-    except Exception as e:  # noqa: BLE001 - the point: nothing but ProtocolError may escape
+    except Exception as e:
         pytest.fail(f"{type(e).__name__} escaped decode_input: {e}")
     else:
         pytest.fail(f"accepted a hostile message, expected {reason}")
 
 
 def test_hostile_corpus_covers_every_reason() -> None:
-    assert {r for _, r, _ in HOSTILE} == {"malformed", "bad_version", "unknown_topic", "too_large", "bad_buffer",
-                                          "bad_frame"}
+    assert {r for _, r, _ in HOSTILE} == {
+        "malformed",
+        "bad_version",
+        "unknown_topic",
+        "too_large",
+        "bad_buffer",
+        "bad_frame",
+    }
 
 
-@pytest.mark.parametrize("frames", [
-    pytest.param([b"activity", msgpack.packb(head(n=2)), f8(1.0, 2.0)], id="activity_one_buffer"),
-    pytest.param([b"activity", msgpack.packb(head(n=1)), f8(1.0), i4(1) + b"\0"], id="activity_long_buffer"),
-    pytest.param([b"activity", msgpack.packb(head(n=-1)), b"", b""], id="activity_negative_n"),
-    pytest.param([b"decode", b"\xc1"], id="decode_not_msgpack"),
-    pytest.param([b"status", msgpack.packb(head(v=2))], id="status_v2"),
-])
+@pytest.mark.parametrize(
+    "frames",
+    [
+        pytest.param([b"activity", msgpack.packb(head(n=2)), f8(1.0, 2.0)], id="activity_one_buffer"),
+        pytest.param([b"activity", msgpack.packb(head(n=1)), f8(1.0), i4(1) + b"\0"], id="activity_long_buffer"),
+        pytest.param([b"activity", msgpack.packb(head(n=-1)), b"", b""], id="activity_negative_n"),
+        pytest.param([b"decode", b"\xc1"], id="decode_not_msgpack"),
+        pytest.param([b"status", msgpack.packb(head(v=2))], id="status_v2"),
+    ],
+)
 def test_hostile_output(frames: list[bytes]) -> None:
     with pytest.raises(ProtocolError):
         decode_output(frames)
@@ -551,8 +752,13 @@ def test_fuzz_random_header_bytes(topic: bytes, header: bytes, buffers: list[byt
 
 # Any msgpack value the decoder can meet (bin/ext included, to exercise the length limits).
 _values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.text(max_size=8)
-    | st.binary(max_size=2) | st.builds(msgpack.ExtType, st.integers(0, 127), st.binary(max_size=2)),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats()
+    | st.text(max_size=8)
+    | st.binary(max_size=2)
+    | st.builds(msgpack.ExtType, st.integers(0, 127), st.binary(max_size=2)),
     lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=4), kids, max_size=3),
     max_leaves=6,
 )
@@ -582,8 +788,6 @@ def _structured(draw: st.DrawFn) -> list[bytes]:
 def test_fuzz_structured_headers(frames: list[bytes]) -> None:
     _check_input(frames)
     _check_output(frames)
-
-
 
 
 @FUZZ

@@ -73,8 +73,11 @@ def test_golden_bytes(tmp_path, monkeypatch):
 
 def test_round_trip_is_bit_exact(tmp_path):
     path, expected = write_records(tmp_path, 200)
-    extra = [Record(INPUT, 1.0, 2.0, [b"raw", os.urandom(BIG)]), Record(OUTPUT, 3.0, 4.0, []),
-             Record(INPUT, 5.0, float("inf"), [b"", b"", b""])]
+    extra = [
+        Record(INPUT, 1.0, 2.0, [b"raw", os.urandom(BIG)]),
+        Record(OUTPUT, 3.0, 4.0, []),
+        Record(INPUT, 5.0, float("inf"), [b"", b"", b""]),
+    ]
     with RecordingWriter(tmp_path) as w:
         for r in expected + extra:
             w.record(r.direction, r.frames, wall=r.wall, mono=r.mono)
@@ -110,8 +113,9 @@ def test_record_does_no_io_on_the_callers_thread(tmp_path, monkeypatch):
     with RecordingWriter(tmp_path, fsync_interval=3600) as w:  # creating the file does I/O here; recording must not
         for name in ("write", "fsync"):
             real = getattr(os, name)
-            monkeypatch.setattr(os, name, lambda *a, _real=real: (
-                io_threads.append(threading.current_thread().name), _real(*a))[1])
+            monkeypatch.setattr(
+                os, name, lambda *a, _real=real: (io_threads.append(threading.current_thread().name), _real(*a))[1]
+            )
         for i in range(10_000):
             w.record(i % 2, [b"t", i.to_bytes(4, "little")])
         assert w.flush() == 10_000
@@ -171,8 +175,10 @@ def test_torn_tail_at_every_offset(tmp_path):
     path, expected = write_records(tmp_path, 30)
     data, ends = path.read_bytes(), boundaries(path)
     start = ends[-3]  # the tear falls inside one of the last 2 records, or exactly on a boundary
-    offsets = sorted(set(range(start, len(data), max(1, (len(data) - start) // 50))) | {start, start + 1,
-                     start + 7, start + 8, ends[-2] - 1, ends[-2], ends[-2] + 1, len(data) - 1})
+    offsets = sorted(
+        set(range(start, len(data), max(1, (len(data) - start) // 50)))
+        | {start, start + 1, start + 7, start + 8, ends[-2] - 1, ends[-2], ends[-2] + 1, len(data) - 1}
+    )
     torn = tmp_path / "torn" / "t.rtrec"
     torn.parent.mkdir()
     for cut in offsets:
@@ -244,8 +250,11 @@ def test_names_are_unique_and_never_overwrite(tmp_path, monkeypatch, hard_links)
         for w in writers:
             w.close()
     names = [w.path.name for w in writers]
-    assert names == ["session-20240101-120000.rtrec", "session-20240101-120000-2.rtrec",
-                     "session-20240101-120000-3.rtrec"]
+    assert names == [
+        "session-20240101-120000.rtrec",
+        "session-20240101-120000-2.rtrec",
+        "session-20240101-120000-3.rtrec",
+    ]
     assert [list(read_recording(w.path))[0].frames for w in writers] == [[b"0"], [b"1"], [b"2"]]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)  # no temporaries left behind
 
@@ -254,8 +263,12 @@ def test_replay_messages(tmp_path):
     with RecordingWriter(tmp_path) as w:
         for i, mono in enumerate([10.0, 10.5, 10.25, 11.0, 12.5]):
             w.record(INPUT if i != 2 else OUTPUT, [b"m", bytes([i])], mono=mono)
-    assert list(replay_messages(w.path)) == [(0.0, [b"m", b"\0"]), (0.5, [b"m", b"\1"]),
-                                             (1.0, [b"m", b"\3"]), (2.5, [b"m", b"\4"])]
+    assert list(replay_messages(w.path)) == [
+        (0.0, [b"m", b"\0"]),
+        (0.5, [b"m", b"\1"]),
+        (1.0, [b"m", b"\3"]),
+        (2.5, [b"m", b"\4"]),
+    ]
     assert list(replay_messages(w.path, direction=OUTPUT)) == [(0.0, [b"m", b"\2"])]
 
 
@@ -282,8 +295,14 @@ while True:  # keep recording, never flushing, until killed
 def test_sigkilled_writer_loses_nothing_flushed(tmp_path):
     n = 500
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path), str(n)], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(tmp_path), str(n)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         ready, _, _ = select.select([proc.stdout], [], [], 60)
         line = proc.stdout.readline() if ready else ""

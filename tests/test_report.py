@@ -39,7 +39,9 @@ def check_report(folder) -> dict:
             value = float(text)
             places = len(text.split(".")[1]) if "." in text else 0
             scale = 100 if cell.endswith("%") else 1
-            assert any(abs(round(k * scale, places) - value) <= 10**-places for k in known), f"{cell} not in report.json"
+            assert any(abs(round(k * scale, places) - value) <= 10**-places for k in known), (
+                f"{cell} not in report.json"
+            )
     return numbers
 
 
@@ -80,8 +82,15 @@ def test_evaluate_from_a_run_writes_every_section(tiny_run, tiny_session_path, t
     from rtdecode.report.evaluate import evaluate_report
 
     out = tmp_path / "report"
-    numbers = evaluate_report(tiny_run, tiny_session_path, out, max_windows=40, latency_seconds=3.0,
-                              connectivity_windows=64, log=lambda _: None)
+    numbers = evaluate_report(
+        tiny_run,
+        tiny_session_path,
+        out,
+        max_windows=40,
+        latency_seconds=3.0,
+        connectivity_windows=64,
+        log=lambda _: None,
+    )
     check_report(out)
     assert (out / "bundle" / "manifest.json").is_file()  # the run was exported, parity-checked
     speed = numbers["decoding"]["variables"]["speed"]
@@ -91,7 +100,9 @@ def test_evaluate_from_a_run_writes_every_section(tiny_run, tiny_session_path, t
         assert 0 <= g["set_f1"] <= 1 and math.isfinite(g["rate_correlation"])
     assert numbers["generation"]["windows"] == 40
     assert set(numbers["connectivity"]["scores"]) == {"attention", "correlation", "lagged correlation"}
-    assert numbers["embedding"]["kind"] == "contrastive" and math.isfinite(numbers["embedding"]["decodability"]["speed"]["r"])
+    assert numbers["embedding"]["kind"] == "contrastive" and math.isfinite(
+        numbers["embedding"]["decodability"]["speed"]["r"]
+    )
     assert numbers["latency"]["real_time"]["windows"] > 20
     assert numbers["latency"]["real_time"]["latency_ms"]["p99"] > 0
     latents = np.load(out / "latents.npz")
@@ -105,14 +116,40 @@ def test_evaluate_command_from_a_bundle_and_embed(tiny_bundle, tiny_session_path
     from rtdecode.cli import app
 
     out = tmp_path / "r"
-    r = CliRunner().invoke(app, ["evaluate", "--from", str(tiny_bundle), "--data", str(tiny_session_path), "--out", str(out),
-                                 "--max-windows", "16", "--latency-seconds", "0", "--connectivity-windows", "32"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            "--from",
+            str(tiny_bundle),
+            "--data",
+            str(tiny_session_path),
+            "--out",
+            str(out),
+            "--max-windows",
+            "16",
+            "--latency-seconds",
+            "0",
+            "--connectivity-windows",
+            "32",
+        ],
+    )
     assert r.exit_code == 0, r.output
     numbers = check_report(out)
     assert not (out / "bundle").exists()  # a bundle is evaluated as given
     assert "speed" in numbers["decoding"]["variables"] and numbers["latency"] == {}
-    r = CliRunner().invoke(app, ["embed", "--from", str(json.loads((tiny_bundle / "manifest.json").read_text())["source"]["run"]),
-                                 "--data", str(tiny_session_path), "--out", str(tmp_path / "e")])
+    r = CliRunner().invoke(
+        app,
+        [
+            "embed",
+            "--from",
+            str(json.loads((tiny_bundle / "manifest.json").read_text())["source"]["run"]),
+            "--data",
+            str(tiny_session_path),
+            "--out",
+            str(tmp_path / "e"),
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert (tmp_path / "e" / "latents.npz").is_file() and (tmp_path / "e" / "embedding.png").is_file()
     check_report(tmp_path / "e")
@@ -121,5 +158,7 @@ def test_evaluate_command_from_a_bundle_and_embed(tiny_bundle, tiny_session_path
 def test_evaluate_refuses_a_folder_that_is_neither(tmp_path, tiny_session_path):
     from rtdecode.cli import app
 
-    r = CliRunner().invoke(app, ["evaluate", "--from", str(tmp_path), "--data", str(tiny_session_path), "--out", str(tmp_path / "o")])
+    r = CliRunner().invoke(
+        app, ["evaluate", "--from", str(tmp_path), "--data", str(tiny_session_path), "--out", str(tmp_path / "o")]
+    )
     assert r.exit_code != 0 and "neither" in r.output and "checkpoint.json" in r.output

@@ -7,10 +7,10 @@ import pytest
 
 pytest.importorskip("onnxruntime")
 
-from rtdecode.runtime import Bundle, Decoder  # noqa: E402
-from rtdecode.runtime.bundle import STREAM_GRAPH_VERSION  # noqa: E402
-from rtdecode.runtime.streaming import StreamingError, WindowStream  # noqa: E402
-from rtdecode.data.window import RollingWindow  # noqa: E402
+from rtdecode.data.window import RollingWindow
+from rtdecode.runtime import Bundle, Decoder
+from rtdecode.runtime.bundle import STREAM_GRAPH_VERSION
+from rtdecode.runtime.streaming import StreamingError, WindowStream
 
 
 def closed_windows(decoder: Decoder, session, t1: float = 6.0):
@@ -50,7 +50,7 @@ def test_a_speculated_tail_is_reused_only_when_it_is_the_final_tail(tiny_bundle,
         in_last = w.offsets >= last
         if not in_last.any():
             continue
-        partial = w._replace(neurons=w.neurons[: -1], offsets=w.offsets[: -1])  # the last event not yet arrived
+        partial = w._replace(neurons=w.neurons[:-1], offsets=w.offsets[:-1])  # the last event not yet arrived
         for seen, reused in ((w, True), (partial, False)):
             stream = WindowStream(decoder, w, feeds, context_key=0)
             stream.commit(w, last)
@@ -169,22 +169,27 @@ def test_streaming_stays_exact_at_rig_scale(tmp_path):
     the daemon does, decodes like the whole window within 1e-5."""
     pytest.importorskip("torch")
     pytest.importorskip("onnxscript")
+    from rtdecode.core.config import RunConfig
+    from rtdecode.core.window_data import WindowData
     from rtdecode.export.onnx import export_bundle
     from rtdecode.io import save_session
     from rtdecode.sim.simulator import SimulationConfig, simulate
-    from rtdecode.core.config import RunConfig
-    from rtdecode.core.window_data import WindowData
     from rtdecode.training.train import make_split, train
     from tests.conftest import tiny_config_dict
 
-    session = simulate(SimulationConfig(n_neurons=400, duration=8.0, base_rate=40.0, n_visual=20, n_speed=20,
-                                        n_phi=20, n_theta=20, seed=3))
+    session = simulate(
+        SimulationConfig(
+            n_neurons=400, duration=8.0, base_rate=40.0, n_visual=20, n_speed=20, n_phi=20, n_theta=20, seed=3
+        )
+    )
     save_session(session, tmp_path / "dense.npz")
     d = tiny_config_dict(max_steps=2, eval_every=2, eval_windows=4, batch_size=2, n_blocks=4)
     d["window"] = {"prev_window": 0.05, "dt": 0.005}
     cfg = RunConfig.from_dict(d)
     run = train(cfg, tmp_path / "dense.npz", tmp_path / "run", log=lambda _: None).run_dir
-    data = WindowData(session, RunConfig.from_dict(__import__("json").loads((run / "checkpoint.json").read_text())["config"]))
+    data = WindowData(
+        session, RunConfig.from_dict(__import__("json").loads((run / "checkpoint.json").read_text())["config"])
+    )
     export_bundle(run, tmp_path / "bundle", data=data, windows=make_split(data, data.cfg).test[:2], log=lambda _: None)
     decoder = Decoder(tmp_path / "bundle", backend="onnxruntime")
     windows = [w for w in closed_windows(decoder, session, t1=1.5) if w.neurons.size >= 1000][:4]
@@ -197,6 +202,8 @@ def test_streaming_stays_exact_at_rig_scale(tmp_path):
             stream.commit(w, boundary)
         assert stream.matches(w, 0) and stream.n_committed < w.neurons.size
         got, ref = stream.finish(w), decoder.decode(feeds)
-        worst = max(worst, max(float(np.abs(got[s.name] - ref[s.name]).max()) for s in decoder.targets
-                               if s.kind == "regression"))
+        worst = max(
+            worst,
+            max(float(np.abs(got[s.name] - ref[s.name]).max()) for s in decoder.targets if s.kind == "regression"),
+        )
     assert worst < 1e-5, worst

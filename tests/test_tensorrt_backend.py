@@ -65,10 +65,13 @@ def test_tensorrt_available_is_false_without_tensorrt(monkeypatch):
 def test_engine_key_separates_precision_versions_and_gpus():
     fp32 = engine_key("NVIDIA H100 80GB HBM3", (9, 0), "10.3.0", False)
     assert fp32 == "nvidia-h100-80gb-hbm3_sm90_trt10.3.0_fp32"
-    keys = {fp32, engine_key("NVIDIA H100 80GB HBM3", (9, 0), "10.3.0", True),
-            engine_key("NVIDIA H100 80GB HBM3", (9, 0), "10.4.0", False),
-            engine_key("NVIDIA H100 80GB HBM3", (8, 9), "10.3.0", False),
-            engine_key("NVIDIA L4", (9, 0), "10.3.0", False)}
+    keys = {
+        fp32,
+        engine_key("NVIDIA H100 80GB HBM3", (9, 0), "10.3.0", True),
+        engine_key("NVIDIA H100 80GB HBM3", (9, 0), "10.4.0", False),
+        engine_key("NVIDIA H100 80GB HBM3", (8, 9), "10.3.0", False),
+        engine_key("NVIDIA L4", (9, 0), "10.3.0", False),
+    }
     assert len(keys) == 5
     odd = engine_key("../GPU /x\\y", (8, 6), "11.0/../rc 1", True)
     assert "/" not in odd and "\\" not in odd and " " not in odd and not odd.startswith(".")
@@ -94,8 +97,10 @@ def test_dimension_expressions_are_evaluated_not_executed():
 
 
 def test_module_imports_without_torch_or_tensorrt():
-    code = ("import sys; sys.modules['torch'] = None; import rtdecode.runtime.tensorrt_backend; "
-            "assert 'tensorrt' not in sys.modules and 'cuda' not in sys.modules")
+    code = (
+        "import sys; sys.modules['torch'] = None; import rtdecode.runtime.tensorrt_backend; "
+        "assert 'tensorrt' not in sys.modules and 'cuda' not in sys.modules"
+    )
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
 
@@ -115,8 +120,10 @@ def test_profiles_cover_the_window_and_what_context_returns(bundle):
     import onnxruntime as ort
 
     longest = {"batch": 1, "history": w["prev_block_size"], "samples": 64}
-    ctx_feeds = {i["name"]: np.ones([longest.get(d, d) for d in i["shape"]], i["dtype"])
-                 for i in bundle.manifest["graphs"]["context"]["inputs"]}
+    ctx_feeds = {
+        i["name"]: np.ones([longest.get(d, d) for d in i["shape"]], i["dtype"])
+        for i in bundle.manifest["graphs"]["context"]["inputs"]
+    }
     sess = ort.InferenceSession(str(bundle.graph_path("context")), providers=["CPUExecutionProvider"])
     memories = [n for n in bundle.output_names("context") if n in step]
     assert any(n.startswith("hist") for n in memories) and any(n.startswith("beh_") for n in memories)
@@ -380,8 +387,14 @@ def test_real_step_and_greedy_generation_match_onnxruntime(bundle, feeds, trt_ba
     c, B = bundle.manifest["cache"], feeds["ids"].shape[0]
     shape = (c["layers"], B, c["heads"], c["slots"], c["head_dim"])
     past = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-    step = {"ids": feeds["ids"][:, :2], "dts": feeds["dts"][:, :2], "pos": np.array(3, np.int64),
-            "past_k": past, "past_v": past[::-1].copy(), **ctx}
+    step = {
+        "ids": feeds["ids"][:, :2],
+        "dts": feeds["dts"][:, :2],
+        "pos": np.array(3, np.int64),
+        "past_k": past,
+        "past_v": past[::-1].copy(),
+        **ctx,
+    }
     for w, g in zip(ref.run("step", step), trt_backend.run("step", step)):
         np.testing.assert_allclose(g, w, atol=1e-3, rtol=0)
     a = Decoder(bundle, backend=ref).generate(feeds, temperature=0.0, max_tokens=16)

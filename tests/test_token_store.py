@@ -43,9 +43,13 @@ def test_incomplete_store_is_refused(tmp_path, session):
 
 def test_prepare_cli(tmp_path, session):
     save_session(session, tmp_path / "s.npz")
-    r = CliRunner().invoke(app, ["prepare", str(tmp_path / "s.npz"), "--out", str(tmp_path / "tok"), "--block-size", "12"])
+    r = CliRunner().invoke(
+        app, ["prepare", str(tmp_path / "s.npz"), "--out", str(tmp_path / "tok"), "--block-size", "12"]
+    )
     assert r.exit_code == 0, r.output
     meta = json.loads((tmp_path / "tok" / "tokens.json").read_text())
     assert meta["n_windows"] == 200 and meta["window_config"]["block_size"] == 12
-    r = CliRunner().invoke(app, ["prepare", str(tmp_path / "s.npz"), "--out", str(tmp_path / "t2"), "--window", "0.055"])
+    r = CliRunner().invoke(
+        app, ["prepare", str(tmp_path / "s.npz"), "--out", str(tmp_path / "t2"), "--window", "0.055"]
+    )
     assert r.exit_code == 2 and "multiple of dt" in r.output

@@ -28,9 +28,27 @@ def test_bench_tokenizer_runs() -> None:
 def test_bench_train_runs(tmp_path: Path) -> None:
     pytest.importorskip("torch")
     report = tmp_path / "bench.json"
-    out = run_tool("bench_train.py", "--duration", "20", "--configs", "small", "--steps", "2", "--warmup", "1",
-                   "--latency-windows", "3", "--gen-windows", "2", "--threads", "1", "--device", "cpu",
-                   "--json", str(report))
+    out = run_tool(
+        "bench_train.py",
+        "--duration",
+        "20",
+        "--configs",
+        "small",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--latency-windows",
+        "3",
+        "--gen-windows",
+        "2",
+        "--threads",
+        "1",
+        "--device",
+        "cpu",
+        "--json",
+        str(report),
+    )
     assert "windows/s" in out
     assert "tokens identical: True" in out
     assert "% of the time outside the model" in out
@@ -48,10 +66,28 @@ def test_bench_train_help() -> None:
 @pytest.mark.slow
 def test_soak_runs_the_real_daemon(tiny_bundle: Path, tiny_session_path: Path, tmp_path: Path) -> None:
     """15 s in 5-s rows: the tool streams, samples and reports (its bars are for 10-minute runs: --report-only)."""
-    proc = subprocess.run([sys.executable, str(TOOLS / "soak.py"), "--minutes", "0.25", "--period", "5", "--warmup", "2",
-                           "--report-only",
-                           "--bundle", str(tiny_bundle), "--data", str(tiny_session_path), "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(TOOLS / "soak.py"),
+            "--minutes",
+            "0.25",
+            "--period",
+            "5",
+            "--warmup",
+            "2",
+            "--report-only",
+            "--bundle",
+            str(tiny_bundle),
+            "--data",
+            str(tiny_session_path),
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads((tmp_path / "soak.json").read_text())
     assert len(result["rows"]) >= 3 and sum(r["windows"] for r in result["rows"]) > 200

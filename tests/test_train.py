@@ -10,12 +10,12 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("safetensors")
 
-from typer.testing import CliRunner  # noqa: E402
+from typer.testing import CliRunner
 
-from rtdecode.cli import app  # noqa: E402
-from rtdecode.core.config import RunConfig  # noqa: E402
-from rtdecode.training.checkpoint import LoadedRun, read_meta  # noqa: E402
-from rtdecode.training.train import _update_best, train  # noqa: E402
+from rtdecode.cli import app
+from rtdecode.core.config import RunConfig
+from rtdecode.training.checkpoint import LoadedRun, read_meta
+from rtdecode.training.train import _update_best, train
 
 QUIET = {"log": lambda _: None}
 
@@ -53,6 +53,7 @@ def kill_after(n: int):
     def progress(step, total, scalars):
         if step > n:
             raise Killed
+
     return progress
 
 
@@ -66,8 +67,14 @@ def test_loss_decreases_within_seconds(tiny_session_path, tiny_config, tmp_path)
 def test_checkpoint_files_and_round_trip(tiny_session_path, tiny_config, tmp_path):
     result = train(tiny_config, tiny_session_path, tmp_path / "run", **QUIET)
     run = tmp_path / "run"
-    for name in ("checkpoint.json", "model.safetensors", "train_state.safetensors", "train_state.json",
-                 "metrics.csv", "best-val_loss.safetensors"):
+    for name in (
+        "checkpoint.json",
+        "model.safetensors",
+        "train_state.safetensors",
+        "train_state.json",
+        "metrics.csv",
+        "best-val_loss.safetensors",
+    ):
         assert (run / name).exists(), name
     assert not list(run.glob(".*tmp*"))  # atomic writes leave no temporaries
     meta = read_meta(run)
@@ -119,8 +126,22 @@ def test_best_tracking_updates_on_every_improvement():
 def test_train_cli_end_to_end(tiny_session_path, tmp_path):
     cfg_path = tmp_path / "tiny.toml"
     cfg_path.write_text(TINY_TOML)
-    r = CliRunner().invoke(app, ["train", "--data", str(tiny_session_path), "--out", str(tmp_path / "run"),
-                                 "--config", str(cfg_path), "--max-steps", "12", "--eval-every", "6"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--data",
+            str(tiny_session_path),
+            "--out",
+            str(tmp_path / "run"),
+            "--config",
+            str(cfg_path),
+            "--max-steps",
+            "12",
+            "--eval-every",
+            "6",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "held-out test windows" in r.output and "ridge" in r.output
     rows = (tmp_path / "run" / "metrics.csv").read_text().strip().splitlines()
@@ -130,5 +151,7 @@ def test_train_cli_end_to_end(tiny_session_path, tmp_path):
 def test_train_cli_names_a_bad_config_key(tiny_session_path, tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[model]\nwidth = 3\n")
-    r = CliRunner().invoke(app, ["train", "--data", str(tiny_session_path), "--out", str(tmp_path / "r"), "--config", str(bad)])
+    r = CliRunner().invoke(
+        app, ["train", "--data", str(tiny_session_path), "--out", str(tmp_path / "r"), "--config", str(bad)]
+    )
     assert r.exit_code == 2 and "allowed" in r.output

@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from rtdecode.core.config import RunConfig, builtin_configs, load_config  # noqa: E402
+from rtdecode.core.config import RunConfig, builtin_configs, load_config
 
 
 def test_builtin_configs_load():

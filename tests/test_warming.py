@@ -11,10 +11,10 @@ import pytest
 
 pytest.importorskip("onnxruntime")
 
-from rtdecode.data.window import RollingWindow  # noqa: E402
-from rtdecode.runtime import Decoder  # noqa: E402
-from rtdecode.runtime.streaming import WindowStream  # noqa: E402
-from rtdecode.runtime.warming import CacheWarmer  # noqa: E402
+from rtdecode.data.window import RollingWindow
+from rtdecode.runtime import Decoder
+from rtdecode.runtime.streaming import WindowStream
+from rtdecode.runtime.warming import CacheWarmer
 
 
 class RecordingBackend:
@@ -89,8 +89,11 @@ def test_a_warm_up_on_the_real_stream_graph_changes_no_decode(tiny_bundle, tiny_
             stream.commit(w, last)
             if warm:
                 steps = stream.warm_steps()
-                assert not any(np.shares_memory(a, stream._k) or np.shares_memory(a, stream._v)
-                               for _, feeds in steps for a in feeds.values())  # the loop thread may write those
+                assert not any(
+                    np.shares_memory(a, stream._k) or np.shares_memory(a, stream._v)
+                    for _, feeds in steps
+                    for a in feeds.values()
+                )  # the loop thread may write those
                 warmer.arm(time.monotonic(), steps)
                 wait_for(lambda: warmer.runs == 1)
             results.append(stream.finish(w))

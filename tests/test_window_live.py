@@ -41,8 +41,11 @@ def sessions(draw):
     B = draw(st.integers(1, 6))
     P = draw(st.integers(1, 12))
     cfg = WindowConfig(
-        window=B * dt, prev_window=P * dt, dt=dt,
-        block_size=draw(st.integers(3, 10)), prev_block_size=draw(st.integers(1, 10)),
+        window=B * dt,
+        prev_window=P * dt,
+        dt=dt,
+        block_size=draw(st.integers(3, 10)),
+        prev_block_size=draw(st.integers(1, 10)),
     )
     start = draw(st.integers(0, 5)) * dt + draw(st.sampled_from([0.0, 0.003]))
     stop = start + draw(st.integers(0, 60)) * dt + draw(st.sampled_from([0.0, 0.004]))
@@ -155,7 +158,12 @@ def test_keep_last_returns_the_newest_windows_with_identical_tokens(case, swaps)
         emitted += len(b)
     fc, sc = full.counters, skip.counters
     assert (fc.late, fc.bad_neuron, fc.bad_time, fc.windows_closed, fc.spikes_truncated) == (
-        sc.late, sc.bad_neuron, sc.bad_time, sc.windows_closed, sc.spikes_truncated)
+        sc.late,
+        sc.bad_neuron,
+        sc.bad_time,
+        sc.windows_closed,
+        sc.spikes_truncated,
+    )
     assert sc.windows_skipped == fc.windows_closed - emitted and fc.windows_skipped == 0
 
 

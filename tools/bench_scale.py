@@ -51,14 +51,22 @@ def cost_model(cfg: RunConfig, spikes_per_window: float, history: float, frame_t
     """FLOPs per spike token, per block kind, at these mean token counts (see the module docstring)."""
     d, m = cfg.model.d_model, cfg.model
     causal = m.feature_layers + m.fused_layers
-    per_block = {"causal": 24 * d * d + 4 * d * spikes_per_window / 2, "history": 20 * d * d + 4 * d * history,
-                 "frame": 20 * d * d + 4 * d * frame_tokens}
-    total = (causal * per_block["causal"] + m.history_layers * per_block["history"]
-             + (m.frame_cross_layers * per_block["frame"] if cfg.frames.enabled else 0))
+    per_block = {
+        "causal": 24 * d * d + 4 * d * spikes_per_window / 2,
+        "history": 20 * d * d + 4 * d * history,
+        "frame": 20 * d * d + 4 * d * frame_tokens,
+    }
+    total = (
+        causal * per_block["causal"]
+        + m.history_layers * per_block["history"]
+        + (m.frame_cross_layers * per_block["frame"] if cfg.frames.enabled else 0)
+    )
     return {**{f"flop_per_token_{k}": v for k, v in per_block.items()}, "flop_per_token": total}
 
 
-def measure_point(neurons: int, base_rate: float, cfg: RunConfig, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+def measure_point(
+    neurons: int, base_rate: float, cfg: RunConfig, args: argparse.Namespace, work: Path
+) -> dict[str, Any]:
     tag = f"{neurons}x{base_rate:g}"
     sim = SimulationConfig(n_neurons=neurons, base_rate=base_rate, duration=args.train_s, seed=args.seed)
     save_session(simulate(sim), work / f"{tag}-train.npz")
@@ -69,10 +77,22 @@ def measure_point(neurons: int, base_rate: float, cfg: RunConfig, args: argparse
     result = train(cfg, work / f"{tag}-train.npz", work / f"{tag}-run", log=lambda _: None)
     run = LoadedRun(result.run_dir)
     data = WindowData(serve_session, run.config)
-    export_bundle(result.run_dir, work / f"{tag}-bundle", data=data, windows=make_split(data, run.config).test[:2],
-                  log=lambda _: None)
-    served = bench_serve(work / f"{tag}-bundle", serve_session, speeds=(1.0,), threads=args.threads,
-                         modes=("window", "streaming"), out_dir=work / f"{tag}-serve", log=print)
+    export_bundle(
+        result.run_dir,
+        work / f"{tag}-bundle",
+        data=data,
+        windows=make_split(data, run.config).test[:2],
+        log=lambda _: None,
+    )
+    served = bench_serve(
+        work / f"{tag}-bundle",
+        serve_session,
+        speeds=(1.0,),
+        threads=args.threads,
+        modes=("window", "streaming"),
+        out_dir=work / f"{tag}-serve",
+        log=print,
+    )
     counts = data.tokens.window_counts
     hist = data.tokens.window_ptr[:-1] - data.tokens.history_ptr
     fr = run.config.frames
@@ -80,31 +100,46 @@ def measure_point(neurons: int, base_rate: float, cfg: RunConfig, args: argparse
     cost = cost_model(run.config, float(counts.mean()), float(hist.mean()), patches)
     rate = float(counts.mean()) / run.config.window.window
     gflops = matmul_gflops(run.config.model.d_model)
-    return {"point": tag, "neurons": neurons, "base_rate": base_rate, "spikes_per_window_mean": float(counts.mean()),
-            "spikes_per_window_p99": float(np.percentile(counts, 99)), "block_size": run.config.window.block_size,
-            "prev_block_size": run.config.window.prev_block_size, "train_windows_per_s": result.windows_per_s,
-            "train_data_share": result.data_share, **cost, "gflop_per_s_of_data": cost["flop_per_token"] * rate / 1e9,
-            "matmul_gflops_1_thread": gflops,
-            "floor_cpu_share": cost["flop_per_token"] * rate / 1e9 / gflops,
-            "runs": {name: {k: v for k, v in r.items() if not k.startswith("raw_") and k != "spikes_per_window"}
-                     for name, r in served["runs"].items()}}
+    return {
+        "point": tag,
+        "neurons": neurons,
+        "base_rate": base_rate,
+        "spikes_per_window_mean": float(counts.mean()),
+        "spikes_per_window_p99": float(np.percentile(counts, 99)),
+        "block_size": run.config.window.block_size,
+        "prev_block_size": run.config.window.prev_block_size,
+        "train_windows_per_s": result.windows_per_s,
+        "train_data_share": result.data_share,
+        **cost,
+        "gflop_per_s_of_data": cost["flop_per_token"] * rate / 1e9,
+        "matmul_gflops_1_thread": gflops,
+        "floor_cpu_share": cost["flop_per_token"] * rate / 1e9 / gflops,
+        "runs": {
+            name: {k: v for k, v in r.items() if not k.startswith("raw_") and k != "spikes_per_window"}
+            for name, r in served["runs"].items()
+        },
+    }
 
 
 def row(p: dict[str, Any]) -> str:
     w, s = p["runs"]["real_time"], p["runs"]["real_time_streaming"]
-    return (f"| {p['point']} | {p['spikes_per_window_mean']:.0f} (p99 {p['spikes_per_window_p99']:.0f}) | "
-            f"{p['block_size']}/{p['prev_block_size']} | {p['train_windows_per_s']:.1f} | "
-            f"{s['post_close_ms']['p50']:.2f} / {s['post_close_ms']['p99']:.2f} | {s['latency_ms']['p99']:.2f} / "
-            f"{s['latency_ms']['p99.9']:.2f} | {s['daemon_cpu']:.0%} | {s['deadline_misses']} / {s['skipped']} | "
-            f"{w['post_close_ms']['p99']:.1f} / {w['latency_ms']['p99']:.1f} | {w['deadline_misses']} / {w['skipped']} | "
-            f"{s['spikes_truncated'] + w['spikes_truncated']} | {p['flop_per_token'] / 1e6:.2f} | "
-            f"{p['gflop_per_s_of_data']:.1f} | {p['floor_cpu_share']:.0%} |")
+    return (
+        f"| {p['point']} | {p['spikes_per_window_mean']:.0f} (p99 {p['spikes_per_window_p99']:.0f}) | "
+        f"{p['block_size']}/{p['prev_block_size']} | {p['train_windows_per_s']:.1f} | "
+        f"{s['post_close_ms']['p50']:.2f} / {s['post_close_ms']['p99']:.2f} | {s['latency_ms']['p99']:.2f} / "
+        f"{s['latency_ms']['p99.9']:.2f} | {s['daemon_cpu']:.0%} | {s['deadline_misses']} / {s['skipped']} | "
+        f"{w['post_close_ms']['p99']:.1f} / {w['latency_ms']['p99']:.1f} | {w['deadline_misses']} / {w['skipped']} | "
+        f"{s['spikes_truncated'] + w['spikes_truncated']} | {p['flop_per_token'] / 1e6:.2f} | "
+        f"{p['gflop_per_s_of_data']:.1f} | {p['floor_cpu_share']:.0%} |"
+    )
 
 
-HEADER = ("| neurons x base Hz | spikes/window mean (p99) | budget cur/hist | train windows/s | streaming post-close "
-          "p50 / p99 ms | streaming end-to-end p99 / p99.9 ms | daemon CPU | streaming misses / skipped | window "
-          "post-close p99 / end-to-end p99 ms | window misses / skipped | spikes truncated | MFLOP per token | "
-          "GFLOP per s of data | compute floor (1 thread) |\n|" + "---|" * 14)
+HEADER = (
+    "| neurons x base Hz | spikes/window mean (p99) | budget cur/hist | train windows/s | streaming post-close "
+    "p50 / p99 ms | streaming end-to-end p99 / p99.9 ms | daemon CPU | streaming misses / skipped | window "
+    "post-close p99 / end-to-end p99 ms | window misses / skipped | spikes truncated | MFLOP per token | "
+    "GFLOP per s of data | compute floor (1 thread) |\n|" + "---|" * 14
+)
 
 
 def main() -> None:

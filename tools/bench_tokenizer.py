@@ -63,15 +63,19 @@ def main() -> None:
     s = simulate(SimulationConfig(n_neurons=args.neurons, duration=args.duration))
     print(f"session: {s.n_neurons} neurons, {s.duration:.0f} s, {s.n_spikes:,} spikes")
     off = bench_offline(s.spike_times, s.spike_neurons, s.n_neurons, s.stop, args.repeats)
-    print(f"offline tokenize: {off['spikes_per_s'] / 1e6:.1f} M spikes/s "
-          f"({off['spikes_per_s_with_packing'] / 1e6:.1f} M spikes/s including padded packing of every window)")
+    print(
+        f"offline tokenize: {off['spikes_per_s'] / 1e6:.1f} M spikes/s "
+        f"({off['spikes_per_s_with_packing'] / 1e6:.1f} M spikes/s including padded packing of every window)"
+    )
     live = bench_live(s.spike_times, s.spike_neurons, s.n_neurons, args.batch)
     allb = np.concatenate([live["inside"], live["crossing"]])
     for name, v in (("inside a window", live["inside"]), ("closing a window", live["crossing"]), ("all", allb)):
         if v.size:
             p50, p99, p999 = np.percentile(v, [50, 99, 99.9])
-            print(f"live push, {args.batch}-spike batch, {name:16s} n={v.size:6d}  "
-                  f"mean {v.mean():5.1f} us  p50 {p50:5.1f} us  p99 {p99:5.1f} us  p99.9 {p999:6.1f} us")
+            print(
+                f"live push, {args.batch}-spike batch, {name:16s} n={v.size:6d}  "
+                f"mean {v.mean():5.1f} us  p50 {p50:5.1f} us  p99 {p99:5.1f} us  p99.9 {p999:6.1f} us"
+            )
 
 
 if __name__ == "__main__":

@@ -39,20 +39,31 @@ from rtdecode.core.normalisation import Normalisation
 from rtdecode.core.window_data import WindowData
 from rtdecode.data.budget import budget_report
 from rtdecode.sim.simulator import SimulationConfig, simulate
+from rtdecode.training.batches import LengthGroupedBatches
 from rtdecode.training.data import to_torch
 from rtdecode.training.generate import SamplingConfig, generate_window
 from rtdecode.training.losses import compute_losses
 from rtdecode.training.model import Context, Neuroformer
-from rtdecode.training.train import LengthGroupedBatches, make_split
+from rtdecode.training.train import make_split
 
 # The published release on this kind of machine (Intel, 2 threads, torch 2.13 CPU), from the last table of
 # Published Neuroformer figures: (low, high) ranges. "small" ~ its d128 / 2-layer run, "release" ~ its shipped
 # d256 / 6-layer config: similar, not identical, dimensions.
 RELEASE = {
-    "small": {"train_wps": (39, 42), "fwd_p50_ms": (10, 12), "fwd_p99_ms": (13, 15),
-              "gen_s_per_window": (0.72, 0.83), "gen_ms_per_token": (12, 14)},
-    "release": {"train_wps": (3.0, 3.3), "fwd_p50_ms": (88, 94), "fwd_p99_ms": (136, 320),
-                "gen_s_per_window": (8.0, 9.4), "gen_ms_per_token": (81, 95)},
+    "small": {
+        "train_wps": (39, 42),
+        "fwd_p50_ms": (10, 12),
+        "fwd_p99_ms": (13, 15),
+        "gen_s_per_window": (0.72, 0.83),
+        "gen_ms_per_token": (12, 14),
+    },
+    "release": {
+        "train_wps": (3.0, 3.3),
+        "fwd_p50_ms": (88, 94),
+        "fwd_p99_ms": (136, 320),
+        "gen_s_per_window": (8.0, 9.4),
+        "gen_ms_per_token": (81, 95),
+    },
 }
 
 
@@ -63,8 +74,15 @@ def clock(dev: torch.device) -> float:
     return time.perf_counter()
 
 
-def bench_training(model: Neuroformer, data: WindowData, sampler: LengthGroupedBatches, norm: Normalisation,
-                   dev: torch.device, steps: int, warmup: int) -> dict[str, float]:
+def bench_training(
+    model: Neuroformer,
+    data: WindowData,
+    sampler: LengthGroupedBatches,
+    norm: Normalisation,
+    dev: torch.device,
+    steps: int,
+    warmup: int,
+) -> dict[str, float]:
     """Full optimiser steps; returns windows/s and the share of the time spent building batches."""
     cfg, t = model.cfg, model.cfg.train
     opt = model.configure_optimizer(t.lr, t.betas, t.weight_decay)
@@ -134,8 +152,9 @@ def generate_window_no_cache(model: Neuroformer, ctx: Context, max_tokens: int) 
     return ids[0, 1:].cpu().numpy(), dts[0, 1:].cpu().numpy()
 
 
-def bench_generation(model: Neuroformer, data: WindowData, windows: np.ndarray, norm: Normalisation,
-                     dev: torch.device) -> dict[str, Any]:
+def bench_generation(
+    model: Neuroformer, data: WindowData, windows: np.ndarray, norm: Normalisation, dev: torch.device
+) -> dict[str, Any]:
     """Greedy generation of `windows`, cached vs uncached: ms per window and per token, and token equality."""
     model.eval()
     greedy = SamplingConfig(temperature=0.0)
@@ -152,11 +171,15 @@ def bench_generation(model: Neuroformer, data: WindowData, windows: np.ndarray, 
         t_cache, t_full, tokens = t_cache + b - a, t_full + c - b, tokens + ids[0].size
         identical &= np.array_equal(ids[0], ids_nc) and np.array_equal(dts[0], dts_nc)
     n = max(len(windows), 1)
-    return {"gen_cached_ms": 1e3 * t_cache / n, "gen_uncached_ms": 1e3 * t_full / n,
-            "gen_cached_ms_per_token": 1e3 * t_cache / max(tokens, 1),
-            "gen_uncached_ms_per_token": 1e3 * t_full / max(tokens, 1),
-            "gen_speedup": t_full / max(t_cache, 1e-9), "gen_tokens_per_window": tokens / n,
-            "tokens_identical": bool(identical)}
+    return {
+        "gen_cached_ms": 1e3 * t_cache / n,
+        "gen_uncached_ms": 1e3 * t_full / n,
+        "gen_cached_ms_per_token": 1e3 * t_cache / max(tokens, 1),
+        "gen_uncached_ms_per_token": 1e3 * t_full / max(tokens, 1),
+        "gen_speedup": t_full / max(t_cache, 1e-9),
+        "gen_tokens_per_window": tokens / n,
+        "tokens_identical": bool(identical),
+    }
 
 
 def run_config(name: str, session: Any, dev: torch.device, args: argparse.Namespace) -> dict[str, Any]:
@@ -170,13 +193,17 @@ def run_config(name: str, session: Any, dev: torch.device, args: argparse.Namesp
     torch.manual_seed(args.seed)  # seeded random weights: the same model in every run
     model = Neuroformer(cfg, data.tokens.vocab).to(dev)
     res: dict[str, Any] = {"config": name, "device": str(dev), "params_m": model.n_params() / 1e6}
-    print(f"\n[{name} on {dev}] {res['params_m']:.2f} M parameters, d_model {cfg.model.d_model}, "
-          f"block {cfg.window.block_size}/{cfg.window.prev_block_size}")
+    print(
+        f"\n[{name} on {dev}] {res['params_m']:.2f} M parameters, d_model {cfg.model.d_model}, "
+        f"block {cfg.window.block_size}/{cfg.window.prev_block_size}"
+    )
     steps = args.release_steps if name == "release" else args.steps
     sampler = LengthGroupedBatches(split.train, counts, args.batch, cfg.train.seed)
     res.update(bench_training(model, data, sampler, norm, dev, steps, args.warmup))
-    print(f"  training: {res['train_wps']:.1f} windows/s (batch {args.batch}, {steps} steps), "
-          f"{100 * res['data_share']:.1f}% of the time outside the model (target < 10%)")
+    print(
+        f"  training: {res['train_wps']:.1f} windows/s (batch {args.batch}, {steps} steps), "
+        f"{100 * res['data_share']:.1f}% of the time outside the model (target < 10%)"
+    )
 
     torch.manual_seed(args.seed)  # training moved the weights: back to the same seeded random ones
     model = Neuroformer(cfg, data.tokens.vocab).to(dev)
@@ -186,50 +213,67 @@ def run_config(name: str, session: Any, dev: torch.device, args: argparse.Namesp
     held = split.test if split.test.size else split.val
     lat = np.resize(held, args.latency_windows)  # repeats windows when the held-out split is short
     res.update(bench_forward(model, [to_torch(data.batch(np.array([w]), norm), dev) for w in lat], dev))
-    print(f"  forward, batch 1: p50 {res['fwd_p50_ms']:.2f} ms, p99 {res['fwd_p99_ms']:.2f} ms "
-          f"({args.latency_windows} windows)")
+    print(
+        f"  forward, batch 1: p50 {res['fwd_p50_ms']:.2f} ms, p99 {res['fwd_p99_ms']:.2f} ms "
+        f"({args.latency_windows} windows)"
+    )
     # generate_window treats max_tokens=0 as "no cap", so windows without spikes are left out
     spiking = held[counts[held] > 0]
     gen = spiking[np.linspace(0, spiking.size - 1, min(args.gen_windows, spiking.size)).astype(np.int64)]
     res.update(bench_generation(model, data, gen, norm, dev))
-    print(f"  generation ({gen.size} windows, {res['gen_tokens_per_window']:.1f} tokens/window, greedy"
-          f"{'' if args.keep_eos else ', EOS suppressed'}): cached {res['gen_cached_ms']:.1f} ms/window "
-          f"({res['gen_cached_ms_per_token']:.2f} ms/token), uncached {res['gen_uncached_ms']:.1f} ms/window "
-          f"({res['gen_uncached_ms_per_token']:.2f} ms/token), speed-up {res['gen_speedup']:.1f}x")
+    print(
+        f"  generation ({gen.size} windows, {res['gen_tokens_per_window']:.1f} tokens/window, greedy"
+        f"{'' if args.keep_eos else ', EOS suppressed'}): cached {res['gen_cached_ms']:.1f} ms/window "
+        f"({res['gen_cached_ms_per_token']:.2f} ms/token), uncached {res['gen_uncached_ms']:.1f} ms/window "
+        f"({res['gen_uncached_ms_per_token']:.2f} ms/token), speed-up {res['gen_speedup']:.1f}x"
+    )
     print(f"  tokens identical: {res['tokens_identical']}")
     ref = RELEASE.get(name)
     if ref is not None and dev.type == "cpu":
         mid = {k: (lo + hi) / 2 for k, (lo, hi) in ref.items()}
-        res["vs_release"] = {"train": res["train_wps"] / mid["train_wps"],
-                             "forward_p50": mid["fwd_p50_ms"] / res["fwd_p50_ms"],
-                             "generation_per_window": 1e3 * mid["gen_s_per_window"] / res["gen_cached_ms"],
-                             "generation_per_token": mid["gen_ms_per_token"] / res["gen_cached_ms_per_token"]}
+        res["vs_release"] = {
+            "train": res["train_wps"] / mid["train_wps"],
+            "forward_p50": mid["fwd_p50_ms"] / res["fwd_p50_ms"],
+            "generation_per_window": 1e3 * mid["gen_s_per_window"] / res["gen_cached_ms"],
+            "generation_per_token": mid["gen_ms_per_token"] / res["gen_cached_ms_per_token"],
+        }
     return res
 
 
 def print_table(results: list[dict[str, Any]]) -> None:
-    head = (f"{'config':12s} {'device':6s} {'params M':>8s} {'train w/s':>10s} {'data %':>7s} {'fwd p50/p99 ms':>15s} "
-            f"{'gen ms/window cached / uncached':>32s} {'speed-up':>9s}")
+    head = (
+        f"{'config':12s} {'device':6s} {'params M':>8s} {'train w/s':>10s} {'data %':>7s} {'fwd p50/p99 ms':>15s} "
+        f"{'gen ms/window cached / uncached':>32s} {'speed-up':>9s}"
+    )
     print("\n" + head + "\n" + "-" * len(head))
     for r in results:
-        print(f"{Path(r['config']).stem[:12]:12s} {r['device']:6s} {r['params_m']:8.2f} {r['train_wps']:10.1f} "
-              f"{100 * r['data_share']:7.1f} {r['fwd_p50_ms']:7.2f}/{r['fwd_p99_ms']:<7.2f} "
-              f"{r['gen_cached_ms']:15.1f} / {r['gen_uncached_ms']:<14.1f} {r['gen_speedup']:8.1f}x")
+        print(
+            f"{Path(r['config']).stem[:12]:12s} {r['device']:6s} {r['params_m']:8.2f} {r['train_wps']:10.1f} "
+            f"{100 * r['data_share']:7.1f} {r['fwd_p50_ms']:7.2f}/{r['fwd_p99_ms']:<7.2f} "
+            f"{r['gen_cached_ms']:15.1f} / {r['gen_uncached_ms']:<14.1f} {r['gen_speedup']:8.1f}x"
+        )
         if "vs_release" not in r:
             continue
         v = r["vs_release"]
         ref = {k: f"{lo:g}-{hi:g}" for k, (lo, hi) in RELEASE[r["config"]].items()}
-        print(f"{'  published':28s} {ref['train_wps']:>10s} {'':7s} {ref['fwd_p50_ms'] + '/' + ref['fwd_p99_ms']:>15s} "
-              f"{'(uncached, s) ' + ref['gen_s_per_window']:>32s}")
-        print(f"  ratio: training {v['train']:.1f}x, forward p50 {v['forward_p50']:.1f}x, generation "
-              f"{v['generation_per_window']:.1f}x per window ({v['generation_per_token']:.1f}x per token) "
-              f"faster than published (aims: >= 10x, >= 10x, >= 50x)")
-    print("published: the Neuroformer release at similar (not identical) dimensions; "
-          "its generation re-ran the forward per token")
+        print(
+            f"{'  published':28s} {ref['train_wps']:>10s} {'':7s} {ref['fwd_p50_ms'] + '/' + ref['fwd_p99_ms']:>15s} "
+            f"{'(uncached, s) ' + ref['gen_s_per_window']:>32s}"
+        )
+        print(
+            f"  ratio: training {v['train']:.1f}x, forward p50 {v['forward_p50']:.1f}x, generation "
+            f"{v['generation_per_window']:.1f}x per window ({v['generation_per_token']:.1f}x per token) "
+            f"faster than published (aims: >= 10x, >= 10x, >= 50x)"
+        )
+    print(
+        "published: the Neuroformer release at similar (not identical) dimensions; "
+        "its generation re-ran the forward per token"
+    )
 
 
 def busy_cores(seconds: float = 0.5) -> float | None:
     """Cores other processes keep busy now, from /proc/stat (the load average lags by minutes); None off Linux."""
+
     def sample() -> tuple[int, int]:
         with open("/proc/stat") as f:
             v = [int(x) for x in f.readline().split()[1:]]
@@ -246,8 +290,12 @@ def busy_cores(seconds: float = 0.5) -> float | None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--configs", nargs="+", default=["small", "release"],
-                   help="built-in config names or TOML paths (default: %(default)s)")
+    p.add_argument(
+        "--configs",
+        nargs="+",
+        default=["small", "release"],
+        help="built-in config names or TOML paths (default: %(default)s)",
+    )
     p.add_argument("--duration", type=float, default=120.0, help="simulated seconds (default: %(default)s)")
     p.add_argument("--steps", type=int, default=20, help="timed training steps (default: %(default)s)")
     p.add_argument("--release-steps", type=int, default=5, help="--steps of 'release' (default: %(default)s)")
@@ -256,8 +304,12 @@ def main() -> None:
     p.add_argument("--latency-windows", type=int, default=100, help="forward latency samples (default: %(default)s)")
     p.add_argument("--gen-windows", type=int, default=10, help="windows generated (default: %(default)s)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: %(default)s)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
-                   help="auto = CPU, plus the GPU when CUDA is available (default: %(default)s)")
+    p.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        default="auto",
+        help="auto = CPU, plus the GPU when CUDA is available (default: %(default)s)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seeds the random weights (default: %(default)s)")
     p.add_argument("--keep-eos", action="store_true", help="let the random model emit EOS (short generations)")
     p.add_argument("--json", metavar="PATH", help="also write every number to this JSON file")
@@ -271,20 +323,33 @@ def main() -> None:
         devices.append(torch.device("cuda"))
     busy = busy_cores()  # before our own work starts
     session = simulate(SimulationConfig(duration=args.duration))
-    print(f"session: {session.n_neurons} neurons, {session.duration:.0f} s, {session.n_spikes:,} spikes "
-          f"({session.n_spikes / session.duration * 0.05:.0f} per 50-ms window); torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; untrained (random) weights: speed only")
+    print(
+        f"session: {session.n_neurons} neurons, {session.duration:.0f} s, {session.n_spikes:,} spikes "
+        f"({session.n_spikes / session.duration * 0.05:.0f} per 50-ms window); torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads; untrained (random) weights: speed only"
+    )
     cores = os.cpu_count() or 1
     if busy is not None and args.device != "cuda" and busy + args.threads > cores + 0.25:
-        print(f"WARNING: other processes keep {busy:.1f} of {cores} cores busy, so figures are slow and noisy"
-              + ("; oversubscribed threads can run many times slower: try --threads 1" if args.threads > 1 else ""))
+        print(
+            f"WARNING: other processes keep {busy:.1f} of {cores} cores busy, so figures are slow and noisy"
+            + ("; oversubscribed threads can run many times slower: try --threads 1" if args.threads > 1 else "")
+        )
     results = [run_config(name, session, dev, args) for dev in devices for name in args.configs]
     print_table(results)
     if args.json:
         tmp = f"{args.json}.tmp"
         with open(tmp, "w") as f:
-            json.dump({"args": vars(args), "busy_cores_before": busy, "torch": torch.__version__, "results": results,
-                       "release_reference": RELEASE}, f, indent=2)
+            json.dump(
+                {
+                    "args": vars(args),
+                    "busy_cores_before": busy,
+                    "torch": torch.__version__,
+                    "results": results,
+                    "release_reference": RELEASE,
+                },
+                f,
+                indent=2,
+            )
         os.replace(tmp, args.json)  # never leave a half-written file behind
 
 

@@ -30,7 +30,8 @@ def pretrain_config(name: str, steps: int, minutes: float):
     cfg = load_config(name)
     behavior = tuple(dataclasses.replace(b, weight=0.0) for b in cfg.behavior)
     return dataclasses.replace(
-        cfg, behavior=behavior,
+        cfg,
+        behavior=behavior,
         train=dataclasses.replace(cfg.train, max_steps=steps, max_minutes=minutes, eval_every=max(1, steps // 4)),
     )
 
@@ -38,7 +39,12 @@ def pretrain_config(name: str, steps: int, minutes: float):
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, help="session file (default: simulate one)")
-    p.add_argument("--duration", type=float, default=300.0, help="simulated seconds when --data is not given (default: %(default)s)")
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=300.0,
+        help="simulated seconds when --data is not given (default: %(default)s)",
+    )
     p.add_argument("--config", default="small", help="run config file or built-in name (default: %(default)s)")
     p.add_argument("--pretrain-steps", type=int, default=1500, help="(default: %(default)s)")
     p.add_argument("--pretrain-minutes", type=float, default=6.0, help="time cap of pretraining (default: %(default)s)")
@@ -55,24 +61,45 @@ def main() -> None:
         save_session(simulate(SimulationConfig(duration=args.duration)), data)
     quiet = {"log": lambda _: None}
     print(f"pretraining ({args.pretrain_steps} steps, at most {args.pretrain_minutes} min; no behavior labels) ...")
-    pre = train(pretrain_config(args.config, args.pretrain_steps, args.pretrain_minutes), data, args.out / "pretrained", **quiet)
-    print(f"  pretrained {pre.step} steps at {pre.windows_per_s:.0f} windows/s; test set F1 {pre.test.get('set_f1', 0):.3f}")
+    pre = train(
+        pretrain_config(args.config, args.pretrain_steps, args.pretrain_minutes), data, args.out / "pretrained", **quiet
+    )
+    print(
+        f"  pretrained {pre.step} steps at {pre.windows_per_s:.0f} windows/s; test set F1 {pre.test.get('set_f1', 0):.3f}"
+    )
     names = [k[:-2] for k in pre.test if k.endswith("_r")]
     rows = []
     for fraction in args.fractions:
         row = {"fraction": fraction}
         for kind, scratch in (("pretrained", False), ("scratch", True)):
-            res = finetune(args.out / "pretrained", data, args.out / f"{kind}-{fraction:g}", fraction=fraction,
-                           freeze=args.freeze, steps=args.finetune_steps, from_scratch=scratch, **quiet)
+            res = finetune(
+                args.out / "pretrained",
+                data,
+                args.out / f"{kind}-{fraction:g}",
+                fraction=fraction,
+                freeze=args.freeze,
+                steps=args.finetune_steps,
+                from_scratch=scratch,
+                **quiet,
+            )
             for n in names:
                 row[f"{kind}_{n}_r"] = res.test.get(f"{n}_r", float("nan"))
         rows.append(row)
-        print("  " + f"{fraction:>6.0%}: " + ", ".join(
-            f"{n} r {row[f'pretrained_{n}_r']:.3f} vs {row[f'scratch_{n}_r']:.3f}" for n in names) + " (pretrained vs scratch)")
+        print(
+            "  "
+            + f"{fraction:>6.0%}: "
+            + ", ".join(f"{n} r {row[f'pretrained_{n}_r']:.3f} vs {row[f'scratch_{n}_r']:.3f}" for n in names)
+            + " (pretrained vs scratch)"
+        )
     baseline = {k: v for k, v in pre.baseline.items() if k.startswith("ridge") and k.endswith("_r")}
-    result = {"session": str(load_session(data).metadata.get("source", data)), "freeze": args.freeze,
-              "pretrain_steps": pre.step, "finetune_steps": args.finetune_steps, "rows": rows,
-              "ridge_full_data": baseline}
+    result = {
+        "session": str(load_session(data).metadata.get("source", data)),
+        "freeze": args.freeze,
+        "pretrain_steps": pre.step,
+        "finetune_steps": args.finetune_steps,
+        "rows": rows,
+        "ridge_full_data": baseline,
+    }
     (args.out / "fewshot.json").write_text(json.dumps(result, indent=2))
     _print_table(rows, names, baseline)
     _plot(rows, names, args.out / "fewshot.png")
@@ -83,8 +110,10 @@ def _print_table(rows: list[dict], names: list[str], baseline: dict[str, float])
     head = "labelled  " + "  ".join(f"{n + ' pre':>10} {n + ' scr':>10}" for n in names)
     print(head)
     for row in rows:
-        print(f"{row['fraction']:>8.0%}  " + "  ".join(
-            f"{row[f'pretrained_{n}_r']:>10.3f} {row[f'scratch_{n}_r']:>10.3f}" for n in names))
+        print(
+            f"{row['fraction']:>8.0%}  "
+            + "  ".join(f"{row[f'pretrained_{n}_r']:>10.3f} {row[f'scratch_{n}_r']:>10.3f}" for n in names)
+        )
     print("ridge on all labelled windows: " + ", ".join(f"{k[6:-2]} r {v:.3f}" for k, v in baseline.items()))
 
 

@@ -52,7 +52,12 @@ from rtdecode.wire.replay import session_messages
 
 ROOT = Path(__file__).resolve().parents[1]
 V1_BUNDLE = ROOT / "tests" / "fixtures" / "v1" / "bundle"
-ENCODERS: dict[str, Callable[..., list[bytes]]] = {"spikes": encode_spikes, "frame": encode_frame, "behavior": encode_behavior, "clock": encode_clock}
+ENCODERS: dict[str, Callable[..., list[bytes]]] = {
+    "spikes": encode_spikes,
+    "frame": encode_frame,
+    "behavior": encode_behavior,
+    "clock": encode_clock,
+}
 SRC = "fuzz-valid"
 
 
@@ -62,8 +67,18 @@ def valid_traffic(bundle: Bundle, n: int, seed: int) -> list[list[bytes]]:
     shape = (fr.height, fr.width) if fr.enabled else (32, 64)
     duration = n / 300 + 2.0  # ~360 messages per second of session at 5-ms batches
     k = bundle.vocab.n_neurons // 8
-    session = simulate(SimulationConfig(n_neurons=bundle.vocab.n_neurons, duration=duration, n_visual=k, n_speed=k,
-                                        n_phi=k, n_theta=k, frame_shape=shape, seed=seed))
+    session = simulate(
+        SimulationConfig(
+            n_neurons=bundle.vocab.n_neurons,
+            duration=duration,
+            n_visual=k,
+            n_speed=k,
+            n_phi=k,
+            n_theta=k,
+            frame_shape=shape,
+            seed=seed,
+        )
+    )
     names = tuple(b.name for b in bundle.behavior_inputs if b.name in session.behavior)
     out = []
     for i, (_, kind, args) in enumerate(session_messages(session, batch=0.005, behavior=names)):
@@ -77,8 +92,10 @@ def run(bundle_dir: Path, messages, workdir: Path) -> tuple[dict[int, tuple], di
     """Serve `messages` (an iterable of frames) through a fresh daemon; (decodes by window, counters, alive, s)."""
     ipc = Path(tempfile.mkdtemp(prefix="fz-", dir=workdir))
     # decoding at close: bit-identical run to run (a streamed window's float sums depend on arrival timing)
-    daemon = Daemon(bundle_dir, ServeConfig(input=f"ipc://{ipc}/in", output=f"ipc://{ipc}/out", status_interval=0.2,
-                                            streaming=False))
+    daemon = Daemon(
+        bundle_dir,
+        ServeConfig(input=f"ipc://{ipc}/in", output=f"ipc://{ipc}/out", status_interval=0.2, streaming=False),
+    )
     ctx = zmq.Context()
     push, sub = ctx.socket(zmq.PUSH), ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.RCVHWM, 0)  # unbounded: decodes wait here while this thread is busy sending
@@ -111,7 +128,9 @@ def run(bundle_dir: Path, messages, workdir: Path) -> tuple[dict[int, tuple], di
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     ap.add_argument("--messages", type=int, default=100_000, help="messages sent in the fuzzed run, bad + valid")
     ap.add_argument("--bad-fraction", type=float, default=0.5, help="share of bad messages")
     ap.add_argument("--bundle", type=Path, default=V1_BUNDLE, help="model bundle the daemon serves")
@@ -162,10 +181,14 @@ def main() -> int:
         clean, clean_counters, clean_alive, t_clean = run(args.bundle, valid, Path(tmp))
         fuzz, counters, alive, t_fuzz = run(args.bundle, fuzzed(), Path(tmp))
 
-    print(f"fuzz_protocol: {args.messages} messages ({n_bad} bad, {len(valid)} valid), seed {args.seed}, "
-          f"bundle {args.bundle}")
-    print(f"\n{'bad messages by category':<28}{'sent':>10}{'discarded':>11}   (discarded: accepted by the daemon, "
-          "or zero frames)")
+    print(
+        f"fuzz_protocol: {args.messages} messages ({n_bad} bad, {len(valid)} valid), seed {args.seed}, "
+        f"bundle {args.bundle}"
+    )
+    print(
+        f"\n{'bad messages by category':<28}{'sent':>10}{'discarded':>11}   (discarded: accepted by the daemon, "
+        "or zero frames)"
+    )
     for c in sorted(set(sent) | set(discarded)):
         print(f"  {c:<26}{sent[c]:>10}{discarded[c]:>11}")
     print(f"  {'(of which over 512 KiB)':<26}{args.huge - huge_left[0]:>10}")
@@ -182,10 +205,12 @@ def main() -> int:
     print(f"  {'total':<26}{sum(expected.values()):>10}{total:>11}")
     seq_noise = {k: v for k, v in counters.items() if k.startswith("seq_") and v}
     same = clean == fuzz
-    checks = {"daemon alive after the fuzz": alive and clean_alive,
-              "every bad message counted under its reason": ok_counts and total == n_bad,
-              "valid producer's sequence counters untouched": not seq_noise,
-              f"valid decodes identical to the clean run ({len(clean)} windows)": same and len(clean) > 0}
+    checks = {
+        "daemon alive after the fuzz": alive and clean_alive,
+        "every bad message counted under its reason": ok_counts and total == n_bad,
+        "valid producer's sequence counters untouched": not seq_noise,
+        f"valid decodes identical to the clean run ({len(clean)} windows)": same and len(clean) > 0,
+    }
     print()
     for name, ok in checks.items():
         print(f"  [{'ok' if ok else 'FAIL'}] {name}")
@@ -194,8 +219,10 @@ def main() -> int:
         print(f"    {len(diff)} windows differ, first {sorted(diff)[:5]}")
     if seq_noise:
         print(f"    sequence counters: {seq_noise}")
-    print(f"\ntime: generating valid traffic {t_gen:.1f} s, clean run {t_clean:.1f} s ({len(valid) / t_clean:,.0f} msg/s), "
-          f"fuzzed run {t_fuzz:.1f} s ({args.messages / t_fuzz:,.0f} msg/s, bad messages made on the fly)")
+    print(
+        f"\ntime: generating valid traffic {t_gen:.1f} s, clean run {t_clean:.1f} s ({len(valid) / t_clean:,.0f} msg/s), "
+        f"fuzzed run {t_fuzz:.1f} s ({args.messages / t_fuzz:,.0f} msg/s, bad messages made on the fly)"
+    )
     return 0 if all(checks.values()) else 1
 
 

@@ -53,8 +53,9 @@ def make_inputs(args: argparse.Namespace, work: Path) -> tuple[Path, Path]:
         data = work / "session.npz"
         length = args.warmup + args.minutes * 60 + 10
         print(f"simulating {args.neurons} neurons x {length:.0f} s (base rate {args.base_rate} Hz) ...")
-        save_session(simulate(SimulationConfig(n_neurons=args.neurons, duration=length,
-                                               base_rate=args.base_rate)), data)
+        save_session(
+            simulate(SimulationConfig(n_neurons=args.neurons, duration=length, base_rate=args.base_rate)), data
+        )
     if args.bundle is not None:
         return data, args.bundle
     import dataclasses
@@ -75,17 +76,30 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--minutes", type=float, default=10.0, help="soak length (default: %(default)s)")
     p.add_argument("--neurons", type=int, default=1000, help="simulated neurons (default: %(default)s)")
-    p.add_argument("--base-rate", type=float, default=7.5, help="simulator base rate; 7.5 gives ~20 Hz mean (default: %(default)s)")
+    p.add_argument(
+        "--base-rate", type=float, default=7.5, help="simulator base rate; 7.5 gives ~20 Hz mean (default: %(default)s)"
+    )
     p.add_argument("--data", type=Path, help="session to stream instead of simulating one")
     p.add_argument("--bundle", type=Path, help="bundle to serve instead of training one briefly")
     p.add_argument("--no-generate", action="store_true", help="serve without generation")
-    p.add_argument("--warmup", type=float, default=30.0, help="seconds streamed before the measured minutes begin "
-                   "(first inference calls, allocator and cache warm-up; not in the table) (default: %(default)s)")
+    p.add_argument(
+        "--warmup",
+        type=float,
+        default=30.0,
+        help="seconds streamed before the measured minutes begin "
+        "(first inference calls, allocator and cache warm-up; not in the table) (default: %(default)s)",
+    )
     p.add_argument("--period", type=float, default=60.0, help="length of one table row, s (default: %(default)s)")
-    p.add_argument("--sample-every", type=float, default=2.0, help="RSS/status sampling period, s (default: %(default)s)")
+    p.add_argument(
+        "--sample-every", type=float, default=2.0, help="RSS/status sampling period, s (default: %(default)s)"
+    )
     p.add_argument("--out", type=Path, default=Path("soak-out"), help="(default: %(default)s)")
-    p.add_argument("--report-only", action="store_true", help="exit 0 once the report is written, whether or not the "
-                   "bars are met (for runs too short for the bars to mean anything); by default a bar not met exits 1")
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="exit 0 once the report is written, whether or not the "
+        "bars are met (for runs too short for the bars to mean anything); by default a bar not met exits 1",
+    )
     args = p.parse_args()
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -95,8 +109,23 @@ def main() -> None:
     session = session.slice_time(session.start, session.start + args.warmup + args.minutes * 60)
     bundle = Bundle.load(bundle_dir)
     inp, outp = f"ipc://{work}/in", f"ipc://{work}/out"
-    cmd = [sys.executable, "-m", "rtdecode.cli", "serve", str(bundle_dir), "--input", inp, "--output", outp,
-           "--status-interval", "1", "--threads", "1", "--start", str(session.start)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "rtdecode.cli",
+        "serve",
+        str(bundle_dir),
+        "--input",
+        inp,
+        "--output",
+        outp,
+        "--status-interval",
+        "1",
+        "--threads",
+        "1",
+        "--start",
+        str(session.start),
+    ]
     if not args.no_generate:
         cmd.append("--generate")
     daemon = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -119,8 +148,14 @@ def main() -> None:
                     decodes.append((now, Subscriber.latency_ms(msg)))
                 elif now >= next_sample:
                     s = msg["status"] if "status" in msg else msg
-                    samples.append({"t": now, "rss_mb": rss_mb(daemon.pid), "deadline_misses": s.get("deadline_misses", 0),
-                                    "counters": s.get("counters", {})})
+                    samples.append(
+                        {
+                            "t": now,
+                            "rss_mb": rss_mb(daemon.pid),
+                            "deadline_misses": s.get("deadline_misses", 0),
+                            "counters": s.get("counters", {}),
+                        }
+                    )
                     next_sample = now + args.sample_every
 
     listener = threading.Thread(target=listen, daemon=True)
@@ -129,8 +164,10 @@ def main() -> None:
         if not ready.wait(60):
             raise SystemExit("the daemon did not come up")
         behavior = tuple(b.name for b in bundle.behavior_inputs)
-        print(f"streaming {session.duration / 60:.1f} min of {session.n_neurons} neurons "
-              f"({session.n_spikes / session.duration / session.n_neurons:.1f} Hz mean) at real time ...")
+        print(
+            f"streaming {session.duration / 60:.1f} min of {session.n_neurons} neurons "
+            f"({session.n_spikes / session.duration / session.n_neurons:.1f} Hz mean) at real time ..."
+        )
         measured_from = session.start + args.warmup
 
         def start_measuring(t: float, kind: str) -> None:
@@ -148,10 +185,17 @@ def main() -> None:
         listener.join(5)
         daemon.terminate()
         daemon.wait(timeout=30)
-    report(args, [(t - t0, ms) for t, ms in decodes if t >= t0], [{**x, "t": x["t"] - t0} for x in samples if x["t"] >= t0], sent)
+    report(
+        args,
+        [(t - t0, ms) for t, ms in decodes if t >= t0],
+        [{**x, "t": x["t"] - t0} for x in samples if x["t"] >= t0],
+        sent,
+    )
 
 
-def report(args: argparse.Namespace, decodes: list[tuple[float, float]], samples: list[dict[str, Any]], sent: dict) -> None:
+def report(
+    args: argparse.Namespace, decodes: list[tuple[float, float]], samples: list[dict[str, Any]], sent: dict
+) -> None:
     t = np.array([d[0] for d in decodes])
     lat = np.array([d[1] for d in decodes])
     period = args.period
@@ -162,28 +206,52 @@ def report(args: argparse.Namespace, decodes: list[tuple[float, float]], samples
         in_min = [s for s in samples if s["t"] < period * (m + 1)]
         last: dict[str, Any] = in_min[-1] if in_min else {"rss_mb": float("nan"), "deadline_misses": 0, "counters": {}}
         c = last["counters"]
-        rows.append({"period": m + 1, "windows": int(sel.sum()), **{k: v for k, v in percentiles(lat[sel]).items()
-                     if k in ("p50", "p99", "p99.9", "max")}, "rss_mb": last["rss_mb"],
-                     "deadline_misses": last["deadline_misses"], "skipped": c.get("windows_skipped", 0),
-                     "generate_dropped": c.get("generate_dropped", 0)})
+        rows.append(
+            {
+                "period": m + 1,
+                "windows": int(sel.sum()),
+                **{k: v for k, v in percentiles(lat[sel]).items() if k in ("p50", "p99", "p99.9", "max")},
+                "rss_mb": last["rss_mb"],
+                "deadline_misses": last["deadline_misses"],
+                "skipped": c.get("windows_skipped", 0),
+                "generate_dropped": c.get("generate_dropped", 0),
+            }
+        )
     expected = float(np.median([r["windows"] for r in rows])) if rows else 0.0  # windows in a full row
     while rows and rows[-1]["windows"] < expected / 2:
         rows.pop()  # a trailing partial row (the last decodes after the final full period) is not a minute
-    print(f"{'row':>3} {'windows':>7} {'p50 ms':>7} {'p99 ms':>7} {'p99.9':>7} {'max':>7} {'RSS MB':>7} "
-          f"{'misses':>6} {'skipped':>7} {'gen dropped':>11}  (last three: running totals)")
+    print(
+        f"{'row':>3} {'windows':>7} {'p50 ms':>7} {'p99 ms':>7} {'p99.9':>7} {'max':>7} {'RSS MB':>7} "
+        f"{'misses':>6} {'skipped':>7} {'gen dropped':>11}  (last three: running totals)"
+    )
     for r in rows:
-        print(f"{r['period']:>3} {r['windows']:>7} {r['p50']:>7.2f} {r['p99']:>7.2f} {r['p99.9']:>7.2f} {r['max']:>7.2f} "
-              f"{r['rss_mb']:>7.1f} {r['deadline_misses']:>6} {r['skipped']:>7} {r['generate_dropped']:>11}")
+        print(
+            f"{r['period']:>3} {r['windows']:>7} {r['p50']:>7.2f} {r['p99']:>7.2f} {r['p99.9']:>7.2f} {r['max']:>7.2f} "
+            f"{r['rss_mb']:>7.1f} {r['deadline_misses']:>6} {r['skipped']:>7} {r['generate_dropped']:>11}"
+        )
     warm = [s["rss_mb"] for s in samples if s["t"] >= period] or [s["rss_mb"] for s in samples]
     growth = (warm[-1] - warm[0]) / warm[0] if warm else float("nan")
     p99_change = rows[-1]["p99"] / rows[0]["p99"] - 1 if len(rows) > 1 else float("nan")
-    verdict = {"rss_growth_after_warmup": growth, "memory_flat": bool(growth < 0.05),
-               "p99_last_vs_first": p99_change, "p99_stable": bool(abs(p99_change) <= 0.20)}
-    print(f"RSS after warm-up {warm[0] if warm else float('nan'):.1f} -> {warm[-1] if warm else float('nan'):.1f} MB "
-          f"({growth:+.1%}; bar < 5%: {'met' if verdict['memory_flat'] else 'NOT met'}); p99 last row vs first "
-          f"{p99_change:+.1%} (bar within 20%: {'met' if verdict['p99_stable'] else 'NOT met'}); producer drops "
-          f"{sent.get('dropped', 0)}")
-    result = {"minutes": args.minutes, "period_s": period, "rows": rows, "verdict": verdict, "sent": sent, "samples": samples}
+    verdict = {
+        "rss_growth_after_warmup": growth,
+        "memory_flat": bool(growth < 0.05),
+        "p99_last_vs_first": p99_change,
+        "p99_stable": bool(abs(p99_change) <= 0.20),
+    }
+    print(
+        f"RSS after warm-up {warm[0] if warm else float('nan'):.1f} -> {warm[-1] if warm else float('nan'):.1f} MB "
+        f"({growth:+.1%}; bar < 5%: {'met' if verdict['memory_flat'] else 'NOT met'}); p99 last row vs first "
+        f"{p99_change:+.1%} (bar within 20%: {'met' if verdict['p99_stable'] else 'NOT met'}); producer drops "
+        f"{sent.get('dropped', 0)}"
+    )
+    result = {
+        "minutes": args.minutes,
+        "period_s": period,
+        "rows": rows,
+        "verdict": verdict,
+        "sent": sent,
+        "samples": samples,
+    }
     (args.out / "soak.json").write_text(json.dumps(result, indent=2))
     plot(samples, rows, period, args.out / "soak.png")
     print(f"wrote {args.out / 'soak.json'} and {args.out / 'soak.png'}")

@@ -34,7 +34,16 @@ from rtdecode.io.atomic import atomic_path, atomic_write
 FORMAT = "rtdecode-checkpoint"
 FORMAT_VERSION = 1
 
-__all__ = ["save_weights", "weights_step", "load_weights", "write_meta", "read_meta", "save_train_state", "load_train_state", "LoadedRun"]
+__all__ = [
+    "save_weights",
+    "weights_step",
+    "load_weights",
+    "write_meta",
+    "read_meta",
+    "save_train_state",
+    "load_train_state",
+    "LoadedRun",
+]
 
 
 def _save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
@@ -71,7 +80,11 @@ def code_version() -> str:
     """Package version, plus the git commit when running from a checkout."""
     try:
         sha = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         sha = ""
@@ -79,8 +92,14 @@ def code_version() -> str:
 
 
 def write_meta(
-    run_dir: Path, cfg: RunConfig, vocab: Vocab, norm: Normalisation, step: int, metrics: dict[str, Any],
-    best: dict[str, Any], extra: dict[str, Any] | None = None,
+    run_dir: Path,
+    cfg: RunConfig,
+    vocab: Vocab,
+    norm: Normalisation,
+    step: int,
+    metrics: dict[str, Any],
+    best: dict[str, Any],
+    extra: dict[str, Any] | None = None,
 ) -> None:
     meta = {
         "format": FORMAT,
@@ -132,7 +151,9 @@ class LoadedRun:
         self.model = Neuroformer(self.config, self.vocab).to(device)
         path = self.dir / f"{weights}.safetensors"
         if not path.exists():
-            raise FileNotFoundError(f"{path} not found; available: {sorted(p.stem for p in self.dir.glob('*.safetensors'))}")
+            raise FileNotFoundError(
+                f"{path} not found; available: {sorted(p.stem for p in self.dir.glob('*.safetensors'))}"
+            )
         load_weights(self.model, path)
         self.model.eval()
 

@@ -23,8 +23,9 @@ __all__ = ["attention_connectivity", "connectivity_matrices"]
 
 
 @torch.no_grad()
-def attention_connectivity(model: Neuroformer, data: WindowData, windows: np.ndarray, norm: Any,
-                           batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+def attention_connectivity(
+    model: Neuroformer, data: WindowData, windows: np.ndarray, norm: Any, batch_size: int = 32
+) -> tuple[np.ndarray, np.ndarray]:
     """Returns (matrix (N, N) target x source, co-occurrence counts (N, N))."""
     model.eval()
     n = model.vocab.n_neurons
@@ -53,13 +54,20 @@ def attention_connectivity(model: Neuroformer, data: WindowData, windows: np.nda
     return total / np.maximum(count, 1.0), count
 
 
-def connectivity_matrices(run: Any, session: Session, windows: int = 3000, bin_ms: float = 10.0) -> dict[str, np.ndarray]:
+def connectivity_matrices(
+    run: Any, session: Session, windows: int = 3000, bin_ms: float = 10.0
+) -> dict[str, np.ndarray]:
     """Attention matrix of a LoadedRun over up to `windows` evenly spaced training windows, beside the
     correlation and lagged-correlation baselines from the whole session binned at `bin_ms`."""
     data = WindowData(session, run.config)
     train = make_split(data, run.config).train
     pick = train[np.linspace(0, train.size - 1, min(windows, train.size)).astype(np.int64)]
     matrix, _ = attention_connectivity(run.model, data, pick, run.norm)
-    counts = binned(session.spike_times, session.spike_neurons, session.n_neurons, session.start, session.stop, bin_ms / 1e3)
-    return {"attention": matrix, "correlation": correlation_baseline(counts),
-            "lagged correlation": lagged_correlation_baseline(counts)}
+    counts = binned(
+        session.spike_times, session.spike_neurons, session.n_neurons, session.start, session.stop, bin_ms / 1e3
+    )
+    return {
+        "attention": matrix,
+        "correlation": correlation_baseline(counts),
+        "lagged correlation": lagged_correlation_baseline(counts),
+    }

@@ -27,6 +27,10 @@ def make_split(data: WindowData, cfg: RunConfig) -> Split:
     """Contiguous time blocks, guard gap = history + window, seeded by the config."""
     w = cfg.window
     return split_blocks(
-        data.tokens.window_starts(), w.window, n_blocks=cfg.train.n_blocks, fractions=cfg.train.split,
-        gap=w.prev_window + w.window, seed=cfg.train.seed,
+        data.tokens.window_starts(),
+        w.window,
+        n_blocks=cfg.train.n_blocks,
+        fractions=cfg.train.split,
+        gap=w.prev_window + w.window,
+        seed=cfg.train.seed,
     )

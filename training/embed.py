@@ -16,8 +16,9 @@ __all__ = ["window_latents"]
 
 
 @torch.no_grad()
-def window_latents(model: Neuroformer, data: WindowData, windows: np.ndarray, norm: Normalisation,
-                   batch_size: int = 128) -> tuple[np.ndarray, str]:
+def window_latents(
+    model: Neuroformer, data: WindowData, windows: np.ndarray, norm: Normalisation, batch_size: int = 128
+) -> tuple[np.ndarray, str]:
     """Returns ((W, dim) float32 latents, kind: "contrastive" or "pooled")."""
     model.eval()
     use_contrastive = "spikes" in model.contrastive_proj if model.contrastive_proj else False
@@ -26,4 +27,6 @@ def window_latents(model: Neuroformer, data: WindowData, windows: np.ndarray, no
         out = model(to_torch(data.batch(windows[lo : lo + batch_size], norm), "cpu"))
         parts.append((out.contrastive["spikes"] if use_contrastive else out.pooled).float().numpy())
     dim = parts[0].shape[1] if parts else 0
-    return (np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)), ("contrastive" if use_contrastive else "pooled")
+    return (np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)), (
+        "contrastive" if use_contrastive else "pooled"
+    )

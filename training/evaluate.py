@@ -19,7 +19,11 @@ __all__ = ["evaluate"]
 
 @torch.no_grad()
 def evaluate(
-    model: Neuroformer, data: WindowData, windows: np.ndarray, norm: Normalisation, batch_size: int = 64,
+    model: Neuroformer,
+    data: WindowData,
+    windows: np.ndarray,
+    norm: Normalisation,
+    batch_size: int = 64,
     device: Any = "cpu",
 ) -> dict[str, float]:
     """Losses, next-ID accuracy, per-window set precision/recall/F1 of predicted IDs, behavior r and R^2.

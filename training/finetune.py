@@ -27,8 +27,15 @@ def finetune_config(cfg: RunConfig, *, steps: int, lr: float, batch_size: int | 
     """The pretrained config with behavior-only losses (each target weight >= 1) and a short schedule."""
     behavior = tuple(dataclasses.replace(b, weight=b.weight or 1.0) if b.role == "target" else b for b in cfg.behavior)
     train_cfg = dataclasses.replace(
-        cfg.train, id_weight=0.0, dt_weight=0.0, max_steps=steps, lr=lr, warmup_steps=min(50, steps // 10),
-        max_minutes=0.0, eval_every=max(1, steps), batch_size=batch_size or cfg.train.batch_size,
+        cfg.train,
+        id_weight=0.0,
+        dt_weight=0.0,
+        max_steps=steps,
+        lr=lr,
+        warmup_steps=min(50, steps // 10),
+        max_minutes=0.0,
+        eval_every=max(1, steps),
+        batch_size=batch_size or cfg.train.batch_size,
     )
     return dataclasses.replace(
         cfg, behavior=behavior, train=train_cfg, contrastive=dataclasses.replace(cfg.contrastive, weight=0.0)
@@ -58,11 +65,20 @@ def finetune(
     meta = read_meta(Path(from_run))
     cfg = RunConfig.from_dict(meta["config"])
     if not cfg.targets:
-        raise ValueError(f"{from_run}: the pretrained config declares no behavior targets to fine-tune; add "
-                         "[[behavior]] tables (weight = 0 keeps them out of pretraining)")
+        raise ValueError(
+            f"{from_run}: the pretrained config declares no behavior targets to fine-tune; add "
+            "[[behavior]] tables (weight = 0 keeps them out of pretraining)"
+        )
     cfg = finetune_config(cfg, steps=steps, lr=lr)
     init = None if from_scratch else Path(from_run) / f"{weights}.safetensors"
     return train(
-        cfg, session_path, out, init_from=init, label_fraction=fraction, freeze="none" if from_scratch else freeze,
-        log=log, progress=progress, **kwargs,
+        cfg,
+        session_path,
+        out,
+        init_from=init,
+        label_fraction=fraction,
+        freeze="none" if from_scratch else freeze,
+        log=log,
+        progress=progress,
+        **kwargs,
     )

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from rtdecode.runtime.sampling import WindowSampler
-from rtdecode.training.model import Context, Neuroformer, SelfBlock
+from rtdecode.training.blocks import SelfBlock
+from rtdecode.training.model import Context, Neuroformer
 
 __all__ = ["SamplingConfig", "TokenCache", "forward_cached", "generate_window"]
 
@@ -46,8 +47,9 @@ class TokenCache:
         return cls([None] * n, [None] * n)
 
 
-def forward_cached(model: Neuroformer, ids: torch.Tensor, dts: torch.Tensor, ctx: Context,
-                   cache: TokenCache) -> torch.Tensor:
+def forward_cached(
+    model: Neuroformer, ids: torch.Tensor, dts: torch.Tensor, ctx: Context, cache: TokenCache
+) -> torch.Tensor:
     """`Neuroformer.forward_tokens` for a chunk (B, t) that continues the tokens in `cache`, which it extends.
 
     The cache grows by concatenation: simple, and generation in PyTorch is not the serving path (the exported
@@ -83,8 +85,14 @@ def generate_window(
     limit = model.cfg.window.max_spikes if max_tokens is None else min(max_tokens, model.cfg.window.max_spikes)
     B = ctx.history[0].k.shape[0] if ctx.history else _batch_size(ctx)
     device = model.id_head.weight.device
-    sampler = WindowSampler(model.vocab, model.cfg.window.bins_per_window, B, temperature=sampling.temperature,
-                            top_p=sampling.top_p, seed=sampling.seed)
+    sampler = WindowSampler(
+        model.vocab,
+        model.cfg.window.bins_per_window,
+        B,
+        temperature=sampling.temperature,
+        top_p=sampling.top_p,
+        seed=sampling.seed,
+    )
     cache = TokenCache.empty(model)
     ids, dts = sampler.first_tokens()
     for _ in range(limit):
@@ -171,6 +179,9 @@ def generate_session(
     t = np.concatenate(times) if times else np.zeros(0)
     n = np.concatenate(neurons) if neurons else np.zeros(0, np.int64)
     order = np.argsort(t, kind="stable")
-    timing = {"windows_per_s": windows.size / elapsed, "ms_per_window": 1e3 * elapsed / max(windows.size, 1),
-              "tokens": float(n_tokens)}
+    timing = {
+        "windows_per_s": windows.size / elapsed,
+        "ms_per_window": 1e3 * elapsed / max(windows.size, 1),
+        "tokens": float(n_tokens),
+    }
     return t[order], n[order], timing

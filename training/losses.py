@@ -28,7 +28,9 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tens
     return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
 
 
-def compute_losses(out: Outputs, batch: dict[str, torch.Tensor], cfg: RunConfig, vocab: Vocab) -> dict[str, torch.Tensor]:
+def compute_losses(
+    out: Outputs, batch: dict[str, torch.Tensor], cfg: RunConfig, vocab: Vocab
+) -> dict[str, torch.Tensor]:
     """Every loss term (unweighted) and 'total' (weighted as the config says)."""
     t = cfg.train
     id_tgt = shifted_targets(batch["ids"], vocab.id_pad)

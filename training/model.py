@@ -33,122 +33,12 @@ import torch.nn.functional as F
 
 from rtdecode.core.config import RunConfig
 from rtdecode.data.tokenizer import Vocab
+from rtdecode.training.blocks import CrossBlock, CrossMemory, SelfBlock
 
 __all__ = ["Neuroformer", "Context", "CausalBlockForm", "Outputs"]
 
 # how a caller runs causal block i on x (B, t, D) when its tokens continue a cached sequence (`forward_tokens`)
 CausalBlockForm = Callable[[int, "SelfBlock", torch.Tensor], torch.Tensor]
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# attention and blocks
-# ---------------------------------------------------------------------------------------------------------------
-class Attention(nn.Module):
-    """Multi-head attention whose keys/values can be computed separately (cross-attention memories, KV caches).
-
-    `record` switches on explicit softmax so `last_weights` (B, H, Tq, Tk) can be read for connectivity analysis;
-    off (the default) it runs F.scaled_dot_product_attention.
-    """
-
-    def __init__(self, d: int, n_heads: int, dropout: float) -> None:
-        super().__init__()
-        self.n_heads, self.head_dim = n_heads, d // n_heads
-        self.q = nn.Linear(d, d)
-        self.kv = nn.Linear(d, 2 * d)
-        self.proj = nn.Linear(d, d)
-        self.proj.residual = True  # type: ignore[attr-defined]  # scaled init, see Neuroformer._init
-        self.dropout = dropout
-        self.record = False
-        self.last_weights: torch.Tensor | None = None
-
-    def keys_values(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, M, D) -> k, v each (B, H, M, hd)."""
-        B, M, _ = x.shape
-        kv = self.kv(x).view(B, M, 2, self.n_heads, self.head_dim)
-        return kv[:, :, 0].transpose(1, 2), kv[:, :, 1].transpose(1, 2)
-
-    def forward(
-        self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
-        causal: bool = False,
-    ) -> torch.Tensor:
-        """x (B, T, D) queries; k, v (B, H, M, hd); mask broadcastable to (B, H, T, M), True = may attend.
-
-        `causal` (queries and keys are the same T tokens, no `mask`): query i sees keys 0..i. Given as a flag, not
-        a mask, so the fused kernel skips the masked half instead of computing and discarding it (measured on 2
-        CPU cores, 8 windows x 1000 tokens, forward + backward: 39 ms vs 63 ms with an explicit mask)."""
-        B, T, D = x.shape
-        q = self.q(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
-        p = self.dropout if self.training else 0.0
-        if self.record:
-            if causal:
-                mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
-            scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)
-            if mask is not None:
-                scores = scores.masked_fill(~mask, float("-inf"))
-            w = scores.softmax(dim=-1)
-            self.last_weights = w.detach()
-            y = F.dropout(w, p) @ v
-        else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal)
-        return self.proj(y.transpose(1, 2).reshape(B, T, D))
-
-
-class MLP(nn.Module):
-    def __init__(self, d: int, ratio: int, dropout: float) -> None:
-        super().__init__()
-        self.fc = nn.Linear(d, ratio * d)
-        self.proj = nn.Linear(ratio * d, d)
-        self.proj.residual = True  # type: ignore[attr-defined]
-        self.drop = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.proj(F.gelu(self.fc(x))))
-
-
-class SelfBlock(nn.Module):
-    """Pre-LN self-attention + MLP, causal (token stacks) or not (frame encoder)."""
-
-    def __init__(self, d: int, n_heads: int, dropout: float, mlp_ratio: int, causal: bool,
-                 attn_dropout: float | None = None) -> None:
-        super().__init__()
-        self.causal = causal
-        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
-        self.attn = Attention(d, n_heads, dropout if attn_dropout is None else attn_dropout)
-        self.mlp = MLP(d, mlp_ratio, dropout)
-        self.drop = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.ln1(x)
-        k, v = self.attn.keys_values(h)
-        x = x + self.drop(self.attn(h, k, v, causal=self.causal))
-        return x + self.mlp(self.ln2(x))
-
-
-class CrossBlock(nn.Module):
-    """Pre-LN cross-attention to a memory whose keys/values come precomputed (see `memory`), + MLP."""
-
-    def __init__(self, d: int, n_heads: int, dropout: float, mlp_ratio: int, attn_dropout: float | None = None) -> None:
-        super().__init__()
-        self.ln_q, self.ln_mem, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
-        self.attn = Attention(d, n_heads, dropout if attn_dropout is None else attn_dropout)
-        self.mlp = MLP(d, mlp_ratio, dropout)
-        self.drop = nn.Dropout(dropout)
-
-    def memory(self, mem: torch.Tensor, valid: torch.Tensor | None) -> CrossMemory:
-        """mem (B, M, D), valid (B, M) bool or None -> keys/values and mask, computed once per window."""
-        k, v = self.attn.keys_values(self.ln_mem(mem))
-        return CrossMemory(k, v, None if valid is None else valid[:, None, None, :])
-
-    def forward(self, x: torch.Tensor, memory: CrossMemory) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.ln_q(x), memory.k, memory.v, memory.mask))
-        return x + self.mlp(self.ln2(x))
-
-
-@dataclass
-class CrossMemory:
-    k: torch.Tensor  # (B, H, M, hd)
-    v: torch.Tensor
-    mask: torch.Tensor | None  # (B, 1, 1, M) True = valid
 
 
 @dataclass
@@ -238,11 +128,14 @@ class Neuroformer(nn.Module):
         attn_p = m.dropout if m.attention_dropout is None else m.attention_dropout
 
         def causal(n: int) -> nn.ModuleList:
-            return nn.ModuleList(SelfBlock(d, m.n_heads, m.dropout, m.mlp_ratio, causal=True, attn_dropout=attn_p)
-                                 for _ in range(n))
+            return nn.ModuleList(
+                SelfBlock(d, m.n_heads, m.dropout, m.mlp_ratio, causal=True, attn_dropout=attn_p) for _ in range(n)
+            )
 
         def cross(n: int) -> nn.ModuleList:
-            return nn.ModuleList(CrossBlock(d, m.n_heads, m.dropout, m.mlp_ratio, attn_dropout=attn_p) for _ in range(n))
+            return nn.ModuleList(
+                CrossBlock(d, m.n_heads, m.dropout, m.mlp_ratio, attn_dropout=attn_p) for _ in range(n)
+            )
 
         self.feature = causal(m.feature_layers)
         self.history_cross = cross(m.history_layers)
@@ -263,8 +156,11 @@ class Neuroformer(nn.Module):
         modalities = sorted({mod for pair in c.pairs for mod in pair}) if c.enabled else []
         self.contrastive_proj = nn.ModuleDict({mod: nn.Linear(d, c.dim) for mod in modalities})
         self.behavior_value_emb = nn.ModuleDict(
-            {mod: nn.Sequential(nn.Linear(1, d), nn.GELU(), nn.Linear(d, d)) for mod in modalities
-             if mod not in ("spikes", "frames")}
+            {
+                mod: nn.Sequential(nn.Linear(1, d), nn.GELU(), nn.Linear(d, d))
+                for mod in modalities
+                if mod not in ("spikes", "frames")
+            }
         )
         self.apply(self._init)
 
@@ -302,7 +198,11 @@ class Neuroformer(nn.Module):
 
     # ------------------------------------------------------------------ tokens
     def forward_tokens(
-        self, ids: torch.Tensor, dts: torch.Tensor, ctx: Context, start: int | torch.Tensor = 0,
+        self,
+        ids: torch.Tensor,
+        dts: torch.Tensor,
+        ctx: Context,
+        start: int | torch.Tensor = 0,
         causal: CausalBlockForm | None = None,
     ) -> torch.Tensor:
         """Run a chunk of tokens (B, t) at positions start .. start + t - 1 through every stack (feature blocks,
@@ -378,7 +278,8 @@ class Neuroformer(nn.Module):
     def configure_optimizer(self, lr: float, betas: tuple[float, float], weight_decay: float) -> torch.optim.AdamW:
         """AdamW with weight decay on Linear and Conv3d weights only; biases, norms, embeddings and the learned
         position/null vectors are not decayed (shrinking them toward zero has no regularising meaning)."""
-        decay, no_decay = [], []
+        decay: list[nn.Parameter] = []
+        no_decay: list[nn.Parameter] = []
         for module in self.modules():
             for name, p in module.named_parameters(recurse=False):
                 if not p.requires_grad:

@@ -34,6 +34,7 @@ from rtdecode.data.budget import budget_report
 from rtdecode.data.splits import Split
 from rtdecode.io import load_session
 from rtdecode.io.token_store import load_tokens
+from rtdecode.training.batches import LengthGroupedBatches
 from rtdecode.training.checkpoint import (
     load_train_state,
     load_weights,
@@ -76,51 +77,6 @@ def lr_lambda(cfg: RunConfig) -> Callable[[int], float]:
         return t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return f
-
-
-class LengthGroupedBatches:
-    """Batches of similar token counts, reproducible from (seed, epoch, cursor) alone.
-
-    Each epoch: shuffle the windows, take pools of `pool` batches, sort each pool by spike count, cut it into
-    batches, shuffle the batches. Trimmed batches then carry little padding, so a step costs what its spikes cost.
-    The epoch's order comes from a generator seeded by (seed, epoch), so the whole sampler state is two integers
-    and a resumed run draws exactly the batches the uninterrupted run would have.
-    """
-
-    def __init__(self, windows: np.ndarray, counts: np.ndarray, batch_size: int, seed: int, pool: int = 16) -> None:
-        """windows: indices to draw from; counts: spikes of every window of the session (indexed by window)."""
-        if windows.size < batch_size:
-            raise ValueError(f"fewer training windows ({windows.size}) than one batch ({batch_size})")
-        self.windows, self.lengths = windows, counts[windows]
-        self.batch_size, self.seed, self.pool = batch_size, seed, pool
-        self.epoch, self.cursor = 0, 0
-        self._batches = self._epoch_batches(0)
-
-    def _epoch_batches(self, epoch: int) -> list[np.ndarray]:
-        rng = np.random.default_rng([self.seed, epoch])
-        order = rng.permutation(self.windows.size)
-        n = self.batch_size * self.pool
-        batches: list[np.ndarray] = []
-        for lo in range(0, order.size - self.batch_size + 1, n):
-            chunk = order[lo : lo + n]
-            chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]  # positions into self.windows
-            batches += [chunk[i : i + self.batch_size] for i in range(0, chunk.size - self.batch_size + 1, self.batch_size)]
-        return [batches[i] for i in rng.permutation(len(batches))]
-
-    def next(self) -> np.ndarray:
-        if self.cursor >= len(self._batches):
-            self.epoch, self.cursor = self.epoch + 1, 0
-            self._batches = self._epoch_batches(self.epoch)
-        batch = self._batches[self.cursor]
-        self.cursor += 1
-        return self.windows[batch]
-
-    def state(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "cursor": self.cursor}
-
-    def load_state(self, state: dict[str, int]) -> None:
-        self.epoch, self.cursor = int(state["epoch"]), int(state["cursor"])
-        self._batches = self._epoch_batches(self.epoch)
 
 
 def _distributed() -> tuple[int, int, torch.device]:
@@ -192,9 +148,15 @@ def train(
     data = data.with_budgets(cfg)
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        log(f"session {session_path}: {data.n_windows} windows; split {split.summary()} (guard gap "
+        log(
+            f"session {session_path}: {data.n_windows} windows; split {split.summary()} (guard gap "
             f"{cfg.window.prev_window + cfg.window.window:.3f} s)"
-            + (f"; training on {train_windows.size} labelled windows ({label_fraction:.1%})" if label_fraction < 1 else ""))
+            + (
+                f"; training on {train_windows.size} labelled windows ({label_fraction:.1%})"
+                if label_fraction < 1
+                else ""
+            )
+        )
         log(budget.describe())
     budget.check(allow_truncation)
 
@@ -209,8 +171,10 @@ def train(
     if resume:
         meta = read_meta(run_dir)
         if _without_run_length(RunConfig.from_dict(meta["config"])) != _without_run_length(cfg):
-            raise ValueError(f"{run_dir}: --resume with a different config than the run was started with "
-                             "(only max_steps, max_minutes, eval_every and eval_windows may change)")
+            raise ValueError(
+                f"{run_dir}: --resume with a different config than the run was started with "
+                "(only max_steps, max_minutes, eval_every and eval_windows may change)"
+            )
         load_weights(model, run_dir / "model.safetensors")
         state = load_train_state(run_dir, optimizer, scheduler)
         step, best = int(state["step"]), state["best"]
@@ -225,8 +189,10 @@ def train(
             log(f"resumed {run_dir} at step {step}")
     if is_main:
         n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        log(f"model: {model.n_params() / 1e6:.2f} M parameters ({n_train / 1e6:.2f} M trainable) on {dev}"
-            + (f", {world} processes" if world > 1 else ""))
+        log(
+            f"model: {model.n_params() / 1e6:.2f} M parameters ({n_train / 1e6:.2f} M trainable) on {dev}"
+            + (f", {world} processes" if world > 1 else "")
+        )
     net: torch.nn.Module = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
@@ -293,8 +259,12 @@ def train(
     if is_main:
         test_metrics = _evaluate(model, data, split.test, norm, 0, dev)
         baseline = _baselines(data, split, cfg)
-        extra = {"test": test_metrics, "baseline": baseline, "throughput": {"windows_per_s": wps, "data_share": share},
-                 "token_budget": budget.to_dict()}
+        extra = {
+            "test": test_metrics,
+            "baseline": baseline,
+            "throughput": {"windows_per_s": wps, "data_share": share},
+            "token_budget": budget.to_dict(),
+        }
         if ddp is not None:
             extra["ddp"] = ddp
         write_meta(run_dir, cfg, vocab, norm, step, val_metrics, best, extra)
@@ -325,7 +295,9 @@ def _freeze(model: Neuroformer, freeze: str) -> None:
         p.requires_grad_(name.startswith(trainable))
 
 
-def _evaluate(model: Neuroformer, data: WindowData, windows: np.ndarray, norm: Normalisation, limit: int, dev: Any) -> dict[str, float]:
+def _evaluate(
+    model: Neuroformer, data: WindowData, windows: np.ndarray, norm: Normalisation, limit: int, dev: Any
+) -> dict[str, float]:
     if limit and windows.size > limit:
         windows = windows[np.linspace(0, windows.size - 1, limit).astype(np.int64)]
     return evaluate(model, data, windows, norm, device=dev)
@@ -394,7 +366,12 @@ def _log_metrics(path: Path, writer: Any, step: int, train: dict[str, float], va
 
 
 def _format_eval(step: int, train: dict[str, float], val: dict[str, float]) -> str:
-    parts = [f"step {step}", f"train loss {train['total']:.3f}", f"val loss {val.get('loss_total', float('nan')):.3f}",
-             f"id acc {val.get('id_accuracy', 0):.3f}", f"set F1 {val.get('set_f1', 0):.3f}"]
+    parts = [
+        f"step {step}",
+        f"train loss {train['total']:.3f}",
+        f"val loss {val.get('loss_total', float('nan')):.3f}",
+        f"id acc {val.get('id_accuracy', 0):.3f}",
+        f"set F1 {val.get('set_f1', 0):.3f}",
+    ]
     parts += [f"{k[:-2]} r {v:.3f}" for k, v in val.items() if k.endswith("_r") and not k.startswith("loss")]
     return ", ".join(parts)

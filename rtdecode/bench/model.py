@@ -81,8 +81,17 @@ def _no_cache_generate(decoder: Decoder, feeds: dict[str, np.ndarray], max_token
     dt_index = np.arange(v.dt_size)
     ids, dts, last = [v.id_sos], [v.dt_sos], 0
     for _ in range(max_tokens):
-        id_l, dt_l, _, _ = b.run("step", {"ids": np.array([ids], np.int64), "dts": np.array([dts], np.int64),
-                                          "pos": np.array(0, np.int64), "past_k": past_k, "past_v": past_v, **ctx})
+        id_l, dt_l, _, _ = b.run(
+            "step",
+            {
+                "ids": np.array([ids], np.int64),
+                "dts": np.array([dts], np.int64),
+                "pos": np.array(0, np.int64),
+                "past_k": past_k,
+                "past_v": past_v,
+                **ctx,
+            },
+        )
         nxt = int(np.where(id_allowed, id_l[0], -np.inf).argmax())
         if nxt == v.id_eos:
             break
@@ -102,8 +111,13 @@ def machine_floors(bundle: Bundle, tokens: int) -> dict[str, float]:
     gbps = big.nbytes / (np.median(t) / 1e3) / 1e9
     weight_bytes = sum(bundle.graph_path(g).stat().st_size for g in ("step",))
     flops = 2 * (weight_bytes / 4) * tokens  # every weight used once per token (upper-ish estimate)
-    return {"gemm_gflops": gflops, "bandwidth_gbps": gbps, "weights_mb": weight_bytes / 1e6,
-            "decode_floor_ms": flops / (gflops * 1e9) * 1e3, "token_floor_ms": weight_bytes / (gbps * 1e9) * 1e3}
+    return {
+        "gemm_gflops": gflops,
+        "bandwidth_gbps": gbps,
+        "weights_mb": weight_bytes / 1e6,
+        "decode_floor_ms": flops / (gflops * 1e9) * 1e3,
+        "token_floor_ms": weight_bytes / (gbps * 1e9) * 1e3,
+    }
 
 
 def _decode_next(decoder: Decoder, windows: list[dict[str, np.ndarray]], counter: Iterator[int]) -> None:
@@ -120,9 +134,18 @@ def _backend(bundle: Bundle, name: str, options: dict[str, Any]) -> Backend:
     return create_backend(bundle, name, **options)
 
 
-def bench_model(bundle_dir: str, *, backends: list[str], repeats: int = 200, gen_windows: int = 5,
-                spikes: int = 66, threads: int = 0, feeds: list[dict[str, np.ndarray]] | None = None, sweep: bool = False,
-                log: Callable[[str], None] = print) -> dict[str, Any]:
+def bench_model(
+    bundle_dir: str,
+    *,
+    backends: list[str],
+    repeats: int = 200,
+    gen_windows: int = 5,
+    spikes: int = 66,
+    threads: int = 0,
+    feeds: list[dict[str, np.ndarray]] | None = None,
+    sweep: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Run the benchmark; return every number (also what the CLI prints)."""
     bundle = Bundle.load(bundle_dir)
     rng = np.random.default_rng(0)
@@ -148,30 +171,41 @@ def bench_model(bundle_dir: str, *, backends: list[str], repeats: int = 200, gen
     tokens = int(windows[0]["lengths"][0])
     result["floors"] = machine_floors(bundle, tokens)
     f = result["floors"]
-    log(f"floors here: GEMM {f['gemm_gflops']:.0f} GFLOP/s, memory {f['bandwidth_gbps']:.1f} GB/s, weights "
+    log(
+        f"floors here: GEMM {f['gemm_gflops']:.0f} GFLOP/s, memory {f['bandwidth_gbps']:.1f} GB/s, weights "
         f"{f['weights_mb']:.1f} MB -> decode >= {f['decode_floor_ms']:.2f} ms/window, generation >= "
-        f"{f['token_floor_ms']:.3f} ms/token")
+        f"{f['token_floor_ms']:.3f} ms/token"
+    )
     return result
 
 
-def _sweep_settings(bundle: Bundle, windows: list[dict[str, np.ndarray]], repeats: int,
-                    log: Callable[[str], None]) -> list[dict[str, Any]]:
+def _sweep_settings(
+    bundle: Bundle, windows: list[dict[str, np.ndarray]], repeats: int, log: Callable[[str], None]
+) -> list[dict[str, Any]]:
     """onnxruntime decode latency under each latency-relevant setting, measured in one run."""
     rows = []
     for threads in (1, 2):
         for spinning in (True, False):
             for optimization in ("all", "basic"):
-                decoder = Decoder(bundle, create_backend(bundle, "onnxruntime", threads=threads, spinning=spinning,
-                                                         optimization=optimization))
+                decoder = Decoder(
+                    bundle,
+                    create_backend(
+                        bundle, "onnxruntime", threads=threads, spinning=spinning, optimization=optimization
+                    ),
+                )
                 i = iter(range(10**9))
                 p = percentiles(_time(functools.partial(_decode_next, decoder, windows, i), repeats))
                 rows.append({"threads": threads, "spinning": spinning, "optimization": optimization, **p})
-                log(f"  onnxruntime threads={threads} spinning={'on ' if spinning else 'off'} opt={optimization:5s}: "
-                    f"p50 {p['p50']:.2f} ms  p99 {p['p99']:.2f} ms")
+                log(
+                    f"  onnxruntime threads={threads} spinning={'on ' if spinning else 'off'} opt={optimization:5s}: "
+                    f"p50 {p['p50']:.2f} ms  p99 {p['p99']:.2f} ms"
+                )
     return rows
 
 
-def _bench_generate(decoder: Decoder, windows: list[dict[str, np.ndarray]], spikes: int, log: Callable[[str], None]) -> dict[str, float]:
+def _bench_generate(
+    decoder: Decoder, windows: list[dict[str, np.ndarray]], spikes: int, log: Callable[[str], None]
+) -> dict[str, float]:
     cached_ms, cached_tokens, full_ms, full_tokens = [], 0, [], 0
     for feeds in windows:
         t0 = time.perf_counter()
@@ -181,11 +215,17 @@ def _bench_generate(decoder: Decoder, windows: list[dict[str, np.ndarray]], spik
         t0 = time.perf_counter()
         full_tokens += _no_cache_generate(decoder, feeds, spikes) + 1
         full_ms.append((time.perf_counter() - t0) * 1e3)
-    out = {"cached_ms_per_window": float(np.mean(cached_ms)), "cached_ms_per_token": float(np.sum(cached_ms) / cached_tokens),
-           "full_ms_per_window": float(np.mean(full_ms)), "full_ms_per_token": float(np.sum(full_ms) / full_tokens),
-           "tokens_per_window": cached_tokens / len(windows)}
+    out = {
+        "cached_ms_per_window": float(np.mean(cached_ms)),
+        "cached_ms_per_token": float(np.sum(cached_ms) / cached_tokens),
+        "full_ms_per_window": float(np.mean(full_ms)),
+        "full_ms_per_token": float(np.sum(full_ms) / full_tokens),
+        "tokens_per_window": cached_tokens / len(windows),
+    }
     out["speedup"] = out["full_ms_per_window"] / out["cached_ms_per_window"]
-    log(f"{'':12s} generate one window ({out['tokens_per_window']:.0f} tokens): KV cache {out['cached_ms_per_window']:.1f} ms "
+    log(
+        f"{'':12s} generate one window ({out['tokens_per_window']:.0f} tokens): KV cache {out['cached_ms_per_window']:.1f} ms "
         f"({out['cached_ms_per_token']:.2f} ms/token) vs full re-forward {out['full_ms_per_window']:.1f} ms "
-        f"({out['full_ms_per_token']:.2f} ms/token): {out['speedup']:.1f}x")
+        f"({out['full_ms_per_token']:.2f} ms/token): {out['speedup']:.1f}x"
+    )
     return out

@@ -119,8 +119,15 @@ def _collector(endpoint: str, results: Any, stop: Any, ready: Any, newest: Any) 
         while not stop.is_set():
             msg = sub.receive(0.1)
             if msg is not None and msg["topic"] == "decode":
-                sink.append((msg["window"], Subscriber.latency_ms(msg), msg["latency_ms"], msg["n_spikes"],
-                             (msg["t_receive"] - msg["t_send"]) * 1e3))
+                sink.append(
+                    (
+                        msg["window"],
+                        Subscriber.latency_ms(msg),
+                        msg["latency_ms"],
+                        msg["n_spikes"],
+                        (msg["t_receive"] - msg["t_send"]) * 1e3,
+                    )
+                )
                 newest.value = msg["window"]
     results.send(sink)
 
@@ -129,9 +136,17 @@ MODES = ("window", "streaming", "streaming-warm")
 WARM_LEAD_MS = 2.0  # the lead "streaming-warm" serves with
 
 
-def bench_serve(bundle_dir: str | Path, session: Session, *, speeds: tuple[float, ...] = (1.0, 0.0), threads: int = 0,
-                generate: bool = False, modes: tuple[str, ...] = ("window",), out_dir: Path = Path("bench-serve"),
-                log: Callable[[str], None] = print) -> dict[str, Any]:
+def bench_serve(
+    bundle_dir: str | Path,
+    session: Session,
+    *,
+    speeds: tuple[float, ...] = (1.0, 0.0),
+    threads: int = 0,
+    generate: bool = False,
+    modes: tuple[str, ...] = ("window",),
+    out_dir: Path = Path("bench-serve"),
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Modes: "window" (decode each window when it closes), "streaming" (`rtdecode serve --streaming`) and
     "streaming-warm" (streaming with the pre-close cache warm-up, `--warm-lead-ms 2`), each with its own daemon
     process, one after the other in the same run so their figures compare."""
@@ -143,29 +158,60 @@ def bench_serve(bundle_dir: str | Path, session: Session, *, speeds: tuple[float
     result: dict[str, Any] = {"bundle": str(bundle_dir), "session_s": session.duration, "runs": {}}
     result["floor_zmq_round_trip_ms"] = zmq_round_trip(tmp)
     result["floor_decode_ms"] = bare_decode(bundle, session, threads)
-    log(f"floors: bare ZMQ round trip p50 {result['floor_zmq_round_trip_ms']['p50']:.3f} ms, bare decode p50 "
-        f"{result['floor_decode_ms']['p50']:.3f} ms (p99 {result['floor_decode_ms']['p99']:.3f})")
+    log(
+        f"floors: bare ZMQ round trip p50 {result['floor_zmq_round_trip_ms']['p50']:.3f} ms, bare decode p50 "
+        f"{result['floor_decode_ms']['p50']:.3f} ms (p99 {result['floor_decode_ms']['p99']:.3f})"
+    )
     for mode in modes:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
-        _serve_and_measure(bundle_dir, bundle, session, tmp, mode, speeds, threads, generate, result, len(modes) > 1, log)
+        _serve_and_measure(
+            bundle_dir, bundle, session, tmp, mode, speeds, threads, generate, result, len(modes) > 1, log
+        )
     if "real_time" in result["runs"]:
         rt = result["runs"]["real_time"]["latency_ms"]["p50"]
         result["daemon_overhead_ms"] = rt - result["floor_decode_ms"]["p50"] - result["floor_zmq_round_trip_ms"]["p50"]
-        log(f"daemon overhead at real time (p50 end-to-end - bare decode - bare round trip): {result['daemon_overhead_ms']:.3f} ms")
+        log(
+            f"daemon overhead at real time (p50 end-to-end - bare decode - bare round trip): {result['daemon_overhead_ms']:.3f} ms"
+        )
     (out_dir / "latency.json").write_text(json.dumps(result, indent=2))
     latency_histogram(result["runs"], out_dir / "latency.png")
     log(f"wrote {out_dir / 'latency.json'} and {out_dir / 'latency.png'}")
     return result
 
 
-def _serve_and_measure(bundle_dir: str | Path, bundle: Bundle, session: Session, tmp: Path, mode: str,
-                       speeds: tuple[float, ...], threads: int, generate: bool, result: dict[str, Any], tagged: bool,
-                       log: Callable[[str], None]) -> None:
+def _serve_and_measure(
+    bundle_dir: str | Path,
+    bundle: Bundle,
+    session: Session,
+    tmp: Path,
+    mode: str,
+    speeds: tuple[float, ...],
+    threads: int,
+    generate: bool,
+    result: dict[str, Any],
+    tagged: bool,
+    log: Callable[[str], None],
+) -> None:
     """One daemon process in `mode`, fed the session at each speed; adds one entry per speed to result["runs"]."""
     inp, outp = f"ipc://{tmp}/in-{mode}", f"ipc://{tmp}/out-{mode}"
-    cmd = [sys.executable, "-m", "rtdecode.cli", "serve", str(bundle_dir), "--input", inp, "--output", outp,
-           "--status-interval", "0.25", "--threads", str(threads), "--start", str(session.start)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "rtdecode.cli",
+        "serve",
+        str(bundle_dir),
+        "--input",
+        inp,
+        "--output",
+        outp,
+        "--status-interval",
+        "0.25",
+        "--threads",
+        str(threads),
+        "--start",
+        str(session.start),
+    ]
     cmd += ["--generate"] if generate else []
     cmd += ["--streaming"] if mode.startswith("streaming") else ["--no-streaming"]
     cmd += ["--warm-lead-ms", str(WARM_LEAD_MS)] if mode == "streaming-warm" else []
@@ -204,41 +250,72 @@ def _serve_and_measure(bundle_dir: str | Path, bundle: Bundle, session: Session,
             name = "real_time" if speed == 1 else ("as_fast_as_possible" if speed == 0 else f"speed_{speed:g}")
             name += "" if mode == "window" else "_" + mode.replace("-", "_")
             c0, c1 = before["counters"], status["counters"]
-            status = {**status, "deadline_misses": status["deadline_misses"] - before["deadline_misses"],
-                      "counters": {k: v - c0.get(k, 0) for k, v in c1.items()}}
-            run = {"mode": mode, "speed": speed, "latency_ms": percentiles(lat), "post_close_ms": percentiles(post),
-                   "windows": len(sink), "windows_per_s": len(sink) / max(sent["wall_seconds"], 1e-9),
-                   "wall_s": sent["wall_seconds"], "deadline_misses": status["deadline_misses"],
-                   "skipped": status["counters"].get("windows_skipped", 0),
-                   # spikes the bundle's token budget cut, in every window that closed (decoded or skipped)
-                   "spikes_truncated": status["counters"].get("spikes_truncated", 0),
-                   "spikes": int(spikes.sum()), "overload_episodes": status["counters"].get("overload_episodes", 0),
-                   "streamed": status["counters"].get("windows_streamed", 0),
-                   "stream_fallback": status["counters"].get("stream_fallback", 0), "daemon_cpu": cpu,
-                   "stages_ms": status.get("stages_ms", {}),
-                   "inbound_ms": percentiles(lat - post - outbound), "outbound_ms": percentiles(outbound),
-                   "dropped_by_producer": sent["dropped"], "raw_ms": lat.tolist(), "raw_post_close_ms": post.tolist(),
-                   "spikes_per_window": spikes.tolist(), "counters": status["counters"]}
+            status = {
+                **status,
+                "deadline_misses": status["deadline_misses"] - before["deadline_misses"],
+                "counters": {k: v - c0.get(k, 0) for k, v in c1.items()},
+            }
+            run = {
+                "mode": mode,
+                "speed": speed,
+                "latency_ms": percentiles(lat),
+                "post_close_ms": percentiles(post),
+                "windows": len(sink),
+                "windows_per_s": len(sink) / max(sent["wall_seconds"], 1e-9),
+                "wall_s": sent["wall_seconds"],
+                "deadline_misses": status["deadline_misses"],
+                "skipped": status["counters"].get("windows_skipped", 0),
+                # spikes the bundle's token budget cut, in every window that closed (decoded or skipped)
+                "spikes_truncated": status["counters"].get("spikes_truncated", 0),
+                "spikes": int(spikes.sum()),
+                "overload_episodes": status["counters"].get("overload_episodes", 0),
+                "streamed": status["counters"].get("windows_streamed", 0),
+                "stream_fallback": status["counters"].get("stream_fallback", 0),
+                "daemon_cpu": cpu,
+                "stages_ms": status.get("stages_ms", {}),
+                "inbound_ms": percentiles(lat - post - outbound),
+                "outbound_ms": percentiles(outbound),
+                "dropped_by_producer": sent["dropped"],
+                "raw_ms": lat.tolist(),
+                "raw_post_close_ms": post.tolist(),
+                "spikes_per_window": spikes.tolist(),
+                "counters": status["counters"],
+            }
             run["post_close_p99_by_spikes_ms"] = _p99_by_spikes(post, spikes)
             per_minute = int(round(60 / bundle.window.window))  # windows per minute of session time
-            run["p99_by_minute_ms"] = [float(np.percentile(lat[i : i + per_minute], 99))
-                                       for i in range(0, lat.size - per_minute // 2, per_minute)]
+            run["p99_by_minute_ms"] = [
+                float(np.percentile(lat[i : i + per_minute], 99))
+                for i in range(0, lat.size - per_minute // 2, per_minute)
+            ]
             result["runs"][name] = run
             p, q = run["latency_ms"], run["post_close_ms"]
-            log(f"{name:30s}: {run['windows']} windows in {run['wall_s']:.1f} s ({run['windows_per_s']:.0f}/s); post-close "
+            log(
+                f"{name:30s}: {run['windows']} windows in {run['wall_s']:.1f} s ({run['windows_per_s']:.0f}/s); post-close "
                 f"p50 {q['p50']:.2f} / p99 {q['p99']:.2f} / p99.9 {q['p99.9']:.2f} ms; end-to-end p50 {p['p50']:.2f}, "
                 f"p99 {p['p99']:.2f}, p99.9 {p['p99.9']:.2f}, max {p['max']:.2f} ms; deadline misses "
                 f"{run['deadline_misses']}, skipped {run['skipped']}, spikes truncated {run['spikes_truncated']}"
-                + (f", streamed {run['streamed']}, fell back {run['stream_fallback']}, warm-ups "
-                   f"{run['counters'].get('stream_warm_runs', 0)} ({run['counters'].get('stream_warm_overlap', 0)} still "
-                   "running at a close)" if mode != "window" else "")
-                + f", daemon CPU {cpu:.0%}")
+                + (
+                    f", streamed {run['streamed']}, fell back {run['stream_fallback']}, warm-ups "
+                    f"{run['counters'].get('stream_warm_runs', 0)} ({run['counters'].get('stream_warm_overlap', 0)} still "
+                    "running at a close)"
+                    if mode != "window"
+                    else ""
+                )
+                + f", daemon CPU {cpu:.0%}"
+            )
             if run["stages_ms"]:
-                log(f"{'':30s}  post-close p50 by stage: " + ", ".join(f"{k} {v:.3f}" for k, v in run["stages_ms"].items())
+                log(
+                    f"{'':30s}  post-close p50 by stage: "
+                    + ", ".join(f"{k} {v:.3f}" for k, v in run["stages_ms"].items())
                     + f" ms; producer -> daemon p50 {run['inbound_ms']['p50']:.3f} / p99 {run['inbound_ms']['p99']:.3f} ms, "
-                    f"daemon -> subscriber p50 {run['outbound_ms']['p50']:.3f} / p99 {run['outbound_ms']['p99']:.3f} ms")
+                    f"daemon -> subscriber p50 {run['outbound_ms']['p50']:.3f} / p99 {run['outbound_ms']['p99']:.3f} ms"
+                )
             if len(run["p99_by_minute_ms"]) > 1:
-                log(f"{'':30s}  p99 per minute of data: " + ", ".join(f"{x:.2f}" for x in run["p99_by_minute_ms"]) + " ms")
+                log(
+                    f"{'':30s}  p99 per minute of data: "
+                    + ", ".join(f"{x:.2f}" for x in run["p99_by_minute_ms"])
+                    + " ms"
+                )
     finally:
         daemon.terminate()
         daemon.wait(timeout=30)

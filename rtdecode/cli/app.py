@@ -15,7 +15,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_show_locals=False,
 )
-bench_app = typer.Typer(help="Benchmarks: latency percentiles and throughput, measured in one run.", no_args_is_help=True)
+bench_app = typer.Typer(
+    help="Benchmarks: latency percentiles and throughput, measured in one run.", no_args_is_help=True
+)
 app.add_typer(bench_app, name="bench")
 console = Console()
 

@@ -13,12 +13,12 @@ from rich.table import Table
 
 from rtdecode.cli.app import app, console, fail
 
-SessionPath = Annotated[Path, typer.Argument(help="Session file: .npz (rtdecode native) or .nwb.", exists=True, dir_okay=False)]
+SessionPath = Annotated[
+    Path, typer.Argument(help="Session file: .npz (rtdecode native) or .nwb.", exists=True, dir_okay=False)
+]
 
 
-def _window_options(
-    window: float, prev_window: float, dt: float, block_size: int, prev_block_size: int
-) -> Any:
+def _window_options(window: float, prev_window: float, dt: float, block_size: int, prev_block_size: int) -> Any:
     from rtdecode.data.tokenizer import WindowConfig
 
     try:
@@ -33,7 +33,12 @@ def _window_options(
 def info(
     session: SessionPath,
     window: Annotated[float, typer.Option(help="Window length for the token preview, s.")] = 0.05,
-    block_size: Annotated[int, typer.Option(help="Token slots per window (SOS+EOS included) for the truncation preview; 0 = derive them as training does.")] = 0,
+    block_size: Annotated[
+        int,
+        typer.Option(
+            help="Token slots per window (SOS+EOS included) for the truncation preview; 0 = derive them as training does."
+        ),
+    ] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON instead of a table.")] = False,
 ) -> None:
     """Summarise a session: neurons, duration, firing rates, modalities, and what tokenization would give."""
@@ -96,7 +101,12 @@ def prepare(
     window: Annotated[float, typer.Option(help="Current window length, s.")] = 0.05,
     prev_window: Annotated[float, typer.Option(help="History window before each window, s.")] = 0.05,
     dt: Annotated[float, typer.Option(help="Time quantum inside a window, s.")] = 0.01,
-    block_size: Annotated[int, typer.Option(help="Token slots per window, SOS and EOS included; 0 = derived by `rtdecode train` from the training windows.")] = 0,
+    block_size: Annotated[
+        int,
+        typer.Option(
+            help="Token slots per window, SOS and EOS included; 0 = derived by `rtdecode train` from the training windows."
+        ),
+    ] = 0,
     prev_block_size: Annotated[int, typer.Option(help="Token slots for the history; 0 = derived at training.")] = 0,
 ) -> None:
     """Tokenize a session once and store the tokens for training (memory-mapped arrays + tokens.json)."""
@@ -115,8 +125,10 @@ def prepare(
     from rtdecode.data.budget import budget_report
 
     budget = budget_report(tokens, np.arange(tokens.n_windows), cfg)
-    console.print(f"wrote {out}: {tokens.n_windows:,} windows, {tokens.bins.size:,} spikes (every spike stored); "
-                  + budget.describe())
+    console.print(
+        f"wrote {out}: {tokens.n_windows:,} windows, {tokens.bins.size:,} spikes (every spike stored); "
+        + budget.describe()
+    )
 
 
 def _simulate(config: Any, out: Path) -> None:
@@ -126,8 +138,12 @@ def _simulate(config: Any, out: Path) -> None:
     from rtdecode.sim.simulator import simulate
 
     with Progress(
-        TextColumn("simulating"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeRemainingColumn(),
-        console=console, transient=True,
+        TextColumn("simulating"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
     ) as bar:
         task = bar.add_task("sim", total=1.0)
         session = simulate(config, progress=lambda frac: bar.update(task, completed=frac))
@@ -143,8 +159,12 @@ def _register_simulate() -> None:
     from rtdecode.sim.simulator import SimulationConfig
 
     out = inspect.Parameter(
-        "out", inspect.Parameter.KEYWORD_ONLY, default=Path("session.npz"),
-        annotation=Annotated[Path, typer.Option(help="Output session file (.npz keeps the ground truth; .nwb drops it).")],
+        "out",
+        inspect.Parameter.KEYWORD_ONLY,
+        default=Path("session.npz"),
+        annotation=Annotated[
+            Path, typer.Option(help="Output session file (.npz keeps the ground truth; .nwb drops it).")
+        ],
     )
     command = dataclass_options(
         SimulationConfig,
@@ -159,16 +179,22 @@ def _register_simulate() -> None:
 _register_simulate()
 
 
-
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for everything the demo writes.")] = Path("demo-out"),
-    quick: Annotated[bool, typer.Option(help="A first look in about a minute: 60-s session, 60 training steps.")] = False,
+    quick: Annotated[
+        bool, typer.Option(help="A first look in about a minute: 60-s session, 60 training steps.")
+    ] = False,
     duration: Annotated[float, typer.Option(help="Simulated seconds (ignored with --quick).")] = 600.0,
     train_minutes: Annotated[float, typer.Option(help="Training time budget, minutes (ignored with --quick).")] = 5.0,
     skip_training: Annotated[bool, typer.Option(help="Stop after the data stages (no torch needed).")] = False,
     seed: Annotated[int, typer.Option(help="Seed of the simulated session and the split.")] = 0,
-    reuse: Annotated[bool, typer.Option(help="Reuse the session, run and bundle already in --out (skip simulating, training and exporting).")] = False,
+    reuse: Annotated[
+        bool,
+        typer.Option(
+            help="Reuse the session, run and bundle already in --out (skip simulating, training and exporting)."
+        ),
+    ] = False,
     report: Annotated[bool, typer.Option(help="Write the evaluation report to <out>/report/ at the end.")] = True,
 ) -> None:
     """Run the whole pipeline on the built-in simulated session and print a summary.
@@ -183,15 +209,24 @@ def demo(
     from rtdecode.demo import run_demo
 
     with Progress(
-        TextColumn("simulating"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeRemainingColumn(),
-        console=console, transient=True,
+        TextColumn("simulating"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
     ) as bar:
         task = bar.add_task("sim", total=1.0)
         result = run_demo(
-            out, duration=60.0 if quick else duration, seed=seed, log=bar.console.print,
+            out,
+            duration=60.0 if quick else duration,
+            seed=seed,
+            log=bar.console.print,
             progress=lambda frac: bar.update(task, completed=frac),
             train_steps=0 if skip_training else (60 if quick else -1),
-            train_minutes=0.0 if quick else train_minutes, parity_windows=4 if quick else 16, reuse=reuse,
+            train_minutes=0.0 if quick else train_minutes,
+            parity_windows=4 if quick else 16,
+            reuse=reuse,
             report=report,
         )
     _print_summary(result["session"], title=f"simulated session ({out / 'session.npz'})")
@@ -203,12 +238,16 @@ def demo(
             t.add_row(name, f"{sc['live_r']:.3f}", f"{sc['ridge_r']:.3f}")
         console.print(t)
         sv = result["serve"]
-        console.print(f"served {sv['windows']}/{sv['expected']} windows: end-to-end latency p50 {sv['latency_p50_ms']:.2f} ms, "
-                      f"p99 {sv['latency_p99_ms']:.2f} ms, deadline misses {sv['deadline_misses']}")
+        console.print(
+            f"served {sv['windows']}/{sv['expected']} windows: end-to-end latency p50 {sv['latency_p50_ms']:.2f} ms, "
+            f"p99 {sv['latency_p99_ms']:.2f} ms, deadline misses {sv['deadline_misses']}"
+        )
     if "report" in result:
         g = result["report"]["generation"]
-        console.print(f"generation (held-out, vs Poisson at training rates): set F1 {g['generated']['set_f1']:.3f} vs "
-                      f"{g['poisson']['set_f1']:.3f}, per-neuron rate r {g['generated']['rate_correlation']:.3f} vs "
-                      f"{g['poisson']['rate_correlation']:.3f}")
+        console.print(
+            f"generation (held-out, vs Poisson at training rates): set F1 {g['generated']['set_f1']:.3f} vs "
+            f"{g['poisson']['set_f1']:.3f}, per-neuron rate r {g['generated']['rate_correlation']:.3f} vs "
+            f"{g['poisson']['rate_correlation']:.3f}"
+        )
         console.print(f"report: {result['report']['path']}")
     console.print(f"[green]demo finished[/]: summary in {out / 'demo-summary.json'}")

@@ -17,14 +17,23 @@ from rtdecode.cli.app import app, bench_app, console, fail
 def train(
     data: Annotated[Path, typer.Option(help="Session file (.npz or .nwb) to train on.", exists=True, dir_okay=False)],
     out: Annotated[Path, typer.Option(help="Run directory for checkpoints, metrics.csv and TensorBoard logs.")],
-    config: Annotated[str, typer.Option(help="Run config: a TOML file, or a built-in name (small, small_10ms, rig, release, spikes_only).")] = "small",
-    tokens: Annotated[Path | None, typer.Option(help="Token store from `rtdecode prepare` (else tokenized here).")] = None,
+    config: Annotated[
+        str,
+        typer.Option(
+            help="Run config: a TOML file, or a built-in name (small, small_10ms, rig, release, spikes_only)."
+        ),
+    ] = "small",
+    tokens: Annotated[
+        Path | None, typer.Option(help="Token store from `rtdecode prepare` (else tokenized here).")
+    ] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out exactly where it stopped.")] = False,
     max_steps: Annotated[int | None, typer.Option(help="Override [train] max_steps.")] = None,
     max_minutes: Annotated[float | None, typer.Option(help="Override [train] max_minutes (0 = no time limit).")] = None,
     eval_every: Annotated[int | None, typer.Option(help="Override [train] eval_every.")] = None,
     device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = "auto",
-    allow_truncation: Annotated[bool, typer.Option(help="Train even if the config's token budget drops more than 0.1% of spikes.")] = False,
+    allow_truncation: Annotated[
+        bool, typer.Option(help="Train even if the config's token budget drops more than 0.1% of spikes.")
+    ] = False,
 ) -> None:
     """Train a Neuroformer on a session: next-spike prediction, behavior decoding and contrastive alignment.
 
@@ -48,24 +57,42 @@ def train(
         cfg = load_config(config)
     except (ValueError, FileNotFoundError) as e:
         fail(str(e))
-    overrides: dict[str, Any] = {k: v for k, v in (("max_steps", max_steps), ("max_minutes", max_minutes),
-                                                   ("eval_every", eval_every)) if v is not None}
+    overrides: dict[str, Any] = {
+        k: v
+        for k, v in (("max_steps", max_steps), ("max_minutes", max_minutes), ("eval_every", eval_every))
+        if v is not None
+    }
     if overrides:
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **overrides))
     with Progress(
-        TextColumn("training"), BarColumn(), TextColumn("step {task.completed}/{task.total}"),
-        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console,
+        TextColumn("training"),
+        BarColumn(),
+        TextColumn("step {task.completed}/{task.total}"),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        console=console,
         disable=os.environ.get("RANK", "0") != "0",
     ) as bar:
         task = bar.add_task("train", total=cfg.train.max_steps, info="")
 
         def on_step(step: int, total: int, scalars: dict[str, float]) -> None:
             if step % 10 == 0 or step == total:
-                bar.update(task, completed=step, info=f"loss {scalars['total']:.3f}, {scalars['windows_per_s']:.0f} windows/s")
+                bar.update(
+                    task, completed=step, info=f"loss {scalars['total']:.3f}, {scalars['windows_per_s']:.0f} windows/s"
+                )
 
         try:
-            result = run_train(cfg, data, out, tokens_dir=tokens, resume=resume, device=device, log=bar.console.print,
-                               progress=on_step, allow_truncation=allow_truncation)
+            result = run_train(
+                cfg,
+                data,
+                out,
+                tokens_dir=tokens,
+                resume=resume,
+                device=device,
+                log=bar.console.print,
+                progress=on_step,
+                allow_truncation=allow_truncation,
+            )
         except TruncationError as e:
             fail(str(e))
     if result.test:
@@ -80,8 +107,16 @@ def _print_train_result(result: Any) -> None:
     for key, value in result.test.items():
         if key.endswith("_r") or key.endswith("_r2"):
             base = result.baseline.get(f"ridge_{key}")
-            t.add_row(key.replace("_r2", " R^2").replace("_r", " r"), f"{value:.3f}", f"{base:.3f} (ridge)" if base is not None else "")
-    t.add_row("next-ID set F1", f"{result.test.get('set_f1', float('nan')):.3f}", f"{result.baseline.get('rate_set_f1', float('nan')):.3f} (rates)")
+            t.add_row(
+                key.replace("_r2", " R^2").replace("_r", " r"),
+                f"{value:.3f}",
+                f"{base:.3f} (ridge)" if base is not None else "",
+            )
+    t.add_row(
+        "next-ID set F1",
+        f"{result.test.get('set_f1', float('nan')):.3f}",
+        f"{result.baseline.get('rate_set_f1', float('nan')):.3f} (rates)",
+    )
     t.add_row("next-ID accuracy", f"{result.test.get('id_accuracy', float('nan')):.3f}", "")
     console.print(t)
     console.print(f"{result.windows_per_s:.0f} training windows/s, {result.data_share:.1%} of the time loading data")
@@ -89,22 +124,41 @@ def _print_train_result(result: Any) -> None:
 
 @app.command()
 def finetune(
-    from_run: Annotated[Path, typer.Option("--from", help="Pretrained run directory (from `rtdecode train`).", exists=True, file_okay=False)],
+    from_run: Annotated[
+        Path,
+        typer.Option("--from", help="Pretrained run directory (from `rtdecode train`).", exists=True, file_okay=False),
+    ],
     data: Annotated[Path, typer.Option(help="Session file to fine-tune on.", exists=True, dir_okay=False)],
     out: Annotated[Path, typer.Option(help="Run directory for the fine-tuned model.")],
-    fraction: Annotated[float, typer.Option(help="Fraction of training windows with behavior labels to use (0-1].")] = 0.01,
-    freeze: Annotated[str, typer.Option(help="none: train all; top: fused stack + behavior heads; backbone: behavior heads only.")] = "backbone",
+    fraction: Annotated[
+        float, typer.Option(help="Fraction of training windows with behavior labels to use (0-1].")
+    ] = 0.01,
+    freeze: Annotated[
+        str, typer.Option(help="none: train all; top: fused stack + behavior heads; backbone: behavior heads only.")
+    ] = "backbone",
     steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 300,
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-3,
-    from_scratch: Annotated[bool, typer.Option(help="Same architecture from random weights (the baseline to beat).")] = False,
+    from_scratch: Annotated[
+        bool, typer.Option(help="Same architecture from random weights (the baseline to beat).")
+    ] = False,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ) -> None:
     """Few-shot fine-tuning: decode behavior from a pretrained model using a small labelled fraction of windows."""
     from rtdecode.training.finetune import finetune as run_finetune
 
     try:
-        result = run_finetune(from_run, data, out, fraction=fraction, freeze=freeze, steps=steps, lr=lr,
-                              from_scratch=from_scratch, device=device, log=console.print)
+        result = run_finetune(
+            from_run,
+            data,
+            out,
+            fraction=fraction,
+            freeze=freeze,
+            steps=steps,
+            lr=lr,
+            from_scratch=from_scratch,
+            device=device,
+            log=console.print,
+        )
     except (ValueError, FileNotFoundError) as e:
         fail(str(e))
     _print_train_result(result)
@@ -112,11 +166,15 @@ def finetune(
 
 @app.command()
 def generate(
-    from_run: Annotated[Path, typer.Option("--from", help="Run directory (from `rtdecode train`).", exists=True, file_okay=False)],
+    from_run: Annotated[
+        Path, typer.Option("--from", help="Run directory (from `rtdecode train`).", exists=True, file_okay=False)
+    ],
     data: Annotated[Path, typer.Option(help="Session whose windows to generate.", exists=True, dir_okay=False)],
     out: Annotated[Path, typer.Option(help="Output session file (.npz/.nwb) with the generated spikes.")],
     split: Annotated[str, typer.Option(help="Which windows: test, val, train or all.")] = "test",
-    history: Annotated[str, typer.Option(help="true: condition on recorded history; generated: closed loop on the model's own output.")] = "true",
+    history: Annotated[
+        str, typer.Option(help="true: condition on recorded history; generated: closed loop on the model's own output.")
+    ] = "true",
     temperature: Annotated[float, typer.Option(help="Sampling temperature (0 = greedy).")] = 1.0,
     top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 0.95,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
@@ -149,27 +207,56 @@ def generate(
         windows = windows[:max_windows]
     try:
         times, neurons, timing = generate_session(
-            run.model, wd, windows, run.norm, history=history,
+            run.model,
+            wd,
+            windows,
+            run.norm,
+            history=history,
             sampling=SamplingConfig(temperature=temperature, top_p=top_p, seed=seed),
         )
     except ValueError as e:
         fail(str(e))
     starts = wd.tokens.window_starts()
     t0, t1 = float(starts[windows[0]]), float(starts[windows[-1]] + run.config.window.window)
-    save_session(Session(times, neurons, session.n_neurons, min(t0, t1), max(t1, t0 + 1e-9),
-                         neuron_ids=session.neuron_ids,
-                         metadata={"source": "rtdecode generate", "run": str(from_run), "history": history,
-                                   "windows": [int(windows[0]), int(windows[-1])], **timing}), out)
-    console.print(f"wrote {out}: {times.size:,} spikes in {windows.size} windows; {timing['ms_per_window']:.1f} ms "
-                  f"per window ({timing['windows_per_s']:.1f} windows/s, KV cache)")
+    save_session(
+        Session(
+            times,
+            neurons,
+            session.n_neurons,
+            min(t0, t1),
+            max(t1, t0 + 1e-9),
+            neuron_ids=session.neuron_ids,
+            metadata={
+                "source": "rtdecode generate",
+                "run": str(from_run),
+                "history": history,
+                "windows": [int(windows[0]), int(windows[-1])],
+                **timing,
+            },
+        ),
+        out,
+    )
+    console.print(
+        f"wrote {out}: {times.size:,} spikes in {windows.size} windows; {timing['ms_per_window']:.1f} ms "
+        f"per window ({timing['windows_per_s']:.1f} windows/s, KV cache)"
+    )
 
 
 @app.command()
 def export(
-    from_run: Annotated[Path, typer.Option("--from", help="Run directory (from `rtdecode train`).", exists=True, file_okay=False)],
+    from_run: Annotated[
+        Path, typer.Option("--from", help="Run directory (from `rtdecode train`).", exists=True, file_okay=False)
+    ],
     out: Annotated[Path, typer.Option(help="Bundle directory to write (ONNX graphs + manifest.json).")],
-    data: Annotated[Path | None, typer.Option(help="Session for parity checks on held-out windows (else synthetic windows).", exists=True, dir_okay=False)] = None,
-    weights: Annotated[str, typer.Option(help="Which weights: model (latest), best-val_loss or best-behavior_r.")] = "model",
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="Session for parity checks on held-out windows (else synthetic windows).", exists=True, dir_okay=False
+        ),
+    ] = None,
+    weights: Annotated[
+        str, typer.Option(help="Which weights: model (latest), best-val_loss or best-behavior_r.")
+    ] = "model",
     parity_windows: Annotated[int, typer.Option(help="Held-out windows compared against PyTorch.")] = 16,
     tolerance: Annotated[float, typer.Option(help="Max abs error allowed vs PyTorch (fp32).")] = 1e-4,
     tensorrt: Annotated[bool, typer.Option(help="Also build TensorRT engines (needs a GPU and TensorRT).")] = False,
@@ -196,42 +283,61 @@ def export(
         test = make_split(wd, run.config).test
         windows = test[np.linspace(0, test.size - 1, min(parity_windows, test.size)).astype(np.int64)]
     try:
-        manifest = export_bundle(from_run, out, weights=weights, data=wd, windows=windows, tolerance=tolerance,
-                                 log=console.print)
+        manifest = export_bundle(
+            from_run, out, weights=weights, data=wd, windows=windows, tolerance=tolerance, log=console.print
+        )
     except (RuntimeError, FileNotFoundError, ValueError) as e:
         fail(str(e))
     p = manifest["parity"]
-    console.print(f"[green]bundle written[/]: {out} (parity on {p['windows']} windows: decode {p['decode_max_abs']:.1e}, "
-                  f"step {p['step_max_abs']:.1e}"
-                  + (f", stream {p['stream_max_abs']:.1e}" if "stream_max_abs" in p else "")
-                  + f", greedy generation identical: {p['generation_identical']})")
+    console.print(
+        f"[green]bundle written[/]: {out} (parity on {p['windows']} windows: decode {p['decode_max_abs']:.1e}, "
+        f"step {p['step_max_abs']:.1e}"
+        + (f", stream {p['stream_max_abs']:.1e}" if "stream_max_abs" in p else "")
+        + f", greedy generation identical: {p['generation_identical']})"
+    )
     if tensorrt:
         from rtdecode.runtime.bundle import Bundle
         from rtdecode.runtime.tensorrt_backend import build_engines, tensorrt_available
 
         if not tensorrt_available():
-            console.print("[yellow]TensorRT or a CUDA GPU is not available here: no engines built[/] "
-                          "(pip install 'rtdecode[tensorrt]' on a GPU machine, then re-run with --tensorrt)")
+            console.print(
+                "[yellow]TensorRT or a CUDA GPU is not available here: no engines built[/] "
+                "(pip install 'rtdecode[tensorrt]' on a GPU machine, then re-run with --tensorrt)"
+            )
             return
         build_engines(Bundle.load(out), fp16=fp16, log=console.print)
 
 
 @bench_app.command("model")
 def bench_model_command(
-    bundle: Annotated[Path, typer.Argument(help="Bundle directory (from `rtdecode export`).", exists=True, file_okay=False)],
-    backends: Annotated[str, typer.Option(help="Comma-separated backends to compare (onnxruntime, torch, onnxruntime-cuda, tensorrt).")] = "onnxruntime,torch",
+    bundle: Annotated[
+        Path, typer.Argument(help="Bundle directory (from `rtdecode export`).", exists=True, file_okay=False)
+    ],
+    backends: Annotated[
+        str, typer.Option(help="Comma-separated backends to compare (onnxruntime, torch, onnxruntime-cuda, tensorrt).")
+    ] = "onnxruntime,torch",
     repeats: Annotated[int, typer.Option(help="Decodes timed per backend.")] = 300,
     gen_windows: Annotated[int, typer.Option(help="Windows generated (KV cache vs full re-forward).")] = 5,
     spikes: Annotated[int, typer.Option(help="Spikes per synthetic window (the simulated session averages ~66).")] = 66,
     threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads (0 = all cores).")] = 0,
-    sweep: Annotated[bool, typer.Option(help="Also measure onnxruntime threads x spinning x graph optimisation level.")] = False,
+    sweep: Annotated[
+        bool, typer.Option(help="Also measure onnxruntime threads x spinning x graph optimisation level.")
+    ] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write every number to this JSON file.")] = None,
 ) -> None:
     """Decode latency (p50/p99/p99.9, batch 1) per backend and generation speed, with this machine's floors."""
     from rtdecode.bench.model import bench_model
 
-    result = bench_model(str(bundle), backends=backends.split(","), repeats=repeats, gen_windows=gen_windows,
-                         spikes=spikes, threads=threads, sweep=sweep, log=console.print)
+    result = bench_model(
+        str(bundle),
+        backends=backends.split(","),
+        repeats=repeats,
+        gen_windows=gen_windows,
+        spikes=spikes,
+        threads=threads,
+        sweep=sweep,
+        log=console.print,
+    )
     if json_out:
         json_out.write_text(json.dumps(result, indent=2))
         console.print(f"wrote {json_out}")

@@ -62,8 +62,9 @@ def dataclass_options(
             typ, default = str, ",".join(str(v) for v in default)
         flags = f.metadata.get("flags", ())
         metavar = typing.get_args(hints[f.name])[0].__name__.upper() if _repeated(hints[f.name]) else None
-        ann = Annotated[typ, typer.Option(*flags, help=docs.get(f.name, ""), show_default=default is not None,
-                                          metavar=metavar)]
+        ann = Annotated[
+            typ, typer.Option(*flags, help=docs.get(f.name, ""), show_default=default is not None, metavar=metavar)
+        ]
         annotations[f.name] = ann
         params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=ann))
 

@@ -13,12 +13,30 @@ from rtdecode.cli.app import app, console, fail
 
 @app.command()
 def evaluate(
-    from_: Annotated[Path, typer.Option("--from", help="Run directory (`rtdecode train`) or bundle (`rtdecode export`).", exists=True, file_okay=False)],
-    data: Annotated[Path, typer.Option(help="Session to evaluate on (its held-out split, as in training).", exists=True, dir_okay=False)],
-    out: Annotated[Path, typer.Option(help="Report folder: report.html, report.json, PNGs, latents.npz.")] = Path("report"),
+    from_: Annotated[
+        Path,
+        typer.Option(
+            "--from",
+            help="Run directory (`rtdecode train`) or bundle (`rtdecode export`).",
+            exists=True,
+            file_okay=False,
+        ),
+    ],
+    data: Annotated[
+        Path,
+        typer.Option(help="Session to evaluate on (its held-out split, as in training).", exists=True, dir_okay=False),
+    ],
+    out: Annotated[Path, typer.Option(help="Report folder: report.html, report.json, PNGs, latents.npz.")] = Path(
+        "report"
+    ),
     max_windows: Annotated[int, typer.Option(help="Held-out windows to generate (consecutive).")] = 400,
-    latency_seconds: Annotated[float, typer.Option(help="Seconds of held-out data served at real time for the latency histogram (0 = skip).")] = 20.0,
-    fewshot: Annotated[Path | None, typer.Option(help="Folder of `tools/fewshot_curve.py` results to include.", exists=True, file_okay=False)] = None,
+    latency_seconds: Annotated[
+        float, typer.Option(help="Seconds of held-out data served at real time for the latency histogram (0 = skip).")
+    ] = 20.0,
+    fewshot: Annotated[
+        Path | None,
+        typer.Option(help="Folder of `tools/fewshot_curve.py` results to include.", exists=True, file_okay=False),
+    ] = None,
     connectivity_windows: Annotated[int, typer.Option(help="Training windows whose attention is averaged.")] = 3000,
     seed: Annotated[int, typer.Option(help="Seed of sampling, the MLP and the shuffle control.")] = 0,
 ) -> None:
@@ -27,8 +45,17 @@ def evaluate(
     from rtdecode.report.evaluate import evaluate_report
 
     try:
-        evaluate_report(from_, data, out, max_windows=max_windows, latency_seconds=latency_seconds, fewshot_dir=fewshot,
-                        connectivity_windows=connectivity_windows, seed=seed, log=console.print)
+        evaluate_report(
+            from_,
+            data,
+            out,
+            max_windows=max_windows,
+            latency_seconds=latency_seconds,
+            fewshot_dir=fewshot,
+            connectivity_windows=connectivity_windows,
+            seed=seed,
+            log=console.print,
+        )
     except (FileNotFoundError, ValueError) as e:
         fail(str(e))
     console.print(f"open {out / 'report.html'} in a browser")
@@ -36,9 +63,21 @@ def evaluate(
 
 @app.command()
 def connectivity(
-    from_run: Annotated[Path, typer.Option("--from", help="Run directory (a spikes-only model works best).", exists=True, file_okay=False)],
-    data: Annotated[Path, typer.Option(help="Session with ground truth (truth/W, truth/hubs) from `rtdecode simulate`.", exists=True, dir_okay=False)],
-    out: Annotated[Path, typer.Option(help="Folder for connectivity.npz, report.json/html and connectivity.png.")] = Path("connectivity-out"),
+    from_run: Annotated[
+        Path,
+        typer.Option("--from", help="Run directory (a spikes-only model works best).", exists=True, file_okay=False),
+    ],
+    data: Annotated[
+        Path,
+        typer.Option(
+            help="Session with ground truth (truth/W, truth/hubs) from `rtdecode simulate`.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ],
+    out: Annotated[
+        Path, typer.Option(help="Folder for connectivity.npz, report.json/html and connectivity.png.")
+    ] = Path("connectivity-out"),
     windows: Annotated[int, typer.Option(help="Training windows whose attention is averaged.")] = 3000,
 ) -> None:
     """Directed connectivity from the model's causal self-attention, scored against the simulator's true W
@@ -46,7 +85,7 @@ def connectivity(
     on the hub circuit and on all non-zero weights."""
     from rtdecode.io import load_session
     from rtdecode.report.document import Report
-    from rtdecode.report.evaluate import connectivity_section
+    from rtdecode.report.run_sections import connectivity_section
     from rtdecode.training.checkpoint import LoadedRun
 
     session = load_session(data)
@@ -57,31 +96,45 @@ def connectivity(
     connectivity_section(sec, out, LoadedRun(from_run), session, windows, log=lambda _: None)
     report.write()
     for edges in ("hub_circuit", "all_weights"):
-        t = Table(title=f"{edges.replace('_', ' ')}: connectivity vs ground truth ({windows} windows)", title_justify="left")
+        t = Table(
+            title=f"{edges.replace('_', ' ')}: connectivity vs ground truth ({windows} windows)", title_justify="left"
+        )
         for col in ("matrix", "AUROC", "AUPRC", "hubs found", "direction index"):
             t.add_column(col, justify="left" if col == "matrix" else "right")
         for name, s in sec.numbers["scores"].items():
             e = s[edges]
-            t.add_row(name, f"{e['auroc']:.3f}", f"{e['auprc']:.3f}", f"{e['hubs_found']}/{e['hubs_total']}", f"{e['direction_index']:.2f}")
+            t.add_row(
+                name,
+                f"{e['auroc']:.3f}",
+                f"{e['auprc']:.3f}",
+                f"{e['hubs_found']}/{e['hubs_total']}",
+                f"{e['direction_index']:.2f}",
+            )
         console.print(t)
     bar = sec.numbers["bar"]
-    console.print(f"bar (hub circuit: AUROC >= 0.85, hubs found, direction > 1, beats both baselines): "
-                  f"{'met' if bar['met'] else 'NOT met: ' + ', '.join(k for k, v in bar.items() if not v)}")
+    console.print(
+        f"bar (hub circuit: AUROC >= 0.85, hubs found, direction > 1, beats both baselines): "
+        f"{'met' if bar['met'] else 'NOT met: ' + ', '.join(k for k, v in bar.items() if not v)}"
+    )
     console.print(f"wrote {out / 'report.json'}, {out / 'connectivity.npz'} and {out / 'connectivity.png'}")
 
 
 @app.command()
 def embed(
-    from_run: Annotated[Path, typer.Option("--from", help="Run directory (`rtdecode train`).", exists=True, file_okay=False)],
+    from_run: Annotated[
+        Path, typer.Option("--from", help="Run directory (`rtdecode train`).", exists=True, file_okay=False)
+    ],
     data: Annotated[Path, typer.Option(help="Session whose windows are embedded.", exists=True, dir_okay=False)],
-    out: Annotated[Path, typer.Option(help="Folder for latents.npz, embedding.png and report.json/html.")] = Path("embed-out"),
+    out: Annotated[Path, typer.Option(help="Folder for latents.npz, embedding.png and report.json/html.")] = Path(
+        "embed-out"
+    ),
 ) -> None:
     """Per-window contrastive latents (npz), a 3-D projection coloured by speed, and how linearly speed can be read
     from them (ridge fitted on training windows, scored on held-out windows)."""
     from rtdecode.core.window_data import WindowData
     from rtdecode.io import load_session
     from rtdecode.report.document import Report
-    from rtdecode.report.evaluate import embedding_section
+    from rtdecode.report.run_sections import embedding_section
     from rtdecode.training.checkpoint import LoadedRun
     from rtdecode.training.data import make_split
 

@@ -18,14 +18,28 @@ err_console = Console(stderr=True)
 
 @bench_app.command("serve")
 def bench_serve_command(
-    bundle: Annotated[Path, typer.Argument(help="Bundle directory (from `rtdecode export`).", exists=True, file_okay=False)],
-    data: Annotated[Path | None, typer.Option(help="Session to replay (default: simulate one matching the model).", exists=True, dir_okay=False)] = None,
+    bundle: Annotated[
+        Path, typer.Argument(help="Bundle directory (from `rtdecode export`).", exists=True, file_okay=False)
+    ],
+    data: Annotated[
+        Path | None,
+        typer.Option(help="Session to replay (default: simulate one matching the model).", exists=True, dir_okay=False),
+    ] = None,
     duration: Annotated[float, typer.Option(help="Seconds of simulated session when --data is not given.")] = 60.0,
-    speeds: Annotated[str, typer.Option(help="Comma-separated replay speeds: 1 = real time, 0 = as fast as possible.")] = "1,0",
+    speeds: Annotated[
+        str, typer.Option(help="Comma-separated replay speeds: 1 = real time, 0 = as fast as possible.")
+    ] = "1,0",
     threads: Annotated[int, typer.Option(help="Daemon inference threads (0 = all cores).")] = 1,
     generate: Annotated[bool, typer.Option(help="Run the daemon with --generate.")] = False,
-    modes: Annotated[str, typer.Option(help="Comma-separated daemon modes, measured one after the other: window (decode at close), streaming (--streaming), streaming-warm (streaming with the pre-close cache warm-up, --warm-lead-ms 2).")] = "window",
-    out: Annotated[Path, typer.Option(help="Folder for latency.json (raw latencies) and latency.png.")] = Path("bench-serve"),
+    modes: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated daemon modes, measured one after the other: window (decode at close), streaming (--streaming), streaming-warm (streaming with the pre-close cache warm-up, --warm-lead-ms 2)."
+        ),
+    ] = "window",
+    out: Annotated[Path, typer.Option(help="Folder for latency.json (raw latencies) and latency.png.")] = Path(
+        "bench-serve"
+    ),
 ) -> None:
     """End-to-end latency of the real daemon (producer send -> subscriber receive) and post-close latency (closing
     message received -> decode published): p50/p99/p99.9/max, windows/s, deadline misses, CPU use, per daemon mode,
@@ -41,8 +55,16 @@ def bench_serve_command(
         b = Bundle.load(bundle)
         session = simulate(SimulationConfig(n_neurons=b.vocab.n_neurons, duration=duration))
     try:
-        bench_serve(bundle, session, speeds=tuple(float(x) for x in speeds.split(",")), threads=threads,
-                    generate=generate, modes=tuple(m.strip() for m in modes.split(",")), out_dir=out, log=console.print)
+        bench_serve(
+            bundle,
+            session,
+            speeds=tuple(float(x) for x in speeds.split(",")),
+            threads=threads,
+            generate=generate,
+            modes=tuple(m.strip() for m in modes.split(",")),
+            out_dir=out,
+            log=console.print,
+        )
     except ValueError as e:
         fail(str(e))
 
@@ -67,38 +89,51 @@ def _serve(config: ServeConfig, bundle: Path) -> None:
         signal.signal(sig, lambda *_: stopping.set())
     with serve_in_thread(daemon):
         mode = "streaming decode" if daemon.streaming else "decoding each window at close"
-        console.print(f"serving {bundle} on {daemon.decoder.backend.name} ({mode}): input {daemon.input_endpoint}, "
-                      f"output {daemon.output_endpoint}"
-                      + (f", recording to {daemon.recorder.path}" if daemon.recorder else "")
-                      + (f", CURVE on ({len(daemon.curve.allow.keys)} client keys allowed)" if daemon.curve else ""))
+        console.print(
+            f"serving {bundle} on {daemon.decoder.backend.name} ({mode}): input {daemon.input_endpoint}, "
+            f"output {daemon.output_endpoint}"
+            + (f", recording to {daemon.recorder.path}" if daemon.recorder else "")
+            + (f", CURVE on ({len(daemon.curve.allow.keys)} client keys allowed)" if daemon.curve else "")
+        )
         while not stopping.wait(0.2) and not daemon.stopped.is_set():
             pass
     s = daemon.status()
-    console.print(f"stopped: {s['windows']} windows decoded, latency p50 {s['latency_ms']['p50']:.2f} ms, "
-                  f"p99 {s['latency_ms']['p99']:.2f} ms, deadline misses {s['deadline_misses']}")
+    console.print(
+        f"stopped: {s['windows']} windows decoded, latency p50 {s['latency_ms']['p50']:.2f} ms, "
+        f"p99 {s['latency_ms']['p99']:.2f} ms, deadline misses {s['deadline_misses']}"
+    )
 
 
 _BUNDLE = inspect.Parameter(
-    "bundle", inspect.Parameter.POSITIONAL_OR_KEYWORD,
-    annotation=Annotated[Path, typer.Argument(help="Bundle directory (from `rtdecode export`).", exists=True,
-                                              file_okay=False)],
+    "bundle",
+    inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    annotation=Annotated[
+        Path, typer.Argument(help="Bundle directory (from `rtdecode export`).", exists=True, file_okay=False)
+    ],
 )
-app.command(name="serve")(dataclass_options(
-    ServeConfig, _serve,
-    """Run the live decoding daemon: spikes, frames and behavior in over ZeroMQ; decodes and activity out.
+app.command(name="serve")(
+    dataclass_options(
+        ServeConfig,
+        _serve,
+        """Run the live decoding daemon: spikes, frames and behavior in over ZeroMQ; decodes and activity out.
 
     Protocol: docs/protocol.md (Security: CURVE keys). Stops cleanly on Ctrl-C or SIGTERM (the recording is
     flushed first).
     """,
-    extra=[_BUNDLE],
-))
+        extra=[_BUNDLE],
+    )
+)
 
 
 @app.command()
 def keys(
     out: Annotated[Path, typer.Option(help="Folder for the key files (created if missing).", file_okay=False)],
-    name: Annotated[str, typer.Option(help="File name stem: writes NAME.key (public) and NAME.key_secret (private, mode 0600).")] = "rtdecode",
-    force: Annotated[bool, typer.Option(help="Replace an existing key pair (peers holding the old public key are then refused).")] = False,
+    name: Annotated[
+        str, typer.Option(help="File name stem: writes NAME.key (public) and NAME.key_secret (private, mode 0600).")
+    ] = "rtdecode",
+    force: Annotated[
+        bool, typer.Option(help="Replace an existing key pair (peers holding the old public key are then refused).")
+    ] = False,
 ) -> None:
     """Make a CURVE key pair for `rtdecode serve --curve-secret` (the daemon) or a client (`--allow-client`).
 
@@ -116,15 +151,28 @@ def keys(
 
 @app.command()
 def replay(
-    source: Annotated[Path, typer.Argument(help="A session (.npz/.nwb) or a recording (.rtrec) to stream.", exists=True, dir_okay=False)],
+    source: Annotated[
+        Path,
+        typer.Argument(help="A session (.npz/.nwb) or a recording (.rtrec) to stream.", exists=True, dir_okay=False),
+    ],
     to: Annotated[str, typer.Option(help="The daemon's input endpoint.")] = "tcp://127.0.0.1:5555",
     speed: Annotated[float, typer.Option(help="1 = real time, 2 = twice as fast, 0 = as fast as possible.")] = 1.0,
     batch: Annotated[float, typer.Option(help="Seconds of data per spike message (sessions only).")] = 0.005,
-    behavior: Annotated[str, typer.Option(help="Comma-separated behavior variables to stream as inputs (sessions only).")] = "",
+    behavior: Annotated[
+        str, typer.Option(help="Comma-separated behavior variables to stream as inputs (sessions only).")
+    ] = "",
     t0: Annotated[float | None, typer.Option(help="Start of the replayed span, s (sessions only).")] = None,
     t1: Annotated[float | None, typer.Option(help="End of the replayed span, s (sessions only).")] = None,
-    server_key: Annotated[Path | None, typer.Option(help="The daemon's public key file, for a daemon run with --curve-secret.", dir_okay=False)] = None,
-    client_keys: Annotated[Path | None, typer.Option(help="This client's .key_secret file (its public key must be allowed by the daemon).", dir_okay=False)] = None,
+    server_key: Annotated[
+        Path | None,
+        typer.Option(help="The daemon's public key file, for a daemon run with --curve-secret.", dir_okay=False),
+    ] = None,
+    client_keys: Annotated[
+        Path | None,
+        typer.Option(
+            help="This client's .key_secret file (its public key must be allowed by the daemon).", dir_okay=False
+        ),
+    ] = None,
 ) -> None:
     """Stream a session or a recording to a daemon as a real producer would: time-ordered, paced, batched."""
     import time
@@ -153,6 +201,8 @@ def replay(
         session = load_session(source)
         names = tuple(b for b in behavior.split(",") if b)
         counts = send_paced(producer, session_messages(session, batch=batch, behavior=names, t0=t0, t1=t1), speed=speed)
-    console.print(f"replayed {counts['data_seconds']:.1f} s of data in {counts['wall_seconds']:.1f} s to {to}: "
-                  + ", ".join(f"{int(v)} {k}" for k, v in counts.items() if k in ("spikes", "frame", "behavior", "clock"))
-                  + f", {int(counts['dropped'])} dropped")
+    console.print(
+        f"replayed {counts['data_seconds']:.1f} s of data in {counts['wall_seconds']:.1f} s to {to}: "
+        + ", ".join(f"{int(v)} {k}" for k, v in counts.items() if k in ("spikes", "frame", "behavior", "clock"))
+        + f", {int(counts['dropped'])} dropped"
+    )

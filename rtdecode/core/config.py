@@ -128,11 +128,15 @@ class BehaviorSpec:
         if self.role not in ("target", "input"):
             raise ValueError(f"behavior '{self.name}': role must be 'target' or 'input'; got {self.role!r}")
         if self.kind not in ("regression", "classification"):
-            raise ValueError(f"behavior '{self.name}': kind must be 'regression' or 'classification'; got {self.kind!r}")
+            raise ValueError(
+                f"behavior '{self.name}': kind must be 'regression' or 'classification'; got {self.kind!r}"
+            )
         if self.kind == "classification" and (
             len(self.bins) < 1 or any(b <= a for a, b in zip(self.bins, self.bins[1:]))
         ):
-            raise ValueError(f"behavior '{self.name}': classification needs strictly increasing bin edges; got {self.bins}")
+            raise ValueError(
+                f"behavior '{self.name}': classification needs strictly increasing bin edges; got {self.bins}"
+            )
 
     @property
     def n_classes(self) -> int:
@@ -227,7 +231,9 @@ class RunConfig:
             for pair in self.contrastive.pairs:
                 for m in pair:
                     if m not in known:
-                        raise ValueError(f"contrastive pair {pair}: '{m}' is not an enabled modality; choose from {sorted(known)}")
+                        raise ValueError(
+                            f"contrastive pair {pair}: '{m}' is not an enabled modality; choose from {sorted(known)}"
+                        )
 
     @property
     def targets(self) -> tuple[BehaviorSpec, ...]:
@@ -248,8 +254,6 @@ class RunConfig:
         return _build(cls, d, "")
 
 
-
-
 def _build(cls: Any, data: Any, where: str) -> Any:
     """Recursively turn dicts into (frozen) dataclasses, rejecting unknown keys and wrong types by name."""
     if not isinstance(data, dict):
@@ -257,9 +261,7 @@ def _build(cls: Any, data: Any, where: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = set(data) - set(fields)
     if unknown:
-        raise ValueError(
-            f"unknown key(s) {sorted(unknown)} in [{where or 'config'}]; allowed: {sorted(fields)}"
-        )
+        raise ValueError(f"unknown key(s) {sorted(unknown)} in [{where or 'config'}]; allowed: {sorted(fields)}")
     hints = typing.get_type_hints(cls)
     kwargs = {k: _coerce(hints[k], v, f"{where}.{k}" if where else k) for k, v in data.items()}
     try:

@@ -19,8 +19,19 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["auroc", "auprc", "hub_recovery", "direction_index", "score_matrix", "hub_circuit", "score_against_truth",
-           "meets_bar", "binned", "correlation_baseline", "lagged_correlation_baseline"]
+__all__ = [
+    "auroc",
+    "auprc",
+    "hub_recovery",
+    "direction_index",
+    "score_matrix",
+    "hub_circuit",
+    "score_against_truth",
+    "meets_bar",
+    "binned",
+    "correlation_baseline",
+    "lagged_correlation_baseline",
+]
 
 
 def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -78,8 +89,13 @@ def score_matrix(matrix: np.ndarray, w: np.ndarray, hubs: np.ndarray) -> dict[st
     off = _off_diagonal(w.shape[0])
     labels = (w != 0)[off]
     scores = np.abs(matrix)[off]
-    return {"auroc": auroc(scores, labels), "auprc": auprc(scores, labels), "edge_fraction": float(labels.mean()),
-            **hub_recovery(matrix, hubs), "direction_index": direction_index(matrix, w)}
+    return {
+        "auroc": auroc(scores, labels),
+        "auprc": auprc(scores, labels),
+        "edge_fraction": float(labels.mean()),
+        **hub_recovery(matrix, hubs),
+        "direction_index": direction_index(matrix, w),
+    }
 
 
 def hub_circuit(truth: dict[str, np.ndarray]) -> np.ndarray:
@@ -94,23 +110,31 @@ def hub_circuit(truth: dict[str, np.ndarray]) -> np.ndarray:
 
 def score_against_truth(matrix: np.ndarray, truth: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
     """Scores on the hub circuit and on all non-zero weights."""
-    return {"hub_circuit": score_matrix(matrix, hub_circuit(truth), truth["hubs"]),
-            "all_weights": score_matrix(matrix, truth["W"], truth["hubs"])}
+    return {
+        "hub_circuit": score_matrix(matrix, hub_circuit(truth), truth["hubs"]),
+        "all_weights": score_matrix(matrix, truth["W"], truth["hubs"]),
+    }
 
 
-def meets_bar(scores: dict[str, dict[str, dict[str, Any]]], method: str = "attention",
-              min_auroc: float = 0.85) -> dict[str, bool]:
+def meets_bar(
+    scores: dict[str, dict[str, dict[str, Any]]], method: str = "attention", min_auroc: float = 0.85
+) -> dict[str, bool]:
     """The issue-6 bar on the hub circuit: AUROC >= min_auroc, all hubs found, direction index > 1, and a higher
     AUROC than every other method in `scores` (method -> score_against_truth result)."""
     mine = scores[method]["hub_circuit"]
     others = [s["hub_circuit"]["auroc"] for m, s in scores.items() if m != method]
-    checks = {"auroc": mine["auroc"] >= min_auroc, "hubs": bool(mine["all_found"]),
-              "direction": mine["direction_index"] > 1, "beats_baselines": all(mine["auroc"] > o for o in others)}
+    checks = {
+        "auroc": mine["auroc"] >= min_auroc,
+        "hubs": bool(mine["all_found"]),
+        "direction": mine["direction_index"] > 1,
+        "beats_baselines": all(mine["auroc"] > o for o in others),
+    }
     return {**checks, "met": all(checks.values())}
 
 
-def binned(spike_times: np.ndarray, spike_neurons: np.ndarray, n_neurons: int, start: float, stop: float,
-           bin_s: float) -> np.ndarray:
+def binned(
+    spike_times: np.ndarray, spike_neurons: np.ndarray, n_neurons: int, start: float, stop: float, bin_s: float
+) -> np.ndarray:
     """(T, N) spike counts in bins of `bin_s` seconds."""
     n_bins = int(np.floor((stop - start) / bin_s))
     b = np.floor((spike_times - start) / bin_s).astype(np.int64)

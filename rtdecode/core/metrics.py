@@ -19,8 +19,12 @@ def binned_counts(tokens: TokenizedSession, windows: np.ndarray) -> np.ndarray:
     """(W, 2N) float64: spikes per neuron in each window and in its history window."""
     n = tokens.vocab.n_neurons
     out = np.zeros((windows.size, 2 * n))
-    for col, (lo, hi) in enumerate(((tokens.window_ptr[windows], tokens.window_ptr[windows + 1]),
-                                    (tokens.history_ptr[windows], tokens.window_ptr[windows]))):
+    for col, (lo, hi) in enumerate(
+        (
+            (tokens.window_ptr[windows], tokens.window_ptr[windows + 1]),
+            (tokens.history_ptr[windows], tokens.window_ptr[windows]),
+        )
+    ):
         counts = hi - lo
         rows = np.repeat(np.arange(windows.size), counts)
         idx = np.arange(counts.sum()) + np.repeat(lo - (np.cumsum(counts) - counts), counts)
@@ -42,7 +46,11 @@ def r_squared(y: np.ndarray, p: np.ndarray) -> float:
 
 
 def ridge_decode(
-    x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, x_test: np.ndarray,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    x_test: np.ndarray,
     alphas: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0),
 ) -> tuple[np.ndarray, float]:
     """Fit ridge on train (penalty chosen by validation r), predict test. Returns (test predictions, alpha)."""

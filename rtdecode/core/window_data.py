@@ -35,7 +35,12 @@ class WindowData:
         self.cfg = cfg
         self.session = session
         self.tokens = tokens or tokenize_session(
-            session.spike_times, session.spike_neurons, session.n_neurons, session.start, session.stop, cfg.window,
+            session.spike_times,
+            session.spike_neurons,
+            session.n_neurons,
+            session.start,
+            session.stop,
+            cfg.window,
             session.neuron_ids,
         )
         if _without_budgets(self.tokens.config) != _without_budgets(cfg.window):
@@ -82,8 +87,9 @@ class WindowData:
                 v = self.targets[spec.name][windows]
             else:
                 b = self._behavior(spec.name)
-                vals, _, valid = behavior_input_samples(b.times, b.values, self._ends[windows], spec.input_window,
-                                                        self.cfg.window.dt)
+                vals, _, valid = behavior_input_samples(
+                    b.times, b.values, self._ends[windows], spec.input_window, self.cfg.window.dt
+                )
                 v = vals[valid]
             v = v[np.isfinite(v)]
             if v.size < 2:
@@ -119,8 +125,9 @@ class WindowData:
                 out[f"c_{spec.name}"] = cls
         for spec in self.cfg.inputs:
             b = self._behavior(spec.name)
-            vals, ages, valid = behavior_input_samples(b.times, b.values, self._ends[windows], spec.input_window,
-                                                       self.cfg.window.dt)
+            vals, ages, valid = behavior_input_samples(
+                b.times, b.values, self._ends[windows], spec.input_window, self.cfg.window.dt
+            )
             mean, std = norm.behavior[spec.name]
             out[f"in_{spec.name}"] = np.where(valid, (vals - mean) / std, 0.0).astype(np.float32)
             out[f"in_{spec.name}_age"] = ages

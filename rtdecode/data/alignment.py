@@ -26,7 +26,9 @@ __all__ = [
 ]
 
 
-def frame_ranges(frame_times: np.ndarray, window_ends: np.ndarray, frame_window: float) -> tuple[np.ndarray, np.ndarray]:
+def frame_ranges(
+    frame_times: np.ndarray, window_ends: np.ndarray, frame_window: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Index ranges [lo, hi) of the frames shown in [end - frame_window, end) for each window end.
 
     Args:

@@ -19,7 +19,15 @@ import numpy as np
 
 from rtdecode.data.tokenizer import TokenizedSession, WindowConfig
 
-__all__ = ["KEEP_WINDOWS", "MAX_DROPPED", "MULTIPLE", "BudgetReport", "TruncationError", "budget_report", "needed_slots"]
+__all__ = [
+    "KEEP_WINDOWS",
+    "MAX_DROPPED",
+    "MULTIPLE",
+    "BudgetReport",
+    "TruncationError",
+    "budget_report",
+    "needed_slots",
+]
 
 KEEP_WINDOWS = 0.999  # share of windows a derived budget keeps whole
 MAX_DROPPED = 0.001  # share of spikes a budget may drop before training refuses it
@@ -95,24 +103,29 @@ class BudgetReport:
         def how(name: str) -> str:
             return "derived from the data" if name in self.derived else "from the config"
 
-        return (f"token budget: {w.block_size} slots per window ({how('block_size')}; 99.9% of windows hold <= "
-                f"{self.p999_spikes} spikes), {self.windows_truncated} of {self.windows} windows truncated, "
-                f"{self.spikes_truncated:,} of {self.spikes:,} spikes dropped ({self.dropped_fraction:.3%}); "
-                f"{w.prev_block_size} history slots ({how('prev_block_size')}; p99.9 {self.p999_history}), "
-                f"{self.history_truncated:,} of {self.history_spikes:,} history spikes dropped "
-                f"({self.history_dropped_fraction:.3%})")
+        return (
+            f"token budget: {w.block_size} slots per window ({how('block_size')}; 99.9% of windows hold <= "
+            f"{self.p999_spikes} spikes), {self.windows_truncated} of {self.windows} windows truncated, "
+            f"{self.spikes_truncated:,} of {self.spikes:,} spikes dropped ({self.dropped_fraction:.3%}); "
+            f"{w.prev_block_size} history slots ({how('prev_block_size')}; p99.9 {self.p999_history}), "
+            f"{self.history_truncated:,} of {self.history_spikes:,} history spikes dropped "
+            f"({self.history_dropped_fraction:.3%})"
+        )
 
     def check(self, allow_truncation: bool) -> None:
         """Raise TruncationError when the budget drops more than MAX_DROPPED of either kind of spike."""
         if allow_truncation:
             return
-        for what, frac, key in (("current-window", self.dropped_fraction, "block_size"),
-                                ("history", self.history_dropped_fraction, "prev_block_size")):
+        for what, frac, key in (
+            ("current-window", self.dropped_fraction, "block_size"),
+            ("history", self.history_dropped_fraction, "prev_block_size"),
+        ):
             if frac > MAX_DROPPED:
                 raise TruncationError(
                     f"the token budget drops {frac:.2%} of {what} spikes (more than {MAX_DROPPED:.1%}): {self.describe()}. "
                     f"Set [window] {key} = 0 to derive it from the data (or a larger value), or pass "
-                    "--allow-truncation to train on truncated windows anyway")
+                    "--allow-truncation to train on truncated windows anyway"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -137,7 +150,15 @@ def budget_report(tokens: TokenizedSession, windows: np.ndarray, window: WindowC
         return int(np.quantile(x, KEEP_WINDOWS, method="higher")) if x.size else 0
 
     return BudgetReport(
-        window=resolved, derived=derived, windows=int(w.size), spikes=int(counts.sum()),
-        spikes_truncated=int(over.sum()), windows_truncated=int((over > 0).sum()), history_spikes=int(hist.sum()),
-        history_truncated=int(hover.sum()), histories_truncated=int((hover > 0).sum()), p999_spikes=p999(counts),
-        p999_history=p999(hist))
+        window=resolved,
+        derived=derived,
+        windows=int(w.size),
+        spikes=int(counts.sum()),
+        spikes_truncated=int(over.sum()),
+        windows_truncated=int((over > 0).sum()),
+        history_spikes=int(hist.sum()),
+        history_truncated=int(hover.sum()),
+        histories_truncated=int((hover > 0).sum()),
+        p999_spikes=p999(counts),
+        p999_history=p999(hist),
+    )

@@ -28,7 +28,9 @@ class Split:
 
 def _check_fractions(fractions: tuple[float, float, float]) -> None:
     if len(fractions) != 3 or min(fractions) < 0 or not np.isclose(sum(fractions), 1.0):
-        raise ValueError(f"fractions must be three non-negative numbers (train, val, test) summing to 1; got {fractions}")
+        raise ValueError(
+            f"fractions must be three non-negative numbers (train, val, test) summing to 1; got {fractions}"
+        )
 
 
 def _guarded(labels: np.ndarray, window_starts: np.ndarray, window: float, gap: float) -> Split:

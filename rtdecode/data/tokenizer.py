@@ -47,6 +47,7 @@ __all__ = [
     "history_tokens",
 ]
 
+
 def order_events(bins: np.ndarray, neurons: np.ndarray, n_neurons: int) -> np.ndarray:
     """Permutation putting events in token order: by quantum, then neuron index (stable for repeats)."""
     key = bins * np.int64(n_neurons) + neurons
@@ -136,15 +137,23 @@ def token_inputs(cur: TokenBatch | None, hist: TokenBatch, trim: bool = True) ->
     out: dict[str, np.ndarray] = {}
     if cur is not None:
         T = int(cur.lengths.max(initial=2)) if trim else cur.ids.shape[1]
-        out.update(ids=cur.ids[:, :T].astype(np.int64), dts=cur.dts[:, :T].astype(np.int64),
-                   lengths=cur.lengths.astype(np.int64))
+        out.update(
+            ids=cur.ids[:, :T].astype(np.int64),
+            dts=cur.dts[:, :T].astype(np.int64),
+            lengths=cur.lengths.astype(np.int64),
+        )
     M = max(1, int(hist.lengths.max(initial=1))) if trim else hist.ids.shape[1]
-    out.update(prev_ids=hist.ids[:, :M].astype(np.int64), prev_dts=hist.dts[:, :M].astype(np.int64),
-               prev_lengths=hist.lengths.astype(np.int64))
+    out.update(
+        prev_ids=hist.ids[:, :M].astype(np.int64),
+        prev_dts=hist.dts[:, :M].astype(np.int64),
+        prev_lengths=hist.lengths.astype(np.int64),
+    )
     return out
 
 
-def history_tokens(bins: np.ndarray, neurons: np.ndarray, window_start: int, config: WindowConfig, vocab: Vocab) -> TokenBatch:
+def history_tokens(
+    bins: np.ndarray, neurons: np.ndarray, window_start: int, config: WindowConfig, vocab: Vocab
+) -> TokenBatch:
     """History tokens (one row) of the window starting at quantum `window_start`, from events in token order.
 
     Args:
@@ -154,8 +163,15 @@ def history_tokens(bins: np.ndarray, neurons: np.ndarray, window_start: int, con
     """
     lo = window_start - config.prev_bins
     keep = (bins >= lo) & (bins < window_start)
-    return pack_tokens(neurons[keep], bins[keep] - lo, np.array([int(keep.sum())]), config.prev_block_size, vocab,
-                       sos_eos=False, keep="last")
+    return pack_tokens(
+        neurons[keep],
+        bins[keep] - lo,
+        np.array([int(keep.sum())]),
+        config.prev_block_size,
+        vocab,
+        sos_eos=False,
+        keep="last",
+    )
 
 
 @dataclass(frozen=True)
@@ -211,7 +227,14 @@ class TokenizedSession:
         return self._pack(lo, hi, base, self.config.prev_block_size, sos_eos=False, keep="last")
 
     def _pack(
-        self, lo: np.ndarray, hi: np.ndarray, base: np.ndarray, slots: int, *, sos_eos: bool, keep: Literal["first", "last"]
+        self,
+        lo: np.ndarray,
+        hi: np.ndarray,
+        base: np.ndarray,
+        slots: int,
+        *,
+        sos_eos: bool,
+        keep: Literal["first", "last"],
     ) -> TokenBatch:
         self.config.require_budgets()
         counts = hi - lo

@@ -81,8 +81,10 @@ class WindowConfig:
     def require_budgets(self) -> None:
         """Raise ValueError unless both budgets are resolved: tokens cannot be packed into "derive later"."""
         if not self.has_budgets:
-            raise ValueError("this window config derives its token budgets from the training data (block_size or "
-                             "prev_block_size = 0); resolve them first (rtdecode.data.budget.budget_report) or set them")
+            raise ValueError(
+                "this window config derives its token budgets from the training data (block_size or "
+                "prev_block_size = 0); resolve them first (rtdecode.data.budget.budget_report) or set them"
+            )
 
     @property
     def max_spikes(self) -> int:

@@ -64,12 +64,22 @@ class ClosedWindow(NamedTuple):
     def tokens(self, config: WindowConfig, vocab: Vocab) -> tuple[TokenBatch, TokenBatch]:
         """(current, history) token arrays of this window, each with one row, via the shared `pack_tokens`."""
         cur = pack_tokens(
-            self.neurons, self.offsets, np.array([self.neurons.size]), config.block_size, vocab,
-            sos_eos=True, keep="first",
+            self.neurons,
+            self.offsets,
+            np.array([self.neurons.size]),
+            config.block_size,
+            vocab,
+            sos_eos=True,
+            keep="first",
         )
         prev = pack_tokens(
-            self.prev_neurons, self.prev_offsets, np.array([self.prev_neurons.size]), config.prev_block_size, vocab,
-            sos_eos=False, keep="last",
+            self.prev_neurons,
+            self.prev_offsets,
+            np.array([self.prev_neurons.size]),
+            config.prev_block_size,
+            vocab,
+            sos_eos=False,
+            keep="last",
         )
         return cur, prev
 
@@ -106,8 +116,14 @@ class RollingWindow:
             jumped over in O(1). The windows returned have exactly the tokens they would have without it.
     """
 
-    def __init__(self, config: WindowConfig, n_neurons: int, start: float = 0.0, capacity: int = 4096,
-                 keep_last: int | None = None) -> None:
+    def __init__(
+        self,
+        config: WindowConfig,
+        n_neurons: int,
+        start: float = 0.0,
+        capacity: int = 4096,
+        keep_last: int | None = None,
+    ) -> None:
         if keep_last is not None and keep_last < 1:
             raise ValueError(f"keep_last must be None or >= 1, got {keep_last}")
         self.config = config
@@ -187,9 +203,15 @@ class RollingWindow:
         order = order_events(self._bins[: self._n], self._neurons[: self._n], self.n_neurons)
         h_lo = np.searchsorted(self._hist_bins, self._lo - self._P, side="left")
         start = self.config.origin + self._lo * self.config.dt
-        return ClosedWindow(self._open, start, start + self.config.window, self._neurons[: self._n][order],
-                            self._bins[: self._n][order] - self._lo, self._hist_neurons[h_lo:],
-                            self._hist_bins[h_lo:] - (self._lo - self._P))
+        return ClosedWindow(
+            self._open,
+            start,
+            start + self.config.window,
+            self._neurons[: self._n][order],
+            self._bins[: self._n][order] - self._lo,
+            self._hist_neurons[h_lo:],
+            self._hist_bins[h_lo:] - (self._lo - self._P),
+        )
 
     def quantum_offset(self, t: float) -> int:
         """Offset in quanta of time `t` from the open window's start (a watermark's first incomplete quantum);

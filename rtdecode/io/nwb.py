@@ -119,8 +119,9 @@ def load_nwb(
         )
 
     # The session interval must contain every timestamp; obs_intervals (what rtdecode writes) give it exactly.
-    stamps: list[np.ndarray] = [s for s in (times, frame_times, *(b.times for b in behavior.values()))
-                                if s is not None and s.size]
+    stamps: list[np.ndarray] = [
+        s for s in (times, frame_times, *(b.times for b in behavior.values())) if s is not None and s.size
+    ]
     lows = [float(s.min()) for s in stamps] + ([float(trials[:, 0].min())] if trials is not None else [])
     start = min([float(obs[:, 0].min())] + lows) if obs is not None else min([0.0] + lows)
     ends = [np.nextafter(start, np.inf)] + [np.nextafter(float(s.max()), np.inf) for s in stamps]
@@ -164,9 +165,7 @@ def _has_spike_times(table: Any) -> bool:
     return "spike_times" in getattr(table, "colnames", ())
 
 
-def _read_units(
-    nwb: Any, name: str, path: object
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+def _read_units(nwb: Any, name: str, path: object) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """Flat (times, neuron index) sorted by time, the unit ids, and the (n, 2) obs_intervals if any."""
     from hdmf.common import VectorIndex
 

@@ -31,7 +31,9 @@ _ARRAYS = ("bins", "neurons", "window_ptr", "history_ptr")
 __all__ = ["save_tokens", "load_tokens"]
 
 
-def save_tokens(tokens: TokenizedSession, directory: str | os.PathLike[str], source: dict[str, Any] | None = None) -> Path:
+def save_tokens(
+    tokens: TokenizedSession, directory: str | os.PathLike[str], source: dict[str, Any] | None = None
+) -> Path:
     """Write `tokens` to `directory` (created if needed); return the path of its tokens.json."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
@@ -62,8 +64,9 @@ def load_tokens(directory: str | os.PathLike[str], mmap: bool = True) -> Tokeniz
     d = Path(directory)
     meta_path = d / "tokens.json"
     if not meta_path.exists():
-        raise FileNotFoundError(f"{d}: no tokens.json; not a token store, or its writing was interrupted "
-                                "(run `rtdecode prepare` again)")
+        raise FileNotFoundError(
+            f"{d}: no tokens.json; not a token store, or its writing was interrupted (run `rtdecode prepare` again)"
+        )
     meta = json.loads(meta_path.read_text())
     if meta.get("format") != FORMAT:
         raise ValueError(f"{meta_path}: not an rtdecode token store")

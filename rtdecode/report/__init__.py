@@ -7,7 +7,7 @@ One module a section, each computing numbers with numpy and drawing with matplot
 * `mlp`        — the small numpy MLP baseline;
 * `figures`    — every plot;
 * `document`   — the HTML + JSON writer (every number in the HTML comes from the JSON);
+* `run_sections` — connectivity and embeddings, which need the PyTorch run (attention maps, latents);
 * `evaluate`   — the orchestration behind `rtdecode evaluate` and the demo's report folder.
-Connectivity and embeddings need the PyTorch run (attention maps, latents); decoding and generation run the
-exported bundle, so the report scores the artefact that is served.
+Decoding and generation run the exported bundle, so the report scores the artefact that is served.
 """

@@ -22,8 +22,9 @@ __all__ = ["decoding_scores", "METHODS"]
 METHODS = ("model", "ridge", "mlp", "shuffle")
 
 
-def decoding_scores(tokens: Any, targets: dict[str, np.ndarray], split: Any, model_pred: dict[str, np.ndarray],
-                    seed: int = 0) -> tuple[dict[str, dict[str, dict[str, float]]], dict[str, dict[str, np.ndarray]]]:
+def decoding_scores(
+    tokens: Any, targets: dict[str, np.ndarray], split: Any, model_pred: dict[str, np.ndarray], seed: int = 0
+) -> tuple[dict[str, dict[str, dict[str, float]]], dict[str, dict[str, np.ndarray]]]:
     """Returns (scores name -> method -> {r, r2}, test predictions name -> method -> (W_test,))."""
     x = {k: binned_counts(tokens, getattr(split, k)) for k in ("train", "val", "test")}
     names = list(model_pred)
@@ -37,8 +38,12 @@ def decoding_scores(tokens: Any, targets: dict[str, np.ndarray], split: Any, mod
     for j, name in enumerate(names):
         ridge, _ = ridge_decode(x["train"], y["train"][:, j], x["val"], y["val"][:, j], x["test"])
         shuffled, _ = ridge_decode(x["train"], np.roll(y["train"][:, j], shift), x["val"], y["val"][:, j], x["test"])
-        preds[name] = {"model": np.asarray(model_pred[name], np.float64), "ridge": ridge, "mlp": mlp[:, j],
-                       "shuffle": shuffled}
+        preds[name] = {
+            "model": np.asarray(model_pred[name], np.float64),
+            "ridge": ridge,
+            "mlp": mlp[:, j],
+            "shuffle": shuffled,
+        }
         truth = y["test"][:, j]
         scores[name] = {m: {"r": pearson_r(truth, p), "r2": r_squared(truth, p)} for m, p in preds[name].items()}
     return scores, preds

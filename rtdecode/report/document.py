@@ -59,8 +59,10 @@ class Section:
     def figure(self, folder: Path, filename: str, caption: str) -> None:
         if not (folder / filename).is_file():
             raise FileNotFoundError(f"figure {filename} was not written to {folder}")
-        self.parts.append(f'<figure><img src="{html.escape(filename)}" alt="{html.escape(caption)}">'
-                          f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+        self.parts.append(
+            f'<figure><img src="{html.escape(filename)}" alt="{html.escape(caption)}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+        )
 
 
 class Report:
@@ -87,9 +89,11 @@ class Report:
         meta = "".join(f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td></tr>" for k, v in self.meta.items())
         body = "".join(f'<h2 id="{s.key}">{html.escape(s.title)}</h2>' + "".join(s.parts) for s in self.sections)
         toc = " · ".join(f'<a href="#{s.key}">{html.escape(s.title)}</a>' for s in self.sections)
-        page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>"
-                f"<style>{_CSS}</style></head><body><h1>{html.escape(self.title)}</h1><table>{meta}</table>"
-                f"<p>{toc}</p>{body}<p class='note'>Every number here is in report.json.</p></body></html>")
+        page = (
+            f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>"
+            f"<style>{_CSS}</style></head><body><h1>{html.escape(self.title)}</h1><table>{meta}</table>"
+            f"<p>{toc}</p>{body}<p class='note'>Every number here is in report.json.</p></body></html>"
+        )
         path = self.folder / "report.html"
         with atomic_write(path) as f:
             f.write(page.encode())

@@ -33,11 +33,23 @@ def linear_decodability(latents: dict[str, np.ndarray], target: dict[str, np.nda
     return {"r": pearson_r(target["test"], pred), "r2": r_squared(target["test"], pred), "alpha": alpha}
 
 
-def save_latents(path: Path, windows: np.ndarray, window_starts: np.ndarray, latents: np.ndarray, kind: str,
-                 split: np.ndarray, behavior: dict[str, np.ndarray]) -> None:
+def save_latents(
+    path: Path,
+    windows: np.ndarray,
+    window_starts: np.ndarray,
+    latents: np.ndarray,
+    kind: str,
+    split: np.ndarray,
+    behavior: dict[str, np.ndarray],
+) -> None:
     """latents.npz: window index, start time (s), latent (W, dim), split label per window, behavior per window."""
-    arrays: dict[str, Any] = {"window": windows, "window_start": window_starts, "latent": latents,
-                              "kind": np.array(kind), "split": split}
+    arrays: dict[str, Any] = {
+        "window": windows,
+        "window_start": window_starts,
+        "latent": latents,
+        "kind": np.array(kind),
+        "split": split,
+    }
     arrays.update({f"behavior_{k}": v for k, v in behavior.items()})
     with atomic_write(path) as f:
         np.savez(f, **arrays)

@@ -18,7 +18,6 @@ import numpy as np
 from rtdecode.bench.figures import latency_histogram
 from rtdecode.bench.model import percentiles
 from rtdecode.core.config import RunConfig
-from rtdecode.core.connectivity import meets_bar, score_against_truth
 from rtdecode.core.normalisation import Normalisation
 from rtdecode.core.window_data import WindowData
 from rtdecode.data.session import Session
@@ -26,8 +25,8 @@ from rtdecode.io import load_session
 from rtdecode.report import figures
 from rtdecode.report.decoding import decoding_scores
 from rtdecode.report.document import Report, Section
-from rtdecode.report.embedding import linear_decodability, pca_projection, save_latents
 from rtdecode.report.generation import generate_windows, generation_scores
+from rtdecode.report.run_sections import connectivity_section, embedding_section
 from rtdecode.runtime import Bundle, Decoder
 from rtdecode.training.data import make_split
 
@@ -52,9 +51,19 @@ def resolve_source(source: Path, out: Path, session_path: Path, log: Callable[[s
     return out / "bundle", source
 
 
-def evaluate_report(source: Path, session_path: Path, out: Path, *, max_windows: int = 400, latency_seconds: float = 20.0,
-                    latency_runs: dict[str, Any] | None = None, fewshot_dir: Path | None = None,
-                    connectivity_windows: int = 3000, seed: int = 0, log: Callable[[str], None] = print) -> dict[str, Any]:
+def evaluate_report(
+    source: Path,
+    session_path: Path,
+    out: Path,
+    *,
+    max_windows: int = 400,
+    latency_seconds: float = 20.0,
+    latency_runs: dict[str, Any] | None = None,
+    fewshot_dir: Path | None = None,
+    connectivity_windows: int = 3000,
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Write <out>/report.html, report.json and the figures; returns the report's numbers."""
     out.mkdir(parents=True, exist_ok=True)
     bundle_dir, run_dir = resolve_source(Path(source), out, Path(session_path), log)
@@ -62,19 +71,40 @@ def evaluate_report(source: Path, session_path: Path, out: Path, *, max_windows:
     decoder = Decoder(Bundle.load(bundle_dir))
     cfg = decoder.bundle.config
     if session.n_neurons != decoder.vocab.n_neurons:
-        raise ValueError(f"{session_path} has {session.n_neurons} neurons but the model takes {decoder.vocab.n_neurons}")
+        raise ValueError(
+            f"{session_path} has {session.n_neurons} neurons but the model takes {decoder.vocab.n_neurons}"
+        )
     norm = decoder.bundle.norm
     data = WindowData(session, cfg)
     split = make_split(data, cfg)
     runs = np.split(split.test, np.flatnonzero(np.diff(split.test) != 1) + 1)
     block = max(runs, key=len)
-    report = Report(out, "rtdecode evaluation", {"session": str(session_path), "bundle": str(bundle_dir),
-                                                  "run": str(run_dir) if run_dir else "none",
-                                                  "neurons": session.n_neurons, "duration_s": session.duration,
-                                                  "test_windows": int(split.test.size)})
+    report = Report(
+        out,
+        "rtdecode evaluation",
+        {
+            "session": str(session_path),
+            "bundle": str(bundle_dir),
+            "run": str(run_dir) if run_dir else "none",
+            "neurons": session.n_neurons,
+            "duration_s": session.duration,
+            "test_windows": int(split.test.size),
+        },
+    )
     if any(t.kind == "regression" for t in cfg.targets):
         _decoding(report.section("decoding", "Behavior decoding"), out, decoder, data, norm, split, block, seed, log)
-    _generation(report.section("generation", "Generation"), out, decoder, data, norm, split, block[:max_windows], session, seed, log)
+    _generation(
+        report.section("generation", "Generation"),
+        out,
+        decoder,
+        data,
+        norm,
+        split,
+        block[:max_windows],
+        session,
+        seed,
+        log,
+    )
     torch_ok = run_dir is not None and _has_torch()
     run = None
     if torch_ok:
@@ -92,8 +122,17 @@ def evaluate_report(source: Path, session_path: Path, out: Path, *, max_windows:
     else:
         sec.text("Not computed: needs the PyTorch run this bundle was exported from.", "note")
     _fewshot(report.section("fewshot", "Few-shot decoding"), out, fewshot_dir)
-    _latency(report.section("latency", "Serving latency"), out, bundle_dir, decoder.can_stream, session,
-             float(data.tokens.window_starts()[block[0]]) if block.size else session.start, latency_runs, latency_seconds, log)
+    _latency(
+        report.section("latency", "Serving latency"),
+        out,
+        bundle_dir,
+        decoder.can_stream,
+        session,
+        float(data.tokens.window_starts()[block[0]]) if block.size else session.start,
+        latency_runs,
+        latency_seconds,
+        log,
+    )
     path = report.write()
     log(f"wrote {path} and {out / 'report.json'}")
     return report.numbers()
@@ -105,114 +144,120 @@ def _has_torch() -> bool:
     return importlib.util.find_spec("torch") is not None
 
 
-def _decoding(sec: Section, out: Path, decoder: Decoder, data: WindowData, norm: Normalisation, split: Any,
-              block: np.ndarray, seed: int, log: Callable[[str], None]) -> None:
+def _decoding(
+    sec: Section,
+    out: Path,
+    decoder: Decoder,
+    data: WindowData,
+    norm: Normalisation,
+    split: Any,
+    block: np.ndarray,
+    seed: int,
+    log: Callable[[str], None],
+) -> None:
     names = [t.name for t in data.cfg.targets if t.kind == "regression"]
     pred: dict[str, list[np.ndarray]] = {n: [] for n in names}
     for lo in range(0, split.test.size, 64):
         y = decoder.decode(data.batch(split.test[lo : lo + 64], norm))
         for n in names:
             pred[n].append(y[n])
-    scores, preds = decoding_scores(data.tokens, data.targets, split, {n: np.concatenate(v) for n, v in pred.items()}, seed)
+    scores, preds = decoding_scores(
+        data.tokens, data.targets, split, {n: np.concatenate(v) for n, v in pred.items()}, seed
+    )
     sec.numbers.update({"windows": int(split.test.size), "variables": scores})
-    sec.text(f"{split.test.size} held-out windows; baselines fitted on the same training windows, penalties and early "
-             "stopping on the validation windows. Shuffle: ridge fitted on training labels rolled in time (chance level).")
+    sec.text(
+        f"{split.test.size} held-out windows; baselines fitted on the same training windows, penalties and early "
+        "stopping on the validation windows. Shuffle: ridge fitted on training labels rolled in time (chance level)."
+    )
     methods = list(next(iter(scores.values())))
-    sec.table(["variable", *(f"{m} r" for m in methods), *(f"{m} R²" for m in methods)],
-              [[n, *(scores[n][m]["r"] for m in methods), *(scores[n][m]["r2"] for m in methods)] for n in names])
+    sec.table(
+        ["variable", *(f"{m} r" for m in methods), *(f"{m} R²" for m in methods)],
+        [[n, *(scores[n][m]["r"] for m in methods), *(scores[n][m]["r2"] for m in methods)] for n in names],
+    )
     pos = np.searchsorted(split.test, block[: int(round(60 / data.cfg.window.window))])
     t = data.tokens.window_starts()[split.test[pos]]
-    traces = {n: {"true": data.targets[n][split.test[pos]], **{m: p[pos] for m, p in preds[n].items() if m != "shuffle"}}
-              for n in names}
+    traces = {
+        n: {"true": data.targets[n][split.test[pos]], **{m: p[pos] for m, p in preds[n].items() if m != "shuffle"}}
+        for n in names
+    }
     figures.decoding_figure(t - t[0], traces, scores, out / "decoding.png")
-    sec.figure(out, "decoding.png", "True vs decoded behavior on a held-out stretch (up to 60 s), and Pearson r per method.")
-    log("decoding: " + ", ".join(f"{n} r {scores[n]['model']['r']:.3f} (ridge {scores[n]['ridge']['r']:.3f}, "
-                                 f"mlp {scores[n]['mlp']['r']:.3f}, shuffle {scores[n]['shuffle']['r']:.3f})" for n in names))
+    sec.figure(
+        out, "decoding.png", "True vs decoded behavior on a held-out stretch (up to 60 s), and Pearson r per method."
+    )
+    log(
+        "decoding: "
+        + ", ".join(
+            f"{n} r {scores[n]['model']['r']:.3f} (ridge {scores[n]['ridge']['r']:.3f}, "
+            f"mlp {scores[n]['mlp']['r']:.3f}, shuffle {scores[n]['shuffle']['r']:.3f})"
+            for n in names
+        )
+    )
 
 
-def _generation(sec: Section, out: Path, decoder: Decoder, data: WindowData, norm: Normalisation, split: Any,
-                windows: np.ndarray, session: Session, seed: int, log: Callable[[str], None]) -> None:
+def _generation(
+    sec: Section,
+    out: Path,
+    decoder: Decoder,
+    data: WindowData,
+    norm: Normalisation,
+    split: Any,
+    windows: np.ndarray,
+    session: Session,
+    seed: int,
+    log: Callable[[str], None],
+) -> None:
     generated = generate_windows(decoder, data, norm, windows, seed=seed)
     scores, arrays = generation_scores(data.tokens, split.train, windows, generated, seed)
     sec.numbers.update(scores)
-    sec.text(f"{windows.size} consecutive held-out windows, each generated from the recorded previous window "
-             "(temperature 1, nucleus 0.95), against a Poisson baseline at each neuron's training rate.")
-    keys = ["set_precision", "set_recall", "set_f1", "rate_correlation", "population_rate_correlation", "mean_rate_hz",
-            "spikes_per_window", "capped_fraction"]
-    sec.table(["source", "set precision", "set recall", "set F1", "per-neuron rate r", "population rate r", "mean rate (Hz)",
-               "spikes / window", "windows at token cap"],
-              [[k, *(scores[k][m] for m in keys)] for k in ("generated", "poisson")])
-    sec.table(["recorded mean rate (Hz)", "recorded spikes / window"], [[scores["true_mean_rate_hz"], scores["true_spikes_per_window"]]])
+    sec.text(
+        f"{windows.size} consecutive held-out windows, each generated from the recorded previous window "
+        "(temperature 1, nucleus 0.95), against a Poisson baseline at each neuron's training rate."
+    )
+    keys = [
+        "set_precision",
+        "set_recall",
+        "set_f1",
+        "rate_correlation",
+        "population_rate_correlation",
+        "mean_rate_hz",
+        "spikes_per_window",
+        "capped_fraction",
+    ]
+    sec.table(
+        [
+            "source",
+            "set precision",
+            "set recall",
+            "set F1",
+            "per-neuron rate r",
+            "population rate r",
+            "mean rate (Hz)",
+            "spikes / window",
+            "windows at token cap",
+        ],
+        [[k, *(scores[k][m] for m in keys)] for k in ("generated", "poisson")],
+    )
+    sec.table(
+        ["recorded mean rate (Hz)", "recorded spikes / window"],
+        [[scores["true_mean_rate_hz"], scores["true_spikes_per_window"]]],
+    )
     community = session.truth.get("community")
     rate = arrays["per_neuron"]["true"]
     order = np.lexsort((-rate, community)) if community is not None else np.argsort(-rate)
-    figures.generation_figure(arrays["rasters"], order, arrays["rate_t"], arrays["population"], arrays["per_neuron"],
-                              out / "generation.png")
-    sec.figure(out, "generation.png", "Top: 2 s of recorded, generated and Poisson activity. Bottom: population rate "
-               "over the held-out stretch (PSTH over time), and per-neuron rates against the recorded ones.")
+    figures.generation_figure(
+        arrays["rasters"], order, arrays["rate_t"], arrays["population"], arrays["per_neuron"], out / "generation.png"
+    )
+    sec.figure(
+        out,
+        "generation.png",
+        "Top: 2 s of recorded, generated and Poisson activity. Bottom: population rate "
+        "over the held-out stretch (PSTH over time), and per-neuron rates against the recorded ones.",
+    )
     g, p = scores["generated"], scores["poisson"]
-    log(f"generation: set F1 {g['set_f1']:.3f} vs Poisson {p['set_f1']:.3f}; rate r {g['rate_correlation']:.3f} vs "
-        f"{p['rate_correlation']:.3f}; population rate r {g['population_rate_correlation']:.3f} vs {p['population_rate_correlation']:.3f}")
-
-
-def connectivity_section(sec: Section, out: Path, run: Any, session: Session, windows: int,
-                         log: Callable[[str], None]) -> None:
-    """Also the body of `rtdecode connectivity`: matrices, scores on both edge sets, the bar, the figure."""
-    from rtdecode.training.connectivity import connectivity_matrices
-
-    matrices = connectivity_matrices(run, session, windows)
-    scores = {name: score_against_truth(m, session.truth) for name, m in matrices.items()}
-    bar = meets_bar(scores)
-    sec.numbers.update({"windows": windows, "scores": scores, "bar": bar,
-                        "spikes_only_model": not (run.config.frames.enabled or run.config.behavior)})
-    if not sec.numbers["spikes_only_model"]:
-        sec.text("This model also attends to video and/or behavior, which explain much of each neuron's activity; the "
-                 "bar is defined for a spikes-only model (`rtdecode train --config spikes_only`, then `rtdecode "
-                 "connectivity`).", "note")
-    np.savez(out / "connectivity.npz", **{k.replace(" ", "_"): v for k, v in matrices.items()}, W=session.truth["W"])
-    for edges, label in (("hub_circuit", "hub circuit (hub -> community targets)"), ("all_weights", "all non-zero weights")):
-        sec.text(f"True edges: {label}.")
-        sec.table(["matrix", "AUROC", "AUPRC", "hubs found", "direction index"],
-                  [[name, s[edges]["auroc"], s[edges]["auprc"], f"{s[edges]['hubs_found']}/{s[edges]['hubs_total']}",
-                    s[edges]["direction_index"]] for name, s in scores.items()])
-    verdict = "met" if bar["met"] else "NOT met (" + ", ".join(k for k, v in bar.items() if k != "met" and not v) + ")"
-    sec.text(f"Bar (hub circuit: AUROC >= 0.85, hubs found, direction index > 1, AUROC above both baselines): {verdict}.",
-             "verdict-ok" if bar["met"] else "verdict-no")
-    figures.connectivity_figure(session.truth["W"], matrices, out / "connectivity.png")
-    sec.figure(out, "connectivity.png", "True W and the inferred target x source matrices (diagonal blanked).")
-    a = scores["attention"]["hub_circuit"]
-    log(f"connectivity (hub circuit): attention AUROC {a['auroc']:.3f}, hubs {a['hubs_found']}/{a['hubs_total']}, "
-        f"direction {a['direction_index']:.2f}; bar {verdict}")
-
-
-def embedding_section(sec: Section, out: Path, run: Any, data: WindowData, split: Any, log: Callable[[str], None]) -> None:
-    from rtdecode.training.embed import window_latents
-
-    parts = {"train": split.train[np.linspace(0, split.train.size - 1, min(3000, split.train.size)).astype(np.int64)],
-             "val": split.val, "test": split.test}
-    latents, kind = {}, "pooled"
-    for k, w in parts.items():
-        latents[k], kind = window_latents(run.model, data, w, run.norm)
-    windows = np.concatenate(list(parts.values()))
-    labels = np.concatenate([np.full(w.size, k) for k, w in parts.items()])
-    behavior = {t.name: data.targets[t.name][windows] for t in data.cfg.targets}
-    save_latents(out / "latents.npz", windows, data.tokens.window_starts()[windows], np.concatenate(list(latents.values())),
-                 kind, labels, behavior)
-    sec.numbers.update({"kind": kind, "dim": int(latents["test"].shape[1]), "windows": int(windows.size)})
-    sec.text(f"{kind} latents ({latents['test'].shape[1]}-d) of {windows.size} windows in latents.npz.")
-    projection, explained = pca_projection(latents["train"], latents["test"])
-    sec.numbers["pca_explained"] = explained.tolist()
-    speed_name = "speed" if "speed" in behavior else next(iter(behavior), None)
-    if speed_name is None:
-        sec.text("The model decodes no behavior: no projection colouring or decodability score.", "note")
-        return
-    score = linear_decodability(latents, {k: data.targets[speed_name][w] for k, w in parts.items()})
-    sec.numbers["decodability"] = {speed_name: score}
-    sec.table(["variable", "linear r from latent", "R²"], [[speed_name, score["r"], score["r2"]]])
-    figures.embedding_figure(projection, data.targets[speed_name][split.test], out / "embedding.png")
-    sec.figure(out, "embedding.png", f"Test-window latents on the first 3 principal axes of the training latents, "
-               f"coloured by {speed_name}.")
-    log(f"embedding: {kind} latents, linear {speed_name} r {score['r']:.3f}")
+    log(
+        f"generation: set F1 {g['set_f1']:.3f} vs Poisson {p['set_f1']:.3f}; rate r {g['rate_correlation']:.3f} vs "
+        f"{p['rate_correlation']:.3f}; population rate r {g['population_rate_correlation']:.3f} vs {p['population_rate_correlation']:.3f}"
+    )
 
 
 def _fewshot(sec: Section, out: Path, fewshot_dir: Path | None) -> None:
@@ -224,23 +269,40 @@ def _fewshot(sec: Section, out: Path, fewshot_dir: Path | None) -> None:
     rows = data["rows"]
     names = sorted({k.split("_", 1)[1][:-2] for r in rows for k in r if k.startswith("pretrained_")})
     sec.numbers.update(data)
-    sec.table(["labelled", *(f"{n} {kind}" for n in names for kind in ("pretrained", "scratch"))],
-              [[f"{r['fraction']:.0%}", *(r[f"{kind}_{n}_r"] for n in names for kind in ("pretrained", "scratch"))] for r in rows])
+    sec.table(
+        ["labelled", *(f"{n} {kind}" for n in names for kind in ("pretrained", "scratch"))],
+        [
+            [f"{r['fraction']:.0%}", *(r[f"{kind}_{n}_r"] for n in names for kind in ("pretrained", "scratch"))]
+            for r in rows
+        ],
+    )
     if (fewshot_dir / "fewshot.png").is_file():
         shutil.copyfile(fewshot_dir / "fewshot.png", out / "fewshot.png")
-        sec.figure(out, "fewshot.png", "Held-out r after fine-tuning on a fraction of labelled windows: pretrained vs scratch.")
+        sec.figure(
+            out, "fewshot.png", "Held-out r after fine-tuning on a fraction of labelled windows: pretrained vs scratch."
+        )
 
 
-def _latency(sec: Section, out: Path, bundle_dir: Path, can_stream: bool, session: Session, start: float,
-             runs: dict[str, Any] | None, seconds: float, log: Callable[[str], None]) -> None:
+def _latency(
+    sec: Section,
+    out: Path,
+    bundle_dir: Path,
+    can_stream: bool,
+    session: Session,
+    start: float,
+    runs: dict[str, Any] | None,
+    seconds: float,
+    log: Callable[[str], None],
+) -> None:
     if runs is None and seconds > 0:
         from rtdecode.bench.serve import bench_serve
 
         piece = session.slice_time(start, min(session.stop, start + seconds))
         log(f"latency: serving {piece.duration:.0f} s at real time through the daemon ...")
         modes = ("window", "streaming") if can_stream else ("window",)
-        runs = bench_serve(bundle_dir, piece, speeds=(1.0,), threads=1, modes=modes, out_dir=out / "latency",
-                           log=lambda _: None)["runs"]
+        runs = bench_serve(
+            bundle_dir, piece, speeds=(1.0,), threads=1, modes=modes, out_dir=out / "latency", log=lambda _: None
+        )["runs"]
     if not runs:
         sec.text("Not measured (--latency-seconds 0).", "note")
         return
@@ -248,11 +310,17 @@ def _latency(sec: Section, out: Path, bundle_dir: Path, can_stream: bool, sessio
     for name, run in runs.items():
         lat = percentiles(np.asarray(run["raw_ms"])) if "latency_ms" not in run else run["latency_ms"]
         run["latency_ms"] = lat
-        sec.numbers[name] = {"windows": len(run["raw_ms"]), "latency_ms": lat, "deadline_misses": run.get("deadline_misses"),
-                             **({"post_close_ms": run["post_close_ms"]} if "post_close_ms" in run else {})}
+        sec.numbers[name] = {
+            "windows": len(run["raw_ms"]),
+            "latency_ms": lat,
+            "deadline_misses": run.get("deadline_misses"),
+            **({"post_close_ms": run["post_close_ms"]} if "post_close_ms" in run else {}),
+        }
         rows.append([name.replace("_", " "), len(run["raw_ms"]), lat["p50"], lat["p99"], lat["p99.9"], lat["max"]])
-    sec.text("End to end: producer send -> decode received by a subscriber, over ZeroMQ on this machine. 'streaming' "
-             "runs stream each window through the model while it is open (the default when the bundle allows).")
+    sec.text(
+        "End to end: producer send -> decode received by a subscriber, over ZeroMQ on this machine. 'streaming' "
+        "runs stream each window through the model while it is open (the default when the bundle allows)."
+    )
     sec.table(["run", "windows", "p50 (ms)", "p99 (ms)", "p99.9 (ms)", "max (ms)"], rows)
     latency_histogram(runs, out / "latency.png")
     sec.figure(out, "latency.png", "End-to-end latency per window, log-binned, with p50/p99/p99.9.")

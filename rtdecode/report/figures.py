@@ -22,18 +22,26 @@ def _plt() -> Any:
     return plt
 
 
-def decoding_figure(t: np.ndarray, traces: dict[str, dict[str, np.ndarray]], scores: dict[str, dict[str, dict[str, float]]],
-                    path: Path) -> None:
+def decoding_figure(
+    t: np.ndarray, traces: dict[str, dict[str, np.ndarray]], scores: dict[str, dict[str, dict[str, float]]], path: Path
+) -> None:
     """One row per variable: true vs decoded traces over held-out time, and Pearson r per method."""
     plt = _plt()
     names = list(traces)
-    fig, axes = plt.subplots(len(names), 2, figsize=(13, 2.6 * len(names)), squeeze=False,
-                             gridspec_kw={"width_ratios": [4, 1]})
+    fig, axes = plt.subplots(
+        len(names), 2, figsize=(13, 2.6 * len(names)), squeeze=False, gridspec_kw={"width_ratios": [4, 1]}
+    )
     for row, name in enumerate(names):
         ax = axes[row][0]
         for method, y in traces[name].items():
-            ax.plot(t, y, color=_COLORS.get(method), lw=1.6 if method == "true" else 1.0,
-                    alpha=1.0 if method in ("true", "model") else 0.8, label=method)
+            ax.plot(
+                t,
+                y,
+                color=_COLORS.get(method),
+                lw=1.6 if method == "true" else 1.0,
+                alpha=1.0 if method in ("true", "model") else 0.8,
+                label=method,
+            )
         ax.set_ylabel(name)
         ax.legend(fontsize=7, ncol=len(traces[name]), loc="upper right")
         bar = axes[row][1]
@@ -48,8 +56,14 @@ def decoding_figure(t: np.ndarray, traces: dict[str, dict[str, np.ndarray]], sco
     plt.close(fig)
 
 
-def generation_figure(rasters: dict[str, tuple[np.ndarray, np.ndarray]], order: np.ndarray, rate_t: np.ndarray,
-                      rates: dict[str, np.ndarray], per_neuron: dict[str, np.ndarray], path: Path) -> None:
+def generation_figure(
+    rasters: dict[str, tuple[np.ndarray, np.ndarray]],
+    order: np.ndarray,
+    rate_t: np.ndarray,
+    rates: dict[str, np.ndarray],
+    per_neuron: dict[str, np.ndarray],
+    path: Path,
+) -> None:
     """Rasters (true / generated / Poisson), population rate over held-out time, per-neuron rates vs true."""
     plt = _plt()
     rank = np.empty_like(order)

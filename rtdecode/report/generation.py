@@ -23,8 +23,9 @@ from rtdecode.core.metrics import pearson_r, set_f1
 __all__ = ["generate_windows", "generation_scores"]
 
 
-def generate_windows(decoder: Any, data: Any, norm: Any, windows: np.ndarray, *, batch_size: int = 32,
-                     seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+def generate_windows(
+    decoder: Any, data: Any, norm: Any, windows: np.ndarray, *, batch_size: int = 32, seed: int = 0
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """(neuron indices, offsets in dt quanta) generated for each window of `windows`."""
     out: list[tuple[np.ndarray, np.ndarray]] = []
     for lo in range(0, windows.size, batch_size):
@@ -34,16 +35,28 @@ def generate_windows(decoder: Any, data: Any, norm: Any, windows: np.ndarray, *,
     return out
 
 
-def generation_scores(tokens: Any, train: np.ndarray, windows: np.ndarray, generated: list[tuple[np.ndarray, np.ndarray]],
-                      seed: int = 0) -> tuple[dict[str, Any], dict[str, Any]]:
+def generation_scores(
+    tokens: Any, train: np.ndarray, windows: np.ndarray, generated: list[tuple[np.ndarray, np.ndarray]], seed: int = 0
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Returns (scores, arrays for the figure: rasters, population rates, per-neuron rates)."""
     cfg, n = tokens.config, tokens.vocab.n_neurons
     starts = tokens.window_starts()[windows]
-    recorded = [(tokens.neurons[tokens.window_ptr[w] : tokens.window_ptr[w + 1]].astype(np.int64),
-                 tokens.bins[tokens.window_ptr[w] : tokens.window_ptr[w + 1]] - (tokens.first_window + w) * cfg.bins_per_window)
-                for w in windows]
-    train_counts = np.bincount(np.concatenate([tokens.neurons[tokens.window_ptr[w] : tokens.window_ptr[w + 1]] for w in train]),
-                               minlength=n) if train.size else np.zeros(n)
+    recorded = [
+        (
+            tokens.neurons[tokens.window_ptr[w] : tokens.window_ptr[w + 1]].astype(np.int64),
+            tokens.bins[tokens.window_ptr[w] : tokens.window_ptr[w + 1]]
+            - (tokens.first_window + w) * cfg.bins_per_window,
+        )
+        for w in windows
+    ]
+    train_counts = (
+        np.bincount(
+            np.concatenate([tokens.neurons[tokens.window_ptr[w] : tokens.window_ptr[w + 1]] for w in train]),
+            minlength=n,
+        )
+        if train.size
+        else np.zeros(n)
+    )
     rate = train_counts / max(train.size * cfg.window, 1e-9)  # Hz per neuron
     rng = np.random.default_rng(seed)
     poisson = []
@@ -53,25 +66,40 @@ def generation_scores(tokens: Any, train: np.ndarray, windows: np.ndarray, gener
         poisson.append((neurons, np.sort(rng.integers(0, cfg.bins_per_window, neurons.size))))
     sources = {"true": recorded, "generated": generated, "poisson": poisson}
     true_sets = [set(x[0].tolist()) for x in recorded]
-    per_neuron = {k: np.bincount(np.concatenate([x[0] for x in v]) if v else np.zeros(0, np.int64), minlength=n)
-                  / max(len(v) * cfg.window, 1e-9) for k, v in sources.items()}
+    per_neuron = {
+        k: np.bincount(np.concatenate([x[0] for x in v]) if v else np.zeros(0, np.int64), minlength=n)
+        / max(len(v) * cfg.window, 1e-9)
+        for k, v in sources.items()
+    }
     population = {k: np.array([x[0].size for x in v]) / cfg.window for k, v in sources.items()}
     scores: dict[str, Any] = {"windows": int(windows.size)}
     for k in ("generated", "poisson"):
         f1 = set_f1([set(x[0].tolist()) for x in sources[k]], true_sets)
-        scores[k] = {**{f"set_{m}": v for m, v in f1.items()},
-                     "rate_correlation": pearson_r(per_neuron["true"], per_neuron[k]),
-                     "population_rate_correlation": pearson_r(population["true"], population[k]),
-                     "mean_rate_hz": float(per_neuron[k].mean()),
-                     "spikes_per_window": float(np.mean([x[0].size for x in sources[k]])) if windows.size else 0.0,
-                     "capped_fraction": float(np.mean([x[0].size >= cfg.max_spikes for x in sources[k]])) if windows.size else 0.0}
+        scores[k] = {
+            **{f"set_{m}": v for m, v in f1.items()},
+            "rate_correlation": pearson_r(per_neuron["true"], per_neuron[k]),
+            "population_rate_correlation": pearson_r(population["true"], population[k]),
+            "mean_rate_hz": float(per_neuron[k].mean()),
+            "spikes_per_window": float(np.mean([x[0].size for x in sources[k]])) if windows.size else 0.0,
+            "capped_fraction": float(np.mean([x[0].size >= cfg.max_spikes for x in sources[k]]))
+            if windows.size
+            else 0.0,
+        }
     scores["true_mean_rate_hz"] = float(per_neuron["true"].mean())
     scores["true_spikes_per_window"] = float(np.mean([x[0].size for x in recorded])) if windows.size else 0.0
     # a contiguous stretch for the raster: up to 2 s from the first evaluated window
     stretch = np.flatnonzero(starts < starts[0] + 2.0) if windows.size else np.zeros(0, np.int64)
-    rasters = {k: (np.concatenate([starts[i] - starts[0] + (v[i][1] + 0.5) * cfg.dt for i in stretch] or [np.zeros(0)]),
-                   np.concatenate([v[i][0] for i in stretch] or [np.zeros(0, np.int64)]).astype(np.int64))
-               for k, v in sources.items()}
-    arrays = {"rasters": rasters, "rate_t": starts - starts[0] if windows.size else starts, "population": population,
-              "per_neuron": per_neuron}
+    rasters = {
+        k: (
+            np.concatenate([starts[i] - starts[0] + (v[i][1] + 0.5) * cfg.dt for i in stretch] or [np.zeros(0)]),
+            np.concatenate([v[i][0] for i in stretch] or [np.zeros(0, np.int64)]).astype(np.int64),
+        )
+        for k, v in sources.items()
+    }
+    arrays = {
+        "rasters": rasters,
+        "rate_t": starts - starts[0] if windows.size else starts,
+        "population": population,
+        "per_neuron": per_neuron,
+    }
     return scores, arrays

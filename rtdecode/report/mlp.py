@@ -12,9 +12,21 @@ import numpy as np
 __all__ = ["fit_mlp"]
 
 
-def fit_mlp(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, x_test: np.ndarray,
-            *, hidden: int = 64, lr: float = 1e-3, weight_decay: float = 1e-4, batch: int = 256, epochs: int = 200,
-            patience: int = 10, seed: int = 0) -> np.ndarray:
+def fit_mlp(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    x_test: np.ndarray,
+    *,
+    hidden: int = 64,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-4,
+    batch: int = 256,
+    epochs: int = 200,
+    patience: int = 10,
+    seed: int = 0,
+) -> np.ndarray:
     """Fit on (x_train, y_train (W, K)); returns predictions for x_test (W', K) from the best-validation epoch.
 
     Rows with a non-finite target are left out of training and validation.
@@ -26,8 +38,12 @@ def fit_mlp(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: 
     ym, ys = np.nanmean(y_train, 0), np.nanstd(y_train, 0) + 1e-9
     xt, yt = ((x_train - mu) / sd)[ok_train], ((y_train - ym) / ys)[ok_train]
     xv, yv = ((x_val - mu) / sd)[ok_val], ((y_val - ym) / ys)[ok_val]
-    params = [rng.normal(0, np.sqrt(2 / xt.shape[1]), (xt.shape[1], hidden)), np.zeros(hidden),
-              rng.normal(0, np.sqrt(1 / hidden), (hidden, yt.shape[1])), np.zeros(yt.shape[1])]
+    params = [
+        rng.normal(0, np.sqrt(2 / xt.shape[1]), (xt.shape[1], hidden)),
+        np.zeros(hidden),
+        rng.normal(0, np.sqrt(1 / hidden), (hidden, yt.shape[1])),
+        np.zeros(yt.shape[1]),
+    ]
     m = [np.zeros_like(p) for p in params]
     v = [np.zeros_like(p) for p in params]
     best, best_params, bad, step = np.inf, [p.copy() for p in params], 0, 0

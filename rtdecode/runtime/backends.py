@@ -49,22 +49,36 @@ PROVIDERS = {
 class OnnxRuntimeBackend:
     """One onnxruntime InferenceSession per graph, created at start-up (never on the hot path)."""
 
-    def __init__(self, bundle: Bundle, name: str = "onnxruntime", threads: int = 0, spinning: bool = True,
-                 optimization: str = "all") -> None:
+    def __init__(
+        self,
+        bundle: Bundle,
+        name: str = "onnxruntime",
+        threads: int = 0,
+        spinning: bool = True,
+        optimization: str = "all",
+    ) -> None:
         try:
             import onnxruntime as ort
         except ImportError as e:
-            raise ImportError("the onnxruntime backend needs onnxruntime: pip install 'rtdecode[export]' "
-                              "(or 'rtdecode[gpu]' for onnxruntime-gpu, never both)") from e
+            raise ImportError(
+                "the onnxruntime backend needs onnxruntime: pip install 'rtdecode[export]' "
+                "(or 'rtdecode[gpu]' for onnxruntime-gpu, never both)"
+            ) from e
         wanted = PROVIDERS[name]
         have = ort.get_available_providers()
         if wanted[0] not in have:
-            raise RuntimeError(f"backend {name} needs {wanted[0]}, but this onnxruntime offers {have}; "
-                               "install onnxruntime-gpu (pip install 'rtdecode[gpu]') on a CUDA machine")
+            raise RuntimeError(
+                f"backend {name} needs {wanted[0]}, but this onnxruntime offers {have}; "
+                "install onnxruntime-gpu (pip install 'rtdecode[gpu]') on a CUDA machine"
+            )
         self.name = name
         opts = ort.SessionOptions()
-        levels = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL, "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-                  "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC, "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL}
+        levels = {
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        }
         opts.graph_optimization_level = levels[optimization]
         if threads:
             opts.intra_op_num_threads = threads
@@ -72,8 +86,11 @@ class OnnxRuntimeBackend:
         # spinning helps a single busy session and hurts sessions alternating on few cores: a setting, measured
         opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         providers = [p for p in wanted if p in have]
-        self.sessions = {g: ort.InferenceSession(str(bundle.graph_path(g)), opts, providers=providers)
-                         for g in ("decode", "context", "step", "stream") if bundle.has_graph(g)}
+        self.sessions = {
+            g: ort.InferenceSession(str(bundle.graph_path(g)), opts, providers=providers)
+            for g in ("decode", "context", "step", "stream")
+            if bundle.has_graph(g)
+        }
         self.graphs = frozenset(self.sessions)
         self.providers = self.sessions["decode"].get_providers()
 
@@ -115,5 +132,6 @@ def create_backend(bundle: Bundle, name: str = "auto", **options: Any) -> Backen
         from rtdecode.runtime.tensorrt_backend import TensorRTBackend
 
         return TensorRTBackend(bundle, **options)
-    raise ValueError(f"unknown backend {name!r}; choose from auto, onnxruntime, onnxruntime-cuda, "
-                     "onnxruntime-tensorrt, tensorrt")
+    raise ValueError(
+        f"unknown backend {name!r}; choose from auto, onnxruntime, onnxruntime-cuda, onnxruntime-tensorrt, tensorrt"
+    )

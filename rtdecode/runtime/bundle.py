@@ -66,10 +66,14 @@ class Bundle:
         path = Path(path)
         mpath = path / "manifest.json"
         if not mpath.exists():
-            raise BundleError(f"{path}: no manifest.json (make a bundle with `rtdecode export --from RUN --out {path}`)")
+            raise BundleError(
+                f"{path}: no manifest.json (make a bundle with `rtdecode export --from RUN --out {path}`)"
+            )
         size = mpath.stat().st_size
         if size > MAX_MANIFEST_BYTES:
-            raise BundleError(f"{mpath}: {size:,} bytes; a manifest is at most {MAX_MANIFEST_BYTES:,} (refusing to read it)")
+            raise BundleError(
+                f"{mpath}: {size:,} bytes; a manifest is at most {MAX_MANIFEST_BYTES:,} (refusing to read it)"
+            )
         try:
             m = json.loads(mpath.read_text())
         except json.JSONDecodeError as e:
@@ -77,8 +81,10 @@ class Bundle:
         if not isinstance(m, dict) or m.get("format") != FORMAT:
             raise BundleError(f"{mpath}: not an rtdecode bundle manifest")
         if not isinstance(m.get("format_version"), int) or m["format_version"] > FORMAT_VERSION:
-            raise BundleError(f"{mpath}: bundle format {m.get('format_version')} is not readable by this rtdecode "
-                              f"(reads up to {FORMAT_VERSION}); upgrade rtdecode or re-export")
+            raise BundleError(
+                f"{mpath}: bundle format {m.get('format_version')} is not readable by this rtdecode "
+                f"(reads up to {FORMAT_VERSION}); upgrade rtdecode or re-export"
+            )
         for key, typ in (("config", dict), ("vocab", dict), ("normalisation", dict), ("graphs", dict), ("cache", dict)):
             if not isinstance(m.get(key), typ):
                 raise BundleError(f"{mpath}: field '{key}' missing or not a {typ.__name__}")
@@ -96,7 +102,9 @@ class Bundle:
         if not 0 < vocab.n_neurons <= MAX_NEURONS:
             raise BundleError(f"{mpath}: {vocab.n_neurons} neurons; at most {MAX_NEURONS:,} are supported")
         if not (0 < window.block_size <= MAX_BLOCK and 0 <= window.prev_block_size <= MAX_BLOCK):
-            raise BundleError(f"{mpath}: block sizes {window.block_size}/{window.prev_block_size} out of range (1..{MAX_BLOCK})")
+            raise BundleError(
+                f"{mpath}: block sizes {window.block_size}/{window.prev_block_size} out of range (1..{MAX_BLOCK})"
+            )
         cache = 2 * 4  # K and V, float32
         for key in ("layers", "heads", "head_dim", "slots"):
             v = m["cache"].get(key)
@@ -104,8 +112,10 @@ class Bundle:
                 raise BundleError(f"{mpath}: cache.{key} must be a positive integer <= 65536; got {v!r}")
             cache *= v
         if cache > MAX_CACHE_BYTES:
-            raise BundleError(f"{mpath}: the generation cache would take {cache / 2**30:.1f} GiB per window "
-                              f"(layers x heads x head_dim x slots); at most {MAX_CACHE_BYTES / 2**30:.0f} GiB")
+            raise BundleError(
+                f"{mpath}: the generation cache would take {cache / 2**30:.1f} GiB per window "
+                f"(layers x heads x head_dim x slots); at most {MAX_CACHE_BYTES / 2**30:.0f} GiB"
+            )
         for name in GRAPHS + tuple(g for g in OPTIONAL_GRAPHS if g in m["graphs"]):
             g = m["graphs"].get(name)
             if not isinstance(g, dict) or not isinstance(g.get("file"), str) or "/" in g["file"] or ".." in g["file"]:
@@ -118,7 +128,14 @@ class Bundle:
                 raise BundleError(f"{path}: graph file {g['file']} is missing")
             if verify_hashes and sha256(f) != g.get("sha256"):
                 raise BundleError(f"{f}: sha256 does not match the manifest; the bundle is corrupt or was modified")
-        return cls(path, m, config, norm, vocab, CacheShape(**{k: m["cache"][k] for k in ("layers", "heads", "head_dim", "slots")}))
+        return cls(
+            path,
+            m,
+            config,
+            norm,
+            vocab,
+            CacheShape(**{k: m["cache"][k] for k in ("layers", "heads", "head_dim", "slots")}),
+        )
 
     @property
     def window(self) -> WindowConfig:

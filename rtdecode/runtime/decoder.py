@@ -17,11 +17,11 @@ import numpy as np
 
 from rtdecode.core.config import BehaviorSpec
 from rtdecode.data.alignment import behavior_input_samples, normalise_frames
+from rtdecode.data.tokenizer import token_inputs
+from rtdecode.data.window import ClosedWindow
 from rtdecode.runtime.backends import Backend, create_backend
 from rtdecode.runtime.bundle import STREAM_GRAPH_VERSION, Bundle
 from rtdecode.runtime.sampling import WindowSampler
-from rtdecode.data.tokenizer import token_inputs
-from rtdecode.data.window import ClosedWindow
 
 __all__ = ["Decoder"]
 
@@ -65,9 +65,13 @@ class Decoder:
                 result[spec.name] = y.argmax(-1)
         return result
 
-    def window_feeds(self, window: ClosedWindow, frames: np.ndarray | None = None,
-                     behavior: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
-                     frame_valid: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    def window_feeds(
+        self,
+        window: ClosedWindow,
+        frames: np.ndarray | None = None,
+        behavior: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+        frame_valid: np.ndarray | None = None,
+    ) -> dict[str, np.ndarray]:
         """Batch-of-one inputs for a live window (tokens via the shared packer, trimmed like training batches).
 
         Args:
@@ -92,17 +96,34 @@ class Decoder:
             feeds.update(self._behavior_input(spec, window.end, times, values))
         return feeds
 
-    def _behavior_input(self, spec: BehaviorSpec, end: float, times: np.ndarray, values: np.ndarray) -> dict[str, np.ndarray]:
-        vals, ages, valid = behavior_input_samples(np.asarray(times, np.float64), np.asarray(values, np.float64),
-                                                   np.array([end]), spec.input_window, self.window.dt)
+    def _behavior_input(
+        self, spec: BehaviorSpec, end: float, times: np.ndarray, values: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        vals, ages, valid = behavior_input_samples(
+            np.asarray(times, np.float64),
+            np.asarray(values, np.float64),
+            np.array([end]),
+            spec.input_window,
+            self.window.dt,
+        )
         mean, std = self._behavior_norm[spec.name]
         name = spec.name
-        return {f"in_{name}": np.where(valid, (vals - mean) / std, 0.0).astype(np.float32),
-                f"in_{name}_age": ages, f"in_{name}_valid": valid}
+        return {
+            f"in_{name}": np.where(valid, (vals - mean) / std, 0.0).astype(np.float32),
+            f"in_{name}_age": ages,
+            f"in_{name}_valid": valid,
+        }
 
     # ------------------------------------------------------------------ generation
-    def generate(self, feeds: dict[str, np.ndarray], *, temperature: float = 1.0, top_p: float = 0.95,
-                 seed: int | None = None, max_tokens: int | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    def generate(
+        self,
+        feeds: dict[str, np.ndarray],
+        *,
+        temperature: float = 1.0,
+        top_p: float = 0.95,
+        seed: int | None = None,
+        max_tokens: int | None = None,
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Sample the next window for each context in `feeds` (history/frames/behavior inputs of a batch).
 
         Returns per window (neuron indices, time offsets in dt quanta). temperature 0 = greedy. The token grammar
@@ -113,12 +134,15 @@ class Decoder:
         ctx = dict(zip(self._context_outputs, self.backend.run("context", {n: feeds[n] for n in self._context_inputs})))
         B = feeds["prev_ids"].shape[0]
         past_k, past_v = self._cache(B)
-        sampler = WindowSampler(self.vocab, self.window.bins_per_window, B, temperature=temperature, top_p=top_p,
-                                seed=seed)
+        sampler = WindowSampler(
+            self.vocab, self.window.bins_per_window, B, temperature=temperature, top_p=top_p, seed=seed
+        )
         ids, dts = sampler.first_tokens()
         for pos in range(limit):
             id_logits, dt_logits, new_k, new_v = self.backend.run(
-                "step", {"ids": ids, "dts": dts, "pos": np.array(pos, np.int64), "past_k": past_k, "past_v": past_v, **ctx})
+                "step",
+                {"ids": ids, "dts": dts, "pos": np.array(pos, np.int64), "past_k": past_k, "past_v": past_v, **ctx},
+            )
             past_k[:, :, :, pos] = new_k[:, :, :, 0]
             past_v[:, :, :, pos] = new_v[:, :, :, 0]
             ids, dts = sampler.step(id_logits, dt_logits)

@@ -39,9 +39,16 @@ class StreamingError(RuntimeError):
     """The bundle or backend cannot stream (bundles exported before the stream graphs, or a backend without them)."""
 
 
-def stream_feeds(ids: np.ndarray, dts: np.ndarray, pos: int, past_k: np.ndarray, past_v: np.ndarray,
-                 context: dict[str, np.ndarray], hidden_before: np.ndarray,
-                 past: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+def stream_feeds(
+    ids: np.ndarray,
+    dts: np.ndarray,
+    pos: int,
+    past_k: np.ndarray,
+    past_v: np.ndarray,
+    context: dict[str, np.ndarray],
+    hidden_before: np.ndarray,
+    past: dict[str, np.ndarray] | None = None,
+) -> dict[str, np.ndarray]:
     """Inputs of the `stream` graph: new tokens (B, t) at positions pos.., after the `pos` filled slots of a
     fixed-size cache (L, B, H, slots, hd) and the sum (B, D) of those tokens' final hidden states. The graph reads
     only the filled slots, one input per block (copies), and takes its mask ready-made (0 / -inf, causal among
@@ -53,13 +60,20 @@ def stream_feeds(ids: np.ndarray, dts: np.ndarray, pos: int, past_k: np.ndarray,
     mask[:, filled:] = _causal(t)
     if pos == 0:
         mask[:, 0] = -np.inf
-    feeds = {"ids": np.ascontiguousarray(ids, np.int64), "dts": np.ascontiguousarray(dts, np.int64),
-             "pos": np.array(pos, np.int64), "mask": mask, "hidden_before": hidden_before}
+    feeds = {
+        "ids": np.ascontiguousarray(ids, np.int64),
+        "dts": np.ascontiguousarray(dts, np.int64),
+        "pos": np.array(pos, np.int64),
+        "mask": mask,
+        "hidden_before": hidden_before,
+    }
     return {**feeds, **(past if past is not None else past_feeds(pos, past_k, past_v)), **context}
 
 
-def stream_outputs(outs: list[np.ndarray], layers: int,
-                   ) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+def stream_outputs(
+    outs: list[np.ndarray],
+    layers: int,
+) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
     """The `stream` graph's outputs in order (`rtdecode.export.graphs.StreamGraph`), split: the running hidden-state
     sum (B, D), the new keys and the new values (one (B, H, t, hd) per causal block), the behavior outputs."""
     return outs[0], outs[1 : 1 + layers], outs[1 + layers : 1 + 2 * layers], outs[1 + 2 * layers :]
@@ -95,11 +109,14 @@ class WindowStream:
         context_key: anything that changes when the frames or behavior the window would see change.
     """
 
-    def __init__(self, decoder: Decoder, opened: ClosedWindow, context_feeds: dict[str, np.ndarray],
-                 context_key: Hashable) -> None:
+    def __init__(
+        self, decoder: Decoder, opened: ClosedWindow, context_feeds: dict[str, np.ndarray], context_key: Hashable
+    ) -> None:
         if not decoder.can_stream:
-            raise StreamingError("this bundle or backend has no stream graph (or an earlier form of it): re-export the run with this "
-                                 "rtdecode, or serve window at a time")
+            raise StreamingError(
+                "this bundle or backend has no stream graph (or an earlier form of it): re-export the run with this "
+                "rtdecode, or serve window at a time"
+            )
         self.index = opened.index
         self._d = decoder
         self._max = decoder.window.max_spikes
@@ -110,7 +127,9 @@ class WindowStream:
         self.neurons = np.empty(self._max, np.int64)
         self.offsets = np.empty(self._max, np.int64)
         self.n_committed = 0
-        self._spec: tuple[int, np.ndarray, np.ndarray, dict[str, Any]] | None = None  # (n, tail neurons, offsets, result)
+        self._spec: tuple[int, np.ndarray, np.ndarray, dict[str, Any]] | None = (
+            None  # (n, tail neurons, offsets, result)
+        )
         self._layers = c.layers
         self.broken = False  # the committed prefix changed (or a step failed): decode window at a time
         self.key: Hashable = None
@@ -130,7 +149,9 @@ class WindowStream:
             self._sum = np.zeros((1, d.bundle.config.model.d_model), np.float32)
             n = self.n_committed
             vocab = d.vocab
-            self._feed(np.concatenate(([vocab.id_sos], self.neurons[:n])), np.concatenate(([vocab.dt_sos], self.offsets[:n])))
+            self._feed(
+                np.concatenate(([vocab.id_sos], self.neurons[:n])), np.concatenate(([vocab.dt_sos], self.offsets[:n]))
+            )
         except BaseException:
             self.broken = True  # a half-built state must never decode: the close falls back to window at a time
             raise
@@ -146,7 +167,10 @@ class WindowStream:
         n = self.n_committed
         if self.broken or n >= self._max:
             return 0
-        if not (np.array_equal(opened.neurons[:n], self.neurons[:n]) and np.array_equal(opened.offsets[:n], self.offsets[:n])):
+        if not (
+            np.array_equal(opened.neurons[:n], self.neurons[:n])
+            and np.array_equal(opened.offsets[:n], self.offsets[:n])
+        ):
             self.broken = True
             return 0
         end = min(int(np.searchsorted(opened.offsets, boundary, side="left")), self._max)
@@ -168,11 +192,19 @@ class WindowStream:
         It leaves the cache and the sum as they were (see `_run_tail`), so a speculation that turns out wrong costs
         nothing but its time."""
         n = self.n_committed
-        if self.broken or not (np.array_equal(opened.neurons[:n], self.neurons[:n]) and np.array_equal(opened.offsets[:n], self.offsets[:n])):
+        if self.broken or not (
+            np.array_equal(opened.neurons[:n], self.neurons[:n])
+            and np.array_equal(opened.offsets[:n], self.offsets[:n])
+        ):
             return
         tail = slice(n, max(n, min(opened.neurons.size, self._max)))
         neurons, offsets = opened.neurons[tail].copy(), opened.offsets[tail].copy()
-        if self._spec is not None and self._spec[0] == n and np.array_equal(self._spec[1], neurons) and np.array_equal(self._spec[2], offsets):
+        if (
+            self._spec is not None
+            and self._spec[0] == n
+            and np.array_equal(self._spec[1], neurons)
+            and np.array_equal(self._spec[2], offsets)
+        ):
             return  # already speculated on exactly this tail
         self._spec = (n, neurons, offsets, self._run_tail(neurons, offsets))
 
@@ -182,16 +214,35 @@ class WindowStream:
         Another thread may run it while this stream goes on: the cache slots are copies, the sum and the context
         arrays are replaced, never written in place, and the results are thrown away."""
         v = self._d.vocab
-        return [("stream", stream_feeds(np.array([[v.id_eos]], np.int64), np.array([[v.dt_eos]], np.int64), self._pos,
-                                        self._k, self._v, self._ctx, self._sum, self._past_slots()))]
+        return [
+            (
+                "stream",
+                stream_feeds(
+                    np.array([[v.id_eos]], np.int64),
+                    np.array([[v.dt_eos]], np.int64),
+                    self._pos,
+                    self._k,
+                    self._v,
+                    self._ctx,
+                    self._sum,
+                    self._past_slots(),
+                ),
+            )
+        ]
 
     # ------------------------------------------------------------------ at close
     def matches(self, window: ClosedWindow, context_key: Hashable) -> bool:
         """Can `finish` decode this closed window exactly?"""
         n = self.n_committed
-        return (not self.broken and self.key is not None and window.index == self.index and context_key == self.key
-                and window.neurons.size >= n
-                and np.array_equal(window.neurons[:n], self.neurons[:n]) and np.array_equal(window.offsets[:n], self.offsets[:n]))
+        return (
+            not self.broken
+            and self.key is not None
+            and window.index == self.index
+            and context_key == self.key
+            and window.neurons.size >= n
+            and np.array_equal(window.neurons[:n], self.neurons[:n])
+            and np.array_equal(window.offsets[:n], self.offsets[:n])
+        )
 
     def finish(self, window: ClosedWindow) -> dict[str, Any]:
         """The tail (uncommitted spikes, truncated like the tokenizer, then EOS), the pool and the heads; nothing
@@ -199,8 +250,12 @@ class WindowStream:
         n = self.n_committed
         tail = slice(n, max(n, min(window.neurons.size, self._max)))
         spec = self._spec
-        if (spec is not None and spec[0] == n and np.array_equal(spec[1], window.neurons[tail])
-                and np.array_equal(spec[2], window.offsets[tail])):
+        if (
+            spec is not None
+            and spec[0] == n
+            and np.array_equal(spec[1], window.neurons[tail])
+            and np.array_equal(spec[2], window.offsets[tail])
+        ):
             self.speculation_used = True
             return spec[3]
         self.speculation_used = False
@@ -228,8 +283,18 @@ class WindowStream:
     def _step(self, ids: np.ndarray, dts: np.ndarray) -> list[np.ndarray]:
         t = ids.shape[0]
         return self._d.backend.run(
-            "stream", stream_feeds(ids.reshape(1, t), dts.reshape(1, t), self._pos, self._k, self._v, self._ctx, self._sum,
-                                   self._past_slots()))
+            "stream",
+            stream_feeds(
+                ids.reshape(1, t),
+                dts.reshape(1, t),
+                self._pos,
+                self._k,
+                self._v,
+                self._ctx,
+                self._sum,
+                self._past_slots(),
+            ),
+        )
 
     def _past_slots(self) -> dict[str, np.ndarray]:
         """`past_feeds` at the current position, copied once per position: a speculation or a warm-up makes

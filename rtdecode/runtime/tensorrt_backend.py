@@ -54,14 +54,23 @@ from rtdecode.runtime.bundle import GRAPHS, Bundle
 
 __all__ = ["TensorRTBackend", "build_engines", "engine_key", "profile_shapes", "tensorrt_available"]
 
-INSTALL_HINT = ("the tensorrt backend needs TensorRT and cuda-python: pip install 'rtdecode[tensorrt]'. PyPI's "
-                "tensorrt wheels download the real libraries from NVIDIA's package index at install time, so that "
-                "index must be reachable (it is not in CI or on PyPI-only machines)")
+INSTALL_HINT = (
+    "the tensorrt backend needs TensorRT and cuda-python: pip install 'rtdecode[tensorrt]'. PyPI's "
+    "tensorrt wheels download the real libraries from NVIDIA's package index at install time, so that "
+    "index must be reachable (it is not in CI or on PyPI-only machines)"
+)
 Shape = tuple[int, ...]
 Profile = dict[str, tuple[Shape, Shape, Shape]]
 # TensorRT DataType names -> numpy; looked up by name so this module imports without TensorRT
-NUMPY_DTYPES = {"FLOAT": np.float32, "HALF": np.float16, "INT32": np.int32, "INT64": np.int64, "BOOL": np.bool_,
-                "INT8": np.int8, "UINT8": np.uint8}
+NUMPY_DTYPES = {
+    "FLOAT": np.float32,
+    "HALF": np.float16,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "BOOL": np.bool_,
+    "INT8": np.int8,
+    "UINT8": np.uint8,
+}
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.FloorDiv: operator.floordiv}
 
 
@@ -94,8 +103,9 @@ def _device(cudart: Any) -> tuple[str, tuple[int, int]]:
     except Exception as e:  # an error code, or cuda-python failing to load the CUDA runtime
         count, why = 0, str(e)
     if count < 1:
-        raise RuntimeError(f"the tensorrt backend needs a CUDA GPU and this machine has none ({why}); "
-                           "use backend 'onnxruntime' here")
+        raise RuntimeError(
+            f"the tensorrt backend needs a CUDA GPU and this machine has none ({why}); use backend 'onnxruntime' here"
+        )
     props = _cuda(cudart.cudaGetDeviceProperties(_cuda(cudart.cudaGetDevice())))
     name = props.name.decode(errors="replace") if isinstance(props.name, bytes) else str(props.name)
     return name.split("\x00")[0].strip(), (int(props.major), int(props.minor))
@@ -120,8 +130,12 @@ def engine_key(gpu_name: str, compute_capability: tuple[int, int], trt_version: 
 
 def _axis_ranges(window: dict[str, Any], graph: str, max_batch: int, max_samples: int) -> dict[str, Shape]:
     T, M = int(window["block_size"]), int(window["prev_block_size"])
-    return {"batch": (1, 1, max_batch), "tokens": (1, 1, T) if graph == "step" else (1, max(1, T // 2), T),
-            "history": (1, max(1, M // 2), M), "samples": (1, min(4, max_samples), max_samples)}
+    return {
+        "batch": (1, 1, max_batch),
+        "tokens": (1, 1, T) if graph == "step" else (1, max(1, T // 2), T),
+        "history": (1, max(1, M // 2), M),
+        "samples": (1, min(4, max_samples), max_samples),
+    }
 
 
 def _eval_dim(expr: int | str, env: dict[str, int]) -> int:
@@ -168,9 +182,11 @@ def _precision_flags(flags: Any, fp16: bool, trt_version: str) -> tuple[Any, Any
     if not fp16:
         return None, tf32_flag
     if fp16_flag is None:
-        raise RuntimeError(f"TensorRT {trt_version} has no FP16 builder flag (from TensorRT 11 precision comes from "
-                           "the ONNX types): convert the bundle's graphs to fp16 (e.g. ModelOpt AutoCast) and build "
-                           "with fp16=False, or use TensorRT 10")
+        raise RuntimeError(
+            f"TensorRT {trt_version} has no FP16 builder flag (from TensorRT 11 precision comes from "
+            "the ONNX types): convert the bundle's graphs to fp16 (e.g. ModelOpt AutoCast) and build "
+            "with fp16=False, or use TensorRT 10"
+        )
     return fp16_flag, None
 
 
@@ -203,8 +219,9 @@ def _build(trt: Any, onnx_path: Path, profile: Profile, fp16: bool) -> bytes:
     return bytes(plan)
 
 
-def build_engines(bundle: Bundle, fp16: bool = False, max_batch: int = 8, log: Callable[[str], None] = print,
-                  *, max_samples: int = 64) -> dict[str, Path]:
+def build_engines(
+    bundle: Bundle, fp16: bool = False, max_batch: int = 8, log: Callable[[str], None] = print, *, max_samples: int = 64
+) -> dict[str, Path]:
     """Build (or find) one engine per graph of `bundle` for this GPU; returns graph name -> plan path.
 
     Plans live in bundle/engines/<engine_key>/; one is rebuilt only when missing or when its sidecar (ONNX sha256,
@@ -216,8 +233,11 @@ def build_engines(bundle: Bundle, fp16: bool = False, max_batch: int = 8, log: C
     paths = {}
     for graph in GRAPHS:
         profile = profile_shapes(bundle.manifest, graph, max_batch, max_samples)
-        stamp = {"onnx_sha256": bundle.manifest["graphs"][graph].get("sha256"), "fp16": fp16,
-                 "profile": {k: [list(s) for s in v] for k, v in profile.items()}}
+        stamp = {
+            "onnx_sha256": bundle.manifest["graphs"][graph].get("sha256"),
+            "fp16": fp16,
+            "profile": {k: [list(s) for s in v] for k, v in profile.items()},
+        }
         plan, sidecar = folder / f"{graph}.plan", folder / f"{graph}.json"
         try:
             fresh = plan.exists() and json.loads(sidecar.read_text()) == stamp
@@ -266,8 +286,14 @@ class TensorRTBackend:
 
     name = "tensorrt"
 
-    def __init__(self, bundle: Bundle, fp16: bool = False, max_batch: int = 8, log: Callable[[str], None] = print,
-                 max_samples: int = 64) -> None:
+    def __init__(
+        self,
+        bundle: Bundle,
+        fp16: bool = False,
+        max_batch: int = 8,
+        log: Callable[[str], None] = print,
+        max_samples: int = 64,
+    ) -> None:
         self._allocs: list[tuple[Callable[[Any], Any], Any]] = []
         self._trt, self._cudart = trt, cudart = _import()
         paths = build_engines(bundle, fp16, max_batch, log, max_samples=max_samples)
@@ -325,9 +351,11 @@ class TensorRTBackend:
             x = np.asarray(feeds[t.name])
             if x.shape != g.shapes[t.name]:  # shape inference only when a shape changes (not per generated token)
                 if not g.context.set_input_shape(t.name, x.shape):
-                    raise ValueError(f"{graph}: input {t.name} shape {x.shape} is outside the engine's profile "
-                                     f"{[tuple(s) for s in g.context.engine.get_tensor_profile_shape(t.name, 0)]} "
-                                     "(min, opt, max); rebuild with a larger max_batch / max_samples")
+                    raise ValueError(
+                        f"{graph}: input {t.name} shape {x.shape} is outside the engine's profile "
+                        f"{[tuple(s) for s in g.context.engine.get_tensor_profile_shape(t.name, 0)]} "
+                        "(min, opt, max); rebuild with a larger max_batch / max_samples"
+                    )
                 g.shapes[t.name], changed = x.shape, True
             np.copyto(t.host[: x.size].reshape(x.shape), x, casting="same_kind")
             if not t.on_host:

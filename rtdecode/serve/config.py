@@ -68,7 +68,9 @@ class ServeConfig:
 
     def __post_init__(self) -> None:
         if not 0 <= self.warm_lead_ms <= MAX_WARM_LEAD_MS:
-            raise ValueError(f"warm_lead_ms must be between 0 and {MAX_WARM_LEAD_MS} ms (got {self.warm_lead_ms}): "
-                             "the warm-up is for caches, which do not stay warm much longer")
+            raise ValueError(
+                f"warm_lead_ms must be between 0 and {MAX_WARM_LEAD_MS} ms (got {self.warm_lead_ms}): "
+                "the warm-up is for caches, which do not stay warm much longer"
+            )
         if self.curve_allow and self.curve_secret is None:
             raise ValueError("allowed client keys were given without --curve-secret: pass the daemon's key file too")

@@ -39,8 +39,9 @@ IDLE_POLL_MS = 20
 class Daemon:
     """The serving loop. `run(stop)` blocks until `stop` is set; `ready` is set once sockets are bound."""
 
-    def __init__(self, bundle_dir: str | Path, config: ServeConfig = ServeConfig(),
-                 context: zmq.Context | None = None) -> None:
+    def __init__(
+        self, bundle_dir: str | Path, config: ServeConfig = ServeConfig(), context: zmq.Context | None = None
+    ) -> None:
         self.config = config
         self.engine = DecodeEngine(Bundle.load(bundle_dir), config, self._send)
         self.ready = threading.Event()  # sockets bound
@@ -110,8 +111,9 @@ class Daemon:
     def _shell_counters(self) -> dict[str, int]:
         counters: dict[str, int] = {}
         if self.recorder is not None:
-            counters.update({f"recording_{k}": int(v) for k, v in self.recorder.stats.items()
-                             if isinstance(v, (int, np.integer))})
+            counters.update(
+                {f"recording_{k}": int(v) for k, v in self.recorder.stats.items() if isinstance(v, (int, np.integer))}
+            )
         if self.generator is not None:
             counters["generate_dropped"] = self.generator.dropped
         if self.curve is not None:

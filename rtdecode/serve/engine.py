@@ -48,8 +48,13 @@ __all__ = ["DecodeEngine"]
 
 log = logging.getLogger("rtdecode.serve")
 
-_MSG_COUNTER = {Spikes: "msg_spikes", Frame: "msg_frame", BehaviorSamples: "msg_behavior", Clock: "msg_clock",
-                Control: "msg_control"}  # accepted messages per wire topic
+_MSG_COUNTER = {
+    Spikes: "msg_spikes",
+    Frame: "msg_frame",
+    BehaviorSamples: "msg_behavior",
+    Clock: "msg_clock",
+    Control: "msg_control",
+}  # accepted messages per wire topic
 BUDGET_LOG_INTERVAL_S = 10.0  # an over-budget stream is logged at most this often
 Publish = Callable[[list[bytes]], None]
 Pending = tuple[list[ClosedWindow], int, float, float, float, float]  # windows, in seq/t_send, t_recv/parsed/window
@@ -71,8 +76,10 @@ class DecodeEngine:
         self.units = UnitMap(bundle.vocab.neuron_ids)
         self.streaming = self.decoder.can_stream if config.streaming is None else config.streaming
         if self.streaming and not self.decoder.can_stream:
-            raise StreamingError(f"{bundle.path} has no stream graph of this version (or backend {config.backend} "
-                                 "cannot run it): re-export the run with this rtdecode, or serve with --no-streaming")
+            raise StreamingError(
+                f"{bundle.path} has no stream graph of this version (or backend {config.backend} "
+                "cannot run it): re-export the run with this rtdecode, or serve with --no-streaming"
+            )
         self.deadline_ms = config.deadline_ms if config.deadline_ms is not None else bundle.window.window * 1e3
         self.counters: collections.Counter[str] = collections.Counter()
         self.latencies: collections.deque[float] = collections.deque(maxlen=1000)
@@ -155,8 +162,9 @@ class DecodeEngine:
         if isinstance(msg, Frame) and self.frames is not None and msg.pixels.shape != self.frames.shape:
             raise ProtocolError("bad_frame", f"frame {msg.pixels.shape} but the model takes {self.frames.shape}")
         if isinstance(msg, BehaviorSamples) and msg.name not in self.behavior:
-            raise ProtocolError("unknown_behavior", f"{msg.name[:64]!r} is not a behavior input of this model "
-                                                    f"({sorted(self.behavior)})")
+            raise ProtocolError(
+                "unknown_behavior", f"{msg.name[:64]!r} is not a behavior input of this model ({sorted(self.behavior)})"
+            )
 
     def _on_frame(self, msg: Frame) -> None:
         if self.frames is None:
@@ -183,8 +191,12 @@ class DecodeEngine:
     def _start_session(self, start: float) -> None:
         """Fresh per-session state: the rolling window (first window at or after `start`), empty rings, no stream."""
         # skipping backlog: the window builds only the newest window of a close and crosses gaps in one step
-        self.window = RollingWindow(self.bundle.window, self.bundle.vocab.n_neurons, start=start,
-                                    keep_last=1 if self.config.skip_backlog else None)
+        self.window = RollingWindow(
+            self.bundle.window,
+            self.bundle.vocab.n_neurons,
+            start=start,
+            keep_last=1 if self.config.skip_backlog else None,
+        )
         fr = self.bundle.frames
         self.frames = FrameRing(fr.height, fr.width) if fr.enabled else None
         self.behavior = {b.name: SampleRing() for b in self.bundle.behavior_inputs}
@@ -207,8 +219,9 @@ class DecodeEngine:
         key: list[Any] = [int(window.prev_neurons.size)]
         if self.frames is not None:
             key.append(self.frames.window_key(window.end, self.bundle.frames.n_frames))
-        key += [self.behavior[spec.name].window_key(window.end, spec.input_window)
-                for spec in self.bundle.behavior_inputs]
+        key += [
+            self.behavior[spec.name].window_key(window.end, spec.input_window) for spec in self.bundle.behavior_inputs
+        ]
         return tuple(key)
 
     def _decode_pending(self) -> None:
@@ -238,14 +251,23 @@ class DecodeEngine:
         latency = (t_model - t_recv) * 1e3
         n = int(w.neurons.size)
         cut = self.budget.add(n, int(w.prev_neurons.size))
-        self._publish(encode_decode(self._out_seq, time.monotonic(), w.index, w.start, w.end, values, n, cut,
-                                    in_seq, in_t_send, latency))
+        self._publish(
+            encode_decode(
+                self._out_seq, time.monotonic(), w.index, w.start, w.end, values, n, cut, in_seq, in_t_send, latency
+            )
+        )
         if self.budget.over_budget:
             self._warn_budget.warn("over_budget", self.budget.message())
         # where the post-close time goes: parse (decode + validate the closing message), window (close it: sort
         # and pack), model (stream tail or whole-window decode, feeds included), publish (encode + send)
-        self.stages.append((self._t_parsed - t_recv, self._t_window - self._t_parsed, t_model - self._t_window,
-                            time.perf_counter() - t_model))
+        self.stages.append(
+            (
+                self._t_parsed - t_recv,
+                self._t_window - self._t_parsed,
+                t_model - self._t_window,
+                time.perf_counter() - t_model,
+            )
+        )
         self.counters["windows"] += 1
         self.streamer.published()
         self.latencies.append(latency)
@@ -253,9 +275,12 @@ class DecodeEngine:
         if late:
             self.counters["deadline_misses"] += 1
         if self.overload.record(self._skipped_since_decode, late):
-            self._warn.warn("overloaded", f"decoding is slower than the data (window {w.index}: {latency:.1f} ms "
-                            f"after its close, {self._skipped_since_decode} windows skipped before it); decoding "
-                            "only the newest closed window until it keeps up")
+            self._warn.warn(
+                "overloaded",
+                f"decoding is slower than the data (window {w.index}: {latency:.1f} ms "
+                f"after its close, {self._skipped_since_decode} windows skipped before it); decoding "
+                "only the newest closed window until it keeps up",
+            )
         self._skipped_since_decode = 0
         if self.on_decoded is not None:
             self.on_decoded(feeds if feeds is not None else self.feeds(w), w, in_seq, in_t_send)
@@ -267,8 +292,18 @@ class DecodeEngine:
 
     def publish_activity(self, header: dict[str, Any], times: np.ndarray, neurons: np.ndarray) -> None:
         """Publish a generated window (`rtdecode.serve.generation`)."""
-        self._publish(encode_activity(self._out_seq, time.monotonic(), header["window"], header["t_start"], times,
-                                      neurons, header["in_seq"], header["in_t_send"]))
+        self._publish(
+            encode_activity(
+                self._out_seq,
+                time.monotonic(),
+                header["window"],
+                header["t_start"],
+                times,
+                neurons,
+                header["in_seq"],
+                header["in_t_send"],
+            )
+        )
         self.counters["activity"] += 1
 
     def publish_status(self) -> None:

@@ -68,13 +68,15 @@ class GenerationWorker(threading.Thread):
                     self._pending = None
                 # the generated window is the one after `window`, conditioned on `window` as its history
                 hist_feeds = history_from_current(feeds, window, self.window_cfg, self.decoder)
-                ids, offs = self.decoder.generate(hist_feeds, temperature=self.temperature, top_p=self.top_p,
-                                                  seed=self.rng_seed + self._count)
+                ids, offs = self.decoder.generate(
+                    hist_feeds, temperature=self.temperature, top_p=self.top_p, seed=self.rng_seed + self._count
+                )
                 self._count += 1
                 t_start = window.end
                 times = t_start + (offs[0] + 0.5) * self.window_cfg.dt
-                header = msgpack.packb({"window": window.index + 1, "t_start": t_start, "in_seq": in_seq,
-                                        "in_t_send": in_t_send})
+                header = msgpack.packb(
+                    {"window": window.index + 1, "t_start": t_start, "in_seq": in_seq, "in_t_send": in_t_send}
+                )
                 sock.send_multipart([header, times.astype("<f8").tobytes(), ids[0].astype("<i4").tobytes()])
         finally:
             sock.close(linger=0)
@@ -85,8 +87,9 @@ def decode_result(frames: list[bytes]) -> tuple[dict[str, Any], np.ndarray, np.n
     return msgpack.unpackb(frames[0]), np.frombuffer(frames[1], "<f8"), np.frombuffer(frames[2], "<i4")
 
 
-def history_from_current(feeds: dict[str, np.ndarray], window: ClosedWindow, cfg: WindowConfig,
-                         decoder: Decoder) -> dict[str, np.ndarray]:
+def history_from_current(
+    feeds: dict[str, np.ndarray], window: ClosedWindow, cfg: WindowConfig, decoder: Decoder
+) -> dict[str, np.ndarray]:
     """Context for predicting the next window: its history is the just-closed window's (and earlier) spikes."""
     # the closed window's events and its history, in quanta relative to the closed window's start (token order)
     bins = np.concatenate([window.prev_offsets - cfg.prev_bins, window.offsets]).astype(np.int64)

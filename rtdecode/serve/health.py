@@ -63,17 +63,26 @@ class BudgetWatch:
         return self.recent_fraction > FLAG_FRACTION
 
     def status(self) -> dict[str, Any]:
-        return {"spikes": self.spikes, "spikes_truncated": self.truncated,
-                "fraction": self.truncated / max(self.spikes, 1), "fraction_recent": self.recent_fraction,
-                "recent_windows": len(self._recent), "history_spikes_truncated": self.history_truncated,
-                "history_fraction": self.history_truncated / max(self.history_spikes, 1),
-                "over_budget": self.over_budget, "budget_spikes": self.max_spikes, "budget_history": self.max_history}
+        return {
+            "spikes": self.spikes,
+            "spikes_truncated": self.truncated,
+            "fraction": self.truncated / max(self.spikes, 1),
+            "fraction_recent": self.recent_fraction,
+            "recent_windows": len(self._recent),
+            "history_spikes_truncated": self.history_truncated,
+            "history_fraction": self.history_truncated / max(self.history_spikes, 1),
+            "over_budget": self.over_budget,
+            "budget_spikes": self.max_spikes,
+            "budget_history": self.max_history,
+        }
 
     def message(self) -> str:
-        return (f"the live stream overflows the model's token budget: {self.recent_fraction:.1%} of the spikes of the "
-                f"last {len(self._recent)} windows were cut (budget {self.max_spikes} spikes per window, "
-                f"{self.max_history} history spikes). The rig has more units or higher rates than the training "
-                "data: retrain on a recording from this rig (budgets are derived from the data)")
+        return (
+            f"the live stream overflows the model's token budget: {self.recent_fraction:.1%} of the spikes of the "
+            f"last {len(self._recent)} windows were cut (budget {self.max_spikes} spikes per window, "
+            f"{self.max_history} history spikes). The rig has more units or higher rates than the training "
+            "data: retrain on a recording from this rig (budgets are derived from the data)"
+        )
 
 
 class OverloadWatch:

@@ -61,8 +61,17 @@ import msgpack
 from rtdecode.io.atomic import _fsync_dir
 
 __all__ = [
-    "INPUT", "OUTPUT", "MAGIC", "MAX_PAYLOAD", "Record", "RecordingError", "RecordingWriter", "RecordingReader",
-    "read_recording", "repair", "replay_messages",
+    "INPUT",
+    "OUTPUT",
+    "MAGIC",
+    "MAX_PAYLOAD",
+    "Record",
+    "RecordingError",
+    "RecordingWriter",
+    "RecordingReader",
+    "read_recording",
+    "repair",
+    "replay_messages",
 ]
 
 log = logging.getLogger(__name__)
@@ -100,7 +109,7 @@ def _write_all(fd: int, data: bytes) -> None:
     """os.write until every byte is written (a regular-file write may be partial, e.g. on a signal or a full disk)."""
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def _create(directory: Path) -> tuple[int, Path]:
@@ -179,8 +188,9 @@ class RecordingWriter:
         self._thread.start()
         atexit.register(self.close)
 
-    def record(self, direction: int, frames: Sequence[bytes], wall: float | None = None,
-               mono: float | None = None) -> None:
+    def record(
+        self, direction: int, frames: Sequence[bytes], wall: float | None = None, mono: float | None = None
+    ) -> None:
         """Enqueue one message (hot path: no I/O). `wall`/`mono` default to now (time.time(), time.monotonic()).
 
         Frames that are not `bytes` (bytearray, memoryview, zmq.Frame) are copied, so a caller reusing its buffer
@@ -194,8 +204,10 @@ class RecordingWriter:
         mono = time.monotonic() if mono is None else float(mono)
         frames = [f if type(f) is bytes else bytes(f) for f in frames]
         if sum(map(len, frames)) + _FRAME_OVERHEAD * len(frames) + _MAP_OVERHEAD > MAX_PAYLOAD:
-            raise ValueError(f"message of {sum(map(len, frames))} bytes is too large to record (MAX_PAYLOAD = "
-                             f"{MAX_PAYLOAD}); the protocol's frame limits should reject it before it gets here")
+            raise ValueError(
+                f"message of {sum(map(len, frames))} bytes is too large to record (MAX_PAYLOAD = "
+                f"{MAX_PAYLOAD}); the protocol's frame limits should reject it before it gets here"
+            )
         with self._lock:
             if self._error is not None:
                 raise RecordingError(f"recording {self.path} failed: {self._error!r}") from self._error
@@ -203,8 +215,11 @@ class RecordingWriter:
                 raise RecordingError(f"recording {self.path} is closed; start a new RecordingWriter to record more")
             if len(self._queue) >= self.max_queue:
                 if self._dropped == 0:
-                    log.error("recording %s: queue full (%d records), dropping records; is the disk stalled?",
-                              self.path, self.max_queue)
+                    log.error(
+                        "recording %s: queue full (%d records), dropping records; is the disk stalled?",
+                        self.path,
+                        self.max_queue,
+                    )
                 self._dropped += 1
                 return
             self._queue.append((direction, wall, mono, frames))
@@ -220,12 +235,15 @@ class RecordingWriter:
         with self._cond:
             self._flush_requested = True
             self._cond.notify_all()
-            done = self._cond.wait_for(lambda: self._durable >= target or self._error is not None or
-                                       not self._thread.is_alive(), timeout)
+            done = self._cond.wait_for(
+                lambda: self._durable >= target or self._error is not None or not self._thread.is_alive(), timeout
+            )
             self._raise_if_failed()
             if not done or self._durable < target:
-                raise TimeoutError(f"recording {self.path}: {self._durable} of {target} records durable after "
-                                   f"{timeout} s; the disk is too slow or stalled")
+                raise TimeoutError(
+                    f"recording {self.path}: {self._durable} of {target} records durable after "
+                    f"{timeout} s; the disk is too slow or stalled"
+                )
             return self._durable
 
     def close(self, timeout: float | None = None) -> None:
@@ -254,8 +272,14 @@ class RecordingWriter:
         """records_written (handed to the OS), records_durable (fsynced), bytes (file size written), dropped
         (queue full), fsyncs, last_fsync_wall (time.time() of the last fsync, None before the first)."""
         with self._cond:
-            return {"records_written": self._written, "records_durable": self._durable, "bytes": self._bytes,
-                    "dropped": self._dropped, "fsyncs": self._fsyncs, "last_fsync_wall": self._last_fsync_wall}
+            return {
+                "records_written": self._written,
+                "records_durable": self._durable,
+                "bytes": self._bytes,
+                "dropped": self._dropped,
+                "fsyncs": self._fsyncs,
+                "last_fsync_wall": self._last_fsync_wall,
+            }
 
     def __enter__(self) -> RecordingWriter:
         return self
@@ -328,8 +352,10 @@ class RecordingReader:
             magic = f.read(len(MAGIC))
             if magic != MAGIC:
                 if magic[:5] == MAGIC[:5] and len(magic) == len(MAGIC):
-                    raise ValueError(f"{self.path}: recording format version {magic[6]} is not supported "
-                                     f"(this rtdecode reads version {MAGIC[6]}); upgrade rtdecode")
+                    raise ValueError(
+                        f"{self.path}: recording format version {magic[6]} is not supported "
+                        f"(this rtdecode reads version {MAGIC[6]}); upgrade rtdecode"
+                    )
                 raise ValueError(f"{self.path} is not an rtdecode recording (no {MAGIC!r} header)")
             pos, self.tail_reason = len(MAGIC), None
             while pos < size:
@@ -386,8 +412,14 @@ def _decode(payload: bytes) -> Record | None:
     if not isinstance(obj, dict) or list(obj) != ["d", "t", "m", "f"]:
         return None
     d, t, m, frames = obj["d"], obj["t"], obj["m"], obj["f"]
-    if (type(d) is not int or d not in (INPUT, OUTPUT) or type(t) is not float or type(m) is not float
-            or not isinstance(frames, list) or not all(type(x) is bytes for x in frames)):
+    if (
+        type(d) is not int
+        or d not in (INPUT, OUTPUT)
+        or type(t) is not float
+        or type(m) is not float
+        or not isinstance(frames, list)
+        or not all(type(x) is bytes for x in frames)
+    ):
         return None
     return Record(d, t, m, frames)
 
@@ -404,8 +436,12 @@ def repair(path: str | os.PathLike[str]) -> int:
     """
     reader = RecordingReader(path)
     if reader.dropped_tail_bytes:
-        log.warning("%s: removing %d bytes after the last valid record (%s)", path, reader.dropped_tail_bytes,
-                    reader.tail_reason)
+        log.warning(
+            "%s: removing %d bytes after the last valid record (%s)",
+            path,
+            reader.dropped_tail_bytes,
+            reader.tail_reason,
+        )
         with open(path, "r+b") as f:
             f.truncate(reader.valid_bytes)
             f.flush()

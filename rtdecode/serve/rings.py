@@ -44,7 +44,7 @@ class FrameRing:
     def stack(self, window_end: float, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
         """(n_frames, H, W) frames shown before `window_end`, oldest first, and their validity (n_frames,) bool."""
         k = min(self.count, self.times.size)
-        order = (np.arange(self.count - k, self.count) % self.times.size)  # chronological slots
+        order = np.arange(self.count - k, self.count) % self.times.size  # chronological slots
         idx = frame_stack_indices(self.times[order], np.array([window_end]), n_frames)[0]
         valid = idx >= 0
         frames = self.pixels[order[np.maximum(idx, 0)]] if k else np.zeros((n_frames, *self.shape), np.uint8)

@@ -100,8 +100,10 @@ class WindowStreamer:
         elif self.stream.key != key:
             self.stream.set_context(feeds(opened), key)
             self.counters["stream_context_refresh"] += 1
-        boundary = max(int(opened.offsets[-1]) if opened.offsets.size else 0,  # the newest quantum may still grow
-                       window.quantum_offset(self.watermark) if self.watermark > opened.start else 0)
+        boundary = max(
+            int(opened.offsets[-1]) if opened.offsets.size else 0,  # the newest quantum may still grow
+            window.quantum_offset(self.watermark) if self.watermark > opened.start else 0,
+        )
         self.stream.commit(opened, boundary)  # quanta before `boundary` are complete
         if boundary >= self.decoder.window.bins_per_window - 1 or self.stream.n_committed >= self.max_spikes:
             self.stream.speculate(opened)  # only the last quantum (or nothing, at the token cap) is still open

@@ -41,6 +41,7 @@ from rtdecode.sim.drives import (
 
 __all__ = ["SimulationConfig", "simulate"]
 
+
 # ---------------------------------------------------------------------------------------------------- public entry
 def simulate(config: SimulationConfig = SimulationConfig(), progress: Callable[[float], None] | None = None) -> Session:
     """Simulate the circuit described by `config` and return it as a Session with the ground truth attached.
@@ -117,7 +118,14 @@ def _layout(c: SimulationConfig, rng: np.random.Generator) -> dict[str, np.ndarr
         for k, h in enumerate(hubs):
             community[others[k * size : (k + 1) * size]] = k
             community[h] = k
-    out: dict[str, np.ndarray] = {"hubs": hubs, "community": community, "visual": visual, "speed": speed, "phi": phi, "theta": theta}
+    out: dict[str, np.ndarray] = {
+        "hubs": hubs,
+        "community": community,
+        "visual": visual,
+        "speed": speed,
+        "phi": phi,
+        "theta": theta,
+    }
     for name in BEHAVIORS:
         n = out[name].size
         signs = rng.permutation(np.where(np.arange(n) % 2 == 0, 1.0, -1.0))  # balanced +/- gains

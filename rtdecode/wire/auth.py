@@ -30,8 +30,18 @@ from zmq.utils import z85
 
 from rtdecode.io.atomic import atomic_write
 
-__all__ = ["AuthError", "require_curve", "write_keypair", "load_public_key", "load_keypair", "load_allowed_keys",
-           "CurveServer", "configure_client", "is_loopback", "exposure_warnings"]
+__all__ = [
+    "AuthError",
+    "require_curve",
+    "write_keypair",
+    "load_public_key",
+    "load_keypair",
+    "load_allowed_keys",
+    "CurveServer",
+    "configure_client",
+    "is_loopback",
+    "exposure_warnings",
+]
 
 log = logging.getLogger("rtdecode.wire.auth")
 
@@ -46,14 +56,21 @@ class AuthError(ValueError):
 def require_curve() -> None:
     """Raise AuthError unless this libzmq was built with CURVE (libsodium or its bundled tweetnacl)."""
     if not zmq.has("curve"):
-        raise AuthError(f"this libzmq ({zmq.zmq_version()}) was built without CURVE security; install a pyzmq wheel "
-                        "from PyPI (`pip install --force-reinstall pyzmq`), which bundles libzmq with CURVE")
+        raise AuthError(
+            f"this libzmq ({zmq.zmq_version()}) was built without CURVE security; install a pyzmq wheel "
+            "from PyPI (`pip install --force-reinstall pyzmq`), which bundles libzmq with CURVE"
+        )
 
 
 def _banner(kind: str) -> str:
-    return (f"#   ZeroMQ CURVE {kind} Certificate, written by `rtdecode keys` on {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
-            + ("#   DO NOT share this file: anyone holding it can impersonate its owner.\n\n" if kind == "**Secret**"
-               else "#   Give this file to the peer that must accept this key (`--allow-client`, `curve_server_key`).\n\n"))
+    return (
+        f"#   ZeroMQ CURVE {kind} Certificate, written by `rtdecode keys` on {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
+        + (
+            "#   DO NOT share this file: anyone holding it can impersonate its owner.\n\n"
+            if kind == "**Secret**"
+            else "#   Give this file to the peer that must accept this key (`--allow-client`, `curve_server_key`).\n\n"
+        )
+    )
 
 
 def _cert(banner: str, public: bytes, secret: bytes | None = None) -> bytes:
@@ -78,8 +95,10 @@ def write_keypair(out_dir: str | Path, name: str = "rtdecode", force: bool = Fal
     existing = [str(p) for p in (public_path, secret_path) if p.exists()]
     if existing and not force:
         verb = "exists" if len(existing) == 1 else "exist"
-        raise AuthError(f"{' and '.join(existing)} already {verb}; pass --force to replace it (peers holding the old "
-                        "public key will be refused) or choose another --name")
+        raise AuthError(
+            f"{' and '.join(existing)} already {verb}; pass --force to replace it (peers holding the old "
+            "public key will be refused) or choose another --name"
+        )
     public, secret = zmq.curve_keypair()
     with atomic_write(secret_path) as f:  # the temporary is created 0600 (mkstemp); chmod states the intent
         os.fchmod(f.fileno(), 0o600)
@@ -137,10 +156,14 @@ def load_keypair(path: str | Path) -> tuple[bytes, bytes]:
         raise AuthError(f"{path} holds no secret key; pass the `.key_secret` file written by `rtdecode keys`")
     mode = path.stat().st_mode
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        log.warning("secret key file %s is readable by other users (mode %o); run `chmod 600 %s`", path, mode & 0o777, path)
+        log.warning(
+            "secret key file %s is readable by other users (mode %o); run `chmod 600 %s`", path, mode & 0o777, path
+        )
     derived = zmq.curve_public(secret)
     if public is not None and public != derived:
-        raise AuthError(f"{path}: its public and secret keys do not belong together; regenerate it with `rtdecode keys`")
+        raise AuthError(
+            f"{path}: its public and secret keys do not belong together; regenerate it with `rtdecode keys`"
+        )
     return derived, secret
 
 
@@ -169,7 +192,9 @@ class _AllowList:
         self.denied += 1  # one writer (the authenticator thread); the daemon only reads
         if time.monotonic() - self._last_log >= 1.0:
             self._last_log = time.monotonic()
-            log.warning("refused a CURVE client with unknown public key %s (%d refused so far)", key.decode(), self.denied)
+            log.warning(
+                "refused a CURVE client with unknown public key %s (%d refused so far)", key.decode(), self.denied
+            )
         return False
 
 
@@ -188,8 +213,10 @@ class CurveServer:
         self.public, self.secret = load_keypair(secret_file)
         keys = load_allowed_keys(allow)
         if not keys:
-            raise AuthError("--curve-secret needs at least one --allow-client key file or folder (client public keys); "
-                            "make a client key pair with `rtdecode keys --out DIR --name client`")
+            raise AuthError(
+                "--curve-secret needs at least one --allow-client key file or folder (client public keys); "
+                "make a client key pair with `rtdecode keys --out DIR --name client`"
+            )
         self.allow = _AllowList(keys)
         self.authenticator: zmq.auth.thread.ThreadAuthenticator | None = None
 
@@ -209,8 +236,13 @@ class CurveServer:
             self.authenticator = None
 
 
-def configure_client(socket: zmq.Socket, server_key: str | bytes | Path, keys: str | Path | None = None,
-                     public: str | bytes | None = None, secret: str | bytes | None = None) -> None:
+def configure_client(
+    socket: zmq.Socket,
+    server_key: str | bytes | Path,
+    keys: str | Path | None = None,
+    public: str | bytes | None = None,
+    secret: str | bytes | None = None,
+) -> None:
     """Make `socket` a CURVE client of a daemon (call before `connect`).
 
     Args:
@@ -224,8 +256,10 @@ def configure_client(socket: zmq.Socket, server_key: str | bytes | Path, keys: s
         pub = _z85_key(public.encode() if isinstance(public, str) else public, "curve_public")
         sec = _z85_key(secret.encode() if isinstance(secret, str) else secret, "curve_secret")
     else:
-        raise AuthError("a CURVE client needs its own key pair: pass curve_keys=PATH (a `.key_secret` file from "
-                        "`rtdecode keys`) or curve_public and curve_secret")
+        raise AuthError(
+            "a CURVE client needs its own key pair: pass curve_keys=PATH (a `.key_secret` file from "
+            "`rtdecode keys`) or curve_public and curve_secret"
+        )
     socket.curve_serverkey = load_public_key(server_key)
     socket.curve_publickey = pub
     socket.curve_secretkey = sec
@@ -244,8 +278,11 @@ def exposure_warnings(endpoints: list[str] | tuple[str, ...], curve: bool) -> li
     out = []
     for e in endpoints:
         if not is_loopback(e):
-            risk = ("clients must hold an allowed CURVE key" if curve else
-                    "WITHOUT AUTHENTICATION anyone who can reach it can inject spikes into the decoder and read every "
-                    "decode; use --curve-secret/--allow-client or a loopback address")
+            risk = (
+                "clients must hold an allowed CURVE key"
+                if curve
+                else "WITHOUT AUTHENTICATION anyone who can reach it can inject spikes into the decoder and read every "
+                "decode; use --curve-secret/--allow-client or a loopback address"
+            )
             out.append(f"SECURITY: {e} is reachable from other machines: {risk}")
     return out

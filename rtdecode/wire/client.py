@@ -41,8 +41,13 @@ __all__ = ["Producer", "Subscriber"]
 Key = str | bytes | Path
 
 
-def _secure(socket: zmq.Socket, server_key: Key | None, keys: str | Path | None, public: str | bytes | None,
-            secret: str | bytes | None) -> None:
+def _secure(
+    socket: zmq.Socket,
+    server_key: Key | None,
+    keys: str | Path | None,
+    public: str | bytes | None,
+    secret: str | bytes | None,
+) -> None:
     if server_key is None:
         if keys is not None or public is not None or secret is not None:
             raise ValueError("CURVE client keys were given without curve_server_key (the daemon's public key)")
@@ -64,9 +69,17 @@ class Producer:
             `.key_secret` file or as two Z85 keys.
     """
 
-    def __init__(self, endpoint: str, context: zmq.Context | None = None, sndhwm: int = 10_000, name: str | None = None,
-                 curve_server_key: Key | None = None, curve_keys: str | Path | None = None,
-                 curve_public: str | bytes | None = None, curve_secret: str | bytes | None = None) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        context: zmq.Context | None = None,
+        sndhwm: int = 10_000,
+        name: str | None = None,
+        curve_server_key: Key | None = None,
+        curve_keys: str | Path | None = None,
+        curve_public: str | bytes | None = None,
+        curve_secret: str | bytes | None = None,
+    ) -> None:
         self.src = name or f"py-{os.getpid()}-{secrets.token_hex(4)}"
         self._own = context is None
         self.context = context or zmq.Context()
@@ -128,10 +141,17 @@ class Producer:
 class Subscriber:
     """Connects a SUB socket to the daemon's output endpoint; yields parsed messages (dicts, see protocol.md)."""
 
-    def __init__(self, endpoint: str, topics: tuple[str, ...] = ("decode", "activity", "status"),
-                 context: zmq.Context | None = None, rcvhwm: int = 10_000, curve_server_key: Key | None = None,
-                 curve_keys: str | Path | None = None, curve_public: str | bytes | None = None,
-                 curve_secret: str | bytes | None = None) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        topics: tuple[str, ...] = ("decode", "activity", "status"),
+        context: zmq.Context | None = None,
+        rcvhwm: int = 10_000,
+        curve_server_key: Key | None = None,
+        curve_keys: str | Path | None = None,
+        curve_public: str | bytes | None = None,
+        curve_secret: str | bytes | None = None,
+    ) -> None:
         self._own = context is None
         self.context = context or zmq.Context()
         self.socket = self.context.socket(zmq.SUB)

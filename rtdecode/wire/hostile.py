@@ -35,11 +35,37 @@ from rtdecode.wire.protocol import (
     decode_input,
 )
 
-__all__ = ["DROP", "head", "mk", "f8", "i4", "spk", "frm", "beh", "clk", "ctl", "nested", "raw_clock_header",
-           "HOSTILE", "HUGE", "REJECT_REASONS", "mutate", "bad_message", "expected_rejection"]
+__all__ = [
+    "DROP",
+    "head",
+    "mk",
+    "f8",
+    "i4",
+    "spk",
+    "frm",
+    "beh",
+    "clk",
+    "ctl",
+    "nested",
+    "raw_clock_header",
+    "HOSTILE",
+    "HUGE",
+    "REJECT_REASONS",
+    "mutate",
+    "bad_message",
+    "expected_rejection",
+]
 
 # every reason a whole message can be rejected for (docs/protocol.md); the daemon counts each under its name
-REJECT_REASONS = ("malformed", "bad_version", "unknown_topic", "too_large", "bad_buffer", "bad_frame", "unknown_behavior")
+REJECT_REASONS = (
+    "malformed",
+    "bad_version",
+    "unknown_topic",
+    "too_large",
+    "bad_buffer",
+    "bad_frame",
+    "unknown_behavior",
+)
 
 DROP = object()
 
@@ -127,8 +153,11 @@ HOSTILE: list[tuple[str, str, Callable[[], list[bytes]]]] = [
     ("header_bin_key", "malformed", lambda: [b"clock", raw_clock_header(extra=b"\xc4\x01k\x01")]),
     # nesting: msgpack's C unpacker stops at depth 1024 (StackError, a ValueError)
     ("header_nested_2000", "malformed", lambda: [b"clock", raw_clock_header(extra=b"\xa1x" + nested(2000))]),
-    ("header_nested_map_2000", "malformed",
-     lambda: [b"clock", raw_clock_header(extra=b"\xa1x" + b"\x81\xa1k" * 2000 + b"\x01")]),
+    (
+        "header_nested_map_2000",
+        "malformed",
+        lambda: [b"clock", raw_clock_header(extra=b"\xa1x" + b"\x81\xa1k" * 2000 + b"\x01")],
+    ),
     # v just under that depth: the error message once repr()'d it -> RecursionError (fixed with reprlib)
     ("v_nested_1000", "malformed", lambda: [b"clock", raw_clock_header(v_raw=nested(1000))]),
     ("v_nested_1023", "malformed", lambda: [b"clock", raw_clock_header(v_raw=nested(1023))]),
@@ -157,8 +186,11 @@ HOSTILE: list[tuple[str, str, Callable[[], list[bytes]]]] = [
     ("spikes_negative_n", "malformed", lambda: mk(b"spikes", head(n=-1), b"", b"")),
     ("spikes_n_float", "malformed", lambda: spk(n=2.0)),
     ("spikes_n_bool", "malformed", lambda: mk(b"spikes", head(n=True), f8(1.0), i4(0))),
-    ("spikes_n_too_large", "too_large", lambda: mk(b"spikes", head(n=MAX_SPIKES + 1),
-                                                    bytes(8 * (MAX_SPIKES + 1)), bytes(4 * (MAX_SPIKES + 1)))),
+    (
+        "spikes_n_too_large",
+        "too_large",
+        lambda: mk(b"spikes", head(n=MAX_SPIKES + 1), bytes(8 * (MAX_SPIKES + 1)), bytes(4 * (MAX_SPIKES + 1))),
+    ),
     ("spikes_n_uint64_max", "too_large", lambda: spk(n=2**64 - 1)),
     ("spikes_ids_name", "malformed", lambda: spk(ids="name")),
     ("spikes_ids_int", "malformed", lambda: spk(ids=1)),
@@ -221,14 +253,14 @@ def mutate(frames: list[bytes], rng: random.Random) -> list[bytes]:
         f = bytearray(frames[i])
         op = rng.randrange(6)
         if op == 0:
-            del f[rng.randint(0, len(f)):]
+            del f[rng.randint(0, len(f)) :]
         elif op == 1 and f:
             f[rng.randrange(len(f))] ^= 1 << rng.randrange(8)
         elif op == 2:
             pos = rng.randint(0, len(f))
             f[pos:pos] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 4)))
         elif op == 3 and f:
-            f[rng.randrange(len(f))] = rng.choice([0x00, 0x7f, 0x80, 0xc0, 0xc1, 0xcb, 0xd3, 0xdd, 0xff])
+            f[rng.randrange(len(f))] = rng.choice([0x00, 0x7F, 0x80, 0xC0, 0xC1, 0xCB, 0xD3, 0xDD, 0xFF])
         elif op == 4:
             frames.pop(i)
             continue
@@ -273,11 +305,15 @@ def bad_message(rng: random.Random, templates: list[list[bytes]], huge: bool = F
         return category, mutate(base, rng)
     if category == "truncated":
         i = rng.randrange(len(base))
-        cut = base[:i] if rng.random() < 0.3 else base[:i] + [base[i][: rng.randrange(len(base[i]) or 1)]] + base[i + 1:]
+        cut = (
+            base[:i] if rng.random() < 0.3 else base[:i] + [base[i][: rng.randrange(len(base[i]) or 1)]] + base[i + 1 :]
+        )
         return category, cut
     if category == "wrong_type":
+
         def edit(h: dict[str, Any]) -> None:
             h[rng.choice([k for k in _KEYS if k in h] or _KEYS)] = rng.choice(_WRONG)
+
         return category, _with_header(base, edit)
     if category == "wrong_model":  # valid on the wire, wrong for a model: behavior names, frame sizes
         if rng.random() < 0.5:
@@ -292,8 +328,12 @@ def bad_message(rng: random.Random, templates: list[list[bytes]], huge: bool = F
     if rng.random() < 0.5 or not huge:
         return category, _with_header(base, lambda h: h.update(pad="x" * (MAX_HEADER_BYTES + rng.randint(1, 64))))
     n = rng.choice([MAX_SPIKES + 1, MAX_BEHAVIOR_SAMPLES + 1])
-    return category, rng.choice([mk(b"spikes", head(n=n), bytes(8 * n), bytes(4 * n)),
-                                 frm(pixels=bytes(MAX_FRAME_BYTES + 1), h=1, w=MAX_FRAME_BYTES + 1)])
+    return category, rng.choice(
+        [
+            mk(b"spikes", head(n=n), bytes(8 * n), bytes(4 * n)),
+            frm(pixels=bytes(MAX_FRAME_BYTES + 1), h=1, w=MAX_FRAME_BYTES + 1),
+        ]
+    )
 
 
 def expected_rejection(frames: list[bytes], frame_shape: tuple[int, int] | None, behaviors: set[str]) -> str | None:

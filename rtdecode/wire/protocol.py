@@ -26,9 +26,24 @@ INPUT_TOPICS = ("spikes", "frame", "behavior", "clock", "control")
 OUTPUT_TOPICS = ("decode", "activity", "status")
 
 __all__ = [
-    "VERSION", "ProtocolError", "Spikes", "Frame", "BehaviorSamples", "Clock", "Control", "InputMessage",
-    "encode_spikes", "encode_frame", "encode_behavior", "encode_clock", "encode_control", "decode_input",
-    "encode_decode", "encode_activity", "encode_status", "decode_output",
+    "VERSION",
+    "ProtocolError",
+    "Spikes",
+    "Frame",
+    "BehaviorSamples",
+    "Clock",
+    "Control",
+    "InputMessage",
+    "encode_spikes",
+    "encode_frame",
+    "encode_behavior",
+    "encode_clock",
+    "encode_control",
+    "decode_input",
+    "encode_decode",
+    "encode_activity",
+    "encode_status",
+    "decode_output",
 ]
 
 
@@ -107,11 +122,17 @@ def _same_length(a: np.ndarray, b: np.ndarray, what: str) -> int:
     return len(a)
 
 
-def encode_spikes(seq: int, t_send: float, times: np.ndarray, neurons: np.ndarray, unit_ids: bool = False,
-                  src: str | None = None) -> list[bytes]:
+def encode_spikes(
+    seq: int, t_send: float, times: np.ndarray, neurons: np.ndarray, unit_ids: bool = False, src: str | None = None
+) -> list[bytes]:
     n = _same_length(times, neurons, "spikes")
     extra = {"ids": "unit"} if unit_ids else {}
-    return [b"spikes", _header(seq, t_send, src, n=n, **extra), _le(times, "f8"), _le(neurons, "i8" if unit_ids else "i4")]
+    return [
+        b"spikes",
+        _header(seq, t_send, src, n=n, **extra),
+        _le(times, "f8"),
+        _le(neurons, "i8" if unit_ids else "i4"),
+    ]
 
 
 def encode_frame(seq: int, t_send: float, t: float, pixels: np.ndarray, src: str | None = None) -> list[bytes]:
@@ -119,8 +140,9 @@ def encode_frame(seq: int, t_send: float, t: float, pixels: np.ndarray, src: str
     return [b"frame", _header(seq, t_send, src, t=float(t), h=int(h), w=int(w), dtype="uint8"), _le(pixels, "u1")]
 
 
-def encode_behavior(seq: int, t_send: float, name: str, times: np.ndarray, values: np.ndarray,
-                    src: str | None = None) -> list[bytes]:
+def encode_behavior(
+    seq: int, t_send: float, name: str, times: np.ndarray, values: np.ndarray, src: str | None = None
+) -> list[bytes]:
     n = _same_length(times, values, f"behavior '{name}'")
     return [b"behavior", _header(seq, t_send, src, name=name, n=n), _le(times, "f8"), _le(values, "f8")]
 
@@ -129,7 +151,9 @@ def encode_clock(seq: int, t_send: float, t: float, src: str | None = None) -> l
     return [b"clock", _header(seq, t_send, src, t=float(t))]
 
 
-def encode_control(seq: int, t_send: float, cmd: str, start: float | None = None, src: str | None = None) -> list[bytes]:
+def encode_control(
+    seq: int, t_send: float, cmd: str, start: float | None = None, src: str | None = None
+) -> list[bytes]:
     extra = {} if start is None else {"start": float(start)}
     return [b"control", _header(seq, t_send, src, cmd=cmd, **extra)]
 
@@ -158,7 +182,9 @@ def _parse_header(frames: list[bytes]) -> tuple[str, dict[str, Any]]:
     if header["v"] != VERSION:
         # reprlib: `v` is attacker-controlled; a plain repr of a ~1000-deep nested list raises RecursionError
         # (msgpack's own depth limit is 1024) and a 60 KiB string would flood the log.
-        raise ProtocolError("bad_version", f"protocol version {reprlib.repr(header['v'])}, this daemon speaks {VERSION}")
+        raise ProtocolError(
+            "bad_version", f"protocol version {reprlib.repr(header['v'])}, this daemon speaks {VERSION}"
+        )
     return topic, header
 
 
@@ -213,8 +239,9 @@ def decode_input(frames: list[bytes]) -> InputMessage:
             raise ProtocolError("malformed", f"'ids' must be 'index' or 'unit', got {ids!r}")
         t_buf, n_buf = _buffers(frames, 2, topic)
         unit = ids == "unit"
-        return Spikes(seq, t_send, _array(t_buf, "f8", n, "times"), _array(n_buf, "i8" if unit else "i4", n, "neurons"), unit,
-                      src)
+        return Spikes(
+            seq, t_send, _array(t_buf, "f8", n, "times"), _array(n_buf, "i8" if unit else "i4", n, "neurons"), unit, src
+        )
     if topic == "frame":
         if len(frames) == 3 and len(frames[2]) > MAX_FRAME_BYTES:
             raise ProtocolError("bad_frame", f"frame of {len(frames[2])} bytes (limit {MAX_FRAME_BYTES})")
@@ -222,13 +249,16 @@ def decode_input(frames: list[bytes]) -> InputMessage:
         if _get(h, "dtype", str) != "uint8" or hh <= 0 or ww <= 0:
             raise ProtocolError("bad_frame", "frames must be uint8 with positive h and w")
         (buf,) = _buffers(frames, 1, topic)
-        return Frame(seq, t_send, _finite(_get(h, "t", (int, float))), _array(buf, "u1", hh * ww, "pixels").reshape(hh, ww),
-                     src)
+        return Frame(
+            seq, t_send, _finite(_get(h, "t", (int, float))), _array(buf, "u1", hh * ww, "pixels").reshape(hh, ww), src
+        )
     if topic == "behavior":
         n = _count(h, MAX_BEHAVIOR_SAMPLES)
         name = _get(h, "name", str)
         t_buf, v_buf = _buffers(frames, 2, topic)
-        return BehaviorSamples(seq, t_send, name, _array(t_buf, "f8", n, "times"), _array(v_buf, "f8", n, "values"), src)
+        return BehaviorSamples(
+            seq, t_send, name, _array(t_buf, "f8", n, "times"), _array(v_buf, "f8", n, "values"), src
+        )
     if topic == "clock":
         _buffers(frames, 0, topic)
         return Clock(seq, t_send, _finite(_get(h, "t", (int, float))), src)
@@ -248,18 +278,61 @@ def _finite(x: Any) -> float:
 
 
 # ------------------------------------------------------------------------------------------------- outputs
-def encode_decode(seq: int, t_send: float, window: int, t_start: float, t_end: float, values: dict[str, float],
-                  n_spikes: int, truncated: int, in_seq: int, in_t_send: float, latency_ms: float) -> list[bytes]:
-    return [b"decode", _header(seq, t_send, window=int(window), t_start=float(t_start), t_end=float(t_end),
-                                values={k: float(v) for k, v in values.items()}, n_spikes=int(n_spikes),
-                                truncated=int(truncated), in_seq=int(in_seq), in_t_send=float(in_t_send),
-                                latency_ms=float(latency_ms))]
+def encode_decode(
+    seq: int,
+    t_send: float,
+    window: int,
+    t_start: float,
+    t_end: float,
+    values: dict[str, float],
+    n_spikes: int,
+    truncated: int,
+    in_seq: int,
+    in_t_send: float,
+    latency_ms: float,
+) -> list[bytes]:
+    return [
+        b"decode",
+        _header(
+            seq,
+            t_send,
+            window=int(window),
+            t_start=float(t_start),
+            t_end=float(t_end),
+            values={k: float(v) for k, v in values.items()},
+            n_spikes=int(n_spikes),
+            truncated=int(truncated),
+            in_seq=int(in_seq),
+            in_t_send=float(in_t_send),
+            latency_ms=float(latency_ms),
+        ),
+    ]
 
 
-def encode_activity(seq: int, t_send: float, window: int, t_start: float, times: np.ndarray, neurons: np.ndarray,
-                    in_seq: int, in_t_send: float) -> list[bytes]:
-    return [b"activity", _header(seq, t_send, window=int(window), t_start=float(t_start), n=len(times),
-                                  in_seq=int(in_seq), in_t_send=float(in_t_send)), _le(times, "f8"), _le(neurons, "i4")]
+def encode_activity(
+    seq: int,
+    t_send: float,
+    window: int,
+    t_start: float,
+    times: np.ndarray,
+    neurons: np.ndarray,
+    in_seq: int,
+    in_t_send: float,
+) -> list[bytes]:
+    return [
+        b"activity",
+        _header(
+            seq,
+            t_send,
+            window=int(window),
+            t_start=float(t_start),
+            n=len(times),
+            in_seq=int(in_seq),
+            in_t_send=float(in_t_send),
+        ),
+        _le(times, "f8"),
+        _le(neurons, "i4"),
+    ]
 
 
 def encode_status(seq: int, t_send: float, status: dict[str, Any]) -> list[bytes]:

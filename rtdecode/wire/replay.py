@@ -21,8 +21,13 @@ __all__ = ["session_messages", "send_paced"]
 Message = tuple[float, str, tuple]  # (data time at which it may be sent, kind, arguments)
 
 
-def session_messages(session: Session, batch: float = 0.005, behavior: tuple[str, ...] = (),
-                     t0: float | None = None, t1: float | None = None) -> Iterator[Message]:
+def session_messages(
+    session: Session,
+    batch: float = 0.005,
+    behavior: tuple[str, ...] = (),
+    t0: float | None = None,
+    t1: float | None = None,
+) -> Iterator[Message]:
     """Messages for [t0, t1) of `session` (default: all), batched by data time.
 
     Args:
@@ -51,8 +56,12 @@ def session_messages(session: Session, batch: float = 0.005, behavior: tuple[str
         yield end, "clock", (end,)
 
 
-def send_paced(producer: Producer, messages: Iterator[Message], speed: float = 1.0,
-               on_send: Callable[[float, str], None] | None = None) -> dict[str, float]:
+def send_paced(
+    producer: Producer,
+    messages: Iterator[Message],
+    speed: float = 1.0,
+    on_send: Callable[[float, str], None] | None = None,
+) -> dict[str, float]:
     """Send `messages` at `speed` x real time (0 = as fast as possible); returns counts and the achieved pace."""
     start_wall = time.monotonic()
     first: float | None = None

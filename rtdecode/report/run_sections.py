@@ -1,0 +1,122 @@
+"""The report sections that need the PyTorch run, not only the bundle: connectivity from attention maps and the
+contrastive embeddings (`rtdecode evaluate`, `rtdecode connectivity`, `rtdecode embed`). torch is imported inside
+each, so the rest of the report runs without it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rtdecode.core.connectivity import meets_bar, score_against_truth
+from rtdecode.core.window_data import WindowData
+from rtdecode.data.session import Session
+from rtdecode.report import figures
+from rtdecode.report.document import Section
+from rtdecode.report.embedding import linear_decodability, pca_projection, save_latents
+
+__all__ = ["connectivity_section", "embedding_section"]
+
+
+def connectivity_section(
+    sec: Section, out: Path, run: Any, session: Session, windows: int, log: Callable[[str], None]
+) -> None:
+    """Also the body of `rtdecode connectivity`: matrices, scores on both edge sets, the bar, the figure."""
+    from rtdecode.training.connectivity import connectivity_matrices
+
+    matrices = connectivity_matrices(run, session, windows)
+    scores = {name: score_against_truth(m, session.truth) for name, m in matrices.items()}
+    bar = meets_bar(scores)
+    sec.numbers.update(
+        {
+            "windows": windows,
+            "scores": scores,
+            "bar": bar,
+            "spikes_only_model": not (run.config.frames.enabled or run.config.behavior),
+        }
+    )
+    if not sec.numbers["spikes_only_model"]:
+        sec.text(
+            "This model also attends to video and/or behavior, which explain much of each neuron's activity; the "
+            "bar is defined for a spikes-only model (`rtdecode train --config spikes_only`, then `rtdecode "
+            "connectivity`).",
+            "note",
+        )
+    np.savez(out / "connectivity.npz", **{k.replace(" ", "_"): v for k, v in matrices.items()}, W=session.truth["W"])
+    for edges, label in (
+        ("hub_circuit", "hub circuit (hub -> community targets)"),
+        ("all_weights", "all non-zero weights"),
+    ):
+        sec.text(f"True edges: {label}.")
+        sec.table(
+            ["matrix", "AUROC", "AUPRC", "hubs found", "direction index"],
+            [
+                [
+                    name,
+                    s[edges]["auroc"],
+                    s[edges]["auprc"],
+                    f"{s[edges]['hubs_found']}/{s[edges]['hubs_total']}",
+                    s[edges]["direction_index"],
+                ]
+                for name, s in scores.items()
+            ],
+        )
+    verdict = "met" if bar["met"] else "NOT met (" + ", ".join(k for k, v in bar.items() if k != "met" and not v) + ")"
+    sec.text(
+        f"Bar (hub circuit: AUROC >= 0.85, hubs found, direction index > 1, AUROC above both baselines): {verdict}.",
+        "verdict-ok" if bar["met"] else "verdict-no",
+    )
+    figures.connectivity_figure(session.truth["W"], matrices, out / "connectivity.png")
+    sec.figure(out, "connectivity.png", "True W and the inferred target x source matrices (diagonal blanked).")
+    a = scores["attention"]["hub_circuit"]
+    log(
+        f"connectivity (hub circuit): attention AUROC {a['auroc']:.3f}, hubs {a['hubs_found']}/{a['hubs_total']}, "
+        f"direction {a['direction_index']:.2f}; bar {verdict}"
+    )
+
+
+def embedding_section(
+    sec: Section, out: Path, run: Any, data: WindowData, split: Any, log: Callable[[str], None]
+) -> None:
+    from rtdecode.training.embed import window_latents
+
+    parts = {
+        "train": split.train[np.linspace(0, split.train.size - 1, min(3000, split.train.size)).astype(np.int64)],
+        "val": split.val,
+        "test": split.test,
+    }
+    latents, kind = {}, "pooled"
+    for k, w in parts.items():
+        latents[k], kind = window_latents(run.model, data, w, run.norm)
+    windows = np.concatenate(list(parts.values()))
+    labels = np.concatenate([np.full(w.size, k) for k, w in parts.items()])
+    behavior = {t.name: data.targets[t.name][windows] for t in data.cfg.targets}
+    save_latents(
+        out / "latents.npz",
+        windows,
+        data.tokens.window_starts()[windows],
+        np.concatenate(list(latents.values())),
+        kind,
+        labels,
+        behavior,
+    )
+    sec.numbers.update({"kind": kind, "dim": int(latents["test"].shape[1]), "windows": int(windows.size)})
+    sec.text(f"{kind} latents ({latents['test'].shape[1]}-d) of {windows.size} windows in latents.npz.")
+    projection, explained = pca_projection(latents["train"], latents["test"])
+    sec.numbers["pca_explained"] = explained.tolist()
+    speed_name = "speed" if "speed" in behavior else next(iter(behavior), None)
+    if speed_name is None:
+        sec.text("The model decodes no behavior: no projection colouring or decodability score.", "note")
+        return
+    score = linear_decodability(latents, {k: data.targets[speed_name][w] for k, w in parts.items()})
+    sec.numbers["decodability"] = {speed_name: score}
+    sec.table(["variable", "linear r from latent", "R²"], [[speed_name, score["r"], score["r2"]]])
+    figures.embedding_figure(projection, data.targets[speed_name][split.test], out / "embedding.png")
+    sec.figure(
+        out,
+        "embedding.png",
+        f"Test-window latents on the first 3 principal axes of the training latents, coloured by {speed_name}.",
+    )
+    log(f"embedding: {kind} latents, linear {speed_name} r {score['r']:.3f}")
