@@ -104,7 +104,10 @@ class Daemon:
 
     def _send(self, frames: list[bytes]) -> None:
         """The engine's publish: out on the PUB socket, and into the recording."""
-        self.pub.send_multipart(frames, copy=False)  # type: ignore[union-attr]  # bound before any publish
+        pub = self.pub
+        if pub is None:
+            raise RuntimeError("the daemon published before binding its sockets")
+        pub.send_multipart(frames, copy=False)
         if self.recorder is not None:
             self.recorder.record(1, frames)
 
@@ -126,18 +129,20 @@ class Daemon:
         engine = self.engine
         try:
             self._bind()
+            pull, gen_pull = self.pull, self.gen_pull
+            assert pull is not None  # bound by _bind
             poller = zmq.Poller()
-            poller.register(self.pull, zmq.POLLIN)
-            if self.gen_pull is not None:
-                poller.register(self.gen_pull, zmq.POLLIN)
+            poller.register(pull, zmq.POLLIN)
+            if gen_pull is not None:
+                poller.register(gen_pull, zmq.POLLIN)
             next_status = time.monotonic()
             self.ready.set()
             while not stop.is_set():
                 events = dict(poller.poll(timeout=engine.poll_timeout_ms(IDLE_POLL_MS)))
-                if self.pull in events:
+                if pull in events:
                     for _ in range(DRAIN_BATCH):  # drain, but come back to the poller regularly
                         try:
-                            frames = self.pull.recv_multipart(zmq.NOBLOCK)  # type: ignore[union-attr]
+                            frames = pull.recv_multipart(zmq.NOBLOCK)
                         except zmq.Again:
                             break
                         t_recv = time.perf_counter()
@@ -145,8 +150,8 @@ class Daemon:
                             self.recorder.record(0, frames)
                         engine.guarded(engine.handle, frames, t_recv)
                 engine.step()
-                if self.gen_pull is not None and self.gen_pull in events:
-                    engine.guarded(self._forward_activity)
+                if gen_pull is not None and gen_pull in events:
+                    engine.guarded(self._forward_activity, gen_pull)
                 if time.monotonic() >= next_status:
                     engine.guarded(engine.publish_status)
                     next_status = time.monotonic() + self.config.status_interval
@@ -154,10 +159,11 @@ class Daemon:
             self.close()
             self.stopped.set()
 
-    def _forward_activity(self) -> None:
+    def _forward_activity(self, gen_pull: zmq.Socket) -> None:
+        """Publish the generation worker's finished windows (only this thread touches the PUB socket)."""
         while True:
             try:
-                frames = self.gen_pull.recv_multipart(zmq.NOBLOCK)  # type: ignore[union-attr]
+                frames = gen_pull.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
             self.engine.publish_activity(*decode_result(frames))

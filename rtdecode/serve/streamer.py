@@ -64,7 +64,7 @@ class WindowStreamer:
         self.after = 0.0  # monotonic time before which stream work waits (just after a publish or an input)
         self.watermark = float("-inf")  # the newest clock watermark, s
         self.watermark_at = 0.0  # when it arrived, time.monotonic() s
-        self._warm_armed: tuple[object, ...] | None = None  # (window, committed, context key, time) of the last request
+        self._warm_armed: tuple[int, int, Hashable, float] | None = None  # (window, committed, context key, time)
         self.cancel_warm_up()
 
     # ------------------------------------------------------------------ scheduling
@@ -151,7 +151,7 @@ class WindowStreamer:
         if not 0 < at - time.monotonic() < WARM_HORIZON_S:
             return
         armed = self._warm_armed
-        if armed is not None and armed[:3] == (s.index, s.n_committed, s.key) and abs(float(armed[3]) - at) < 5e-4:  # type: ignore[arg-type]
+        if armed is not None and armed[:3] == (s.index, s.n_committed, s.key) and abs(armed[3] - at) < 5e-4:
             return
         self.warmer.arm(at, s.warm_steps())
         self._warm_armed = (s.index, s.n_committed, s.key, at)
