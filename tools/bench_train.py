@@ -38,6 +38,7 @@ from rtdecode.core.config import RunConfig, load_config
 from rtdecode.core.normalisation import Normalisation
 from rtdecode.core.window_data import WindowData
 from rtdecode.data.budget import budget_report
+from rtdecode.runtime.sampling import WindowSampler
 from rtdecode.sim.simulator import SimulationConfig, simulate
 from rtdecode.training.batches import LengthGroupedBatches
 from rtdecode.training.data import to_torch
@@ -130,26 +131,22 @@ def bench_forward(model: Neuroformer, batches: list[dict[str, Any]], dev: torch.
 @torch.no_grad()
 def generate_window_no_cache(model: Neuroformer, ctx: Context, max_tokens: int) -> tuple[np.ndarray, np.ndarray]:
     """`generate_window`'s greedy loop for one window (B = 1), re-running `forward_tokens` on the whole prefix
-    for every token instead of feeding one token through a KV cache. Returns (neuron ids, time offsets)."""
-    vocab, w = model.vocab, model.cfg.window
+    for every token instead of feeding one token through a KV cache; the tokens are picked by the same grammar
+    and sampler (`rtdecode.runtime.sampling`). Returns (neuron ids, time offsets)."""
+    w = model.cfg.window
     dev = model.id_head.weight.device
-    id_mask = torch.full((vocab.id_size,), float("-inf"), device=dev)
-    id_mask[: vocab.n_neurons] = 0.0
-    id_mask[vocab.id_eos] = 0.0
-    dt_allowed = torch.arange(vocab.dt_size, device=dev)
-    ids = torch.full((1, 1), vocab.id_sos, dtype=torch.long, device=dev)  # (1, t): the prefix so far
-    dts = torch.full((1, 1), vocab.dt_sos, dtype=torch.long, device=dev)
-    last_dt = 0
+    sampler = WindowSampler(model.vocab, w.bins_per_window, 1, temperature=0.0)
+    first_ids, first_dts = sampler.first_tokens()
+    ids, dts = torch.from_numpy(first_ids).to(dev), torch.from_numpy(first_dts).to(dev)  # (1, t): the prefix so far
     for _ in range(min(max_tokens or w.max_spikes, w.max_spikes)):  # same cap rule as generate_window
         id_logits, dt_logits = model.token_logits(model.forward_tokens(ids, dts, ctx)[:, -1])  # (1, V)
-        next_id = (id_logits + id_mask).argmax(-1)  # (1,)
-        ok = (dt_allowed >= last_dt) & (dt_allowed < w.bins_per_window)
-        next_dt = dt_logits.masked_fill(~ok, float("-inf")).argmax(-1)
-        if int(next_id) == vocab.id_eos:
+        next_ids, next_dts = sampler.step(id_logits.float().cpu().numpy(), dt_logits.float().cpu().numpy())
+        if sampler.finished:
             break
-        last_dt = int(next_dt)
-        ids, dts = torch.cat([ids, next_id[:, None]], 1), torch.cat([dts, next_dt[:, None]], 1)
-    return ids[0, 1:].cpu().numpy(), dts[0, 1:].cpu().numpy()
+        ids = torch.cat([ids, torch.from_numpy(next_ids).to(dev)], 1)
+        dts = torch.cat([dts, torch.from_numpy(next_dts).to(dev)], 1)
+    out_ids, out_dts = sampler.windows()
+    return out_ids[0], out_dts[0]
 
 
 def bench_generation(
