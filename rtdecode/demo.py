@@ -134,11 +134,11 @@ def _train_export_serve(
 
     from rtdecode.core.config import RunConfig, load_config
     from rtdecode.core.metrics import pearson_r
-    from rtdecode.core.window_data import WindowData
+    from rtdecode.core.window_data import WindowData, make_split
     from rtdecode.export.onnx import export_bundle
     from rtdecode.serve.daemon import Daemon, ServeConfig, serve_in_thread
     from rtdecode.training.checkpoint import read_meta
-    from rtdecode.training.train import make_split, train
+    from rtdecode.training.train import train
     from rtdecode.wire.client import Producer, Subscriber
     from rtdecode.wire.replay import send_paced, session_messages
 

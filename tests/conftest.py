@@ -90,10 +90,9 @@ def tiny_bundle(tiny_run: Path, tiny_session: Session, tmp_path_factory: pytest.
     """The tiny run exported to a bundle, parity-checked on 6 held-out windows."""
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
-    from rtdecode.core.window_data import WindowData
+    from rtdecode.core.window_data import WindowData, make_split
     from rtdecode.export.onnx import export_bundle
     from rtdecode.training.checkpoint import LoadedRun
-    from rtdecode.training.train import make_split
 
     run = LoadedRun(tiny_run)
     data = WindowData(tiny_session, run.config)

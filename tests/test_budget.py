@@ -93,11 +93,11 @@ def test_derived_budgets_are_recorded_in_the_run_and_the_bundle(tiny_session, ti
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
     from rtdecode.core.config import RunConfig
-    from rtdecode.core.window_data import WindowData
+    from rtdecode.core.window_data import WindowData, make_split
     from rtdecode.export.onnx import export_bundle
     from rtdecode.runtime import Bundle
     from rtdecode.training.checkpoint import LoadedRun
-    from rtdecode.training.train import make_split, train
+    from rtdecode.training.train import train
 
     d = tiny_config_dict(max_steps=2, eval_every=2, eval_windows=8)
     d["window"] = {"prev_window": 0.1}  # no budgets: derived

@@ -170,11 +170,11 @@ def test_streaming_stays_exact_at_rig_scale(tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("onnxscript")
     from rtdecode.core.config import RunConfig
-    from rtdecode.core.window_data import WindowData
+    from rtdecode.core.window_data import WindowData, make_split
     from rtdecode.export.onnx import export_bundle
     from rtdecode.io import save_session
     from rtdecode.sim.simulator import SimulationConfig, simulate
-    from rtdecode.training.train import make_split, train
+    from rtdecode.training.train import train
     from tests.conftest import tiny_config_dict
 
     session = simulate(

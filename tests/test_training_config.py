@@ -55,5 +55,7 @@ def test_round_trip_through_dict(tiny_config):
 
 
 def test_missing_file_lists_builtins(tmp_path):
-    with pytest.raises(FileNotFoundError, match="built-in configs: release, rig, small, small_10ms, spikes_only"):
+    with pytest.raises(
+        FileNotFoundError, match="built-in configs: reference, release, rig, small, small_10ms, spikes_only"
+    ):
         load_config(tmp_path / "nope.toml")

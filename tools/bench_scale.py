@@ -27,12 +27,12 @@ import numpy as np
 
 from rtdecode.bench.serve import bench_serve
 from rtdecode.core.config import RunConfig, load_config
-from rtdecode.core.window_data import WindowData
+from rtdecode.core.window_data import WindowData, make_split
 from rtdecode.export.onnx import export_bundle
 from rtdecode.io import save_session
 from rtdecode.sim.simulator import SimulationConfig, simulate
 from rtdecode.training.checkpoint import LoadedRun
-from rtdecode.training.train import make_split, train
+from rtdecode.training.train import train
 
 POINTS = "1000x1.5,1000x3.2,1000x5,1000x7.5,2000x5.5"  # neurons x base rate (Hz): ~2k to ~22k spikes/s
 

@@ -36,7 +36,7 @@ import torch
 
 from rtdecode.core.config import RunConfig, load_config
 from rtdecode.core.normalisation import Normalisation
-from rtdecode.core.window_data import WindowData
+from rtdecode.core.window_data import WindowData, make_split
 from rtdecode.data.budget import budget_report
 from rtdecode.runtime.sampling import WindowSampler
 from rtdecode.sim.simulator import SimulationConfig, simulate
@@ -45,7 +45,6 @@ from rtdecode.training.data import to_torch
 from rtdecode.training.generate import SamplingConfig, generate_window
 from rtdecode.training.losses import compute_losses
 from rtdecode.training.model import Context, Neuroformer
-from rtdecode.training.train import make_split
 
 # The published release on this kind of machine (Intel, 2 threads, torch 2.13 CPU), from the last table of
 # Published Neuroformer figures: (low, high) ranges. "small" ~ its d128 / 2-layer run, "release" ~ its shipped

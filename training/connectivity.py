@@ -14,9 +14,9 @@ import numpy as np
 import torch
 
 from rtdecode.core.connectivity import binned, correlation_baseline, lagged_correlation_baseline
-from rtdecode.core.window_data import WindowData
+from rtdecode.core.window_data import WindowData, make_split
 from rtdecode.data.session import Session
-from rtdecode.training.data import make_split, to_torch
+from rtdecode.training.data import to_torch
 from rtdecode.training.model import Neuroformer
 
 __all__ = ["attention_connectivity", "connectivity_matrices"]

@@ -27,9 +27,18 @@ import torch
 import torch.distributed as dist
 
 from rtdecode.core.config import RunConfig
-from rtdecode.core.metrics import binned_counts, pearson_r, r_squared, rate_baseline_f1, ridge_decode
+from rtdecode.core.metrics import (
+    angular_error_deg,
+    binned_counts,
+    circular_r,
+    pearson_r,
+    r_squared,
+    rate_baseline_f1,
+    ridge_decode,
+    ridge_decode_angle,
+)
 from rtdecode.core.normalisation import Normalisation
-from rtdecode.core.window_data import WindowData
+from rtdecode.core.window_data import WindowData, make_split
 from rtdecode.data.budget import budget_report
 from rtdecode.data.splits import Split
 from rtdecode.io import load_session
@@ -44,12 +53,12 @@ from rtdecode.training.checkpoint import (
     weights_step,
     write_meta,
 )
-from rtdecode.training.data import make_split, to_torch
+from rtdecode.training.data import to_torch
 from rtdecode.training.evaluate import evaluate
 from rtdecode.training.losses import compute_losses
 from rtdecode.training.model import Neuroformer
 
-__all__ = ["train", "TrainResult", "make_split", "lr_lambda"]
+__all__ = ["train", "TrainResult", "lr_lambda"]
 
 # best-checkpoint objectives: name -> (validation metric, whether higher is better)
 OBJECTIVES = {"val_loss": ("loss_total", False), "behavior_r": ("behavior_r_mean", True)}
@@ -318,14 +327,22 @@ def _update_best(best: dict[str, Any], metrics: dict[str, float], step: int) -> 
 
 
 def _baselines(data: WindowData, split: Split, cfg: RunConfig) -> dict[str, float]:
-    """Ridge on binned counts (current + history window) per behavior target, and the rate set-F1 baseline."""
+    """Ridge on binned counts (current + history window) per behavior target, and the rate set-F1 baseline.
+
+    A circular target's ridge fits cos and sin separately and decodes atan2 (`ridge_decode_angle`); it is scored
+    like the model (`evaluate`): `ridge_<name>_r` (r of cos/sin) and `ridge_<name>_mae_deg`."""
     out: dict[str, float] = {}
     if cfg.targets:
         x = {k: binned_counts(data.tokens, getattr(split, k)) for k in ("train", "val", "test")}
         for spec in cfg.targets:
-            if spec.kind != "regression":
+            if spec.kind == "classification":
                 continue
             y = {k: data.targets[spec.name][getattr(split, k)] for k in ("train", "val", "test")}
+            if spec.kind == "circular":
+                angle = ridge_decode_angle(x["train"], y["train"], x["val"], y["val"], x["test"])
+                out[f"ridge_{spec.name}_r"] = circular_r(y["test"], angle)
+                out[f"ridge_{spec.name}_mae_deg"] = angular_error_deg(y["test"], angle)
+                continue
             pred, alpha = ridge_decode(x["train"], y["train"], x["val"], y["val"], x["test"])
             out[f"ridge_{spec.name}_r"] = pearson_r(y["test"], pred)
             out[f"ridge_{spec.name}_r2"] = r_squared(y["test"], pred)

@@ -186,12 +186,11 @@ def generate(
     """
     import numpy as np
 
-    from rtdecode.core.window_data import WindowData
+    from rtdecode.core.window_data import WindowData, make_split
     from rtdecode.data.session import Session
     from rtdecode.io import load_session, save_session
     from rtdecode.training.checkpoint import LoadedRun
     from rtdecode.training.generate import SamplingConfig, generate_session
-    from rtdecode.training.train import make_split
 
     run = LoadedRun(from_run)
     session = load_session(data)
@@ -273,10 +272,9 @@ def export(
 
     wd = windows = None
     if data is not None:
-        from rtdecode.core.window_data import WindowData
+        from rtdecode.core.window_data import WindowData, make_split
         from rtdecode.io import load_session
         from rtdecode.training.checkpoint import LoadedRun
-        from rtdecode.training.train import make_split
 
         run = LoadedRun(from_run, weights=weights)
         wd = WindowData(load_session(data), run.config)

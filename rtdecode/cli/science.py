@@ -131,12 +131,11 @@ def embed(
 ) -> None:
     """Per-window contrastive latents (npz), a 3-D projection coloured by speed, and how linearly speed can be read
     from them (ridge fitted on training windows, scored on held-out windows)."""
-    from rtdecode.core.window_data import WindowData
+    from rtdecode.core.window_data import WindowData, make_split
     from rtdecode.io import load_session
     from rtdecode.report.document import Report
     from rtdecode.report.run_sections import embedding_section
     from rtdecode.training.checkpoint import LoadedRun
-    from rtdecode.training.data import make_split
 
     run = LoadedRun(from_run)
     session = load_session(data)

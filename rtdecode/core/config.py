@@ -6,8 +6,8 @@ Sections (every field has a default; see configs/*.toml for complete examples):
                     from the training data when the run starts (rtdecode.data.budget)
     [model]         width, heads, dropout, depth of every stack, frame patching
     [frames]        whether video is an input
-    [[behavior]]    one table per behavior variable: name, role ("target" or "input"), kind ("regression" or
-                    "classification" with bin edges), input window
+    [[behavior]]    one table per behavior variable: name, role ("target" or "input"), kind ("regression",
+                    "classification" with bin edges, or "circular" for an angle target), input window
     [contrastive]   CLIP-style alignment between pooled modality features
     [train]         optimisation, schedule, loss weights, evaluation cadence, split
 
@@ -110,7 +110,13 @@ class BehaviorSpec:
     Attributes:
         name: the session's behavior name ("speed", "phi", "theta", ...).
         role: "target" (decoded from the pooled window state) or "input" (tokens the model cross-attends to).
-        kind: "regression" (MSE on the z-scored value) or "classification" (CE over `bins`).
+        kind: "regression" (MSE on the z-scored value), "classification" (CE over `bins`) or "circular" (an
+            angle in radians, e.g. head direction, eye angle, grating orientation; targets only). A circular
+            target is never z-scored: its normalisation is stored as (0, 1), because shifting and scaling an
+            angle breaks its 2 pi period (a mean and std of angles mean nothing across the wrap). Its head
+            predicts a vector (cos, sin), trained with 1 - cos(angle error), and decodes to atan2(sin, cos) in
+            (-pi, pi]; per window the target is the circular mean of the samples. An angle as a model input:
+            give its cos and sin as two regression inputs.
         bins: for classification, increasing bin edges in the variable's units (values outside fall in the
             first/last bin).
         input_window: for inputs, seconds of samples before the window end used as tokens.
@@ -127,10 +133,17 @@ class BehaviorSpec:
     def __post_init__(self) -> None:
         if self.role not in ("target", "input"):
             raise ValueError(f"behavior '{self.name}': role must be 'target' or 'input'; got {self.role!r}")
-        if self.kind not in ("regression", "classification"):
+        if self.kind not in ("regression", "classification", "circular"):
             raise ValueError(
-                f"behavior '{self.name}': kind must be 'regression' or 'classification'; got {self.kind!r}"
+                f"behavior '{self.name}': kind must be 'regression', 'classification' or 'circular'; got {self.kind!r}"
             )
+        if self.kind == "circular" and self.role != "target":
+            raise ValueError(
+                f"behavior '{self.name}': kind 'circular' is for targets only; give an angle input as two regression "
+                "inputs, its cos and sin"
+            )
+        if self.kind == "circular" and self.bins:
+            raise ValueError(f"behavior '{self.name}': a circular target takes no bins; got {self.bins}")
         if self.kind == "classification" and (
             len(self.bins) < 1 or any(b <= a for a, b in zip(self.bins, self.bins[1:]))
         ):
@@ -142,6 +155,11 @@ class BehaviorSpec:
     def n_classes(self) -> int:
         """Classes of a classification target: one per interval between edges, plus the two open ends."""
         return len(self.bins) + 1
+
+    @property
+    def n_outputs(self) -> int:
+        """Values the target's head predicts: 1 (regression), n_classes logits, or (cos, sin) for circular."""
+        return {"regression": 1, "circular": 2}.get(self.kind, self.n_classes)
 
 
 @dataclass(frozen=True)

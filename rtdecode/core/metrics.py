@@ -4,6 +4,10 @@
   window and in its history window (the same information the model sees), z-scored; the ridge penalty is
   chosen on the validation windows.
 * Per-neuron-rate set prediction: for a window with n spikes, predict the n neurons that fire most in training.
+
+Circular (angle) targets, in radians: scored by the mean absolute angular error in degrees and by `circular_r`,
+the mean Pearson r of the (cos, sin) components; the ridge baseline fits cos and sin separately on the same
+features and decodes atan2 (`ridge_decode_angle`).
 """
 
 from __future__ import annotations
@@ -12,7 +16,19 @@ import numpy as np
 
 from rtdecode.data.tokenizer import TokenizedSession
 
-__all__ = ["binned_counts", "ridge_decode", "rate_baseline_f1", "pearson_r", "r_squared", "set_f1"]
+__all__ = [
+    "binned_counts",
+    "ridge_decode",
+    "ridge_decode_angle",
+    "rate_baseline_f1",
+    "pearson_r",
+    "r_squared",
+    "set_f1",
+    "wrap_angle",
+    "angle_of",
+    "angular_error_deg",
+    "circular_r",
+]
 
 
 def binned_counts(tokens: TokenizedSession, windows: np.ndarray) -> np.ndarray:
@@ -68,6 +84,49 @@ def ridge_decode(
             best = (r, a, w)
     w = best[2] if best[2] is not None else np.zeros(xt.shape[1])
     return (x_test - mu) / sd @ w + ym, float(best[1])
+
+
+def ridge_decode_angle(
+    x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, x_test: np.ndarray
+) -> np.ndarray:
+    """Ridge for an angle (radians): cos and sin fitted separately (`ridge_decode`, each its own penalty),
+    decoded as atan2. Returns the test angles in (-pi, pi]."""
+    c, _ = ridge_decode(x_train, np.cos(y_train), x_val, np.cos(y_val), x_test)
+    s, _ = ridge_decode(x_train, np.sin(y_train), x_val, np.sin(y_val), x_test)
+    return angle_of(c, s)
+
+
+def wrap_angle(a: np.ndarray) -> np.ndarray:
+    """Angles (radians) wrapped into (-pi, pi]; NaN stays NaN."""
+    w = np.mod(np.asarray(a, np.float64) + np.pi, 2 * np.pi) - np.pi  # [-pi, pi)
+    return np.where(w <= -np.pi, w + 2 * np.pi, w)
+
+
+def angle_of(cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+    """The angle of the vector (cos, sin), any length, in (-pi, pi] (atan2; -pi, from a sin of -0.0, becomes pi)."""
+    a = np.arctan2(np.asarray(sin, np.float64), np.asarray(cos, np.float64))
+    return np.where(a <= -np.pi, a + 2 * np.pi, a)
+
+
+def angular_error_deg(y: np.ndarray, p: np.ndarray) -> float:
+    """Mean absolute angular difference between angles y and p (radians), in degrees (0..180); NaN pairs skipped."""
+    ok = np.isfinite(y) & np.isfinite(p)
+    if not ok.any():
+        return float("nan")
+    return float(np.degrees(np.abs(wrap_angle(p[ok] - y[ok]))).mean())
+
+
+def circular_r(y: np.ndarray, p: np.ndarray) -> float:
+    """Mean of the Pearson r of cos and of sin between angles y and p (radians).
+
+    Chosen over the Jammalamadaka-SenGupta circular correlation because that one centres on each variable's
+    circular mean, which is ill-determined when the angle covers the circle (head direction, orientations),
+    while the components are then well spread; and because it is a Pearson r like every regression target's,
+    so it averages into `behavior_r_mean`. A component that does not vary (an angle that barely moves) is left
+    out; NaN if neither varies."""
+    rs = [pearson_r(f(y), f(p)) for f in (np.cos, np.sin)]
+    finite = [r for r in rs if np.isfinite(r)]
+    return float(np.mean(finite)) if finite else float("nan")
 
 
 def set_f1(pred: list[set[int]], true: list[set[int]]) -> dict[str, float]:

@@ -14,12 +14,20 @@ from typing import Any
 import numpy as np
 
 from rtdecode.core.config import RunConfig
+from rtdecode.core.metrics import angle_of
 from rtdecode.core.normalisation import Normalisation
-from rtdecode.data.alignment import behavior_input_samples, behavior_per_window, frame_stack_indices, normalise_frames
+from rtdecode.data.alignment import (
+    behavior_input_samples,
+    behavior_per_window,
+    frame_stack_indices,
+    frames_per_window,
+    normalise_frames,
+)
 from rtdecode.data.session import Session
+from rtdecode.data.splits import Split, split_blocks, split_trials
 from rtdecode.data.tokenizer import TokenizedSession, WindowConfig, token_inputs, tokenize_session
 
-__all__ = ["WindowData"]
+__all__ = ["WindowData", "context_reach", "make_split"]
 
 
 class WindowData:
@@ -58,11 +66,16 @@ class WindowData:
                     f"session frames are {session.frames.shape[1]}x{session.frames.shape[2]} but the config expects "
                     f"{fr.height}x{fr.width}; set [frames] height/width to match"
                 )
+            _check_frame_rate(session.frame_times, cfg)
             self.frame_index = frame_stack_indices(session.frame_times, ends, fr.n_frames)  # (W, F), -1 = none
         self.targets: dict[str, np.ndarray] = {}
         for spec in cfg.targets:
             b = self._behavior(spec.name)
-            self.targets[spec.name] = behavior_per_window(b.times, b.values, starts, ends)
+            if spec.kind == "circular":  # the circular mean of the window's samples: no seam at +-pi
+                cos, sin = (behavior_per_window(b.times, f(b.values), starts, ends) for f in (np.cos, np.sin))
+                self.targets[spec.name] = angle_of(cos, sin)
+            else:
+                self.targets[spec.name] = behavior_per_window(b.times, b.values, starts, ends)
         self._ends = ends
 
     def with_budgets(self, cfg: RunConfig) -> WindowData:
@@ -80,9 +93,15 @@ class WindowData:
         return self.session.behavior[name]
 
     def normalisation(self, windows: np.ndarray) -> Normalisation:
-        """Mean/std of every declared behavior variable and of the frames over `windows` (the training split)."""
+        """Mean/std of every declared behavior variable and of the frames over `windows` (the training split).
+
+        A circular target gets (0, 1): an angle is never z-scored (that would break its 2 pi period), so its
+        batch values stay radians; (0, 1) keeps one entry per behavior variable, as bundles require."""
         stats: dict[str, tuple[float, float]] = {}
         for spec in self.cfg.behavior:
+            if spec.kind == "circular":
+                stats[spec.name] = (0.0, 1.0)
+                continue
             if spec.name in self.targets:
                 v = self.targets[spec.name][windows]
             else:
@@ -116,7 +135,7 @@ class WindowData:
             frames[idx < 0] = 0.0  # no frame shown yet: the mean image
             out["frames"] = frames
         for spec in self.cfg.targets:
-            mean, std = norm.behavior[spec.name]
+            mean, std = norm.behavior[spec.name] if spec.kind != "circular" else (0.0, 1.0)  # angles: radians
             raw = self.targets[spec.name][windows]
             out[f"y_{spec.name}"] = ((raw - mean) / std).astype(np.float32)  # NaN stays NaN: masked in the loss
             if spec.kind == "classification":
@@ -137,3 +156,46 @@ class WindowData:
 
 def _without_budgets(window: WindowConfig) -> WindowConfig:
     return dataclasses.replace(window, block_size=0, prev_block_size=0)
+
+
+def _check_frame_rate(frame_times: np.ndarray, cfg: RunConfig) -> None:
+    """The model takes the last `n_frames` frames before each window end, which is `frame_window` of video only at
+    the frame rate the config was written for: refuse a session whose rate gives a different number of frames."""
+    if frame_times.size < 2:
+        return
+    rate = 1.0 / float(np.median(np.diff(frame_times)))
+    want = frames_per_window(cfg.window.frame_window, rate)
+    if want != cfg.frames.n_frames:
+        raise ValueError(
+            f"the session's video runs at {rate:.3g} frames/s, so [window] frame_window = {cfg.window.frame_window} s "
+            f"holds {want} frames, but [frames] n_frames = {cfg.frames.n_frames}: set n_frames = {want} (or "
+            f"frame_window = {cfg.frames.n_frames / rate:.4g} s) so the model sees the video it was meant to"
+        )
+
+
+def context_reach(cfg: RunConfig) -> float:
+    """How far before a window's start its inputs reach, s: its history, the frames shown in `frame_window`
+    before its end, and each behavior input's `input_window` before its end."""
+    w = cfg.window
+    reach = [w.prev_window]
+    if cfg.frames.enabled:
+        reach.append(w.frame_window - w.window)
+    reach += [b.input_window - w.window for b in cfg.inputs]
+    return max(0.0, *reach)
+
+
+def make_split(data: WindowData, cfg: RunConfig) -> Split:
+    """The train/validation/test split: whole trials when the session has at least 3 (its docstring's promise),
+    else contiguous time blocks; seeded by the config.
+
+    The guard gap is the window plus everything a window's inputs reach back (`context_reach`): windows of
+    different splits are at least twice that apart, so no window reads, or is read as, another split's data."""
+    w = cfg.window
+    gap = w.window + context_reach(cfg)
+    starts = data.tokens.window_starts()
+    trials = data.session.trials
+    if trials is not None and trials.shape[0] >= 3:
+        return split_trials(starts, w.window, trials, fractions=cfg.train.split, gap=gap, seed=cfg.train.seed)
+    return split_blocks(
+        starts, w.window, n_blocks=cfg.train.n_blocks, fractions=cfg.train.split, gap=gap, seed=cfg.train.seed
+    )

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from rtdecode.data.vocab import QUANTUM_TOLERANCE
+
 # Frame and window times come from different float computations (i / fps vs origin + k * window), so two
 # instants that are equal on paper can differ in the last bits. Timestamps within this many seconds of a window
 # edge count as on the edge: a frame shown 1 us before a window ends is treated as shown at its end (excluded:
@@ -103,7 +105,9 @@ def behavior_input_samples(
         times, values: (S,) the variable's samples (s, units); NaN values are treated as missing.
         window_ends: (W,) s.
         input_window: s of samples before each window end.
-        dt: the tokenizer's quantum; a sample's age is floor((end - t) / dt), clipped to the input window.
+        dt: the tokenizer's quantum; a sample's age is floor((end - t) / dt), with the tokenizer's tolerance
+            (`QUANTUM_TOLERANCE`: a sample 100 ms old is 20 quanta of 5 ms old, although 0.1 / 0.005 is
+            19.999999999999996 in float64), clipped to the input window.
     Returns:
         values (W, K) float64 (0 where invalid), ages (W, K) int64, valid (W, K) bool, K = the most samples any of
         these windows has (>= 1). Training batches and the live daemon both call this, so a window's behavior
@@ -121,7 +125,8 @@ def behavior_input_samples(
     vals = values[idx]
     valid &= np.isfinite(vals)
     slots = max(1, int(round(input_window / dt)))
-    ages = np.clip(np.floor((window_ends[:, None] - times[idx]) / dt), 0, slots - 1).astype(np.int64)
+    ages = np.floor((window_ends[:, None] - times[idx]) / dt + QUANTUM_TOLERANCE)
+    ages = np.clip(ages, 0, slots - 1).astype(np.int64)
     return np.where(valid, vals, 0.0), np.where(valid, ages, 0), valid
 
 

@@ -70,10 +70,12 @@ def load_nwb(
     times are merged and stably sorted by time (so simultaneous spikes end up in neuron-index order).
 
     Behavior is every TimeSeries in processing module "behavior" (also inside containers such as
-    BehavioralTimeSeries, Position or EyeTracking) and every plain TimeSeries/SpatialSeries in `acquisition`
-    (ElectricalSeries, ImageSeries and other bulk types there are not behavior and are skipped). 2-D data with k > 1
-    columns becomes k variables `<name>_0 .. <name>_{k-1}`. `data * conversion + offset` is applied, so values are in
-    the series' `unit`. If two series resolve to the same name, the first found wins and a warning names the other.
+    BehavioralTimeSeries, Position, EyeTracking or CompassDirection) and every plain TimeSeries/SpatialSeries in
+    `acquisition` (ElectricalSeries, ImageSeries and other bulk types there are not behavior and are skipped). 2-D
+    data with k > 1 columns becomes k variables `<name>_0 .. <name>_{k-1}`. `data * conversion + offset` is applied,
+    so values are in the series' `unit`. A series in a CompassDirection (head direction and other angles) is read in
+    radians: NWB allows radians or degrees there, and degrees are converted, so it can be a `kind = "circular"`
+    target as is. If two series resolve to the same name, the first found wins and a warning names the other.
 
     The stimulus video is the first 3-D ImageSeries (F, H, W) found in `stimulus`, then `stimulus_template`, then
     `acquisition` (its `conversion` is not applied: frames stay raw intensities, uint8 stays uint8).
@@ -233,13 +235,25 @@ def _read_behavior(nwb: Any, names: Sequence[str] | None, path: object) -> dict[
                     stacklevel=3,
                 )
                 continue
-            out[col_name] = Behavior(_timestamps(ts, values.shape[0]), values, str(ts.unit))
+            out[col_name] = Behavior(_timestamps(ts, values.shape[0]), *_in_radians_if_angle(ts, values))
     if wanted is not None:
         got = set(out) | {ts.name for ts in candidates}
         missing = sorted(wanted - got)
         if missing:
             raise SessionError(f"{path}: behavior {missing} not found; available: {sorted(set(available))}")
     return out
+
+
+def _in_radians_if_angle(ts: Any, values: np.ndarray) -> tuple[np.ndarray, str]:
+    """(values, unit): a CompassDirection series' angles in radians (NWB says its unit is radians or degrees, so
+    any unit but degrees is taken as radians); any other series as stored."""
+    from pynwb.behavior import CompassDirection
+
+    if not isinstance(getattr(ts, "parent", None), CompassDirection):
+        return values, str(ts.unit)
+    if str(ts.unit).strip().lower() in ("degrees", "degree", "deg"):
+        return np.deg2rad(values), "radians"
+    return values, "radians"
 
 
 def _series_columns(ts: Any, path: object) -> list[tuple[str, np.ndarray]]:

@@ -19,7 +19,7 @@ from rtdecode.bench.figures import latency_histogram
 from rtdecode.bench.model import percentiles
 from rtdecode.core.config import RunConfig
 from rtdecode.core.normalisation import Normalisation
-from rtdecode.core.window_data import WindowData
+from rtdecode.core.window_data import WindowData, make_split
 from rtdecode.data.session import Session
 from rtdecode.io import load_session
 from rtdecode.report import figures
@@ -28,7 +28,6 @@ from rtdecode.report.document import Report, Section
 from rtdecode.report.generation import generate_windows, generation_scores
 from rtdecode.report.run_sections import connectivity_section, embedding_section
 from rtdecode.runtime import Bundle, Decoder
-from rtdecode.training.data import make_split
 
 __all__ = ["evaluate_report", "resolve_source"]
 
@@ -91,7 +90,7 @@ def evaluate_report(
             "test_windows": int(split.test.size),
         },
     )
-    if any(t.kind == "regression" for t in cfg.targets):
+    if any(t.kind in ("regression", "circular") for t in cfg.targets):
         _decoding(report.section("decoding", "Behavior decoding"), out, decoder, data, norm, split, block, seed, log)
     _generation(
         report.section("generation", "Generation"),
@@ -155,14 +154,15 @@ def _decoding(
     seed: int,
     log: Callable[[str], None],
 ) -> None:
-    names = [t.name for t in data.cfg.targets if t.kind == "regression"]
+    names = [t.name for t in data.cfg.targets if t.kind in ("regression", "circular")]
+    circular = [t.name for t in data.cfg.targets if t.kind == "circular"]
     pred: dict[str, list[np.ndarray]] = {n: [] for n in names}
     for lo in range(0, split.test.size, 64):
         y = decoder.decode(data.batch(split.test[lo : lo + 64], norm))
         for n in names:
             pred[n].append(y[n])
     scores, preds = decoding_scores(
-        data.tokens, data.targets, split, {n: np.concatenate(v) for n, v in pred.items()}, seed
+        data.tokens, data.targets, split, {n: np.concatenate(v) for n, v in pred.items()}, seed, circular
     )
     sec.numbers.update({"windows": int(split.test.size), "variables": scores})
     sec.text(
@@ -170,10 +170,20 @@ def _decoding(
         "stopping on the validation windows. Shuffle: ridge fitted on training labels rolled in time (chance level)."
     )
     methods = list(next(iter(scores.values())))
-    sec.table(
-        ["variable", *(f"{m} r" for m in methods), *(f"{m} R²" for m in methods)],
-        [[n, *(scores[n][m]["r"] for m in methods), *(scores[n][m]["r2"] for m in methods)] for n in names],
-    )
+    if linear := [n for n in names if n not in circular]:
+        sec.table(
+            ["variable", *(f"{m} r" for m in methods), *(f"{m} R²" for m in methods)],
+            [[n, *(scores[n][m]["r"] for m in methods), *(scores[n][m]["r2"] for m in methods)] for n in linear],
+        )
+    if circular:
+        sec.text(
+            "Angles (radians): every method decodes (cos, sin) and takes atan2; r is the mean Pearson r of cos and "
+            "sin, MAE the mean absolute angular error."
+        )
+        sec.table(
+            ["angle", *(f"{m} r (cos, sin)" for m in methods), *(f"{m} MAE (°)" for m in methods)],
+            [[n, *(scores[n][m]["r"] for m in methods), *(scores[n][m]["mae_deg"] for m in methods)] for n in circular],
+        )
     pos = np.searchsorted(split.test, block[: int(round(60 / data.cfg.window.window))])
     t = data.tokens.window_starts()[split.test[pos]]
     traces = {
@@ -189,6 +199,11 @@ def _decoding(
         + ", ".join(
             f"{n} r {scores[n]['model']['r']:.3f} (ridge {scores[n]['ridge']['r']:.3f}, "
             f"mlp {scores[n]['mlp']['r']:.3f}, shuffle {scores[n]['shuffle']['r']:.3f})"
+            + (
+                f", MAE {scores[n]['model']['mae_deg']:.1f}° (ridge {scores[n]['ridge']['mae_deg']:.1f}°)"
+                if n in circular
+                else ""
+            )
             for n in names
         )
     )

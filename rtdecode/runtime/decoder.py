@@ -3,7 +3,7 @@
 Inputs are the same batch arrays training builds (`ids`, `dts`, `lengths`, `prev_*`, `frames`, `in_*`), made by
 the shared tokenizer (`pack_tokens`) from a live `ClosedWindow` or from a `TokenizedSession`; `window_feeds`
 builds them for one live window. Outputs are in the data's units (regression de-normalised; classification as
-the class index).
+the class index; circular as the angle atan2(sin, cos) of the head's (cos, sin), radians in (-pi, pi]).
 
 Generation keeps a fixed-size KV cache (layers, batch, heads, block_size slots, head_dim) allocated once per batch
 size; each step the backend returns only the new tokens' keys/values and they are written in place.
@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from rtdecode.core.config import BehaviorSpec
+from rtdecode.core.metrics import angle_of
 from rtdecode.data.alignment import behavior_input_samples, normalise_frames
 from rtdecode.data.tokenizer import token_inputs
 from rtdecode.data.window import ClosedWindow
@@ -51,16 +52,21 @@ class Decoder:
         return self.bundle.stream_graph_version == STREAM_GRAPH_VERSION and "stream" in self.backend.graphs
 
     def decode(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Behavior of each window in the batch, name -> (B,) in the data's units (class index for classifiers)."""
+        """Behavior of each window in the batch, name -> (B,) in the data's units (class index for classifiers,
+        radians in (-pi, pi] for circular targets)."""
         return self.to_units(self.backend.run("decode", {n: feeds[n] for n in self._decode_inputs}))
 
     def to_units(self, outs: list[np.ndarray]) -> dict[str, np.ndarray]:
-        """Graph behavior outputs (in target order) -> name -> (B,) in the data's units."""
+        """Graph behavior outputs (in target order; the `decode` graph's or the `stream` graph's) -> name -> (B,) in
+        the data's units. A circular target's (B, 2) (cos, sin) becomes its angle, atan2, in (-pi, pi]; its stored
+        normalisation is not used (angles are never z-scored)."""
         result = {}
         for spec, y in zip(self.targets, outs):
             if spec.kind == "regression":
                 mean, std = self._behavior_norm[spec.name]
                 result[spec.name] = y.astype(np.float64) * std + mean
+            elif spec.kind == "circular":
+                result[spec.name] = angle_of(y[..., 0], y[..., 1])
             else:
                 result[spec.name] = y.argmax(-1)
         return result

@@ -1,0 +1,82 @@
+"""Fidelity fixes found by reading the model against the reference: each test is a case that failed before.
+
+- the split's guard gap covers every context a window reads (history, frames, behavior inputs);
+- `frame_window` and `n_frames` must agree at the session's frame rate;
+- behavior-input ages use the tokenizer's float tolerance;
+- sessions with trials are split by trial;
+- the reference's loss weighting is a named built-in config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from rtdecode.core.config import RunConfig, load_config
+from rtdecode.core.window_data import WindowData, context_reach, make_split
+from rtdecode.data.alignment import behavior_input_samples
+from tests.conftest import tiny_config_dict
+
+
+def _windows_apart(a: np.ndarray, b: np.ndarray, starts: np.ndarray, window: float) -> float:
+    """The smallest gap, s, between any window of `a` and any window of `b` (edge to edge)."""
+    sa, sb = np.sort(starts[a]), np.sort(starts[b])
+    pos = np.searchsorted(sb, sa)
+    gaps = []
+    for side in (pos - 1, pos):
+        ok = (side >= 0) & (side < sb.size)
+        gaps.append(np.abs(sb[side[ok]] - sa[ok]) - window)
+    return float(np.concatenate(gaps).min())
+
+
+def test_the_split_guard_covers_a_long_behavior_input(tiny_session):
+    """A 1-s behavior input reads 0.95 s before a window's start; the old gap (history + window) let a test
+    window read samples inside training windows."""
+    d = tiny_config_dict()
+    d["behavior"] = [{"name": "speed"}, {"name": "theta", "role": "input", "input_window": 1.0}]
+    d["contrastive"] = {"enabled": False}
+    cfg = RunConfig.from_dict(d)
+    assert context_reach(cfg) == pytest.approx(0.95)
+    data = WindowData(tiny_session, cfg)
+    split = make_split(data, cfg)
+    starts = data.tokens.window_starts()
+    for a, b in ((split.train, split.test), (split.train, split.val), (split.val, split.test)):
+        assert _windows_apart(a, b, starts, cfg.window.window) >= context_reach(cfg) - 1e-9
+
+
+def test_frame_window_and_n_frames_must_agree_at_the_sessions_frame_rate(tiny_session):
+    cfg = RunConfig.from_dict(tiny_config_dict())
+    WindowData(tiny_session, cfg)  # 0.15 s at 20 frames/s: 3 frames, as configured
+    wrong = dataclasses.replace(cfg, frames=dataclasses.replace(cfg.frames, n_frames=5))
+    with pytest.raises(ValueError, match=r"holds 3 frames, but \[frames\] n_frames = 5: set n_frames = 3"):
+        WindowData(tiny_session, wrong)
+
+
+def test_behavior_input_ages_use_the_tokenizer_tolerance():
+    """Samples 100 and 50 ms before a window end at 5-ms quanta are 20 and 10 quanta old (were 19 and 9)."""
+    _, ages, valid = behavior_input_samples(np.array([0.2, 0.25]), np.array([1.0, 2.0]), np.array([0.3]), 0.25, 0.005)
+    assert valid.all() and ages.tolist() == [[20, 10]]
+
+
+def test_a_session_with_trials_is_split_by_trial(tiny_session):
+    trials = np.column_stack([np.arange(1.0, 29.0, 2.0), np.arange(1.0, 29.0, 2.0) + 1.5])  # 14 trials of 1.5 s
+    session = dataclasses.replace(tiny_session, trials=trials)
+    cfg = RunConfig.from_dict(tiny_config_dict())
+    data = WindowData(session, cfg)
+    split = make_split(data, cfg)
+    starts = data.tokens.window_starts()
+    trial_of = {}
+    for part, idx in (("train", split.train), ("val", split.val), ("test", split.test)):
+        assert idx.size
+        t = np.searchsorted(trials[:, 0], starts[idx], side="right") - 1
+        assert (t >= 0).all() and (starts[idx] + cfg.window.window <= trials[t, 1] + 1e-9).all()  # inside a trial
+        for k in np.unique(t):
+            assert trial_of.setdefault(int(k), part) == part  # a trial belongs to one split
+
+
+def test_the_reference_loss_weighting_is_a_named_config():
+    cfg = load_config("reference")
+    assert (cfg.train.id_weight, cfg.train.dt_weight, cfg.contrastive.weight) == (0.45, 0.30, 0.25)
+    assert cfg.contrastive.enabled
