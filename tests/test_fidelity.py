@@ -80,3 +80,17 @@ def test_the_reference_loss_weighting_is_a_named_config():
     cfg = load_config("reference")
     assert (cfg.train.id_weight, cfg.train.dt_weight, cfg.contrastive.weight) == (0.45, 0.30, 0.25)
     assert cfg.contrastive.enabled
+
+
+def test_baselines_learn_from_the_labelled_windows_the_model_learned_from(tiny_session_path, tmp_path):
+    """With 10% of the training windows labelled, the ridge baseline is fitted on those windows too (it was fitted
+    on every training window, so few-shot curves compared the model against a baseline with ten times the labels)."""
+    pytest.importorskip("torch")
+    from rtdecode.training.train import train
+
+    cfg = RunConfig.from_dict(tiny_config_dict(max_steps=2, eval_every=2))
+    quiet = {"log": lambda _: None}
+    full = train(cfg, tiny_session_path, tmp_path / "full", **quiet)
+    few = train(cfg, tiny_session_path, tmp_path / "few", label_fraction=0.1, **quiet)
+    assert few.baseline["ridge_speed_r"] != full.baseline["ridge_speed_r"]
+    assert few.baseline["ridge_speed_r"] < full.baseline["ridge_speed_r"]

@@ -6,7 +6,8 @@ What it does, in one command:
   2. for each labelled fraction (default 1%, 5%, 10%, 100% of the training windows): fine-tunes the pretrained
      model's behavior decoding on that fraction (`--freeze`, default: only the behavior heads), and trains the same
      architecture from scratch on the same windows for the same number of steps;
-  3. prints a table of held-out (test split) Pearson r per variable, writes fewshot.json and fewshot.png.
+  3. prints a table of held-out (test split) Pearson r per variable, beside a ridge decoder fitted on the same
+     labelled windows, and writes fewshot.json and fewshot.png.
 Caveats: figures are on the built-in simulated session unless --data is given; fractions below one batch of
 windows are raised to one batch; the scratch model trains all its weights (freeze does not apply to it).
 """
@@ -84,12 +85,17 @@ def main() -> None:
             )
             for n in names:
                 row[f"{kind}_{n}_r"] = res.test.get(f"{n}_r", float("nan"))
+                # both sides train on the same seeded windows; so does their ridge baseline
+                row[f"ridge_{n}_r"] = res.baseline.get(f"ridge_{n}_r", float("nan"))
         rows.append(row)
         print(
             "  "
             + f"{fraction:>6.0%}: "
-            + ", ".join(f"{n} r {row[f'pretrained_{n}_r']:.3f} vs {row[f'scratch_{n}_r']:.3f}" for n in names)
-            + " (pretrained vs scratch)"
+            + ", ".join(
+                f"{n} r {row[f'pretrained_{n}_r']:.3f} vs {row[f'scratch_{n}_r']:.3f} vs {row[f'ridge_{n}_r']:.3f}"
+                for n in names
+            )
+            + " (pretrained vs scratch vs ridge, same labelled windows)"
         )
     baseline = {k: v for k, v in pre.baseline.items() if k.startswith("ridge") and k.endswith("_r")}
     result = {
@@ -107,12 +113,15 @@ def main() -> None:
 
 
 def _print_table(rows: list[dict], names: list[str], baseline: dict[str, float]) -> None:
-    head = "labelled  " + "  ".join(f"{n + ' pre':>10} {n + ' scr':>10}" for n in names)
+    head = "labelled  " + "  ".join(f"{n + ' pre':>10} {n + ' scr':>10} {n + ' ridge':>10}" for n in names)
     print(head)
     for row in rows:
         print(
             f"{row['fraction']:>8.0%}  "
-            + "  ".join(f"{row[f'pretrained_{n}_r']:>10.3f} {row[f'scratch_{n}_r']:>10.3f}" for n in names)
+            + "  ".join(
+                f"{row[f'pretrained_{n}_r']:>10.3f} {row[f'scratch_{n}_r']:>10.3f} {row[f'ridge_{n}_r']:>10.3f}"
+                for n in names
+            )
         )
     print("ridge on all labelled windows: " + ", ".join(f"{k[6:-2]} r {v:.3f}" for k, v in baseline.items()))
 
@@ -128,6 +137,7 @@ def _plot(rows: list[dict], names: list[str], path: Path) -> None:
     for ax, n in zip(axes[0], names):
         ax.plot(x, [r[f"pretrained_{n}_r"] for r in rows], "o-", label="pretrained + fine-tuned")
         ax.plot(x, [r[f"scratch_{n}_r"] for r in rows], "s--", label="from scratch")
+        ax.plot(x, [r[f"ridge_{n}_r"] for r in rows], "^:", label="ridge, same windows")
         ax.set_xscale("log")
         ax.set_xlabel("labelled training windows (%)")
         ax.set_ylabel(f"{n}: test Pearson r")

@@ -267,7 +267,8 @@ def train(
     test_metrics, baseline = {}, {}
     if is_main:
         test_metrics = _evaluate(model, data, split.test, norm, 0, dev)
-        baseline = _baselines(data, split, cfg)
+        # the baselines learn from the labelled windows the model learned from (all of them, or the fraction)
+        baseline = _baselines(data, dataclasses.replace(split, train=train_windows), cfg)
         extra = {
             "test": test_metrics,
             "baseline": baseline,
