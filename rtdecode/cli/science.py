@@ -1,4 +1,4 @@
-"""CLI commands about the science: the evaluation report, connectivity from attention, embeddings."""
+"""CLI commands about the science: the evaluation report, connectivity from attention, stimulus attention maps,\nembeddings."""
 
 from __future__ import annotations
 
@@ -117,6 +117,44 @@ def connectivity(
         f"{'met' if bar['met'] else 'NOT met: ' + ', '.join(k for k, v in bar.items() if not v)}"
     )
     console.print(f"wrote {out / 'report.json'}, {out / 'connectivity.npz'} and {out / 'connectivity.png'}")
+
+
+@app.command()
+def stimulus(
+    from_run: Annotated[
+        Path,
+        typer.Option("--from", help="Run directory of a model that takes video.", exists=True, file_okay=False),
+    ],
+    data: Annotated[
+        Path,
+        typer.Option(
+            help="Session with true receptive fields (truth/receptive_fields) from `rtdecode simulate`.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ],
+    out: Annotated[Path, typer.Option(help="Folder for report.json/html and stimulus.png.")] = Path("stimulus-out"),
+    windows: Annotated[int, typer.Option(help="Training windows whose attention is averaged.")] = 3000,
+) -> None:
+    """Stimulus attention maps (the paper's visual-attention figure): where in the video the model looks when it
+    predicts each visual neuron's spikes (raw frame cross-attention, keyed by the predicted neuron), scored against
+    the simulator's true receptive fields beside a spike-triggered average of the same frames."""
+    from rtdecode.io import load_session
+    from rtdecode.report.document import Report
+    from rtdecode.report.run_sections import stimulus_section
+    from rtdecode.training.checkpoint import LoadedRun
+
+    session = load_session(data)
+    if not {"receptive_fields", "visual_neurons"} <= set(session.truth) or session.frames is None:
+        fail(f"{data} has no video or no true receptive fields: simulate one with `rtdecode simulate` (.npz)")
+    run = LoadedRun(from_run)
+    if not run.config.frames.enabled:
+        fail(f"{from_run} takes no video ([frames] enabled = false): there is no stimulus attention to map")
+    report = Report(out, "rtdecode stimulus attention", {"run": str(from_run), "session": str(data)})
+    sec = report.section("stimulus", "Stimulus attention")
+    stimulus_section(sec, out, run, session, windows, log=console.print)
+    report.write()
+    console.print(f"wrote {out / 'report.json'}, {out / 'report.html'} and {out / 'stimulus.png'}")
 
 
 @app.command()

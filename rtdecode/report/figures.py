@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["decoding_figure", "generation_figure", "connectivity_figure", "embedding_figure"]
+__all__ = ["decoding_figure", "generation_figure", "connectivity_figure", "embedding_figure", "stimulus_figure"]
 
 _COLORS = {"true": "k", "model": "C0", "ridge": "C1", "mlp": "C2", "shuffle": "0.6", "generated": "C0", "poisson": "C1"}
 
@@ -128,4 +128,23 @@ def embedding_figure(projection: np.ndarray, speed: np.ndarray, path: Path) -> N
     ax.set_box_aspect(None, zoom=0.85)  # keeps the z label inside the figure
     fig.tight_layout()
     fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def stimulus_figure(truth: np.ndarray, attention: np.ndarray, sta: np.ndarray, neurons: np.ndarray, path: Path) -> None:
+    """One row per neuron: true receptive-field energy, stimulus attention, spike-triggered average (patch grid)."""
+    plt = _plt()
+    rows = max(1, len(neurons))
+    fig, axes = plt.subplots(rows, 3, figsize=(7.5, 1.6 * rows + 0.4), squeeze=False)
+    for r, n in enumerate(neurons):
+        for c, (img, title) in enumerate(((truth[r], "true field"), (attention[r], "attention"), (sta[r], "STA"))):
+            ax = axes[r][c]
+            ax.imshow(img, cmap="viridis")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(title, fontsize=9)
+        axes[r][0].set_ylabel(f"neuron {int(n)}", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
     plt.close(fig)

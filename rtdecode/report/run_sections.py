@@ -1,5 +1,6 @@
-"""The report sections that need the PyTorch run, not only the bundle: connectivity from attention maps and the
-contrastive embeddings (`rtdecode evaluate`, `rtdecode connectivity`, `rtdecode embed`). torch is imported inside
+"""The report sections that need the PyTorch run, not only the bundle: connectivity from attention maps, stimulus
+attention maps and the contrastive embeddings (`rtdecode evaluate`, `rtdecode connectivity`, `rtdecode stimulus`,
+`rtdecode embed`). torch is imported inside
 each, so the rest of the report runs without it."""
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ from typing import Any
 import numpy as np
 
 from rtdecode.core.connectivity import meets_bar, score_against_truth
-from rtdecode.core.window_data import WindowData
+from rtdecode.core.receptive_fields import patch_energy, score_maps, spike_triggered_average
+from rtdecode.core.window_data import WindowData, make_split
 from rtdecode.data.session import Session
 from rtdecode.report import figures
 from rtdecode.report.document import Section
 from rtdecode.report.embedding import linear_decodability, pca_projection, save_latents
 
-__all__ = ["connectivity_section", "embedding_section"]
+__all__ = ["connectivity_section", "embedding_section", "stimulus_section"]
 
 
 def connectivity_section(
@@ -120,3 +122,80 @@ def embedding_section(
         f"Test-window latents on the first 3 principal axes of the training latents, coloured by {speed_name}.",
     )
     log(f"embedding: {kind} latents, linear {speed_name} r {score['r']:.3f}")
+
+
+def stimulus_section(
+    sec: Section,
+    out: Path,
+    run: Any,
+    session: Session,
+    windows: int,
+    log: Callable[[str], None],
+) -> None:
+    """Also the body of `rtdecode stimulus`: each visual neuron's stimulus attention map and spike-triggered
+    average, scored against its true receptive field on the model's patch grid (`rtdecode.core.receptive_fields`)."""
+    from rtdecode.training.stimulus import stimulus_attention
+
+    cfg = run.config
+    data = WindowData(session, cfg)
+    train = make_split(data, cfg).train
+    pick = train[np.linspace(0, train.size - 1, min(windows, train.size)).astype(np.int64)]
+    attention, counts = stimulus_attention(run.model, data, pick, run.norm)
+    visual = np.asarray(session.truth["visual_neurons"], np.int64)
+    patch = tuple(cfg.model.frame_patch[1:])
+    truth = patch_energy(np.asarray(session.truth["receptive_fields"]), patch)
+    # the spikes of the same windows, for the spike-triggered average
+    starts = data.tokens.window_starts()
+    w = np.searchsorted(starts, session.spike_times, side="right") - 1
+    chosen = np.zeros(starts.size + 1, bool)
+    chosen[pick] = True
+    inside = (
+        (w >= 0) & chosen[np.clip(w, 0, None)] & (session.spike_times < starts[np.clip(w, 0, None)] + cfg.window.window)
+    )
+    assert session.frames is not None and session.frame_times is not None  # the model takes video
+    sta, sta_counts = spike_triggered_average(
+        session.frames, session.frame_times, session.spike_times[inside], session.spike_neurons[inside], visual
+    )
+    scores = {
+        "attention": score_maps(attention[visual], truth),
+        "spike-triggered average": score_maps(patch_energy(sta, patch), truth),
+    }
+    met = scores["attention"]["median_r"] > scores["spike-triggered average"]["median_r"]
+    sec.numbers.update(
+        {
+            "method": "raw frame cross-attention, mean over heads and blocks, keyed by the predicted neuron",
+            "windows": int(pick.size),
+            "visual_neurons": visual.tolist(),
+            "spikes_per_neuron": counts[visual].tolist(),
+            "scores": scores,
+            "bar": {"attention_above_sta": bool(met)},
+        }
+    )
+    sec.text(
+        "Where the model looks when it predicts each visual neuron's spikes: raw frame cross-attention (mean over "
+        "heads and blocks, keyed by the predicted neuron), beside the spike-triggered average of the same windows' "
+        "frames; both scored as Pearson r with the true receptive field's energy on the model's patch grid."
+    )
+    sec.table(
+        ["map", "median r with the true field", "neurons"],
+        [[name, s["median_r"], visual.size] for name, s in scores.items()],
+    )
+    verdict = "met" if met else "NOT met"
+    sec.text(
+        f"Bar (median r of attention above the spike-triggered average's): {verdict}.",
+        "verdict-ok" if met else "verdict-no",
+    )
+    order = np.argsort(-counts[visual])[:4]
+    figures.stimulus_figure(
+        truth[order], attention[visual][order], patch_energy(sta[order], patch), visual[order], out / "stimulus.png"
+    )
+    sec.figure(
+        out,
+        "stimulus.png",
+        "True receptive-field energy, stimulus attention and spike-triggered average "
+        "(patch grid) of the visual neurons with the most spikes.",
+    )
+    log(
+        f"stimulus attention: median r {scores['attention']['median_r']:.3f} vs spike-triggered average "
+        f"{scores['spike-triggered average']['median_r']:.3f} ({visual.size} visual neurons); bar {verdict}"
+    )

@@ -1,0 +1,65 @@
+"""Stimulus attention maps (the paper's visual-attention figure): where in the video the model looks when it
+predicts each neuron's spikes.
+
+Method: raw cross-attention, not rollout or gradient weighting. In every frame cross-attention block the weights
+from each token position to the frame patch tokens are read (mean over heads and over those blocks); a position
+counts for the neuron whose spike it predicts (the next token, as the paper keys its maps), and a neuron's map is
+the mean over all of its predicted spikes. The patch grid is the frame encoder's (`model.frame_patch`); maps are
+averaged over the patch grid's time axis, giving one (H / ph, W / pw) map per neuron. The frame encoder's
+self-attention mixes patches before the cross-attention reads them, so a map says which patch tokens were read,
+each carrying mostly (not only) its own pixels: one reason to score the maps (`rtdecode.core.receptive_fields`)
+rather than trust them by eye.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from rtdecode.core.normalisation import Normalisation
+from rtdecode.core.window_data import WindowData
+from rtdecode.training.data import to_torch
+from rtdecode.training.model import Neuroformer
+
+__all__ = ["stimulus_attention"]
+
+
+@torch.no_grad()
+def stimulus_attention(
+    model: Neuroformer, data: WindowData, windows: np.ndarray, norm: Normalisation, batch_size: int = 32
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-neuron attention to the frame patches over `windows`.
+
+    Returns:
+        maps (N, H / ph, W / pw) float64, each neuron's mean attention per patch (rows sum to 1 over the grid for
+        a neuron with spikes), and counts (N,) int64, the predicted spikes each map averages over.
+    """
+    if model.frame_encoder is None or not len(model.frame_cross):
+        raise ValueError("the model takes no video (its config has [frames] enabled = false): no stimulus attention")
+    model.eval()
+    cfg = model.cfg
+    pt, ph, pw = cfg.model.frame_patch
+    grid = (cfg.frames.n_frames // pt, cfg.frames.height // ph, cfg.frames.width // pw)
+    n = model.vocab.n_neurons
+    total = np.zeros((n, grid[1] * grid[2]))
+    count = np.zeros(n, np.int64)
+    blocks: list[Any] = list(model.frame_cross)
+    for blk in blocks:
+        blk.attn.record = True
+    try:
+        for lo in range(0, windows.size, batch_size):
+            batch = to_torch(data.batch(windows[lo : lo + batch_size], norm), "cpu")
+            model.forward_tokens(batch["ids"], batch["dts"], model.encode_context(batch))
+            w = torch.stack([blk.attn.last_weights for blk in blocks]).mean(dim=(0, 2))  # (B, T, P)
+            w = w.reshape(*w.shape[:2], *grid).mean(dim=2).flatten(2).numpy()  # (B, T, H' * W')
+            target = batch["ids"][:, 1:].numpy()  # position t predicts token t + 1
+            b, t = np.nonzero(target < n)
+            np.add.at(total, target[b, t], w[b, t])
+            np.add.at(count, target[b, t], 1)
+    finally:
+        for blk in blocks:
+            blk.attn.record = False
+    maps = total / np.maximum(count, 1)[:, None]
+    return maps.reshape(n, grid[1], grid[2]), count
