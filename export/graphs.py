@@ -1,7 +1,8 @@
 """The serving graphs, as torch modules with flat tensor inputs and outputs, ready for ONNX export.
 
 * `decode`  — a whole closed window (tokens + history + frames + behavior inputs) -> each behavior target's
-  output (z-scored value or class logits). What the daemon runs once per window.
+  output (z-scored value, class logits, or a circular target's (cos, sin): one tensor per target, which
+  `rtdecode.runtime.Decoder.to_units` turns into the data's units). What the daemon runs once per window.
 * `context` — history, frames, behavior inputs -> the keys/values (and key masks) of every cross-attention
   block. Run once per window before generation.
 * `step`    — new tokens + the context + a caller-owned fixed-size KV cache -> next-ID and next-time logits of

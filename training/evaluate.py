@@ -1,4 +1,8 @@
-"""Held-out evaluation of a model: teacher-forced token metrics and behavior decoding, in the units of the data."""
+"""Held-out evaluation of a model: teacher-forced token metrics and behavior decoding, in the units of the data.
+
+Per target: regression r and R^2; classification accuracy; circular (radians) `<name>_r` (`circular_r`: the mean
+Pearson r of cos and sin, so it joins `behavior_r_mean`) and `<name>_mae_deg` (mean absolute angular error, deg).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rtdecode.core.metrics import pearson_r, r_squared, set_f1
+from rtdecode.core.metrics import angle_of, angular_error_deg, circular_r, pearson_r, r_squared, set_f1
 from rtdecode.core.normalisation import Normalisation
 from rtdecode.core.window_data import WindowData
 from rtdecode.training.data import to_torch
@@ -77,6 +81,10 @@ def evaluate(
             metrics[f"{spec.name}_r"] = pearson_r(y, p)
             metrics[f"{spec.name}_r2"] = r_squared(y, p)
             rs.append(metrics[f"{spec.name}_r"])
+        elif spec.kind == "circular":
+            metrics[f"{spec.name}_r"] = circular_r(y, p)
+            metrics[f"{spec.name}_mae_deg"] = angular_error_deg(y, p)
+            rs.append(metrics[f"{spec.name}_r"])
         else:
             cls = np.digitize(y, spec.bins)
             ok = np.isfinite(y)
@@ -88,8 +96,12 @@ def evaluate(
 
 
 def _to_units(pred: torch.Tensor, spec: Any, norm: Normalisation) -> np.ndarray:
-    """Regression: z-score -> the variable's units. Classification: the predicted class index."""
+    """Regression: z-score -> the variable's units. Classification: the predicted class index. Circular: the
+    angle of the predicted (cos, sin), radians in (-pi, pi] (as `rtdecode.runtime.Decoder.to_units`)."""
     if spec.kind == "regression":
         mean, std = norm.behavior[spec.name]
         return pred.float().cpu().numpy() * std + mean
+    if spec.kind == "circular":
+        y = pred.float().cpu().numpy()
+        return angle_of(y[:, 0], y[:, 1])
     return pred.argmax(-1).cpu().numpy()

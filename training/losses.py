@@ -1,5 +1,8 @@
 """Training objectives: next-token cross-entropies, behavior losses, symmetric InfoNCE.
 
+Behavior: MSE on z-scored regression targets, cross-entropy on class bins, and for circular targets (radians)
+1 - cos(angle error) of the head's (cos, sin) vector (`circular_loss`). NaN targets are masked out.
+
 Targets are the input tokens shifted left by one; the last position's target is PAD. PAD targets are ignored, so
 a window contributes exactly (its length - 1) predictions: the spikes after SOS, then EOS.
 """
@@ -13,7 +16,7 @@ from rtdecode.core.config import RunConfig
 from rtdecode.data.tokenizer import Vocab
 from rtdecode.training.model import Outputs
 
-__all__ = ["shifted_targets", "compute_losses", "info_nce"]
+__all__ = ["shifted_targets", "compute_losses", "info_nce", "circular_loss"]
 
 
 def shifted_targets(tokens: torch.Tensor, pad: int) -> torch.Tensor:
@@ -26,6 +29,23 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tens
     logits = a @ b.t() / temperature
     labels = torch.arange(a.shape[0], device=a.device)
     return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
+
+
+def circular_loss(pred: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+    """Mean of 1 - cos(predicted angle - target angle) over finite targets; pred (B, 2) = an unnormalised
+    (cos, sin), angle (B,) in radians (any turn: only its cos and sin are used).
+
+    The prediction is normalised first, so this equals half the squared distance between the predicted and the
+    true unit vectors: MSE on the unit vector, but blind to the vector's length. Plain MSE against (cos, sin)
+    would also pull the length to 1, a second objective the decoded angle (atan2) never uses; this loss spends
+    every gradient on the angle, is bounded (0..2, so one wrong window cannot dominate a batch) and has no seam
+    at +-pi."""
+    ok = torch.isfinite(angle)
+    if not ok.any():
+        return pred.sum() * 0.0
+    unit = F.normalize(pred[ok], dim=-1, eps=1e-6)
+    a = angle[ok]
+    return (1.0 - (unit[:, 0] * torch.cos(a) + unit[:, 1] * torch.sin(a))).mean()
 
 
 def compute_losses(
@@ -46,6 +66,8 @@ def compute_losses(
             y = batch[f"y_{spec.name}"]
             ok = torch.isfinite(y)
             loss = F.mse_loss(pred[ok], y[ok]) if ok.any() else pred.sum() * 0.0
+        elif spec.kind == "circular":
+            loss = circular_loss(pred, batch[f"y_{spec.name}"].float())  # radians: its normalisation is (0, 1)
         else:
             c = batch[f"c_{spec.name}"]
             loss = F.cross_entropy(pred, c, ignore_index=-100) if (c >= 0).any() else pred.sum() * 0.0

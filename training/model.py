@@ -55,7 +55,7 @@ class Context:
 class Outputs:
     id_logits: torch.Tensor  # (B, T, id_size)
     dt_logits: torch.Tensor  # (B, T, dt_size)
-    behavior: dict[str, torch.Tensor]  # name -> (B,) regression or (B, n_classes) logits
+    behavior: dict[str, torch.Tensor]  # name -> (B,) regression, (B, n_classes) logits or (B, 2) circular (cos, sin)
     pooled: torch.Tensor  # (B, D)
     contrastive: dict[str, torch.Tensor] = field(default_factory=dict)  # modality -> (B, dim), L2-normalised
 
@@ -149,9 +149,7 @@ class Neuroformer(nn.Module):
         self.ln_f = nn.LayerNorm(d)
         self.id_head = nn.Linear(d, vocab.id_size)
         self.dt_head = nn.Linear(d, vocab.dt_size)
-        self.behavior_heads = nn.ModuleDict(
-            {b.name: nn.Linear(d, 1 if b.kind == "regression" else b.n_classes) for b in cfg.targets}
-        )
+        self.behavior_heads = nn.ModuleDict({b.name: nn.Linear(d, b.n_outputs) for b in cfg.targets})
         c = cfg.contrastive
         modalities = sorted({mod for pair in c.pairs for mod in pair}) if c.enabled else []
         self.contrastive_proj = nn.ModuleDict({mod: nn.Linear(d, c.dim) for mod in modalities})
@@ -241,6 +239,8 @@ class Neuroformer(nn.Module):
         return (h * valid.unsqueeze(-1)).sum(1) / valid.sum(1, keepdim=True).clamp_min(1.0)
 
     def behavior_outputs(self, pooled: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each target's head: a z-scored value (B,), class logits (B, C), or an unnormalised (cos, sin) vector
+        (B, 2) for a circular target (its angle is atan2; its length is free, the loss ignores it)."""
         out = {}
         for b in self.cfg.targets:
             y = self.behavior_heads[b.name](pooled)
