@@ -94,3 +94,22 @@ def test_baselines_learn_from_the_labelled_windows_the_model_learned_from(tiny_s
     few = train(cfg, tiny_session_path, tmp_path / "few", label_fraction=0.1, **quiet)
     assert few.baseline["ridge_speed_r"] != full.baseline["ridge_speed_r"]
     assert few.baseline["ridge_speed_r"] < full.baseline["ridge_speed_r"]
+
+
+def test_the_rate_baseline_has_a_set_f1_without_the_oracle_spike_count(tiny_session):
+    """Without the oracle count every test window gets the same predicted set (rates alone), and both F1s are
+    reported, labelled."""
+    from rtdecode.core.metrics import rate_baseline_f1, rate_baseline_sets
+
+    cfg = RunConfig.from_dict(tiny_config_dict())
+    from rtdecode.data.budget import budget_report
+
+    data = WindowData(tiny_session, cfg)
+    split = make_split(data, cfg)
+    budgeted = dataclasses.replace(cfg, window=budget_report(data.tokens, split.train, cfg.window).window)
+    data = data.with_budgets(budgeted)
+    no_oracle = rate_baseline_sets(data.tokens, split.train, split.test, oracle_n=False)
+    oracle = rate_baseline_sets(data.tokens, split.train, split.test, oracle_n=True)
+    assert all(s == no_oracle[0] for s in no_oracle) and len({len(s) for s in oracle}) > 1
+    scores = rate_baseline_f1(data.tokens, split.train, split.test)
+    assert {"f1", "f1_threshold"} <= set(scores) and scores["f1"] != scores["f1_threshold"]

@@ -100,6 +100,7 @@ def test_evaluate_from_a_run_writes_every_section(tiny_run, tiny_session_path, t
         assert 0 <= g["set_f1"] <= 1 and math.isfinite(g["rate_correlation"])
     assert numbers["generation"]["windows"] == 40
     assert set(numbers["connectivity"]["scores"]) == {"attention", "correlation", "lagged correlation"}
+    assert set(numbers["stimulus"]["scores"]) == {"attention", "spike-triggered average"}
     assert numbers["embedding"]["kind"] == "contrastive" and math.isfinite(
         numbers["embedding"]["decodability"]["speed"]["r"]
     )
@@ -107,7 +108,7 @@ def test_evaluate_from_a_run_writes_every_section(tiny_run, tiny_session_path, t
     assert numbers["latency"]["real_time"]["latency_ms"]["p99"] > 0
     latents = np.load(out / "latents.npz")
     assert latents["latent"].shape[0] == latents["window"].size == latents["behavior_speed"].size
-    for png in ("decoding.png", "generation.png", "connectivity.png", "embedding.png", "latency.png"):
+    for png in ("decoding.png", "generation.png", "connectivity.png", "stimulus.png", "embedding.png", "latency.png"):
         assert png in (out / "report.html").read_text()
 
 

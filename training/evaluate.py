@@ -32,10 +32,13 @@ def evaluate(
 ) -> dict[str, float]:
     """Losses, next-ID accuracy, per-window set precision/recall/F1 of predicted IDs, behavior r and R^2.
 
-    Set F1 (teacher-forced): for a window with n spikes, the n neurons with the most predicted probability summed
-    over the window's spike positions, vs the neurons that actually fired. The per-neuron-rate baseline
-    (`baselines.rate_baseline_f1`) predicts n neurons the same way from training rates, so the two compare
-    like for like.
+    Set F1, teacher-forced, two ways (both against the neurons that actually fired):
+    * `set_f1` uses the oracle spike count: for a window with n spikes, the n neurons with the most predicted
+      probability summed over the window's spike positions;
+    * `set_f1_threshold` does not: the neurons whose predicted probability summed over those positions (their
+      expected number of spikes) is at least 0.5.
+    The per-neuron-rate baseline (`rtdecode.core.metrics.rate_baseline_f1`) predicts both ways from training
+    rates, so each pair compares like for like.
     """
     was_training = model.training
     model.eval()
@@ -45,6 +48,7 @@ def evaluate(
     correct = total = 0
     pred_sets: list[set[int]] = []
     true_sets: list[set[int]] = []
+    threshold_sets: list[set[int]] = []
     decoded: dict[str, list[np.ndarray]] = {b.name: [] for b in cfg.targets}
     for lo in range(0, windows.size, batch_size):
         w = windows[lo : lo + batch_size]
@@ -67,12 +71,14 @@ def evaluate(
         for row, length in enumerate(lengths.cpu().numpy()):
             true = ids_np[row, 1 : length - 1]
             pred_sets.append(set(ranking[row, : true.size].tolist()))
+            threshold_sets.append(set(np.flatnonzero(mass[row] >= 0.5).tolist()))
             true_sets.append(set(true.tolist()))
         for spec in cfg.targets:
             decoded[spec.name].append(_to_units(out.behavior[spec.name], spec, norm))
     metrics = {f"loss_{k}": v / max(n_batches, 1) for k, v in sums.items()}
     metrics["id_accuracy"] = correct / max(total, 1)
     metrics.update({f"set_{k}": v for k, v in set_f1(pred_sets, true_sets).items()})
+    metrics.update({f"set_{k}_threshold": v for k, v in set_f1(threshold_sets, true_sets).items()})
     rs = []
     for spec in cfg.targets:
         y = data.targets[spec.name][windows]

@@ -52,8 +52,8 @@ def stimulus_attention(
         for lo in range(0, windows.size, batch_size):
             batch = to_torch(data.batch(windows[lo : lo + batch_size], norm), "cpu")
             model.forward_tokens(batch["ids"], batch["dts"], model.encode_context(batch))
-            w = torch.stack([blk.attn.last_weights for blk in blocks]).mean(dim=(0, 2))  # (B, T, P)
-            w = w.reshape(*w.shape[:2], *grid).mean(dim=2).flatten(2).numpy()  # (B, T, H' * W')
+            weights = torch.stack([blk.attn.last_weights for blk in blocks]).mean(dim=(0, 2))  # (B, T, P)
+            w = weights.reshape(*weights.shape[:2], *grid).mean(dim=2).flatten(2).numpy()  # (B, T, H' * W')
             target = batch["ids"][:, 1:].numpy()  # position t predicts token t + 1
             b, t = np.nonzero(target < n)
             np.add.at(total, target[b, t], w[b, t])

@@ -105,17 +105,22 @@ def _print_train_result(result: Any) -> None:
     t.add_column("model", justify="right")
     t.add_column("baseline", justify="right")
     for key, value in result.test.items():
-        if key.endswith("_r") or key.endswith("_r2"):
+        if key.endswith(("_r", "_r2", "_mae_deg")):
             base = result.baseline.get(f"ridge_{key}")
             t.add_row(
-                key.replace("_r2", " R^2").replace("_r", " r"),
+                key.replace("_mae_deg", " error (deg)").replace("_r2", " R^2").replace("_r", " r"),
                 f"{value:.3f}",
                 f"{base:.3f} (ridge)" if base is not None else "",
             )
     t.add_row(
-        "next-ID set F1",
+        "next-ID set F1 (true spike count given)",
         f"{result.test.get('set_f1', float('nan')):.3f}",
         f"{result.baseline.get('rate_set_f1', float('nan')):.3f} (rates)",
+    )
+    t.add_row(
+        "next-ID set F1 (no count given)",
+        f"{result.test.get('set_f1_threshold', float('nan')):.3f}",
+        f"{result.baseline.get('rate_set_f1_threshold', float('nan')):.3f} (rates)",
     )
     t.add_row("next-ID accuracy", f"{result.test.get('id_accuracy', float('nan')):.3f}", "")
     console.print(t)

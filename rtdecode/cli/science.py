@@ -1,4 +1,5 @@
-"""CLI commands about the science: the evaluation report, connectivity from attention, stimulus attention maps,\nembeddings."""
+"""CLI commands about the science: the evaluation report, connectivity from attention, stimulus attention maps,
+embeddings."""
 
 from __future__ import annotations
 
@@ -37,7 +38,9 @@ def evaluate(
         Path | None,
         typer.Option(help="Folder of `tools/fewshot_curve.py` results to include.", exists=True, file_okay=False),
     ] = None,
-    connectivity_windows: Annotated[int, typer.Option(help="Training windows whose attention is averaged.")] = 3000,
+    connectivity_windows: Annotated[
+        int, typer.Option(help="Training windows whose attention is averaged (connectivity and stimulus maps).")
+    ] = 3000,
     seed: Annotated[int, typer.Option(help="Seed of sampling, the MLP and the shuffle control.")] = 0,
 ) -> None:
     """A self-contained HTML report (plus PNGs and a JSON of every number): behavior decoding vs ridge / MLP /

@@ -26,7 +26,7 @@ from rtdecode.report import figures
 from rtdecode.report.decoding import decoding_scores
 from rtdecode.report.document import Report, Section
 from rtdecode.report.generation import generate_windows, generation_scores
-from rtdecode.report.run_sections import connectivity_section, embedding_section
+from rtdecode.report.run_sections import connectivity_section, embedding_section, stimulus_section
 from rtdecode.runtime import Bundle, Decoder
 
 __all__ = ["evaluate_report", "resolve_source"]
@@ -115,6 +115,15 @@ def evaluate_report(
         connectivity_section(sec, out, run, session, connectivity_windows, log)
     else:
         sec.text("Not computed: needs the PyTorch run and a session with ground truth (`rtdecode simulate`).", "note")
+    sec = report.section("stimulus", "Stimulus attention")
+    if run is not None and run.config.frames.enabled and {"receptive_fields", "visual_neurons"} <= set(session.truth):
+        stimulus_section(sec, out, run, session, connectivity_windows, log)
+    else:
+        sec.text(
+            "Not computed: needs the PyTorch run of a model that takes video and a session with true receptive "
+            "fields (`rtdecode simulate`).",
+            "note",
+        )
     sec = report.section("embedding", "Embeddings")
     if run is not None:
         embedding_section(sec, out, run, data, split, log)
