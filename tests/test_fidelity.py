@@ -113,3 +113,28 @@ def test_the_rate_baseline_has_a_set_f1_without_the_oracle_spike_count(tiny_sess
     assert all(s == no_oracle[0] for s in no_oracle) and len({len(s) for s in oracle}) > 1
     scores = rate_baseline_f1(data.tokens, split.train, split.test)
     assert {"f1", "f1_threshold"} <= set(scores) and scores["f1"] != scores["f1_threshold"]
+
+
+def test_closed_loop_generation_keeps_the_recorded_history_before_its_first_window(tiny_run, tiny_session):
+    """The tiny model's history (0.1 s) spans two 50-ms windows: the second generated window's history must hold
+    the recorded spikes of the 50 ms before the first generated window (they were dropped, leaving it half empty)."""
+    pytest.importorskip("torch")
+    from rtdecode.training.checkpoint import LoadedRun
+    from rtdecode.training.generate import SamplingConfig, generate_session
+
+    run = LoadedRun(tiny_run)
+    data = WindowData(tiny_session, run.config)
+    model, seen = run.model, []
+    encode = model.encode_context
+    model.encode_context = lambda batch: seen.append(batch["prev_ids"].numpy().copy()) or encode(batch)
+    w0 = 40
+    generate_session(
+        model, data, np.array([w0, w0 + 1]), run.norm, history="generated", sampling=SamplingConfig(seed=0)
+    )
+    tokens, B = data.tokens, run.config.window.bins_per_window
+    first_q = (tokens.first_window + w0) * B
+    lo, hi = tokens.history_ptr[w0], tokens.window_ptr[w0]
+    recorded = tokens.neurons[lo:hi][tokens.bins[lo:hi] >= first_q + B - run.config.window.prev_bins]
+    assert recorded.size  # recorded spikes in the part of window w0 + 1's history before w0
+    hist = seen[1][0]
+    assert np.isin(recorded, hist).all()

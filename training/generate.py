@@ -126,8 +126,8 @@ def generate_session(
 
     history="true": each window is conditioned on the recorded previous window (windows run in parallel batches).
     history="generated": closed loop over consecutive windows; each window's history is built from the windows
-    generated before it, with the same packing as the tokenizer (so the model never sees the real spikes after
-    the first window's history).
+    generated before it and the recorded spikes before the first window, with the same packing as the tokenizer
+    (so the model never sees a real spike from after the first window's start).
 
     Returns spike times (s), neuron indices, and timing {"windows_per_s", "ms_per_window", "tokens"}.
     """
@@ -157,8 +157,14 @@ def generate_session(
                 n_tokens += i.size
     else:
         B, P = cfg.bins_per_window, cfg.prev_bins
-        gen_bins = np.zeros(0, np.int64)  # absolute quanta of generated spikes so far
-        gen_neurons = np.zeros(0, np.int64)
+        # the history so far, absolute quanta: the recorded spikes before the first generated window (its own
+        # history; with a history longer than a window, later windows still reach back into it), then every
+        # generated spike
+        pre = (
+            slice(data.tokens.history_ptr[windows[0]], data.tokens.window_ptr[windows[0]]) if windows.size else slice(0)
+        )
+        gen_bins = data.tokens.bins[pre].astype(np.int64)
+        gen_neurons = data.tokens.neurons[pre].astype(np.int64)
         for j, win in enumerate(windows):
             batch = data.batch(np.array([win]), norm, trim=False)
             if j > 0:
