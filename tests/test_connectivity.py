@@ -12,10 +12,12 @@ from typer.testing import CliRunner
 from rtdecode.core.connectivity import (
     auprc,
     auroc,
+    cross_correlogram_baseline,
     direction_index,
     hub_circuit,
     hub_recovery,
     lagged_correlation_baseline,
+    meets_auprc_bar,
     meets_bar,
     score_against_truth,
     score_matrix,
@@ -139,10 +141,38 @@ def test_connectivity_command_on_the_tiny_run(tiny_run, tiny_session_path, tmp_p
     )
     assert r.exit_code == 0, r.output
     section = json.loads((tmp_path / "report.json").read_text())["connectivity"]
-    assert set(section["scores"]) == {"attention", "correlation", "lagged correlation"}
+    assert set(section["scores"]) == {"attention", "correlation", "lagged correlation", "cross-correlogram"}
     for s in section["scores"].values():
         assert set(s) == {"hub_circuit", "all_weights"}
         assert all(0 <= s[e]["auroc"] <= 1 for e in s)
     assert set(section["bar"]) == {"auroc", "hubs", "direction", "beats_baselines", "met"}
     assert (tmp_path / "connectivity.png").stat().st_size > 1000
     assert "connectivity.png" in (tmp_path / "report.html").read_text()
+
+
+def test_the_cross_correlogram_finds_a_2_ms_connection_and_its_direction():
+    """Neuron 1 fires 2 ms after each spike of neuron 0 (spike times on a 1-ms grid); 2 is independent."""
+    rng = np.random.default_rng(0)
+    src = np.sort(rng.choice(np.arange(0, 100_000), 2000, replace=False)) * 1e-3
+    other = np.sort(rng.choice(np.arange(0, 100_000), 2000, replace=False)) * 1e-3
+    times = np.concatenate([src, src + 0.002, other])
+    neurons = np.concatenate([np.zeros(2000), np.ones(2000), np.full(2000, 2)]).astype(np.int64)
+    m = cross_correlogram_baseline(times, neurons, 3, 100.0)
+    assert m[1, 0] > 20 and m[1, 0] > 10 * abs(m[0, 1]) and abs(m[2, 0]) < 5 and abs(m[0, 2]) < 5
+
+
+def test_the_auprc_bar_compares_with_the_best_directed_baseline():
+    truth = _hub_truth()
+    good, noise = hub_circuit(truth), np.random.default_rng(0).random((6, 6))
+    symmetric = good + good.T  # finds the edges but not their direction
+
+    def scores(attention, lagged, ccg):
+        named = (("attention", attention), ("lagged correlation", lagged), ("cross-correlogram", ccg))
+        return {name: score_against_truth(m, truth) for name, m in named}
+
+    bar = meets_auprc_bar(scores(good, symmetric, noise))
+    assert bar["met"] and bar["best_baseline"] == "lagged correlation"
+    assert not meets_auprc_bar(scores(noise, symmetric, noise))["auprc"]
+    leaky = good + 0.9 * good.T  # ranks the true edges first, but barely tells their direction
+    bar = meets_auprc_bar(scores(leaky, good, noise))
+    assert bar["auprc"] and not bar["direction"] and not bar["met"]

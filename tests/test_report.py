@@ -99,7 +99,12 @@ def test_evaluate_from_a_run_writes_every_section(tiny_run, tiny_session_path, t
         g = numbers["generation"][source]
         assert 0 <= g["set_f1"] <= 1 and math.isfinite(g["rate_correlation"])
     assert numbers["generation"]["windows"] == 40
-    assert set(numbers["connectivity"]["scores"]) == {"attention", "correlation", "lagged correlation"}
+    assert set(numbers["connectivity"]["scores"]) == {
+        "attention",
+        "correlation",
+        "lagged correlation",
+        "cross-correlogram",
+    }
     assert set(numbers["stimulus"]["scores"]) == {"attention", "spike-triggered average"}
     assert numbers["embedding"]["kind"] == "contrastive" and math.isfinite(
         numbers["embedding"]["decodability"]["speed"]["r"]

@@ -13,7 +13,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from rtdecode.core.connectivity import binned, correlation_baseline, lagged_correlation_baseline
+from rtdecode.core.connectivity import (
+    binned,
+    correlation_baseline,
+    cross_correlogram_baseline,
+    lagged_correlation_baseline,
+)
 from rtdecode.core.window_data import WindowData, make_split
 from rtdecode.data.session import Session
 from rtdecode.training.data import to_torch
@@ -58,7 +63,8 @@ def connectivity_matrices(
     run: Any, session: Session, windows: int = 3000, bin_ms: float = 10.0
 ) -> dict[str, np.ndarray]:
     """Attention matrix of a LoadedRun over up to `windows` evenly spaced training windows, beside the
-    correlation and lagged-correlation baselines from the whole session binned at `bin_ms`."""
+    correlation and lagged-correlation baselines from the whole session binned at `bin_ms`, and the 1-5 ms
+    cross-correlogram at spike-time resolution."""
     data = WindowData(session, run.config)
     train = make_split(data, run.config).train
     pick = train[np.linspace(0, train.size - 1, min(windows, train.size)).astype(np.int64)]
@@ -70,4 +76,7 @@ def connectivity_matrices(
         "attention": matrix,
         "correlation": correlation_baseline(counts),
         "lagged correlation": lagged_correlation_baseline(counts),
+        "cross-correlogram": cross_correlogram_baseline(
+            session.spike_times, session.spike_neurons, session.n_neurons, session.stop - session.start
+        ),
     }

@@ -119,6 +119,11 @@ def connectivity(
         f"bar (hub circuit: AUROC >= 0.85, hubs found, direction > 1, beats both baselines): "
         f"{'met' if bar['met'] else 'NOT met: ' + ', '.join(k for k, v in bar.items() if not v)}"
     )
+    auprc_bar = sec.numbers["auprc_bar"]
+    console.print(
+        f"bar (hub circuit: AUPRC within 0.05 of the best directed baseline, {auprc_bar['best_baseline']}, and a "
+        f"direction index at least its): {'met' if auprc_bar['met'] else 'NOT met'}"
+    )
     console.print(f"wrote {out / 'report.json'}, {out / 'connectivity.npz'} and {out / 'connectivity.png'}")
 
 

@@ -8,9 +8,13 @@ Matrices are target x source (M[i, j] = influence of neuron j on neuron i), like
 Two sets of true edges are scored: the hub circuit (each hub -> its community's targets: the network the default
 simulation is built around, as in the Neuroformer paper's hub experiment) and all non-zero weights (the hub circuit
 plus the sparse random background of weak +/- weights, mostly below any method's detection limit in 10 minutes).
-The issue-6 bar (`meets_bar`) is judged on the hub circuit; both are always reported.
-Baselines from binned spike counts: the correlation matrix (symmetric, so it carries no direction) and the lagged
-cross-correlation corr(x_i(t), x_j(t - lag)), which does. Numpy only.
+Two bars are judged on the hub circuit; both edge sets are always reported. `meets_bar` (AUROC): AUROC >= 0.85,
+hubs found, direction index > 1 and a higher AUROC than every baseline. AUROC saturates on hub networks (every
+method scores ~0.98-1.0), so `meets_auprc_bar` asks what separates methods there: an AUPRC within 0.05 of the best
+directed baseline's and a direction index at least that baseline's.
+Baselines: the correlation of binned counts (symmetric, so it carries no direction), the lagged cross-correlation
+corr(x_i(t), x_j(t - lag)) of binned counts, and a cross-correlogram at spike-time resolution (target spikes 1-5 ms
+after each source spike, as a z-score against independent firing). Numpy only.
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ __all__ = [
     "score_matrix",
     "hub_circuit",
     "score_against_truth",
+    "meets_auprc_bar",
     "meets_bar",
+    "cross_correlogram_baseline",
     "binned",
     "correlation_baseline",
     "lagged_correlation_baseline",
@@ -119,7 +125,7 @@ def score_against_truth(matrix: np.ndarray, truth: dict[str, np.ndarray]) -> dic
 def meets_bar(
     scores: dict[str, dict[str, dict[str, Any]]], method: str = "attention", min_auroc: float = 0.85
 ) -> dict[str, bool]:
-    """The issue-6 bar on the hub circuit: AUROC >= min_auroc, all hubs found, direction index > 1, and a higher
+    """The AUROC bar on the hub circuit: AUROC >= min_auroc, all hubs found, direction index > 1, and a higher
     AUROC than every other method in `scores` (method -> score_against_truth result)."""
     mine = scores[method]["hub_circuit"]
     others = [s["hub_circuit"]["auroc"] for m, s in scores.items() if m != method]
@@ -156,3 +162,57 @@ def lagged_correlation_baseline(counts: np.ndarray, lag: int = 1) -> np.ndarray:
     x /= x.std(0) + 1e-12
     later, earlier = x[lag:], x[:-lag]
     return (later.T @ earlier) / later.shape[0]
+
+
+def cross_correlogram_baseline(
+    spike_times: np.ndarray,
+    spike_neurons: np.ndarray,
+    n_neurons: int,
+    duration: float,
+    lags: tuple[float, float] = (0.001, 0.005),
+    chunk: int = 200_000,
+) -> np.ndarray:
+    """M[i, j]: spikes of i within `lags` s after a spike of j, as a z-score against independent firing.
+
+    Spike times are used as they are (no binning: the resolution is the data's). The expected count of an
+    independent pair is n_i * n_j * (lag span) / duration; M = (count - expected) / sqrt(expected). Source spikes
+    are processed `chunk` at a time, so memory stays bounded for long sessions."""
+    order = np.argsort(spike_times, kind="stable")
+    t, nn = spike_times[order], spike_neurons[order].astype(np.int64)
+    eps = 1e-9  # spike times on a grid: a lag of exactly 1 ms or 5 ms counts
+    lo = np.searchsorted(t, t + lags[0] - eps, side="left")
+    hi = np.searchsorted(t, t + lags[1] + eps, side="right")
+    flat = np.zeros(n_neurons * n_neurons)
+    for c0 in range(0, t.size, chunk):
+        c_lo, c_hi, src = lo[c0 : c0 + chunk], hi[c0 : c0 + chunk], nn[c0 : c0 + chunk]
+        n = c_hi - c_lo
+        if not n.sum():
+            continue
+        starts = np.repeat(c_lo - np.concatenate(([0], np.cumsum(n)[:-1])), n)
+        tgt = nn[np.arange(n.sum()) + starts]
+        flat += np.bincount(tgt * n_neurons + np.repeat(src, n), minlength=n_neurons * n_neurons)
+    counts = flat.reshape(n_neurons, n_neurons)
+    rates = np.bincount(nn, minlength=n_neurons).astype(np.float64)
+    expected = np.outer(rates, rates) * (lags[1] - lags[0]) / max(duration, 1e-12)
+    return (counts - expected) / np.sqrt(expected + 1e-12)
+
+
+DIRECTED_BASELINES = ("lagged correlation", "cross-correlogram")
+
+
+def meets_auprc_bar(
+    scores: dict[str, dict[str, dict[str, Any]]], method: str = "attention", tolerance: float = 0.05
+) -> dict[str, Any]:
+    """On the hub circuit: `method`'s AUPRC within `tolerance` of the best directed baseline's (the one of
+    DIRECTED_BASELINES with the highest AUPRC) and a direction index at least that baseline's."""
+    mine = scores[method]["hub_circuit"]
+    present = [b for b in DIRECTED_BASELINES if b in scores]
+    if not present:
+        raise ValueError(f"no directed baseline among {sorted(scores)}; expected one of {DIRECTED_BASELINES}")
+    best = max(present, key=lambda b: scores[b]["hub_circuit"]["auprc"])
+    ref = scores[best]["hub_circuit"]
+    checks = {
+        "auprc": bool(mine["auprc"] >= ref["auprc"] - tolerance),
+        "direction": bool(mine["direction_index"] >= ref["direction_index"]),
+    }
+    return {**checks, "best_baseline": best, "met": all(checks.values())}

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from rtdecode.core.connectivity import meets_bar, score_against_truth
+from rtdecode.core.connectivity import meets_auprc_bar, meets_bar, score_against_truth
 from rtdecode.core.receptive_fields import patch_energy, score_maps, spike_triggered_average
 from rtdecode.core.window_data import WindowData, make_split
 from rtdecode.data.session import Session
@@ -31,11 +31,13 @@ def connectivity_section(
     matrices = connectivity_matrices(run, session, windows)
     scores = {name: score_against_truth(m, session.truth) for name, m in matrices.items()}
     bar = meets_bar(scores)
+    auprc_bar = meets_auprc_bar(scores)
     sec.numbers.update(
         {
             "windows": windows,
             "scores": scores,
             "bar": bar,
+            "auprc_bar": auprc_bar,
             "spikes_only_model": not (run.config.frames.enabled or run.config.behavior),
         }
     )
@@ -70,12 +72,19 @@ def connectivity_section(
         f"Bar (hub circuit: AUROC >= 0.85, hubs found, direction index > 1, AUROC above both baselines): {verdict}.",
         "verdict-ok" if bar["met"] else "verdict-no",
     )
+    ok = auprc_bar["met"]
+    sec.text(
+        f"Bar (hub circuit: AUPRC within 0.05 of the best directed baseline, {auprc_bar['best_baseline']}, and a "
+        f"direction index at least its): {'met' if ok else 'NOT met (' + ', '.join(k for k in ('auprc', 'direction') if not auprc_bar[k]) + ')'}.",
+        "verdict-ok" if ok else "verdict-no",
+    )
     figures.connectivity_figure(session.truth["W"], matrices, out / "connectivity.png")
     sec.figure(out, "connectivity.png", "True W and the inferred target x source matrices (diagonal blanked).")
     a = scores["attention"]["hub_circuit"]
     log(
-        f"connectivity (hub circuit): attention AUROC {a['auroc']:.3f}, hubs {a['hubs_found']}/{a['hubs_total']}, "
-        f"direction {a['direction_index']:.2f}; bar {verdict}"
+        f"connectivity (hub circuit): attention AUROC {a['auroc']:.3f}, AUPRC {a['auprc']:.3f}, hubs "
+        f"{a['hubs_found']}/{a['hubs_total']}, direction {a['direction_index']:.2f}; AUROC bar {verdict}; AUPRC bar "
+        f"{'met' if ok else 'NOT met'} (best baseline {auprc_bar['best_baseline']})"
     )
 
 
