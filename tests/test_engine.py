@@ -37,11 +37,14 @@ def bundle() -> Bundle:
     return Bundle.load(V1 / "bundle")
 
 
-def test_a_session_fed_to_the_engine_decodes_like_offline_inference(bundle: Bundle) -> None:
+@pytest.mark.parametrize("arena", [True, False], ids=["memory-arena", "no-memory-arena"])
+def test_a_session_fed_to_the_engine_decodes_like_offline_inference(bundle: Bundle, arena: bool) -> None:
     session = load_session(V1 / "session.npz")
     out: list[list[bytes]] = []
-    engine = DecodeEngine(bundle, ServeConfig(skip_backlog=False, start=session.start), out.append)
+    config = ServeConfig(skip_backlog=False, start=session.start, memory_arena=arena)
+    engine = DecodeEngine(bundle, config, out.append)
     assert not engine.streaming  # the v1 bundle has no stream graph: decoded at close
+    assert engine.decoder.backend.sessions["decode"].get_session_options().enable_cpu_mem_arena is arena
     names = tuple(b.name for b in bundle.behavior_inputs)
     for seq, (_, kind, args) in enumerate(session_messages(session, batch=0.005, behavior=names)):
         engine.handle(ENCODERS[kind](seq, 0.0, *args, src="test"), time.perf_counter())

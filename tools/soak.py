@@ -82,6 +82,7 @@ def main() -> None:
     p.add_argument("--data", type=Path, help="session to stream instead of simulating one")
     p.add_argument("--bundle", type=Path, help="bundle to serve instead of training one briefly")
     p.add_argument("--no-generate", action="store_true", help="serve without generation")
+    p.add_argument("--no-memory-arena", action="store_true", help="serve with `--no-memory-arena`")
     p.add_argument(
         "--warmup",
         type=float,
@@ -128,6 +129,8 @@ def main() -> None:
     ]
     if not args.no_generate:
         cmd.append("--generate")
+    if args.no_memory_arena:
+        cmd.append("--no-memory-arena")
     daemon = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     decodes: list[tuple[float, float]] = []  # (monotonic receive time, latency ms)
     samples: list[dict[str, Any]] = []  # "t": monotonic time

@@ -56,6 +56,7 @@ class OnnxRuntimeBackend:
         threads: int = 0,
         spinning: bool = True,
         optimization: str = "all",
+        memory_arena: bool = True,
     ) -> None:
         try:
             import onnxruntime as ort
@@ -85,6 +86,9 @@ class OnnxRuntimeBackend:
         opts.inter_op_num_threads = 1
         # spinning helps a single busy session and hurts sessions alternating on few cores: a setting, measured
         opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+        # the arena keeps every block it ever allocated for reuse, so the process holds the memory of the largest
+        # window it has decoded; without it, memory follows the current windows and each run allocates afresh
+        opts.enable_cpu_mem_arena = memory_arena
         providers = [p for p in wanted if p in have]
         self.sessions = {
             g: ort.InferenceSession(str(bundle.graph_path(g)), opts, providers=providers)

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-__all__ = ["MAX_WARM_LEAD_MS", "ServeConfig"]
+__all__ = ["MAX_WARM_LEAD_MS", "ServeConfig", "backend_options"]
 
 MAX_WARM_LEAD_MS = 20.0  # caches do not stay warm much longer than this
 
@@ -21,6 +22,9 @@ class ServeConfig:
         backend: Inference backend: onnxruntime, onnxruntime-cuda, onnxruntime-tensorrt, tensorrt, auto.
         threads: Inference threads (0 = all cores). One thread keeps the tail latency lowest on small CPUs: a
             spinning thread pool competes with the producer and subscriber for cores.
+        memory_arena: Keep onnxruntime's CPU memory arena (the default): allocations are reused, so the process
+            grows to the memory of the largest window it has decoded and stays there. --no-memory-arena lets memory
+            follow the current windows at some cost in latency (docs/performance.md, Knobs).
         generate: Also publish the predicted activity of the next window (own thread and inference sessions).
         temperature: Sampling temperature of the generated activity.
         top_p: Nucleus (top-p) sampling threshold of the generated activity.
@@ -50,6 +54,7 @@ class ServeConfig:
     output: str = "tcp://127.0.0.1:5556"
     backend: str = "onnxruntime"
     threads: int = 1
+    memory_arena: bool = True
     generate: bool = False
     temperature: float = 1.0
     top_p: float = 0.95
@@ -74,3 +79,10 @@ class ServeConfig:
             )
         if self.curve_allow and self.curve_secret is None:
             raise ValueError("allowed client keys were given without --curve-secret: pass the daemon's key file too")
+
+
+def backend_options(config: ServeConfig) -> dict[str, Any]:
+    """The inference backend's options from the daemon settings (the onnxruntime backends take these)."""
+    if not config.backend.startswith("onnxruntime"):
+        return {}
+    return {"memory_arena": config.memory_arena, **({"threads": config.threads} if config.threads else {})}

@@ -25,7 +25,7 @@ import numpy as np
 from rtdecode.data.window import ClosedWindow, RollingWindow
 from rtdecode.runtime import Bundle, Decoder
 from rtdecode.runtime.streaming import StreamingError
-from rtdecode.serve.config import ServeConfig
+from rtdecode.serve.config import ServeConfig, backend_options
 from rtdecode.serve.health import BudgetWatch, OverloadWatch, RateLimitedLog
 from rtdecode.serve.rings import FrameRing, SampleRing
 from rtdecode.serve.sequence import SequenceTracker
@@ -71,7 +71,7 @@ class DecodeEngine:
 
     def __init__(self, bundle: Bundle, config: ServeConfig, publish: Publish) -> None:
         self.config, self.bundle, self.publish = config, bundle, publish
-        opts = {"threads": config.threads} if config.threads and config.backend.startswith("onnxruntime") else {}
+        opts = backend_options(config)
         self.decoder = Decoder(bundle, config.backend, **opts)
         self.units = UnitMap(bundle.vocab.neuron_ids)
         self.streaming = self.decoder.can_stream if config.streaming is None else config.streaming

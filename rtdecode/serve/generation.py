@@ -19,7 +19,7 @@ import zmq
 from rtdecode.data.tokenizer import WindowConfig, history_tokens, token_inputs
 from rtdecode.data.window import ClosedWindow
 from rtdecode.runtime import Bundle, Decoder
-from rtdecode.serve.config import ServeConfig
+from rtdecode.serve.config import ServeConfig, backend_options
 
 __all__ = ["GenerationWorker", "decode_result", "history_from_current"]
 
@@ -29,7 +29,7 @@ class GenerationWorker(threading.Thread):
 
     def __init__(self, bundle: Bundle, config: ServeConfig, context: zmq.Context, endpoint: str) -> None:
         super().__init__(name="rtdecode-generate", daemon=True)
-        opts = {"threads": config.threads} if config.threads and config.backend.startswith("onnxruntime") else {}
+        opts = backend_options(config)
         self.decoder = Decoder(bundle, config.backend, **opts)
         self.window_cfg = bundle.window
         self.context, self.endpoint = context, endpoint
