@@ -5,14 +5,16 @@ weights in the exported graphs' forms.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["Attention", "CrossBlock", "CrossMemory", "MLP", "SelfBlock"]
+__all__ = ["Attention", "CrossBlock", "CrossMemory", "MLP", "SelfBlock", "recording_attention"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -128,3 +130,17 @@ class CrossMemory:
     k: torch.Tensor  # (B, H, M, hd)
     v: torch.Tensor
     mask: torch.Tensor | None  # (B, 1, 1, M) True = valid
+
+
+@contextlib.contextmanager
+def recording_attention(blocks: Iterable[SelfBlock | CrossBlock]) -> Iterator[list[SelfBlock | CrossBlock]]:
+    """Within the block, each of `blocks` keeps its last attention weights (`attn.last_weights`): the explicit
+    softmax the analyses read (connectivity, stimulus maps); back to the fused kernel afterwards."""
+    blocks = list(blocks)
+    for blk in blocks:
+        blk.attn.record = True
+    try:
+        yield blocks
+    finally:
+        for blk in blocks:
+            blk.attn.record = False

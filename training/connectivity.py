@@ -19,8 +19,9 @@ from rtdecode.core.connectivity import (
     cross_correlogram_baseline,
     lagged_correlation_baseline,
 )
-from rtdecode.core.window_data import WindowData, make_split
+from rtdecode.core.window_data import WindowData, evenly_spaced, make_split
 from rtdecode.data.session import Session
+from rtdecode.training.blocks import recording_attention
 from rtdecode.training.data import to_torch
 from rtdecode.training.model import Neuroformer
 
@@ -36,10 +37,7 @@ def attention_connectivity(
     n = model.vocab.n_neurons
     total = np.zeros((n, n))
     count = np.zeros((n, n))
-    blocks = list(model.feature)
-    for blk in blocks:
-        blk.attn.record = True
-    try:
+    with recording_attention(model.feature) as blocks:
         for lo in range(0, windows.size, batch_size):
             batch = to_torch(data.batch(windows[lo : lo + batch_size], norm), "cpu")
             model.forward_tokens(batch["ids"], batch["dts"], model.encode_context(batch))
@@ -53,9 +51,6 @@ def attention_connectivity(
             b, q, k = np.nonzero(pair)
             np.add.at(total, (ids[b, q], ids[b, k]), weights[b, q, k])
             np.add.at(count, (ids[b, q], ids[b, k]), 1.0)
-    finally:
-        for blk in blocks:
-            blk.attn.record = False
     return total / np.maximum(count, 1.0), count
 
 
@@ -67,7 +62,7 @@ def connectivity_matrices(
     cross-correlogram at spike-time resolution."""
     data = WindowData(session, run.config)
     train = make_split(data, run.config).train
-    pick = train[np.linspace(0, train.size - 1, min(windows, train.size)).astype(np.int64)]
+    pick = evenly_spaced(train, windows)
     matrix, _ = attention_connectivity(run.model, data, pick, run.norm)
     counts = binned(
         session.spike_times, session.spike_neurons, session.n_neurons, session.start, session.stop, bin_ms / 1e3

@@ -13,13 +13,12 @@ rather than trust them by eye.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
 
 from rtdecode.core.normalisation import Normalisation
 from rtdecode.core.window_data import WindowData
+from rtdecode.training.blocks import recording_attention
 from rtdecode.training.data import to_torch
 from rtdecode.training.model import Neuroformer
 
@@ -45,10 +44,7 @@ def stimulus_attention(
     n = model.vocab.n_neurons
     total = np.zeros((n, grid[1] * grid[2]))
     count = np.zeros(n, np.int64)
-    blocks: list[Any] = list(model.frame_cross)
-    for blk in blocks:
-        blk.attn.record = True
-    try:
+    with recording_attention(model.frame_cross) as blocks:
         for lo in range(0, windows.size, batch_size):
             batch = to_torch(data.batch(windows[lo : lo + batch_size], norm), "cpu")
             model.forward_tokens(batch["ids"], batch["dts"], model.encode_context(batch))
@@ -58,8 +54,5 @@ def stimulus_attention(
             b, t = np.nonzero(target < n)
             np.add.at(total, target[b, t], w[b, t])
             np.add.at(count, target[b, t], 1)
-    finally:
-        for blk in blocks:
-            blk.attn.record = False
     maps = total / np.maximum(count, 1)[:, None]
     return maps.reshape(n, grid[1], grid[2]), count

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from rtdecode.data.tokenizer import concat_ranges
+
 __all__ = [
     "auroc",
     "auprc",
@@ -186,10 +188,7 @@ def cross_correlogram_baseline(
     for c0 in range(0, t.size, chunk):
         c_lo, c_hi, src = lo[c0 : c0 + chunk], hi[c0 : c0 + chunk], nn[c0 : c0 + chunk]
         n = c_hi - c_lo
-        if not n.sum():
-            continue
-        starts = np.repeat(c_lo - np.concatenate(([0], np.cumsum(n)[:-1])), n)
-        tgt = nn[np.arange(n.sum()) + starts]
+        tgt = nn[concat_ranges(c_lo, n)]
         flat += np.bincount(tgt * n_neurons + np.repeat(src, n), minlength=n_neurons * n_neurons)
     counts = flat.reshape(n_neurons, n_neurons)
     rates = np.bincount(nn, minlength=n_neurons).astype(np.float64)

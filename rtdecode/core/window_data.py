@@ -27,7 +27,7 @@ from rtdecode.data.session import Session
 from rtdecode.data.splits import Split, split_blocks, split_trials
 from rtdecode.data.tokenizer import TokenizedSession, WindowConfig, token_inputs, tokenize_session
 
-__all__ = ["WindowData", "context_reach", "make_split"]
+__all__ = ["WindowData", "context_reach", "evenly_spaced", "make_split"]
 
 
 class WindowData:
@@ -199,3 +199,8 @@ def make_split(data: WindowData, cfg: RunConfig) -> Split:
     return split_blocks(
         starts, w.window, n_blocks=cfg.train.n_blocks, fractions=cfg.train.split, gap=gap, seed=cfg.train.seed
     )
+
+
+def evenly_spaced(windows: np.ndarray, n: int) -> np.ndarray:
+    """At most `n` of `windows`, evenly spaced over them (an analysis sample that spans the whole split)."""
+    return windows[np.linspace(0, windows.size - 1, min(n, windows.size)).astype(np.int64)]

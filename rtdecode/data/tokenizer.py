@@ -33,6 +33,7 @@ import numpy as np
 from rtdecode.data.vocab import QUANTUM_TOLERANCE, Vocab, WindowConfig, quantize, quantize_floor
 
 __all__ = [
+    "concat_ranges",
     "WindowConfig",
     "Vocab",
     "TokenBatch",
@@ -238,7 +239,7 @@ class TokenizedSession:
     ) -> TokenBatch:
         self.config.require_budgets()
         counts = hi - lo
-        idx = _ranges(lo, counts)
+        idx = concat_ranges(lo, counts)
         offsets = self.bins[idx] - np.repeat(base, counts)
         return pack_tokens(self.neurons[idx], offsets, counts, slots, self.vocab, sos_eos=sos_eos, keep=keep)
 
@@ -248,7 +249,7 @@ class TokenizedSession:
         return {"windows_truncated": int((over > 0).sum()), "spikes_truncated": int(over.sum())}
 
 
-def _ranges(lo: np.ndarray, counts: np.ndarray) -> np.ndarray:
+def concat_ranges(lo: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """Concatenation of arange(lo[i], lo[i] + counts[i]) over i, without a Python loop."""
     total = int(counts.sum())
     if total == 0:

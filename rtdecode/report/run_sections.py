@@ -13,7 +13,7 @@ import numpy as np
 
 from rtdecode.core.connectivity import meets_auprc_bar, meets_bar, score_against_truth
 from rtdecode.core.receptive_fields import patch_energy, score_maps, spike_triggered_average
-from rtdecode.core.window_data import WindowData, make_split
+from rtdecode.core.window_data import WindowData, evenly_spaced, make_split
 from rtdecode.data.session import Session
 from rtdecode.report import figures
 from rtdecode.report.document import Section
@@ -148,7 +148,7 @@ def stimulus_section(
     cfg = run.config
     data = WindowData(session, cfg)
     train = make_split(data, cfg).train
-    pick = train[np.linspace(0, train.size - 1, min(windows, train.size)).astype(np.int64)]
+    pick = evenly_spaced(train, windows)
     attention, counts = stimulus_attention(run.model, data, pick, run.norm)
     visual = np.asarray(session.truth["visual_neurons"], np.int64)
     patch = tuple(cfg.model.frame_patch[1:])
