@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from rtdecode.training.blocks import Attention, CrossBlock, CrossMemory, SelfBlock
+from rtdecode.training.blocks import Attention, CrossBlock, CrossMemory, SelfBlock, span_mask
 from rtdecode.training.model import Context, Neuroformer
 
 __all__ = ["forward_tokens_fixed", "forward_tokens_past"]
@@ -63,10 +63,10 @@ def queries_keys_values(attn: Attention, x: torch.Tensor, batch: int) -> tuple[t
 # blocks
 # ---------------------------------------------------------------------------------------------------------------
 def block_fixed(
-    blk: SelfBlock, x: torch.Tensor, past_k: torch.Tensor, past_v: torch.Tensor, past_valid: torch.Tensor
+    blk: SelfBlock, x: torch.Tensor, past_k: torch.Tensor, past_v: torch.Tensor, pos: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One chunk (B, t, D) through a causal block against a fixed-size cache (B, H, C, hd) whose slots
-    `past_valid` (C,) are filled.
+    """One chunk (B, t, D) at positions pos .. pos + t - 1 through a causal block against a fixed-size cache
+    (B, H, C, hd) whose slots 0 .. pos - 1 are filled (slot = position).
 
     The export-friendly twin of `SelfBlock.forward` with a `LayerCache`: no concatenation onto a growing cache and
     no data-dependent slicing; returns (x, new_k, new_v) and the caller writes new_k/new_v into its buffer."""
@@ -74,8 +74,10 @@ def block_fixed(
     k, v = blk.attn.keys_values(h)  # (B, H, t, hd)
     t = x.shape[1]
     keys, values = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)
-    own = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
-    mask = torch.cat([past_valid[None, :].expand(t, -1), own], dim=1)  # (t, C + t)
+    slots = torch.arange(past_k.shape[2], device=x.device)
+    queries = pos + torch.arange(t, device=x.device)
+    past = span_mask(queries, slots, blk.span) & (slots < pos)[None, :]  # filled slots within the span
+    mask = torch.cat([past, span_mask(queries, queries, blk.span)], dim=1)  # (t, C + t)
     x = x + blk.drop(blk.attn(h, keys, values, mask))
     return x + blk.mlp(blk.ln2(x)), k, v
 
@@ -125,11 +127,10 @@ def forward_tokens_fixed(
     Returns:
         hidden (B, t, D) after the final norm, new_k and new_v (L, B, H, t, hd) for slots pos .. pos + t - 1.
     """
-    past_valid = torch.arange(past_k.shape[3], device=ids.device) < pos
     new_k, new_v = [], []
 
     def causal(i: int, blk: SelfBlock, x: torch.Tensor) -> torch.Tensor:
-        x, k, v = block_fixed(blk, x, past_k[i], past_v[i], past_valid)
+        x, k, v = block_fixed(blk, x, past_k[i], past_v[i], pos)
         new_k.append(k)
         new_v.append(v)
         return x
@@ -155,7 +156,8 @@ def forward_tokens_past(
     Args:
         ids, dts: (B, t) new tokens, at absolute positions pos .. pos + t - 1.
         past_k, past_v: per causal block (feature blocks, then fused blocks), (B, H, P, hd): the cached keys
-            and values the new tokens may attend to.
+            and values the new tokens may attend to (with `model.attention_span`, only the last slots: the
+            caller's `bias` says which each token reads).
         pos: () int64, the new tokens' first position.
         bias: (t, P + t) additive mask: 0 where query i may attend key j, -inf elsewhere (causal among the new
             tokens; a caller with no past passes one slot masked out, since a graph input cannot be empty).

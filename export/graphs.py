@@ -70,7 +70,8 @@ def window_input_names(model: Neuroformer) -> tuple[str, ...]:
 
 def context_layout(model: Neuroformer) -> list[tuple[str, str | None, bool]]:
     """One entry per cross-attention memory in block order: (prefix, behavior name or None, has a key mask)."""
-    layout: list[tuple[str, str | None, bool]] = [(f"hist{i}", None, True) for i in range(len(model.history_cross))]
+    masked = model.history_summary is None  # latent summaries of the history are all valid
+    layout: list[tuple[str, str | None, bool]] = [(f"hist{i}", None, masked) for i in range(len(model.history_cross))]
     layout += [(f"frame{i}", None, False) for i in range(len(model.frame_cross))]
     for name in model.behavior_cross:
         layout += [(f"beh_{name}{i}", name, True) for i in range(len(model.behavior_cross[name]))]

@@ -94,7 +94,14 @@ def check_parity(
                 outs = ort.run(
                     "stream",
                     stream_feeds(
-                        batch["ids"][b : b + 1, lo:hi], batch["dts"][b : b + 1, lo:hi], lo, k, v, ctx_b, total
+                        batch["ids"][b : b + 1, lo:hi],
+                        batch["dts"][b : b + 1, lo:hi],
+                        lo,
+                        k,
+                        v,
+                        ctx_b,
+                        total,
+                        span=model.cfg.model.attention_span,
                     ),
                 )
                 total, new_k, new_v, got_b = stream_outputs(outs, k.shape[0])

@@ -7,17 +7,25 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from rtdecode.core.config import RunConfig
 from rtdecode.core.window_data import WindowData
 from rtdecode.export.forms import forward_tokens_past
 from rtdecode.runtime.sampling import nucleus
+from rtdecode.runtime.streaming import stream_feeds
 from rtdecode.training.data import to_torch
 from rtdecode.training.generate import SamplingConfig, TokenCache, forward_cached, generate_window
 from rtdecode.training.losses import compute_losses
 from rtdecode.training.model import Neuroformer
 
 
-@pytest.fixture()
-def setup(tiny_session, tiny_config):
+@pytest.fixture(params=["whole", "bounded"])
+def setup(request, tiny_session, tiny_config):
+    """The tiny model as configured, and bounded: self-attention over the last 5 tokens, history read through
+    4 latent summaries (`ModelConfig.attention_span`, `history_latents`): every test holds for both."""
+    if request.param == "bounded":
+        d = tiny_config.to_dict()
+        d["model"].update(attention_span=5, history_latents=4)
+        tiny_config = RunConfig.from_dict(d)
     torch.manual_seed(0)
     data = WindowData(tiny_session, tiny_config)
     norm = data.normalisation(np.arange(data.n_windows))
@@ -102,28 +110,48 @@ def test_incremental_decoding_with_kv_cache_matches_full_forward(setup):
 
 def test_the_stream_graphs_lean_path_matches_full_forward(setup):
     """`forward_tokens_past` (flat tokens, one fused q/k/v matmul, additive masks: what the stream graph runs)
-    against the plain forward, chunk by chunk, with a batch of several windows."""
+    against the plain forward, chunk by chunk, with a batch of several windows; the cache slots and the mask are
+    the runtime's (`stream_feeds`), so a bounded span is checked as the daemon applies it."""
     model, data, norm = setup
     batch = to_torch(data.batch(busy_windows(data), norm), "cpu")
+    span = model.cfg.model.attention_span
     with torch.no_grad():
         ctx = model.encode_context(batch)
         full = model.forward_tokens(batch["ids"], batch["dts"], ctx)
         B, T = batch["ids"].shape
         L = len(model.feature) + len(model.fused)
-        ks = [torch.zeros(B, model.cfg.model.n_heads, 0, model.cfg.model.d_model // model.cfg.model.n_heads)] * L
-        vs, parts, cuts = list(ks), [], [0, 1, 2, 7, T]
+        m = model.cfg.model
+        cache_k = np.zeros((L, B, m.n_heads, T, m.d_model // m.n_heads), np.float32)
+        cache_v, parts, cuts = cache_k.copy(), [], [0, 1, 2, 7, 9, 20, T]
         for a, b in zip(cuts, cuts[1:]):
-            t = b - a
-            bias = torch.zeros(t, a + t)
-            bias[:, a:] = torch.full((t, t), float("-inf")).triu(1)
-            h, nk, nv = forward_tokens_past(
-                model, batch["ids"][:, a:b], batch["dts"][:, a:b], ctx, ks, vs, torch.tensor(a), bias
-            )
+            ids, dts = batch["ids"][:, a:b], batch["dts"][:, a:b]
+            feeds = stream_feeds(ids.numpy(), dts.numpy(), a, cache_k, cache_v, {}, np.zeros(1), span=span)
+            past_k = [torch.from_numpy(feeds[f"past_k{i}"]) for i in range(L)]
+            past_v = [torch.from_numpy(feeds[f"past_v{i}"]) for i in range(L)]
+            bias = torch.from_numpy(feeds["mask"])
+            h, nk, nv = forward_tokens_past(model, ids, dts, ctx, past_k, past_v, torch.tensor(a), bias)
             assert len(nk) == len(nv) == L
-            ks = [torch.cat([k, n], 2) for k, n in zip(ks, nk)]
-            vs = [torch.cat([v, n], 2) for v, n in zip(vs, nv)]
+            cache_k[:, :, :, a:b], cache_v[:, :, :, a:b] = torch.stack(nk).numpy(), torch.stack(nv).numpy()
             parts.append(h)
     assert (torch.cat(parts, 1) - full).abs().max().item() < 1e-5
+
+
+def test_a_bounded_span_limits_what_a_token_reads(tiny_session, tiny_config):
+    """With span s, a token reads s tokens per causal block: two blocks, so a change at position 0 reaches no
+    position past 2(s - 1); without a span it reaches every later position."""
+    d = tiny_config.to_dict()
+    d["model"].update(attention_span=5)
+    cfg = RunConfig.from_dict(d)
+    data = WindowData(tiny_session, cfg)
+    torch.manual_seed(0)
+    model = Neuroformer(cfg, data.tokens.vocab).eval()
+    batch = to_torch(data.batch(busy_windows(data, 1), data.normalisation(np.arange(data.n_windows))), "cpu")
+    changed = {k: v.clone() for k, v in batch.items()}
+    changed["ids"][0, 1] = (changed["ids"][0, 1] + 1) % model.vocab.n_neurons  # position 1 (0 is SOS)
+    with torch.no_grad():
+        a, b = model(batch).id_logits[0], model(changed).id_logits[0]
+    moved = (a - b).abs().amax(-1) > 1e-6
+    assert moved[1:10].all() and not moved[10:].any()
 
 
 def test_recorded_attention_equals_fast_path(setup):

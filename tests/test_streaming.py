@@ -164,9 +164,12 @@ def test_a_stream_graph_of_another_version_is_not_streamed(tiny_bundle, tmp_path
 
 
 @pytest.mark.slow
-def test_streaming_stays_exact_at_rig_scale(tmp_path):
+@pytest.mark.parametrize("bounded", [False, True], ids=["whole", "bounded"])
+def test_streaming_stays_exact_at_rig_scale(tmp_path, bounded):
     """Over 1000 spikes per window (derived budgets, nothing truncated): a window streamed quantum by quantum, as
-    the daemon does, decodes like the whole window within 1e-5."""
+    the daemon does, decodes like the whole window within 1e-5; also with the rig config's bounded attention (a
+    span far shorter than the window, history through latent summaries), whose export parity (decode, step,
+    stream, greedy generation vs PyTorch) must pass too."""
     pytest.importorskip("torch")
     pytest.importorskip("onnxscript")
     from rtdecode.core.config import RunConfig
@@ -185,6 +188,8 @@ def test_streaming_stays_exact_at_rig_scale(tmp_path):
     save_session(session, tmp_path / "dense.npz")
     d = tiny_config_dict(max_steps=2, eval_every=2, eval_windows=4, batch_size=2, n_blocks=4)
     d["window"] = {"prev_window": 0.05, "dt": 0.005}
+    if bounded:
+        d["model"].update(attention_span=64, history_latents=16)
     cfg = RunConfig.from_dict(d)
     run = train(cfg, tmp_path / "dense.npz", tmp_path / "run", log=lambda _: None).run_dir
     data = WindowData(
@@ -192,6 +197,7 @@ def test_streaming_stays_exact_at_rig_scale(tmp_path):
     )
     export_bundle(run, tmp_path / "bundle", data=data, windows=make_split(data, data.cfg).test[:2], log=lambda _: None)
     decoder = Decoder(tmp_path / "bundle", backend="onnxruntime")
+    assert decoder.bundle.manifest["parity"]["passed"]
     windows = [w for w in closed_windows(decoder, session, t1=1.5) if w.neurons.size >= 1000][:4]
     assert windows and decoder.window.max_spikes >= max(w.neurons.size for w in windows)  # nothing truncated
     worst = 0.0

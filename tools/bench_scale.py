@@ -5,9 +5,10 @@ circuit, train the config (budgets derived from the data) for --steps steps and 
 `rtdecode bench serve` the serving session at real time in both daemon modes (window at a time, streaming), one
 daemon after the other. Prints one table row per point and writes every figure to --out/scale.json.
 
-Beside each measurement, a cost model: FLOPs per spike token in each block (projections and MLP 24 d^2 for a
-causal block, 20 d^2 for a cross block; attention 4 d per key attended: half the window's tokens on average for
-the causal blocks, the history's tokens for the history block, the frame patches for the frame block), FLOPs per
+Beside each measurement, a cost model: FLOPs per spike token in each block (projections 8 d^2 for a causal block,
+4 d^2 for a cross block, MLP 4 r d^2 at mlp_ratio r; attention 4 d per key attended: half the window's tokens on
+average for the causal blocks, or the attention span if shorter, the history's tokens or its latent summaries for
+the history block, the frame patches for the frame block), FLOPs per
 second of data at the measured spike rate, and the floor that implies at this machine's one-thread matmul rate
 (measured here on (100 x d) @ (d x 4d), the shape of a streamed quantum).
 Caveats: the models train for a few steps only (latency does not depend on the weights); producer, subscriber and
@@ -51,10 +52,12 @@ def cost_model(cfg: RunConfig, spikes_per_window: float, history: float, frame_t
     """FLOPs per spike token, per block kind, at these mean token counts (see the module docstring)."""
     d, m = cfg.model.d_model, cfg.model
     causal = m.feature_layers + m.fused_layers
+    read = spikes_per_window / 2 if m.attention_span == 0 else min(m.attention_span, spikes_per_window / 2)
+    mlp = 4 * m.mlp_ratio * d * d
     per_block = {
-        "causal": 24 * d * d + 4 * d * spikes_per_window / 2,
-        "history": 20 * d * d + 4 * d * history,
-        "frame": 20 * d * d + 4 * d * frame_tokens,
+        "causal": 8 * d * d + mlp + 4 * d * read,
+        "history": 4 * d * d + mlp + 4 * d * (m.history_latents or history),
+        "frame": 4 * d * d + mlp + 4 * d * frame_tokens,
     }
     total = (
         causal * per_block["causal"]

@@ -14,7 +14,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["Attention", "CrossBlock", "CrossMemory", "MLP", "SelfBlock", "recording_attention"]
+__all__ = ["Attention", "CrossBlock", "CrossMemory", "MLP", "SelfBlock", "recording_attention", "span_mask"]
+
+
+def span_mask(query_pos: torch.Tensor, key_pos: torch.Tensor, span: int) -> torch.Tensor:
+    """(Tq, Tk) bool, True = may attend: causal, and (span > 0) at most `span` - 1 positions back.
+
+    Positions are absolute token positions in the window, so one rule serves whole windows (training), a cache
+    of earlier tokens (generation) and a graph given both."""
+    back = query_pos[:, None] - key_pos[None, :]
+    ok = back >= 0
+    return ok & (back < span) if span > 0 else ok
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -86,13 +96,21 @@ class MLP(nn.Module):
 
 
 class SelfBlock(nn.Module):
-    """Pre-LN self-attention + MLP, causal (token stacks) or not (frame encoder)."""
+    """Pre-LN self-attention + MLP, causal (token stacks) or not (frame encoder); a causal block with `span` > 0
+    reads only the last `span` tokens (see `span_mask`)."""
 
     def __init__(
-        self, d: int, n_heads: int, dropout: float, mlp_ratio: int, causal: bool, attn_dropout: float | None = None
+        self,
+        d: int,
+        n_heads: int,
+        dropout: float,
+        mlp_ratio: int,
+        causal: bool,
+        attn_dropout: float | None = None,
+        span: int = 0,
     ) -> None:
         super().__init__()
-        self.causal = causal
+        self.causal, self.span = causal, span
         self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
         self.attn = Attention(d, n_heads, dropout if attn_dropout is None else attn_dropout)
         self.mlp = MLP(d, mlp_ratio, dropout)
@@ -101,7 +119,11 @@ class SelfBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.ln1(x)
         k, v = self.attn.keys_values(h)
-        x = x + self.drop(self.attn(h, k, v, causal=self.causal))
+        if self.causal and self.span > 0:
+            pos = torch.arange(x.shape[1], device=x.device)
+            x = x + self.drop(self.attn(h, k, v, mask=span_mask(pos, pos, self.span)))
+        else:
+            x = x + self.drop(self.attn(h, k, v, causal=self.causal))
         return x + self.mlp(self.ln2(x))
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from rtdecode.runtime.sampling import WindowSampler
-from rtdecode.training.blocks import SelfBlock
+from rtdecode.training.blocks import SelfBlock, span_mask
 from rtdecode.training.model import Context, Neuroformer
 
 __all__ = ["SamplingConfig", "TokenCache", "forward_cached", "generate_window"]
@@ -63,8 +63,9 @@ def forward_cached(
             k, v = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)  # (B, H, M, hd)
         cache.k[i], cache.v[i] = k, v
         T, M = x.shape[1], k.shape[2]
-        # query i (absolute position M - T + i) may see keys 0 .. M - T + i
-        mask = torch.ones(T, M, dtype=torch.bool, device=x.device).tril(diagonal=M - T)
+        # query i (absolute position M - T + i) may see keys 0 .. M - T + i (the last `span` of them)
+        keys = torch.arange(M, device=x.device)
+        mask = span_mask(keys[M - T :], keys, blk.span)
         x = x + blk.drop(blk.attn(h, k, v, mask))
         return x + blk.mlp(blk.ln2(x))
 

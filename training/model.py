@@ -2,8 +2,9 @@
 
 Data flow for one window (as in the Neuroformer reference), B windows at a time, T token slots, D = d_model:
 
-    current tokens (B, T) --embed--> feature encoder (causal self-attention)
-        -> cross-attention to the previous window's tokens (history)
+    current tokens (B, T) --embed--> feature encoder (causal self-attention; over the last `attention_span` tokens)
+        -> cross-attention to the previous window's tokens (history; or, with `history_latents`, to that many
+           learned summaries of them, made once per window)
         -> cross-attention to frame patch tokens (frame encoder: Conv3d patches + position code + self-attention)
         -> cross-attention to each input behavior group
         -> fused causal self-attention -> next-ID and next-time-offset logits at every position
@@ -129,7 +130,8 @@ class Neuroformer(nn.Module):
 
         def causal(n: int) -> nn.ModuleList:
             return nn.ModuleList(
-                SelfBlock(d, m.n_heads, m.dropout, m.mlp_ratio, causal=True, attn_dropout=attn_p) for _ in range(n)
+                SelfBlock(d, m.n_heads, m.dropout, m.mlp_ratio, causal=True, attn_dropout=attn_p, span=m.attention_span)
+                for _ in range(n)
             )
 
         def cross(n: int) -> nn.ModuleList:
@@ -138,6 +140,9 @@ class Neuroformer(nn.Module):
             )
 
         self.feature = causal(m.feature_layers)
+        # history_latents > 0: learned queries that summarise the previous window once per window (ModelConfig)
+        self.history_latents = nn.Parameter(torch.zeros(1, m.history_latents, d)) if m.history_latents else None
+        self.history_summary = cross(1)[0] if m.history_latents else None
         self.history_cross = cross(m.history_layers)
         self.frame_encoder = FrameEncoder(cfg) if cfg.frames.enabled else None
         self.frame_cross = cross(m.frame_cross_layers) if cfg.frames.enabled else nn.ModuleList()
@@ -161,6 +166,8 @@ class Neuroformer(nn.Module):
             }
         )
         self.apply(self._init)
+        if self.history_latents is not None:
+            nn.init.normal_(self.history_latents, 0.0, 0.02)
 
     def _init(self, module: nn.Module) -> None:
         n_layers = max(1, len(self.feature) + len(self.fused))
@@ -182,7 +189,12 @@ class Neuroformer(nn.Module):
         hist = torch.cat([null, hist], dim=1)  # (B, 1 + M, D)
         valid = torch.arange(M, device=hist.device)[None, :] < batch["prev_lengths"][:, None]
         hist_valid = torch.cat([torch.ones(B, 1, dtype=torch.bool, device=hist.device), valid], dim=1)
-        ctx = Context(history=[blk.memory(hist, hist_valid) for blk in self.history_cross], frames=[], behavior={})
+        if self.history_summary is not None and self.history_latents is not None:
+            summary = self.history_summary.memory(hist, hist_valid)
+            hist = self.history_summary(self.history_latents.expand(B, -1, -1), summary)  # (B, L, D)
+            ctx = Context(history=[blk.memory(hist, None) for blk in self.history_cross], frames=[], behavior={})
+        else:
+            ctx = Context(history=[blk.memory(hist, hist_valid) for blk in self.history_cross], frames=[], behavior={})
         if self.frame_encoder is not None:
             frames = self.frame_encoder(batch["frames"])  # (B, P, D)
             ctx.frames = [blk.memory(frames, None) for blk in self.frame_cross]

@@ -61,6 +61,14 @@ class ModelConfig:
         behavior_cross_layers: cross-attention blocks to each input behavior group.
         fused_layers: final causal self-attention blocks.
         frame_patch: (t, h, w) Conv3d kernel = stride of the frame patch embedding.
+        attention_span: each current-window token's causal self-attention reads the last `attention_span`
+            tokens (itself included); 0 = every earlier token of the window. A bound makes a token's cost
+            independent of how many spikes came before it in the window (bursts at rig scale); the pooled
+            decode still averages every token.
+        history_latents: 0 = current tokens attend to each previous-window token; N > 0 = N learned latent
+            queries first read the previous window's tokens (once per window, in the context), and current
+            tokens attend to those N summaries: every history spike still counts, at a per-token cost that
+            does not grow with the history.
     """
 
     d_model: int = 128
@@ -75,8 +83,13 @@ class ModelConfig:
     behavior_cross_layers: int = 1
     fused_layers: int = 2
     frame_patch: tuple[int, int, int] = (3, 8, 8)
+    attention_span: int = 0
+    history_latents: int = 0
 
     def __post_init__(self) -> None:
+        for name in ("attention_span", "history_latents"):
+            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 0):
+                raise ValueError(f"model.{name} must be an integer >= 0; got {getattr(self, name)!r}")
         if self.d_model % self.n_heads:
             raise ValueError(f"model.d_model ({self.d_model}) must be divisible by model.n_heads ({self.n_heads})")
         for name in ("dropout", "attention_dropout"):

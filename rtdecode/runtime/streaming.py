@@ -15,6 +15,9 @@ behavior inputs) is known before the window closes. So:
   in it before the close (always the case at the token cap, where the tail is EOS alone), the close reuses the
   result and runs no model at all. Either way the weights are warm in cache when the close comes.
 
+With a bounded attention span (`ModelConfig.attention_span`) the `stream` graph is given only the cache slots
+within the span, and tokens run `span` at a time, so a token's cost does not grow with the spikes before it.
+
 Exactness: the result is the window-at-a-time decode up to float summation order (the parity test holds it
 within 1e-5). The stream keeps what it committed; at close, `matches` checks that the closed window's tokens
 start with exactly those (an event that arrived out of order into an already-committed quantum breaks this) and
@@ -48,18 +51,23 @@ def stream_feeds(
     context: dict[str, np.ndarray],
     hidden_before: np.ndarray,
     past: dict[str, np.ndarray] | None = None,
+    span: int = 0,
 ) -> dict[str, np.ndarray]:
     """Inputs of the `stream` graph: new tokens (B, t) at positions pos.., after the `pos` filled slots of a
     fixed-size cache (L, B, H, slots, hd) and the sum (B, D) of those tokens' final hidden states. The graph reads
-    only the filled slots, one input per block (copies), and takes its mask ready-made (0 / -inf, causal among
-    the new tokens). At pos 0 it gets one slot, masked out: a graph input cannot be empty. `past`: those slots as
-    `past_feeds` made them earlier, if at hand."""
+    only the filled slots it needs (all of them, or with the model's attention `span` the last span - 1), one
+    input per block (copies), and takes its mask ready-made (0 / -inf: causal, and within the span). With no
+    slot to read it gets one, masked out: a graph input cannot be empty. `past`: those slots as `past_feeds`
+    made them earlier, if at hand."""
     t = ids.shape[1]
-    filled = max(pos, 1)
+    first = first_slot(pos, span)
+    filled = max(pos - first, 1)
     mask = np.zeros((t, filled + t), np.float32)
-    mask[:, filled:] = _causal(t)
-    if pos == 0:
+    mask[:, filled:] = _causal(t, span)
+    if pos == first:
         mask[:, 0] = -np.inf
+    elif span > 0:  # query i (position pos + i) reads slots >= pos + i - span + 1
+        mask[:, :filled] = _span_past(t, filled, pos - first, span)
     feeds = {
         "ids": np.ascontiguousarray(ids, np.int64),
         "dts": np.ascontiguousarray(dts, np.int64),
@@ -67,7 +75,7 @@ def stream_feeds(
         "mask": mask,
         "hidden_before": hidden_before,
     }
-    return {**feeds, **(past if past is not None else past_feeds(pos, past_k, past_v)), **context}
+    return {**feeds, **(past if past is not None else past_feeds(pos, past_k, past_v, span)), **context}
 
 
 def stream_outputs(
@@ -79,22 +87,41 @@ def stream_outputs(
     return outs[0], outs[1 : 1 + layers], outs[1 + layers : 1 + 2 * layers], outs[1 + 2 * layers :]
 
 
-def past_feeds(pos: int, past_k: np.ndarray, past_v: np.ndarray) -> dict[str, np.ndarray]:
-    """The `stream` graph's cache inputs: the `pos` filled slots (at least one) of each causal block. Always
-    copies (a contiguous slice, e.g. one head, would be a view): the caller may write its cache while these are
-    in use, by another thread too."""
-    filled = max(pos, 1)
+def first_slot(pos: int, span: int) -> int:
+    """The earliest cache slot a token at position `pos` or later may read (0 without a span)."""
+    return max(0, pos - span + 1) if span > 0 else 0
+
+
+def past_feeds(pos: int, past_k: np.ndarray, past_v: np.ndarray, span: int = 0) -> dict[str, np.ndarray]:
+    """The `stream` graph's cache inputs: the filled slots (at least one) of each causal block that tokens from
+    `pos` on may read (`first_slot`). Always copies (a contiguous slice, e.g. one head, would be a view): the
+    caller may write its cache while these are in use, by another thread too."""
+    first = first_slot(pos, span)
+    end = first + max(pos - first, 1)
     feeds = {}
     for i in range(past_k.shape[0]):
-        feeds[f"past_k{i}"] = past_k[i, :, :, :filled].copy()
-        feeds[f"past_v{i}"] = past_v[i, :, :, :filled].copy()
+        feeds[f"past_k{i}"] = past_k[i, :, :, first:end].copy()
+        feeds[f"past_v{i}"] = past_v[i, :, :, first:end].copy()
     return feeds
 
 
 @functools.lru_cache(maxsize=512)
-def _causal(t: int) -> np.ndarray:
-    """(t, t) additive causal mask, made once per size (it is on the close's critical path)."""
-    mask = np.triu(np.full((t, t), -np.inf, np.float32), 1)
+def _causal(t: int, span: int = 0) -> np.ndarray:
+    """(t, t) additive causal mask (within `span`), made once per size (it is on the close's critical path)."""
+    back = np.arange(t)[:, None] - np.arange(t)[None, :]
+    ok = (back >= 0) & (back < span) if span > 0 else back >= 0
+    mask = np.where(ok, 0.0, -np.inf).astype(np.float32)
+    mask.flags.writeable = False
+    return mask
+
+
+@functools.lru_cache(maxsize=512)
+def _span_past(t: int, filled: int, back: int, span: int) -> np.ndarray:
+    """(t, filled) additive mask of t new tokens over the `filled` cached slots given to the graph, which start
+    `back` positions before the first new token: slot c holds position pos - back + c, and query i (position
+    pos + i) reads it while (pos + i) - (pos - back + c) < span."""
+    gap = np.arange(t)[:, None] + back - np.arange(filled)[None, :]
+    mask = np.where(gap < span, 0.0, -np.inf).astype(np.float32)
     mask.flags.writeable = False
     return mask
 
@@ -131,6 +158,11 @@ class WindowStream:
             None  # (n, tail neurons, offsets, result)
         )
         self._layers = c.layers
+        self._span = decoder.bundle.config.model.attention_span
+        # A call scores its t new tokens against all t + past keys before masking: with a bounded span, t tokens
+        # at once cost ~t^2, so a backlog (a burst, a late stream) runs `span` tokens per call, at a cost per token
+        # that stays flat; without a span every token reads the whole window anyway, one call is cheapest.
+        self._chunk = self._span if self._span > 0 else 1 << 30
         self.broken = False  # the committed prefix changed (or a step failed): decode window at a time
         self.key: Hashable = None
         self._past: tuple[int, dict[str, np.ndarray]] = (-1, {})  # (pos, `past_feeds` at pos): made once per pos
@@ -226,6 +258,7 @@ class WindowStream:
                     self._ctx,
                     self._sum,
                     self._past_slots(),
+                    self._span,
                 ),
             )
         ]
@@ -262,16 +295,29 @@ class WindowStream:
         return self._run_tail(window.neurons[tail], window.offsets[tail])
 
     def _run_tail(self, neurons: np.ndarray, offsets: np.ndarray) -> dict[str, Any]:
-        """The decode for this tail after the committed tokens: the behavior outputs of one `stream` call. It leaves
-        the cache and the sum as they were (it may make this position's `past_feeds` copies): nothing reads the
-        tail's keys/values (a speculation may turn out wrong; after the close the stream is done), so they are
-        not written, and the close skips that copy."""
+        """The decode for this tail after the committed tokens: the behavior outputs of its last `stream` call. It
+        leaves the position and the sum as they were (it may make this position's `past_feeds` copies): nothing
+        reads the tail's keys/values (a speculation may turn out wrong; after the close the stream is done), so a
+        tail of one chunk writes none, and a longer one only into slots past the committed ones, which no one
+        reads (`past_feeds` copies slots below the position) and the next commit overwrites."""
         d = self._d
         ids, dts = np.append(neurons, d.vocab.id_eos), np.append(offsets, d.vocab.dt_eos)
-        return d.to_units(stream_outputs(self._step(ids, dts), self._layers)[3])
+        last = max(0, ids.size - self._chunk)
+        saved = self._pos, self._sum, self._past
+        try:
+            if last:
+                self._feed(ids[:last], dts[:last])
+            return d.to_units(stream_outputs(self._step(ids[last:], dts[last:]), self._layers)[3])
+        finally:
+            self._pos, self._sum, self._past = saved
 
     def _feed(self, ids: np.ndarray, dts: np.ndarray) -> None:
-        """Commit tokens: run them, write their keys/values into the cache, keep the running hidden-state sum."""
+        """Commit tokens, `_chunk` at a time (see __init__)."""
+        for lo in range(0, ids.shape[0], self._chunk):
+            self._feed_chunk(ids[lo : lo + self._chunk], dts[lo : lo + self._chunk])
+
+    def _feed_chunk(self, ids: np.ndarray, dts: np.ndarray) -> None:
+        """Run tokens, write their keys/values into the cache, keep the running hidden-state sum."""
         t = ids.shape[0]
         hidden_sum, new_k, new_v, _ = stream_outputs(self._step(ids, dts), self._layers)
         for i, (k, v) in enumerate(zip(new_k, new_v)):
@@ -293,6 +339,7 @@ class WindowStream:
                 self._ctx,
                 self._sum,
                 self._past_slots(),
+                self._span,
             ),
         )
 
@@ -302,5 +349,5 @@ class WindowStream:
         The position only grows, and the slots below it are written once, so the position is the whole key; only
         `set_context` rewrites them, and it drops the copies."""
         if self._past[0] != self._pos:
-            self._past = (self._pos, past_feeds(self._pos, self._k, self._v))
+            self._past = (self._pos, past_feeds(self._pos, self._k, self._v, self._span))
         return self._past[1]
