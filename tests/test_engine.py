@@ -7,6 +7,8 @@ and a bad message is counted, not raised, and changes nothing else.
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
 from pathlib import Path
 
@@ -37,8 +39,28 @@ def bundle() -> Bundle:
     return Bundle.load(V1 / "bundle")
 
 
-@pytest.mark.parametrize("arena", [True, False], ids=["memory-arena", "no-memory-arena"])
-def test_a_session_fed_to_the_engine_decodes_like_offline_inference(bundle: Bundle, arena: bool) -> None:
+def reading_context_at(bundle: Bundle, where: str, tmp: Path) -> Bundle:
+    """The bundle with its windows reading their context (frames, behavior inputs) up to `where` ("end" or
+    "start"): a manifest setting only, the graphs do not change."""
+    if where == bundle.window.context_at:
+        return bundle
+    copy = tmp / "bundle"
+    shutil.copytree(bundle.path, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["config"]["window"]["context_at"] = where
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    return Bundle.load(copy)
+
+
+@pytest.mark.parametrize(
+    "arena, context_at",
+    [(True, "end"), (False, "end"), (True, "start")],
+    ids=["memory-arena", "no-memory-arena", "context-at-start"],
+)
+def test_a_session_fed_to_the_engine_decodes_like_offline_inference(
+    bundle: Bundle, arena: bool, context_at: str, tmp_path: Path
+) -> None:
+    bundle = reading_context_at(bundle, context_at, tmp_path)
     session = load_session(V1 / "session.npz")
     out: list[list[bytes]] = []
     config = ServeConfig(skip_backlog=False, start=session.start, memory_arena=arena)
@@ -78,3 +100,38 @@ def test_a_bad_message_is_counted_and_changes_nothing(bundle: Bundle) -> None:
     decodes = published_topics(out, b"decode")
     assert [d["window"] for d in decodes] == [0] and decodes[0]["n_spikes"] == 1
     assert published_topics(out, b"status")  # the status request was answered through `publish`
+
+
+@pytest.mark.parametrize("context_at", ["end", "start"])
+def test_a_context_final_at_open_is_never_refreshed_mid_window(
+    tiny_bundle: Path, tiny_session_path: Path, context_at: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Streamed windows decode like offline inference either way; a window that reads its context up to its end
+    re-runs its committed spikes whenever a frame or behavior sample it reads arrives while it is open, one that
+    reads it up to its start (the rig config) never does. The stream schedule's waits are set to 0, so stream
+    work follows every message."""
+    from rtdecode.serve import streamer
+
+    monkeypatch.setattr(streamer, "STREAM_INPUT_GRACE_S", 0.0)
+    monkeypatch.setattr(streamer, "STREAM_YIELD_S", 0.0)
+    bundle = reading_context_at(Bundle.load(tiny_bundle), context_at, tmp_path)
+    session = load_session(tiny_session_path)
+    out: list[list[bytes]] = []
+    engine = DecodeEngine(bundle, ServeConfig(skip_backlog=False, start=session.start), out.append)
+    assert engine.streaming
+    names = tuple(b.name for b in bundle.behavior_inputs)
+    for seq, (_, kind, args) in enumerate(session_messages(session, batch=0.005, behavior=names, t1=8.0)):
+        engine.handle(ENCODERS[kind](seq, 0.0, *args, src="test"), time.perf_counter())
+        engine.step()
+    decodes = published_topics(out, b"decode")
+    windows = np.array([d["window"] for d in decodes])
+    data = WindowData(session, bundle.config)
+    offline = Decoder(bundle, backend="onnxruntime").decode(data.batch(windows - data.tokens.first_window, bundle.norm))
+    for spec in bundle.targets:
+        if spec.kind == "regression":
+            live = np.array([d["values"][spec.name] for d in decodes])
+            np.testing.assert_allclose(live, offline[spec.name], atol=1e-5, rtol=0)
+    counters = engine.status()["counters"]
+    assert counters["windows_streamed"] >= 0.9 * windows.size
+    refreshes = counters.get("stream_context_refresh", 0)
+    assert refreshes > 10 if context_at == "end" else refreshes == 0, refreshes

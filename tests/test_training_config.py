@@ -43,6 +43,9 @@ def test_unknown_key_names_the_allowed_ones():
         ({"behavior": [{"name": "x"}, {"name": "x"}]}, "unique"),
         ({"contrastive": {"enabled": True, "pairs": [["spikes", "frames"]]}}, "not an enabled modality"),
         ({"model": {"frame_patch": [3, 8]}}, "must have 3 elements"),
+        ({"model": {"attention_span": -1}}, "attention_span must be an integer >= 0"),
+        ({"model": {"history_latents": 2.5}}, "history_latents must be an integer"),
+        ({"window": {"context_at": "middle"}}, 'context_at must be "end" or "start"'),
     ],
 )
 def test_bad_values_are_rejected_with_the_field_named(patch, message):

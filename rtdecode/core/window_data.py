@@ -51,10 +51,13 @@ class WindowData:
             cfg.window,
             session.neuron_ids,
         )
-        if _without_budgets(self.tokens.config) != _without_budgets(cfg.window):
+        if _without_budgets(
+            dataclasses.replace(self.tokens.config, context_at=cfg.window.context_at)
+        ) != _without_budgets(cfg.window):
             raise ValueError("the token store was made with a different window config than this run's")
         self.tokens = dataclasses.replace(self.tokens, config=cfg.window)  # budgets only say how to pack
         starts, ends = self.tokens.window_starts(), self.tokens.window_ends()
+        context_at = cfg.window.context_time(starts, ends)  # what frames and behavior inputs are read up to
         self.n_windows = self.tokens.n_windows
         self.frame_index: np.ndarray | None = None
         if cfg.frames.enabled:
@@ -67,7 +70,7 @@ class WindowData:
                     f"{fr.height}x{fr.width}; set [frames] height/width to match"
                 )
             _check_frame_rate(session.frame_times, cfg)
-            self.frame_index = frame_stack_indices(session.frame_times, ends, fr.n_frames)  # (W, F), -1 = none
+            self.frame_index = frame_stack_indices(session.frame_times, context_at, fr.n_frames)  # (W, F), -1 = none
         self.targets: dict[str, np.ndarray] = {}
         for spec in cfg.targets:
             b = self._behavior(spec.name)
@@ -76,7 +79,7 @@ class WindowData:
                 self.targets[spec.name] = angle_of(cos, sin)
             else:
                 self.targets[spec.name] = behavior_per_window(b.times, b.values, starts, ends)
-        self._ends = ends
+        self._context_at = context_at
 
     def with_budgets(self, cfg: RunConfig) -> WindowData:
         """This data under `cfg`, a config that differs from this one's at most in its token budgets (resolved by
@@ -107,7 +110,7 @@ class WindowData:
             else:
                 b = self._behavior(spec.name)
                 vals, _, valid = behavior_input_samples(
-                    b.times, b.values, self._ends[windows], spec.input_window, self.cfg.window.dt
+                    b.times, b.values, self._context_at[windows], spec.input_window, self.cfg.window.dt
                 )
                 v = vals[valid]
             v = v[np.isfinite(v)]
@@ -145,7 +148,7 @@ class WindowData:
         for spec in self.cfg.inputs:
             b = self._behavior(spec.name)
             vals, ages, valid = behavior_input_samples(
-                b.times, b.values, self._ends[windows], spec.input_window, self.cfg.window.dt
+                b.times, b.values, self._context_at[windows], spec.input_window, self.cfg.window.dt
             )
             mean, std = norm.behavior[spec.name]
             out[f"in_{spec.name}"] = np.where(valid, (vals - mean) / std, 0.0).astype(np.float32)

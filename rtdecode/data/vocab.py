@@ -39,6 +39,10 @@ class WindowConfig:
             training data (`rtdecode.data.budget`): a run config may say 0, a trained model always has a number.
         prev_block_size: token slots for the history (no SOS/EOS); 0 = derive it, as block_size.
         origin: time, s, at which the window grid starts; windows start at origin + k * window.
+        context_at: "end" (the reference) reads a window's context (its frame_window of video, its behavior
+            inputs) up to the window's end; "start" up to its start, so the context is final when the window opens:
+            a live stream never has to re-run the window's spikes because a frame arrived while it was open (one
+            window less recent video, for a real-time close at rig scale).
     """
 
     window: float = 0.05
@@ -48,8 +52,11 @@ class WindowConfig:
     block_size: int = 100
     prev_block_size: int = 100
     origin: float = 0.0
+    context_at: str = "end"
 
     def __post_init__(self) -> None:
+        if self.context_at not in ("end", "start"):
+            raise ValueError(f'context_at must be "end" or "start"; got {self.context_at!r}')
         if not (self.dt > 0 and math.isfinite(self.dt)):
             raise ValueError(f"dt must be a positive number of seconds; got {self.dt}")
         _as_quanta(self.window, self.dt, "window")
@@ -91,6 +98,10 @@ class WindowConfig:
         """Spike tokens that fit in a current window (block_size minus SOS and EOS)."""
         self.require_budgets()
         return self.block_size - 2
+
+    def context_time(self, start: Any, end: Any) -> Any:
+        """The time up to which a window [start, end) reads its context (`context_at`); arrays or floats."""
+        return start if self.context_at == "start" else end
 
     def window_start(self, k: int | np.ndarray) -> Any:
         """Start time(s), s, of absolute window index k."""

@@ -82,10 +82,12 @@ class Decoder:
 
         Args:
             window: a window closed by RollingWindow.
-            frames: (n_frames, H, W) uint8, the frames shown before the window end (oldest first), if the model
-                takes video; None gives the mean image (as training does before the first frame).
+            frames: (n_frames, H, W) uint8, the frames shown before the window end (its start with
+                `context_at = "start"`), oldest first, if the model takes video; None gives the mean image (as
+                training does before the first frame).
             frame_valid: (n_frames,) bool, False where no frame had been shown yet (mean image, as in training).
-            behavior: name -> (sample times s, values) of each input behavior variable before the window end.
+            behavior: name -> (sample times s, values) of each input behavior variable (the samples before the
+                window's context time are used).
         """
         feeds = token_inputs(*window.tokens(self.window, self.vocab))
         fr = self.bundle.frames
@@ -99,7 +101,7 @@ class Decoder:
                     feeds["frames"][0, ~np.asarray(frame_valid, bool)] = 0.0
         for spec in self.bundle.behavior_inputs:
             times, values = (behavior or {}).get(spec.name, (np.zeros(0), np.zeros(0)))
-            feeds.update(self._behavior_input(spec, window.end, times, values))
+            feeds.update(self._behavior_input(spec, self.window.context_time(window.start, window.end), times, values))
         return feeds
 
     def _behavior_input(

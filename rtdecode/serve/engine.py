@@ -207,7 +207,7 @@ class DecodeEngine:
         """Model inputs of a closed window from the rings: the same functions training used."""
         frames = valid = None
         if self.frames is not None:
-            frames, valid = self.frames.stack(window.end, self.bundle.frames.n_frames)
+            frames, valid = self.frames.stack(self._context_time(window), self.bundle.frames.n_frames)
         behavior = {name: ring.recent() for name, ring in self.behavior.items()}
         return self.decoder.window_feeds(window, frames, behavior, frame_valid=valid)
 
@@ -218,11 +218,15 @@ class DecodeEngine:
         history). A frame for the next window, or evicting one the window no longer reads, does not."""
         key: list[Any] = [int(window.prev_neurons.size)]
         if self.frames is not None:
-            key.append(self.frames.window_key(window.end, self.bundle.frames.n_frames))
+            key.append(self.frames.window_key(self._context_time(window), self.bundle.frames.n_frames))
         key += [
-            self.behavior[spec.name].window_key(window.end, spec.input_window) for spec in self.bundle.behavior_inputs
+            self.behavior[spec.name].window_key(self._context_time(window), spec.input_window)
+            for spec in self.bundle.behavior_inputs
         ]
         return tuple(key)
+
+    def _context_time(self, window: ClosedWindow) -> float:
+        return float(self.bundle.window.context_time(window.start, window.end))
 
     def _decode_pending(self) -> None:
         """Decode the windows closed since the last call: the newest only, with `skip_backlog` (the others are
