@@ -246,7 +246,7 @@ DERIVED_BUDGETS: dict[str, int] = {"block_size": 0, "prev_block_size": 0}
 class RunConfig:
     """Everything that defines a model and how it is trained."""
 
-    window: WindowConfig = field(default_factory=lambda: WindowConfig(**DERIVED_BUDGETS))
+    window: WindowConfig = field(default_factory=lambda: WindowConfig(block_size=0, prev_block_size=0))
     model: ModelConfig = field(default_factory=ModelConfig)
     frames: FramesConfig = field(default_factory=FramesConfig)
     behavior: tuple[BehaviorSpec, ...] = ()

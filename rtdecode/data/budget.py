@@ -142,7 +142,11 @@ def budget_report(tokens: TokenizedSession, windows: np.ndarray, window: WindowC
     hist = (tokens.window_ptr[:-1] - tokens.history_ptr)[w]
     derived = tuple(name for name in ("block_size", "prev_block_size") if getattr(window, name) == 0)
     sizes = {"block_size": needed_slots(counts, reserved=2), "prev_block_size": needed_slots(hist)}
-    resolved = dataclasses.replace(window, **{name: sizes[name] for name in derived})
+    resolved = dataclasses.replace(
+        window,
+        block_size=sizes["block_size"] if "block_size" in derived else window.block_size,
+        prev_block_size=sizes["prev_block_size"] if "prev_block_size" in derived else window.prev_block_size,
+    )
     over = np.maximum(counts - resolved.max_spikes, 0)
     hover = np.maximum(hist - resolved.prev_block_size, 0)
 
