@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,38 @@ def rss_mb(pid: int) -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def listen(endpoint: str, daemon_pid: int, sample_every: float, results: Any, stop: Any, ready: Any) -> None:
+    """The subscriber, in its own process (a thread beside the producer would share its GIL: the producer's sends
+    would wait behind the subscriber's work and the soak would measure that). Sends back every decode's
+    (monotonic receive time, end-to-end ms) and the daemon's RSS and status counters every `sample_every` s; the
+    monotonic clock is the host's, so the parent compares these times with its own."""
+    decodes: list[tuple[float, float]] = []
+    samples: list[dict[str, Any]] = []
+    with Subscriber(endpoint, topics=("decode", "status")) as sub:
+        sub.wait_for("status", timeout=60)
+        ready.set()
+        next_sample = -np.inf
+        while not stop.is_set():
+            msg = sub.receive(0.1)
+            if msg is None:
+                continue
+            now = time.monotonic()
+            if msg["topic"] == "decode":
+                decodes.append((now, Subscriber.latency_ms(msg)))
+            elif now >= next_sample:
+                s = msg["status"] if "status" in msg else msg
+                samples.append(
+                    {
+                        "t": now,
+                        "rss_mb": rss_mb(daemon_pid),
+                        "deadline_misses": s.get("deadline_misses", 0),
+                        "counters": s.get("counters", {}),
+                    }
+                )
+                next_sample = now + sample_every
+    results.send((decodes, samples))
 
 
 def make_inputs(args: argparse.Namespace, work: Path) -> tuple[Path, Path]:
@@ -132,57 +164,38 @@ def main() -> None:
     if args.no_memory_arena:
         cmd.append("--no-memory-arena")
     daemon = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    decodes: list[tuple[float, float]] = []  # (monotonic receive time, latency ms)
-    samples: list[dict[str, Any]] = []  # "t": monotonic time
-    stop, ready, measuring = threading.Event(), threading.Event(), threading.Event()
-    t0 = time.monotonic()  # start of the measured minutes (moved when the warm-up ends)
-
-    def listen() -> None:
-        with Subscriber(outp, topics=("decode", "status")) as sub:
-            sub.wait_for("status", timeout=60)
-            ready.set()
-            next_sample = -np.inf
-            while not stop.is_set():
-                msg = sub.receive(0.1)
-                if msg is None:
-                    continue
-                now = time.monotonic()
-                if msg["topic"] == "decode":
-                    decodes.append((now, Subscriber.latency_ms(msg)))
-                elif now >= next_sample:
-                    s = msg["status"] if "status" in msg else msg
-                    samples.append(
-                        {
-                            "t": now,
-                            "rss_mb": rss_mb(daemon.pid),
-                            "deadline_misses": s.get("deadline_misses", 0),
-                            "counters": s.get("counters", {}),
-                        }
-                    )
-                    next_sample = now + args.sample_every
-
-    listener = threading.Thread(target=listen, daemon=True)
+    mp = multiprocessing.get_context("spawn")
+    stop, ready = mp.Event(), mp.Event()
+    receive_end, send_end = mp.Pipe(duplex=False)
+    listener = mp.Process(target=listen, args=(outp, daemon.pid, args.sample_every, send_end, stop, ready), daemon=True)
     listener.start()
+    t0 = time.monotonic()  # start of the measured minutes (moved when the warm-up ends)
+    decodes: list[tuple[float, float]] = []
+    samples: list[dict[str, Any]] = []
     try:
         if not ready.wait(60):
-            raise SystemExit("the daemon did not come up")
+            raise SystemExit("the daemon (or the subscriber process) did not come up")
         behavior = tuple(b.name for b in bundle.behavior_inputs)
         print(
             f"streaming {session.duration / 60:.1f} min of {session.n_neurons} neurons "
             f"({session.n_spikes / session.duration / session.n_neurons:.1f} Hz mean) at real time ..."
         )
         measured_from = session.start + args.warmup
+        measuring = False
 
         def start_measuring(t: float, kind: str) -> None:
-            nonlocal t0
-            if t >= measured_from and not measuring.is_set():
-                measuring.set()
+            nonlocal t0, measuring
+            if t >= measured_from and not measuring:
+                measuring = True
                 t0 = time.monotonic()  # rows count from here; earlier decodes and samples are the warm-up
 
         with Producer(inp) as prod:
             t0 = time.monotonic()
             sent = send_paced(prod, session_messages(session, behavior=behavior), speed=1.0, on_send=start_measuring)
         time.sleep(2.0)  # let the last windows' decodes and one more status arrive (bounded, not a synchronisation)
+        stop.set()
+        if receive_end.poll(30):
+            decodes, samples = receive_end.recv()
     finally:
         stop.set()
         listener.join(5)
