@@ -19,6 +19,7 @@ from rtdecode.core.connectivity import (
     lagged_correlation_baseline,
     meets_auprc_bar,
     meets_bar,
+    meets_stimulus_bar,
     score_against_truth,
     score_matrix,
 )
@@ -119,6 +120,36 @@ def test_bar_needs_every_condition():
     scores["correlation"] = score_against_truth(np.random.default_rng(0).random((6, 6)), truth)
     assert meets_bar(scores)["met"]
     assert not meets_bar({"attention": score_against_truth(symmetric, truth)})["direction"]
+    scores["attention (predicted)"] = score_against_truth(good, truth)  # another reading, not a baseline
+    assert meets_bar(scores)["met"]
+
+
+def test_both_keyings_count_exactly_the_pairs_they_describe(tiny_run, tiny_session_path):
+    """Co-occurrence counts against a loop over tokens: by spike, (later spike's neuron, earlier spike's neuron)
+    for keys in an earlier bin; by predicted neuron, (next token's neuron, key's neuron) for keys up to the
+    query that lie in an earlier bin than the next token."""
+    pytest.importorskip("torch")
+    from rtdecode.core.window_data import WindowData
+    from rtdecode.io import load_session
+    from rtdecode.training.checkpoint import LoadedRun
+    from rtdecode.training.connectivity import attention_connectivity
+
+    run = LoadedRun(tiny_run)
+    data = WindowData(load_session(tiny_session_path), run.config)
+    windows = np.arange(5, 11)
+    keyed = attention_connectivity(run.model, data, windows, run.norm, batch_size=4)
+    n = run.model.vocab.n_neurons
+    want = {k: np.zeros((n, n)) for k in ("spike", "predicted")}
+    batch = data.batch(windows, run.norm)
+    for ids, dts in zip(batch["ids"], batch["dts"]):
+        for q, k in product(range(ids.size), repeat=2):
+            if ids[q] < n and ids[k] < n and dts[k] < dts[q]:
+                want["spike"][ids[q], ids[k]] += 1
+            if q + 1 < ids.size and k <= q and ids[q + 1] < n and ids[k] < n and dts[k] < dts[q + 1]:
+                want["predicted"][ids[q + 1], ids[k]] += 1
+    for name, (matrix, count) in keyed.items():
+        assert count.sum() > 0 and np.array_equal(count, want[name]), name
+        assert np.all(matrix[count == 0] == 0) and np.all(matrix >= 0)
 
 
 def test_connectivity_command_on_the_tiny_run(tiny_run, tiny_session_path, tmp_path):
@@ -141,11 +172,18 @@ def test_connectivity_command_on_the_tiny_run(tiny_run, tiny_session_path, tmp_p
     )
     assert r.exit_code == 0, r.output
     section = json.loads((tmp_path / "report.json").read_text())["connectivity"]
-    assert set(section["scores"]) == {"attention", "correlation", "lagged correlation", "cross-correlogram"}
+    assert set(section["scores"]) == {
+        "attention",
+        "attention (predicted)",
+        "correlation",
+        "lagged correlation",
+        "cross-correlogram",
+    }
     for s in section["scores"].values():
-        assert set(s) == {"hub_circuit", "all_weights"}
+        assert {"hub_circuit", "all_weights"} <= set(s) <= {"hub_circuit", "all_weights", "visual"}
         assert all(0 <= s[e]["auroc"] <= 1 for e in s)
     assert set(section["bar"]) == {"auroc", "hubs", "direction", "beats_baselines", "met"}
+    assert section["stimulus_bar"] is None or isinstance(section["stimulus_bar"]["met"], bool)
     assert (tmp_path / "connectivity.png").stat().st_size > 1000
     assert "connectivity.png" in (tmp_path / "report.html").read_text()
 
@@ -176,3 +214,20 @@ def test_the_auprc_bar_compares_with_the_best_directed_baseline():
     leaky = good + 0.9 * good.T  # ranks the true edges first, but barely tells their direction
     bar = meets_auprc_bar(scores(leaky, good, noise))
     assert bar["auprc"] and not bar["direction"] and not bar["met"]
+
+
+def test_the_visual_edge_set_and_its_bar():
+    """Visual neurons 4 and 5 share a stimulus; their true inputs are 4 <- 3, 4 <- 2 and 5 <- 3. A matrix that finds
+    those beats one that sees the shared drive (4 <-> 5) as strongly as the inputs."""
+    truth = {**_hub_truth(), "visual_neurons": np.array([4, 5])}
+    found = hub_circuit(truth) + np.where(truth["W"] == 0.3, 0.3, 0.0)
+    shared = found.copy()
+    shared[4, 5] = shared[5, 4] = 2.0
+    scores = {"attention": score_against_truth(found, truth), "correlation": score_against_truth(shared, truth)}
+    assert scores["attention"]["visual"]["auprc"] == 1.0 and scores["correlation"]["visual"]["auprc"] < 1.0
+    assert scores["attention"]["visual"]["edge_fraction"] == pytest.approx(3 / 10)
+    bar = meets_stimulus_bar(scores)
+    assert bar is not None and bar["met"] and bar["best_baseline"] == "correlation"
+    assert not meets_stimulus_bar({**scores, "attention": score_against_truth(shared, truth)})["met"]
+    plain = {"attention": score_against_truth(found, _hub_truth())}
+    assert "visual" not in plain["attention"] and meets_stimulus_bar(plain) is None

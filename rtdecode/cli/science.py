@@ -98,7 +98,9 @@ def connectivity(
     sec = report.section("connectivity", "Connectivity from attention")
     connectivity_section(sec, out, LoadedRun(from_run), session, windows, log=lambda _: None)
     report.write()
-    for edges in ("hub_circuit", "all_weights"):
+    for edges in ("hub_circuit", "all_weights", "visual"):
+        if edges not in sec.numbers["scores"]["attention"]:
+            continue
         t = Table(
             title=f"{edges.replace('_', ' ')}: connectivity vs ground truth ({windows} windows)", title_justify="left"
         )
@@ -124,6 +126,13 @@ def connectivity(
         f"bar (hub circuit: AUPRC within 0.05 of the best directed baseline, {auprc_bar['best_baseline']}, and a "
         f"direction index at least its): {'met' if auprc_bar['met'] else 'NOT met'}"
     )
+    stimulus_bar = sec.numbers["stimulus_bar"]
+    if stimulus_bar is not None:
+        console.print(
+            f"bar (weights into the visual neurons: AUPRC above every baseline, for a model that sees the frames): "
+            f"{'met' if stimulus_bar['met'] else 'NOT met'} ({stimulus_bar['auprc']:.3f} vs "
+            f"{stimulus_bar['best_auprc']:.3f}, {stimulus_bar['best_baseline']})"
+        )
     console.print(f"wrote {out / 'report.json'}, {out / 'connectivity.npz'} and {out / 'connectivity.png'}")
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from rtdecode.core.connectivity import meets_auprc_bar, meets_bar, score_against_truth
+from rtdecode.core.connectivity import meets_auprc_bar, meets_bar, meets_stimulus_bar, score_against_truth
 from rtdecode.core.receptive_fields import patch_energy, score_maps, spike_triggered_average
 from rtdecode.core.window_data import WindowData, evenly_spaced, make_split
 from rtdecode.data.session import Session
@@ -32,12 +32,14 @@ def connectivity_section(
     scores = {name: score_against_truth(m, session.truth) for name, m in matrices.items()}
     bar = meets_bar(scores)
     auprc_bar = meets_auprc_bar(scores)
+    stimulus_bar = meets_stimulus_bar(scores)
     sec.numbers.update(
         {
             "windows": windows,
             "scores": scores,
             "bar": bar,
             "auprc_bar": auprc_bar,
+            "stimulus_bar": stimulus_bar,
             "spikes_only_model": not (run.config.frames.enabled or run.config.behavior),
         }
     )
@@ -48,11 +50,20 @@ def connectivity_section(
             "connectivity`).",
             "note",
         )
+    sec.text(
+        "attention: each spike's attention to spikes of earlier time bins, keyed by the later spike's neuron; "
+        "attention (predicted): each position's attention keyed by the neuron of the spike it predicts (the "
+        "paper's reading). Both averaged over heads and layers and divided by how often each pair occurred; the "
+        "bars judge the first."
+    )
     np.savez(out / "connectivity.npz", **{k.replace(" ", "_"): v for k, v in matrices.items()}, W=session.truth["W"])
     for edges, label in (
         ("hub_circuit", "hub circuit (hub -> community targets)"),
         ("all_weights", "all non-zero weights"),
+        ("visual", "non-zero weights into the visual neurons (which the stimulus drives together)"),
     ):
+        if edges not in scores["attention"]:
+            continue
         sec.text(f"True edges: {label}.")
         sec.table(
             ["matrix", "AUROC", "AUPRC", "hubs found", "direction index"],
@@ -78,6 +89,14 @@ def connectivity_section(
         f"direction index at least its): {'met' if ok else 'NOT met (' + ', '.join(k for k in ('auprc', 'direction') if not auprc_bar[k]) + ')'}.",
         "verdict-ok" if ok else "verdict-no",
     )
+    if stimulus_bar is not None:
+        ok = stimulus_bar["met"]
+        sec.text(
+            f"Bar (weights into the visual neurons: AUPRC above every baseline; for a model that sees the frames): "
+            f"{'met' if ok else 'NOT met'} ({stimulus_bar['auprc']:.3f} vs {stimulus_bar['best_auprc']:.3f}, "
+            f"{stimulus_bar['best_baseline']}).",
+            "verdict-ok" if ok else "verdict-no",
+        )
     figures.connectivity_figure(session.truth["W"], matrices, out / "connectivity.png")
     sec.figure(out, "connectivity.png", "True W and the inferred target x source matrices (diagonal blanked).")
     a = scores["attention"]["hub_circuit"]
