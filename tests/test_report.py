@@ -101,6 +101,7 @@ def test_evaluate_from_a_run_writes_every_section(tiny_run, tiny_session_path, t
     assert numbers["generation"]["windows"] == 40
     assert set(numbers["connectivity"]["scores"]) == {
         "attention",
+        "attention (predicted)",
         "correlation",
         "lagged correlation",
         "cross-correlogram",
