@@ -137,6 +137,11 @@ def score_against_truth(matrix: np.ndarray, truth: dict[str, np.ndarray]) -> dic
     return out
 
 
+def _baselines(scores: dict[str, Any]) -> list[str]:
+    """The baseline methods in `scores`: every method but the readings of attention ("attention", "attention (...)")."""
+    return [m for m in scores if not m.startswith("attention")]
+
+
 def meets_bar(
     scores: dict[str, dict[str, dict[str, Any]]], method: str = "attention", min_auroc: float = 0.85
 ) -> dict[str, bool]:
@@ -144,7 +149,7 @@ def meets_bar(
     AUROC than every baseline in `scores` (method -> score_against_truth result; the other attention readings are
     not baselines)."""
     mine = scores[method]["hub_circuit"]
-    others = [s["hub_circuit"]["auroc"] for m, s in scores.items() if not m.startswith("attention")]
+    others = [scores[m]["hub_circuit"]["auroc"] for m in _baselines(scores)]
     checks = {
         "auroc": mine["auroc"] >= min_auroc,
         "hubs": bool(mine["all_found"]),
@@ -239,7 +244,7 @@ def meets_stimulus_bar(
     can explain that drive away). None where the truth has no visual edge set."""
     if "visual" not in scores[method]:
         return None
-    baselines = {m: s["visual"]["auprc"] for m, s in scores.items() if not m.startswith("attention")}
+    baselines = {m: scores[m]["visual"]["auprc"] for m in _baselines(scores)}
     best = max(baselines, key=lambda m: baselines[m])
     mine = scores[method]["visual"]["auprc"]
     return {"auprc": mine, "best_baseline": best, "best_auprc": baselines[best], "met": bool(mine > baselines[best])}
