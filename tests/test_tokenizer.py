@@ -36,6 +36,17 @@ def test_tokens_ordered_by_bin_then_neuron_with_repeats():
     assert b.truncated.tolist() == [0]
 
 
+def test_time_order_puts_a_quantum_s_spikes_in_arrival_order_with_neuron_ties():
+    # bin 0: neuron 4 at 1 ms, neuron 1 at 2 ms, neuron 3 and neuron 0 both at 5 ms (tie: neuron index)
+    cfg = WindowConfig(window=0.05, prev_window=0.05, dt=0.01, block_size=8, prev_block_size=5, token_order="time")
+    ts = tok([0.005, 0.002, 0.001, 0.005, 0.021], [3, 1, 4, 0, 2], cfg=cfg)
+    b = ts.current([0])
+    assert b.ids[0].tolist() == [V.id_sos, 4, 1, 0, 3, 2, V.id_eos, V.id_pad]
+    assert b.dts[0].tolist() == [V.dt_sos, 0, 0, 0, 0, 2, V.dt_eos, V.dt_pad]
+    with pytest.raises(ValueError, match="token_order"):
+        WindowConfig(token_order="arrival")
+
+
 def test_empty_window_is_sos_eos_then_pad():
     ts = tok([0.07], [3])
     b = ts.current([0, 1, 2])

@@ -1,4 +1,4 @@
-"""The live rolling window yields exactly the offline tokens, however the stream is batched."""
+"""The live rolling window yields exactly the offline tokens, however the stream is batched, in either token order."""
 
 from __future__ import annotations
 
@@ -46,6 +46,7 @@ def sessions(draw):
         dt=dt,
         block_size=draw(st.integers(3, 10)),
         prev_block_size=draw(st.integers(1, 10)),
+        token_order=draw(st.sampled_from(["neuron", "time"])),
     )
     start = draw(st.integers(0, 5)) * dt + draw(st.sampled_from([0.0, 0.003]))
     stop = start + draw(st.integers(0, 60)) * dt + draw(st.sampled_from([0.0, 0.004]))

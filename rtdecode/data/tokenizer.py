@@ -9,8 +9,9 @@ Semantics (those of the Neuroformer reference), fixed here once:
   cannot disagree about which window or bin a spike falls in.
 * Window k covers quanta [k * B, (k + 1) * B) with B = window / dt. Its history ("previous window") covers the
   P = prev_window / dt quanta just before it, [k * B - P, k * B), and may span several earlier windows.
-* Inside a window tokens are ordered by time bin, then neuron index; a neuron firing c times in a bin gives c
-  tokens. A current window becomes ``SOS, spikes..., EOS, PAD...`` in `block_size` slots; a window with more than
+* Inside a window tokens are ordered by time bin, then neuron index (`token_order = "neuron"`, the reference), or
+  by spike time, then neuron index (`token_order = "time"`: arrival order, for streaming at rig scale); a neuron
+  firing c times in a bin gives c tokens. A current window becomes ``SOS, spikes..., EOS, PAD...`` in `block_size` slots; a window with more than
   ``block_size - 2`` spikes keeps the earliest ones (the rest are counted as truncated). History becomes
   ``spikes..., PAD...`` in `prev_block_size` slots and keeps the most recent spikes when it overflows, because
   those are the ones nearest the predicted window.
@@ -49,8 +50,12 @@ __all__ = [
 ]
 
 
-def order_events(bins: np.ndarray, neurons: np.ndarray, n_neurons: int) -> np.ndarray:
-    """Permutation putting events in token order: by quantum, then neuron index (stable for repeats)."""
+def order_events(bins: np.ndarray, neurons: np.ndarray, n_neurons: int, times: np.ndarray | None = None) -> np.ndarray:
+    """Permutation putting events in token order (stable for repeats): by quantum, then neuron index; or, given
+    their `times` (token_order "time"), by time, then neuron index. Quanta never decrease with time (`quantize`
+    is monotonic), so time order is also quantum order."""
+    if times is not None:
+        return np.lexsort((neurons, times))
     key = bins * np.int64(n_neurons) + neurons
     return np.argsort(key, kind="stable")
 
@@ -294,11 +299,12 @@ def tokenize_session(
         neuron_ids: optional (N,) unit IDs stored in the vocabulary.
     """
     B = config.bins_per_window
-    bins = quantize(np.asarray(spike_times, dtype=np.float64), config)
+    times = np.asarray(spike_times, dtype=np.float64)
+    bins = quantize(times, config)
     neurons = np.asarray(spike_neurons).astype(np.int32, copy=False)
     if neurons.size and (neurons.min() < 0 or neurons.max() >= n_neurons):
         raise ValueError(f"neuron indices must lie in [0, {n_neurons}); got {neurons.min()}..{neurons.max()}")
-    order = order_events(bins, neurons, n_neurons)
+    order = order_events(bins, neurons, n_neurons, times if config.token_order == "time" else None)
     bins, neurons = bins[order], neurons[order]
     first, last = window_range(start, stop, config)
     n_windows = max(last - first, 0)

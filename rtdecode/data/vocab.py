@@ -43,6 +43,11 @@ class WindowConfig:
             inputs) up to the window's end; "start" up to its start, so the context is final when the window opens:
             a live stream never has to re-run the window's spikes because a frame arrived while it was open (one
             window less recent video, for a real-time close at rig scale).
+        token_order: order of a window's tokens inside one time quantum. "neuron" (the reference): by neuron
+            index. "time": by spike time (then neuron index), the order spikes arrive in, so a live stream can run
+            a spike through the model as soon as a later one has arrived instead of waiting for its quantum to
+            end: at rig scale the close is then left with the last acquisition block, not the last quantum.
+            A model is trained in one order and served in the same (it is part of the window config).
     """
 
     window: float = 0.05
@@ -53,10 +58,13 @@ class WindowConfig:
     prev_block_size: int = 100
     origin: float = 0.0
     context_at: str = "end"
+    token_order: str = "neuron"
 
     def __post_init__(self) -> None:
         if self.context_at not in ("end", "start"):
             raise ValueError(f'context_at must be "end" or "start"; got {self.context_at!r}')
+        if self.token_order not in ("neuron", "time"):
+            raise ValueError(f'token_order must be "neuron" or "time"; got {self.token_order!r}')
         if not (self.dt > 0 and math.isfinite(self.dt)):
             raise ValueError(f"dt must be a positive number of seconds; got {self.dt}")
         _as_quanta(self.window, self.dt, "window")

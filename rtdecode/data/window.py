@@ -51,6 +51,7 @@ class ClosedWindow(NamedTuple):
         start, end: window bounds, s.
         neurons, offsets: (n,) events in token order; offsets are int64 quanta inside the window.
         prev_neurons, prev_offsets: (m,) history events in token order; offsets are quanta inside the history.
+        times: (n,) float64 spike times of `neurons`, s (what a stream in token_order "time" commits by).
     """
 
     index: int  # type: ignore[assignment]  # shadows tuple.index, on purpose: the window's index is its name
@@ -60,6 +61,7 @@ class ClosedWindow(NamedTuple):
     offsets: np.ndarray
     prev_neurons: np.ndarray
     prev_offsets: np.ndarray
+    times: np.ndarray = np.zeros(0)
 
     def tokens(self, config: WindowConfig, vocab: Vocab) -> tuple[TokenBatch, TokenBatch]:
         """(current, history) token arrays of this window, each with one row, via the shared `pack_tokens`."""
@@ -139,13 +141,16 @@ class RollingWindow:
         self._open = window_range(start, start, config)[0]  # first window starting at or after `start`
         self._lo = self._open * self._B  # first quantum of the open window
         self._hi = self._lo + self._B
+        self._by_time = config.token_order == "time"
         self._bins = np.empty(capacity, dtype=np.int64)
         self._neurons = np.empty(capacity, dtype=np.int32)
+        self._times = np.empty(capacity, dtype=np.float64)
         self._n = 0
         self._any_closed = False
         # history: events of the last P quanta before the open window, in token order
         self._hist_bins = np.zeros(0, dtype=np.int64)
         self._hist_neurons = np.zeros(0, dtype=np.int32)
+        self._hist_times = np.zeros(0, dtype=np.float64)
 
     @property
     def open_index(self) -> int:
@@ -175,15 +180,15 @@ class RollingWindow:
         if neurons.view(np.uint32).max() >= self.n_neurons:
             bad = neurons.view(np.uint32) >= self.n_neurons
             self.counters.bad_neuron += int(bad.sum())
-            qf, neurons = qf[~bad], neurons[~bad]
+            qf, neurons, times = qf[~bad], neurons[~bad], times[~bad]
         if qf.size and qf.min() >= self._lo and qf.max() < self._hi:
-            self._append(qf, neurons)
+            self._append(qf, neurons, times)
             return _NO_WINDOWS
         finite = np.abs(qf) < self._max_q  # False for NaN and inf too
         if not finite.all():
             self.counters.bad_time += int((~finite).sum())
-            qf, neurons = qf[finite], neurons[finite]
-        return self._push_slow(qf.astype(np.int64), neurons) if qf.size else _NO_WINDOWS
+            qf, neurons, times = qf[finite], neurons[finite], times[finite]
+        return self._push_slow(qf.astype(np.int64), neurons, times) if qf.size else _NO_WINDOWS
 
     def advance(self, t: float) -> list[ClosedWindow]:
         """Watermark: no event older than `t` will come; close every window ending at or before t."""
@@ -199,8 +204,9 @@ class RollingWindow:
 
     def open_window(self) -> ClosedWindow:
         """The open window as it stands: its events so far in token order and its history (streaming decode reads
-        it while the window is open). Events still to come may sort anywhere after the last complete time quantum."""
-        order = order_events(self._bins[: self._n], self._neurons[: self._n], self.n_neurons)
+        it while the window is open). Events still to come may sort anywhere after the last complete time quantum
+        (token_order "neuron") or after the newest spike time (token_order "time")."""
+        order = self._order(self._bins[: self._n], self._neurons[: self._n], self._times[: self._n])
         h_lo = np.searchsorted(self._hist_bins, self._lo - self._P, side="left")
         start = self.config.origin + self._lo * self.config.dt
         return ClosedWindow(
@@ -211,6 +217,7 @@ class RollingWindow:
             self._bins[: self._n][order] - self._lo,
             self._hist_neurons[h_lo:],
             self._hist_bins[h_lo:] - (self._lo - self._P),
+            self._times[: self._n][order],
         )
 
     def quantum_offset(self, t: float) -> int:
@@ -225,17 +232,22 @@ class RollingWindow:
         return self._close_until(self._open + 1)
 
     # ------------------------------------------------------------------ internals
-    def _append(self, q: np.ndarray, neurons: np.ndarray) -> None:
+    def _order(self, bins: np.ndarray, neurons: np.ndarray, times: np.ndarray) -> np.ndarray:
+        return order_events(bins, neurons, self.n_neurons, times if self._by_time else None)
+
+    def _append(self, q: np.ndarray, neurons: np.ndarray, times: np.ndarray) -> None:
         end = self._n + q.shape[0]
         if end > self._bins.shape[0]:
             size = max(end, 2 * self._bins.shape[0])
             self._bins = np.resize(self._bins, size)
             self._neurons = np.resize(self._neurons, size)
+            self._times = np.resize(self._times, size)
         self._bins[self._n : end] = q
         self._neurons[self._n : end] = neurons
+        self._times[self._n : end] = times
         self._n = end
 
-    def _push_slow(self, q: np.ndarray, neurons: np.ndarray) -> list[ClosedWindow]:
+    def _push_slow(self, q: np.ndarray, neurons: np.ndarray, times: np.ndarray) -> list[ClosedWindow]:
         """Batch crosses a window boundary or holds late events: apply the arrival-order rules vectorised."""
         w = q // self._B
         # an event is late if an earlier event (or the open window) already reached a later window;
@@ -246,13 +258,13 @@ class RollingWindow:
                 early = late & (w < self._open) & (q >= self._lo - self._P)
                 # events before the first window serve as its history (offline does the same)
                 if early.any():
-                    self._add_history(q[early], neurons[early])
+                    self._add_history(q[early], neurons[early], times[early])
                     late &= ~early
-                    keep_early = ~early
-                    q, neurons, w, late = q[keep_early], neurons[keep_early], w[keep_early], late[keep_early]
+                    keep = ~early
+                    q, neurons, times, w, late = q[keep], neurons[keep], times[keep], w[keep], late[keep]
             self.counters.late += int(late.sum())
             if late.any():
-                q, neurons, w = q[~late], neurons[~late], w[~late]
+                q, neurons, times, w = q[~late], neurons[~late], times[~late], w[~late]
         closed: list[ClosedWindow] = []
         if q.size == 0:
             return closed
@@ -262,18 +274,19 @@ class RollingWindow:
             target = int(w[lo])
             if target > self._open:
                 closed.extend(self._close_until(target))
-            self._append(q[lo:hi], neurons[lo:hi])
+            self._append(q[lo:hi], neurons[lo:hi], times[lo:hi])
         if self.keep_last is not None and len(closed) > self.keep_last:
             # a batch spanning several windows: at most one built window per window boundary it crosses
             self.counters.windows_skipped += len(closed) - self.keep_last
             closed = closed[-self.keep_last :]
         return closed
 
-    def _add_history(self, q: np.ndarray, neurons: np.ndarray) -> None:
+    def _add_history(self, q: np.ndarray, neurons: np.ndarray, times: np.ndarray) -> None:
         bins = np.concatenate((self._hist_bins, q))
         nrn = np.concatenate((self._hist_neurons, neurons))
-        order = order_events(bins, nrn, self.n_neurons)
-        self._hist_bins, self._hist_neurons = bins[order], nrn[order]
+        tms = np.concatenate((self._hist_times, times))
+        order = self._order(bins, nrn, tms)
+        self._hist_bins, self._hist_neurons, self._hist_times = bins[order], nrn[order], tms[order]
 
     def _close_until(self, target: int) -> list[ClosedWindow]:
         """Close the open window and every (empty) window before absolute index `target`; open `target`.
@@ -295,11 +308,12 @@ class RollingWindow:
                 self._lo += jump * self._B
                 self._hi += jump * self._B
                 continue
-            bins, nrn = self._bins[: self._n], self._neurons[: self._n]
-            order = order_events(bins, nrn, self.n_neurons)
-            bins, nrn = bins[order], nrn[order]  # copies: the buffers are reused
+            bins, nrn, tms = self._bins[: self._n], self._neurons[: self._n], self._times[: self._n]
+            order = self._order(bins, nrn, tms)
+            bins, nrn, tms = bins[order], nrn[order], tms[order]  # copies: the buffers are reused
             h_lo = np.searchsorted(self._hist_bins, self._lo - self._P, side="left")
             hist_bins, hist_neurons = self._hist_bins[h_lo:], self._hist_neurons[h_lo:]
+            hist_times = self._hist_times[h_lo:]
             start = cfg.origin + self._lo * cfg.dt  # the same float expression as TokenizedSession.window_starts
             if emit:
                 out.append(
@@ -311,6 +325,7 @@ class RollingWindow:
                         offsets=bins - self._lo,
                         prev_neurons=hist_neurons,
                         prev_offsets=hist_bins - (self._lo - self._P),
+                        times=tms,
                     )
                 )
             else:
@@ -321,6 +336,7 @@ class RollingWindow:
             # the closed window's events join the history; keep only what a later window can need
             self._hist_bins = np.concatenate((hist_bins, bins))
             self._hist_neurons = np.concatenate((hist_neurons, nrn))
+            self._hist_times = np.concatenate((hist_times, tms))
             self._n = 0
             self._any_closed = True
             self._open += 1
