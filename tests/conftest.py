@@ -71,31 +71,46 @@ def tiny_config():
     return RunConfig.from_dict(d)
 
 
-@pytest.fixture(scope="session")
-def tiny_run(tiny_session_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny model trained for 10 steps on the tiny session (with frames, a behavior input, two targets)."""
+def _train_tiny(session_path: Path, out: Path, **window: object) -> Path:
     pytest.importorskip("torch")
     from rtdecode.core.config import RunConfig
     from rtdecode.training.train import train
 
-    out = tmp_path_factory.mktemp("runs") / "tiny"
-    train(
-        RunConfig.from_dict(tiny_config_dict(max_steps=10, eval_every=10)), tiny_session_path, out, log=lambda _: None
-    )
+    d = tiny_config_dict(max_steps=10, eval_every=10)
+    d["window"] = {**d["window"], **window}
+    train(RunConfig.from_dict(d), session_path, out, log=lambda _: None)
     return out
 
 
-@pytest.fixture(scope="session")
-def tiny_bundle(tiny_run: Path, tiny_session: Session, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny run exported to a bundle, parity-checked on 6 held-out windows."""
+def _export_tiny(run_dir: Path, session: Session, out: Path) -> Path:
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
     from rtdecode.core.window_data import WindowData, make_split
     from rtdecode.export.onnx import export_bundle
     from rtdecode.training.checkpoint import LoadedRun
 
-    run = LoadedRun(tiny_run)
-    data = WindowData(tiny_session, run.config)
-    out = tmp_path_factory.mktemp("bundles") / "tiny"
-    export_bundle(tiny_run, out, data=data, windows=make_split(data, run.config).test[:6], log=lambda _: None)
+    run = LoadedRun(run_dir)
+    data = WindowData(session, run.config)
+    export_bundle(run_dir, out, data=data, windows=make_split(data, run.config).test[:6], log=lambda _: None)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_session_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny model trained for 10 steps on the tiny session (with frames, a behavior input, two targets)."""
+    return _train_tiny(tiny_session_path, tmp_path_factory.mktemp("runs") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_run: Path, tiny_session: Session, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny run exported to a bundle, parity-checked on 6 held-out windows."""
+    return _export_tiny(tiny_run, tiny_session, tmp_path_factory.mktemp("bundles") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle_by_time(
+    tiny_session_path: Path, tiny_session: Session, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """As `tiny_bundle`, with a window's tokens in spike-time order (`token_order = "time"`)."""
+    run = _train_tiny(tiny_session_path, tmp_path_factory.mktemp("runs") / "tiny-by-time", token_order="time")
+    return _export_tiny(run, tiny_session, tmp_path_factory.mktemp("bundles") / "tiny-by-time")

@@ -135,3 +135,22 @@ def test_a_context_final_at_open_is_never_refreshed_mid_window(
     assert counters["windows_streamed"] >= 0.9 * windows.size
     refreshes = counters.get("stream_context_refresh", 0)
     assert refreshes > 10 if context_at == "end" else refreshes == 0, refreshes
+
+
+def test_a_watermark_ends_the_input_grace_so_millisecond_blocks_stream(tiny_bundle: Path) -> None:
+    """Stream work waits a moment after a block's spikes (their watermark may be right behind them), but not after
+    the watermark: a rig sending a block every millisecond would otherwise never leave the grace. The wait after a
+    publish still holds."""
+    import collections
+
+    from rtdecode.serve.streamer import WindowStreamer
+
+    s = WindowStreamer(Decoder(tiny_bundle, backend="onnxruntime"), 0.0, collections.Counter())
+    s.note_input(None)
+    assert not s.ready()
+    s.note_input(0.001)
+    assert s.ready() and s.watermark == 0.001
+    s.published()
+    s.note_input(None)
+    s.note_input(0.002)
+    assert not s.ready() and s.poll_timeout_ms(20) >= 1

@@ -164,12 +164,15 @@ def test_a_stream_graph_of_another_version_is_not_streamed(tiny_bundle, tmp_path
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("bounded", [False, True], ids=["whole", "bounded"])
-def test_streaming_stays_exact_at_rig_scale(tmp_path, bounded):
+@pytest.mark.parametrize(
+    "bounded, by_time", [(False, False), (True, False), (True, True)], ids=["whole", "bounded", "bounded-by-time"]
+)
+def test_streaming_stays_exact_at_rig_scale(tmp_path, bounded, by_time):
     """Over 1000 spikes per window (derived budgets, nothing truncated): a window streamed quantum by quantum, as
     the daemon does, decodes like the whole window within 1e-5; also with the rig config's bounded attention (a
     span far shorter than the window, history through latent summaries), whose export parity (decode, step,
-    stream, greedy generation vs PyTorch) must pass too."""
+    stream, greedy generation vs PyTorch) must pass too; and with tokens in spike-time order, streamed 1 ms of
+    spikes at a time."""
     pytest.importorskip("torch")
     pytest.importorskip("onnxscript")
     from rtdecode.core.config import RunConfig
@@ -187,7 +190,7 @@ def test_streaming_stays_exact_at_rig_scale(tmp_path, bounded):
     )
     save_session(session, tmp_path / "dense.npz")
     d = tiny_config_dict(max_steps=2, eval_every=2, eval_windows=4, batch_size=2, n_blocks=4)
-    d["window"] = {"prev_window": 0.05, "dt": 0.005}
+    d["window"] = {"prev_window": 0.05, "dt": 0.005, "token_order": "time" if by_time else "neuron"}
     if bounded:
         d["model"].update(attention_span=64, history_latents=16)
     cfg = RunConfig.from_dict(d)
@@ -204,8 +207,12 @@ def test_streaming_stays_exact_at_rig_scale(tmp_path, bounded):
     for w in windows:
         feeds = decoder.window_feeds(w)
         stream = WindowStream(decoder, w, feeds, context_key=0)
-        for boundary in range(1, decoder.window.bins_per_window):  # one quantum at a time
-            stream.commit(w, boundary)
+        if by_time:
+            for t in np.linspace(w.start, w.end, 51)[1:-1]:  # 1 ms of spikes at a time, the last left to the close
+                stream.commit_before(w, t)
+        else:
+            for boundary in range(1, decoder.window.bins_per_window):  # one quantum at a time
+                stream.commit(w, boundary)
         assert stream.matches(w, 0) and stream.n_committed < w.neurons.size
         got, ref = stream.finish(w), decoder.decode(feeds)
         worst = max(

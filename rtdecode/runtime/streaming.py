@@ -7,7 +7,7 @@ behavior inputs) is known before the window closes. So:
 * when the window opens (or when a frame or behavior sample that it will see arrives), the `context` graph turns
   history, frames and behavior inputs into every cross-attention block's keys/values;
 * while it is open, each time quantum that can no longer change (data time has moved past it) goes through the
-  `stream` graph, which is given the filled part of a fixed-size KV cache and the running sum of final hidden
+  `stream` graph (with token_order "time", each spike earlier than the newest one: tokens are in arrival order), which is given the filled part of a fixed-size KV cache and the running sum of final hidden
   states (`stream_feeds`): the new tokens' keys/values are written into the cache and the sum is kept;
 * at close only the tail is left: the spikes of the last, still-incomplete quantum and EOS, one call of the same
   `stream` graph, whose behavior outputs (mean pool = hidden sum / token count, then the heads) are the decode;
@@ -196,6 +196,16 @@ class WindowStream:
 
         `opened` is the open window now; its first `n_committed` events must be those already committed.
         """
+        return self.commit_first(opened, int(np.searchsorted(opened.offsets, boundary, side="left")))
+
+    def commit_before(self, opened: ClosedWindow, t: float) -> int:
+        """Run the open window's events with spike times < `t` that are not yet committed (token_order "time":
+        no event still to come sorts before them); returns how many ran."""
+        return self.commit_first(opened, int(np.searchsorted(opened.times, t, side="left")))
+
+    def commit_first(self, opened: ClosedWindow, end: int) -> int:
+        """Run the open window's first `end` events (in token order; those that can no longer change) that are not
+        yet committed; returns how many ran."""
         n = self.n_committed
         if self.broken or n >= self._max:
             return 0
@@ -205,7 +215,7 @@ class WindowStream:
         ):
             self.broken = True
             return 0
-        end = min(int(np.searchsorted(opened.offsets, boundary, side="left")), self._max)
+        end = min(end, self._max)
         if end <= n:
             return 0
         self.neurons[n:end] = opened.neurons[n:end]

@@ -44,6 +44,7 @@ class WindowStreamer:
     def __init__(self, decoder: Decoder, warm_lead_ms: float, counters: collections.Counter[str]) -> None:
         self.decoder, self.warm_lead_ms, self.counters = decoder, warm_lead_ms, counters
         self.max_spikes = decoder.window.max_spikes
+        self.by_time = decoder.window.token_order == "time"
         self.warmer: CacheWarmer | None = None
         self.reset()
 
@@ -61,7 +62,8 @@ class WindowStreamer:
         """A new session: no stream, no watermark."""
         self.stream: WindowStream | None = None
         self.due = False  # input arrived since the stream was last brought up to date
-        self.after = 0.0  # monotonic time before which stream work waits (just after a publish or an input)
+        self.after_publish = 0.0  # monotonic time before which stream work waits: just after a publish ...
+        self.after_input = 0.0  # ... and just after an input that may have its watermark right behind it
         self.watermark = float("-inf")  # the newest clock watermark, s
         self.watermark_at = 0.0  # when it arrived, time.monotonic() s
         self._warm_armed: tuple[int, int, Hashable, float] | None = None  # (window, committed, context key, time)
@@ -70,26 +72,34 @@ class WindowStreamer:
     # ------------------------------------------------------------------ scheduling
     def note_input(self, clock_t: float | None) -> None:
         """Input arrived (a clock watermark at `clock_t`, or other data): bring the stream up to date once the
-        queue has been empty for STREAM_INPUT_GRACE_S."""
+        queue has been empty for STREAM_INPUT_GRACE_S, or at once after a watermark: it ends an acquisition block,
+        so no closing message follows it back to back. (Waiting out the grace after a watermark too would starve
+        the stream of a rig sending a block every millisecond: each block would arrive before the grace ran out.)"""
         self.due = True
-        self.after = max(self.after, time.monotonic() + STREAM_INPUT_GRACE_S)
-        if clock_t is not None and clock_t > self.watermark:
-            self.watermark, self.watermark_at = clock_t, time.monotonic()
+        now = time.monotonic()
+        if clock_t is None:
+            self.after_input = now + STREAM_INPUT_GRACE_S
+            return
+        self.after_input = now
+        if clock_t > self.watermark:
+            self.watermark, self.watermark_at = clock_t, now
 
     def poll_timeout_ms(self, idle_ms: int) -> int:
         """How long the loop may wait for input before stream work is due."""
-        return max(0, int((self.after - time.monotonic()) * 1e3) + 1) if self.due else idle_ms
+        after = max(self.after_publish, self.after_input)
+        return max(0, int((after - time.monotonic()) * 1e3) + 1) if self.due else idle_ms
 
     def ready(self) -> bool:
-        return self.due and time.monotonic() >= self.after
+        return self.due and time.monotonic() >= max(self.after_publish, self.after_input)
 
     def published(self) -> None:
         """A decode was just published: stream work for the next window waits STREAM_YIELD_S."""
-        self.after = time.monotonic() + STREAM_YIELD_S
+        self.after_publish = time.monotonic() + STREAM_YIELD_S
 
     # ------------------------------------------------------------------ streaming
     def update(self, window: RollingWindow, feeds: Feeds, context_key: ContextKey) -> None:
-        """Bring the open window's stream up to date: (re)start it, refresh its context, commit complete quanta.
+        """Bring the open window's stream up to date: (re)start it, refresh its context, commit what is final
+        (complete quanta; with token_order "time", every spike before the newest).
 
         Goes on while the daemon is overloaded: work done while a window is open is work its close does not do."""
         self.due = False
@@ -104,7 +114,11 @@ class WindowStreamer:
             int(opened.offsets[-1]) if opened.offsets.size else 0,  # the newest quantum may still grow
             window.quantum_offset(self.watermark) if self.watermark > opened.start else 0,
         )
-        self.stream.commit(opened, boundary)  # quanta before `boundary` are complete
+        if self.by_time:  # spikes before the newest one (or the watermark) are final
+            newest = float(opened.times[-1]) if opened.times.size else float("-inf")
+            self.stream.commit_before(opened, max(newest, self.watermark))
+        else:
+            self.stream.commit(opened, boundary)  # quanta before `boundary` are complete
         if boundary >= self.decoder.window.bins_per_window - 1 or self.stream.n_committed >= self.max_spikes:
             self.stream.speculate(opened)  # only the last quantum (or nothing, at the token cap) is still open
         self._warm_for_close(opened)
