@@ -93,6 +93,7 @@ def measure_point(
         speeds=(1.0,),
         threads=args.threads,
         modes=("window", "streaming"),
+        block=args.block,
         out_dir=work / f"{tag}-serve",
         log=print,
     )
@@ -153,6 +154,7 @@ def main() -> None:
     ap.add_argument("--train-s", type=float, default=60.0, help="seconds of simulated training session")
     ap.add_argument("--serve-s", type=float, default=65.0, help="seconds of session served at real time per mode")
     ap.add_argument("--threads", type=int, default=1, help="daemon inference threads")
+    ap.add_argument("--block", type=float, default=0.001, help="seconds of data per spike message (acquisition block)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("bench-scale"))
     args = ap.parse_args()

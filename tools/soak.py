@@ -122,6 +122,9 @@ def main() -> None:
         help="seconds streamed before the measured minutes begin "
         "(first inference calls, allocator and cache warm-up; not in the table) (default: %(default)s)",
     )
+    p.add_argument(
+        "--block", type=float, default=0.001, help="seconds of data per spike message (default: %(default)s)"
+    )
     p.add_argument("--period", type=float, default=60.0, help="length of one table row, s (default: %(default)s)")
     p.add_argument(
         "--sample-every", type=float, default=2.0, help="RSS/status sampling period, s (default: %(default)s)"
@@ -191,7 +194,9 @@ def main() -> None:
 
         with Producer(inp) as prod:
             t0 = time.monotonic()
-            sent = send_paced(prod, session_messages(session, behavior=behavior), speed=1.0, on_send=start_measuring)
+            sent = send_paced(
+                prod, session_messages(session, batch=args.block, behavior=behavior), speed=1.0, on_send=start_measuring
+            )
         time.sleep(2.0)  # let the last windows' decodes and one more status arrive (bounded, not a synchronisation)
         stop.set()
         if receive_end.poll(30):

@@ -144,18 +144,26 @@ def bench_serve(
     threads: int = 0,
     generate: bool = False,
     modes: tuple[str, ...] = ("window",),
+    block: float = 0.005,
     out_dir: Path = Path("bench-serve"),
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Modes: "window" (decode each window when it closes), "streaming" (`rtdecode serve --streaming`) and
     "streaming-warm" (streaming with the pre-close cache warm-up, `--warm-lead-ms 2`), each with its own daemon
-    process, one after the other in the same run so their figures compare."""
+    process, one after the other in the same run so their figures compare. `block`: seconds of data per spike
+    message, each followed by its clock watermark (the rig's acquisition block)."""
     bundle = Bundle.load(bundle_dir)
     if session.n_neurons != bundle.vocab.n_neurons:
         raise ValueError(f"the session has {session.n_neurons} neurons but the model {bundle.vocab.n_neurons}")
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="rtd-bench-"))
-    result: dict[str, Any] = {"bundle": str(bundle_dir), "session_s": session.duration, "runs": {}}
+    result: dict[str, Any] = {
+        "bundle": str(bundle_dir),
+        "session_s": session.duration,
+        "block_s": block,
+        "token_order": bundle.config.window.token_order,
+        "runs": {},
+    }
     result["floor_zmq_round_trip_ms"] = zmq_round_trip(tmp)
     result["floor_decode_ms"] = bare_decode(bundle, session, threads)
     log(
@@ -166,7 +174,7 @@ def bench_serve(
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
         _serve_and_measure(
-            bundle_dir, bundle, session, tmp, mode, speeds, threads, generate, result, len(modes) > 1, log
+            bundle_dir, bundle, session, tmp, mode, speeds, threads, generate, block, result, len(modes) > 1, log
         )
     if "real_time" in result["runs"]:
         rt = result["runs"]["real_time"]["latency_ms"]["p50"]
@@ -189,6 +197,7 @@ def _serve_and_measure(
     speeds: tuple[float, ...],
     threads: int,
     generate: bool,
+    block: float,
     result: dict[str, Any],
     tagged: bool,
     log: Callable[[str], None],
@@ -230,7 +239,7 @@ def _serve_and_measure(
                 before = status_sub.wait_for("status")  # one daemon serves every speed: counters are per run
                 prod.control("reset", start=session.start)
                 cpu0, wall0 = _cpu_seconds(daemon.pid), time.monotonic()
-                sent = send_paced(prod, session_messages(session, behavior=behavior), speed=speed)
+                sent = send_paced(prod, session_messages(session, batch=block, behavior=behavior), speed=speed)
                 last = bundle.window.window_index(session.stop) - 1
                 deadline = time.monotonic() + 60
                 while newest.value < last and time.monotonic() < deadline:

@@ -37,6 +37,12 @@ def bench_serve_command(
             help="Comma-separated daemon modes, measured one after the other: window (decode at close), streaming (--streaming), streaming-warm (streaming with the pre-close cache warm-up, --warm-lead-ms 2)."
         ),
     ] = "window",
+    block: Annotated[
+        float,
+        typer.Option(
+            help="Seconds of data per spike message, each followed by its clock watermark: the rig's acquisition block. A close waits for its last block; with a model whose tokens are in spike-time order (the rig config) streaming runs every earlier block before the close."
+        ),
+    ] = 0.005,
     out: Annotated[Path, typer.Option(help="Folder for latency.json (raw latencies) and latency.png.")] = Path(
         "bench-serve"
     ),
@@ -62,6 +68,7 @@ def bench_serve_command(
             threads=threads,
             generate=generate,
             modes=tuple(m.strip() for m in modes.split(",")),
+            block=block,
             out_dir=out,
             log=console.print,
         )
