@@ -26,6 +26,10 @@ __all__ = ["WindowStreamer"]
 
 STREAM_YIELD_S = 0.002  # stream work waits this long after a publish ...
 STREAM_INPUT_GRACE_S = 0.0005  # ... and this long after any input
+# Spike-time order, before the window's last quantum: run final spikes only once this many are waiting. A stream
+# call costs ~0.1 ms however few tokens it runs, and at a few Hz per unit a 1-ms block brings one or two spikes;
+# in the last quantum every block runs, so the close is left with the last one.
+STREAM_MIN_BATCH = 16
 WARM_HORIZON_S = 0.05  # a close predicted further ahead than this is not warmed for (not real time, or no clock)
 
 Feeds = Callable[[ClosedWindow], dict[str, np.ndarray]]
@@ -114,12 +118,15 @@ class WindowStreamer:
             int(opened.offsets[-1]) if opened.offsets.size else 0,  # the newest quantum may still grow
             window.quantum_offset(self.watermark) if self.watermark > opened.start else 0,
         )
+        in_last = boundary >= self.decoder.window.bins_per_window - 1
         if self.by_time:  # spikes before the newest one (or the watermark) are final
             newest = float(opened.times[-1]) if opened.times.size else float("-inf")
-            self.stream.commit_before(opened, max(newest, self.watermark))
+            final = int(np.searchsorted(opened.times, max(newest, self.watermark), side="left"))
+            if in_last or final - self.stream.n_committed >= STREAM_MIN_BATCH:
+                self.stream.commit_first(opened, final)
         else:
             self.stream.commit(opened, boundary)  # quanta before `boundary` are complete
-        if boundary >= self.decoder.window.bins_per_window - 1 or self.stream.n_committed >= self.max_spikes:
+        if in_last or self.stream.n_committed >= self.max_spikes:
             self.stream.speculate(opened)  # only the last quantum (or nothing, at the token cap) is still open
         self._warm_for_close(opened)
 
