@@ -134,7 +134,8 @@ def generate_session(
     """
     import time
 
-    from rtdecode.data.tokenizer import history_tokens, token_inputs
+    from rtdecode.data.generated_history import ClosedLoopHistory
+    from rtdecode.data.tokenizer import token_inputs
     from rtdecode.training.data import to_torch
 
     if history not in ("true", "generated"):
@@ -156,32 +157,16 @@ def generate_session(
                 times.append(starts[win] + (o + 0.5) * cfg.dt)
                 neurons.append(i)
                 n_tokens += i.size
-    else:
-        B, P = cfg.bins_per_window, cfg.prev_bins
-        # the history so far, absolute quanta: the recorded spikes before the first generated window (its own
-        # history; with a history longer than a window, later windows still reach back into it), then every
-        # generated spike
-        pre = (
-            slice(data.tokens.history_ptr[windows[0]], data.tokens.window_ptr[windows[0]]) if windows.size else slice(0)
-        )
-        gen_bins = data.tokens.bins[pre].astype(np.int64)
-        gen_neurons = data.tokens.neurons[pre].astype(np.int64)
-        for j, win in enumerate(windows):
+    elif windows.size:
+        loop = ClosedLoopHistory(data.tokens, int(windows[0]))
+        for win in windows:
             batch = data.batch(np.array([win]), norm, trim=False)
-            if j > 0:
-                if win != windows[j - 1] + 1:
-                    raise ValueError("closed-loop generation needs consecutive windows")
-                first_q = (data.tokens.first_window + win) * B
-                keep = gen_bins >= first_q - P  # older generated spikes can never be history again
-                gen_bins, gen_neurons = gen_bins[keep], gen_neurons[keep]
-                hist = history_tokens(gen_bins, gen_neurons, first_q, cfg, data.tokens.vocab)
-                batch.update(token_inputs(None, hist, trim=False))
+            batch.update(token_inputs(None, loop.tokens(int(win)), trim=False))
             ids, offs = generate_window(model, model.encode_context(to_torch(batch, device)), sampling)
             times.append(starts[win] + (offs[0] + 0.5) * cfg.dt)
             neurons.append(ids[0])
             n_tokens += ids[0].size
-            gen_bins = np.concatenate([gen_bins, (data.tokens.first_window + win) * B + offs[0]])
-            gen_neurons = np.concatenate([gen_neurons, ids[0]])
+            loop.add(int(win), ids[0], offs[0])
     elapsed = time.perf_counter() - t0
     t = np.concatenate(times) if times else np.zeros(0)
     n = np.concatenate(neurons) if neurons else np.zeros(0, np.int64)
