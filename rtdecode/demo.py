@@ -104,13 +104,14 @@ def run_demo(
                 out / "report",
                 latency_runs=live,
                 max_windows=100 if duration < 120 else 400,
+                closed_loop_s=5.0 if duration < 120 else 60.0,
                 connectivity_windows=300 if duration < 120 else 1500,
                 seed=seed,
                 log=log,
             )
             result["report"] = {
                 "path": str(out / "report" / "report.html"),
-                "generation": {k: numbers["generation"][k] for k in ("generated", "poisson")},
+                "generation": {k: numbers["generation"][k] for k in ("generated", "glm", "poisson", "targets")},
                 "connectivity_bar": numbers["connectivity"].get("bar"),
             }
     with atomic_write(out / "demo-summary.json") as f:

@@ -30,7 +30,15 @@ def evaluate(
     out: Annotated[Path, typer.Option(help="Report folder: report.html, report.json, PNGs, latents.npz.")] = Path(
         "report"
     ),
-    max_windows: Annotated[int, typer.Option(help="Held-out windows to generate (consecutive).")] = 400,
+    max_windows: Annotated[
+        int, typer.Option(help="Held-out windows to generate from the recorded previous window (consecutive).")
+    ] = 400,
+    closed_loop_s: Annotated[
+        float,
+        typer.Option(
+            help="Seconds of held-out windows generated in closed loop, each from the generated ones before it."
+        ),
+    ] = 60.0,
     latency_seconds: Annotated[
         float, typer.Option(help="Seconds of held-out data served at real time for the latency histogram (0 = skip).")
     ] = 20.0,
@@ -44,7 +52,7 @@ def evaluate(
     seed: Annotated[int, typer.Option(help="Seed of sampling, the MLP and the shuffle control.")] = 0,
 ) -> None:
     """A self-contained HTML report (plus PNGs and a JSON of every number): behavior decoding vs ridge / MLP /
-    shuffle, generation vs a Poisson baseline, connectivity vs ground truth, embeddings, few-shot, latency."""
+    shuffle, generation (teacher-forced and closed loop) vs Poisson and GLM baselines, connectivity vs ground truth, embeddings, few-shot, latency."""
     from rtdecode.report.evaluate import evaluate_report
 
     try:
@@ -53,6 +61,7 @@ def evaluate(
             data,
             out,
             max_windows=max_windows,
+            closed_loop_s=closed_loop_s,
             latency_seconds=latency_seconds,
             fewshot_dir=fewshot,
             connectivity_windows=connectivity_windows,

@@ -25,7 +25,7 @@ from rtdecode.io import load_session
 from rtdecode.report import figures
 from rtdecode.report.decoding import decoding_scores
 from rtdecode.report.document import Report, Section
-from rtdecode.report.generation import generate_windows, generation_scores
+from rtdecode.report.generation_section import generation_section
 from rtdecode.report.run_sections import connectivity_section, embedding_section, stimulus_section
 from rtdecode.runtime import Bundle, Decoder
 
@@ -56,6 +56,7 @@ def evaluate_report(
     out: Path,
     *,
     max_windows: int = 400,
+    closed_loop_s: float = 60.0,
     latency_seconds: float = 20.0,
     latency_runs: dict[str, Any] | None = None,
     fewshot_dir: Path | None = None,
@@ -92,7 +93,7 @@ def evaluate_report(
     )
     if any(t.kind in ("regression", "circular") for t in cfg.targets):
         _decoding(report.section("decoding", "Behavior decoding"), out, decoder, data, norm, split, block, seed, log)
-    _generation(
+    generation_section(
         report.section("generation", "Generation"),
         out,
         decoder,
@@ -100,6 +101,7 @@ def evaluate_report(
         norm,
         split,
         block[:max_windows],
+        block[: max(1, int(round(closed_loop_s / cfg.window.window)))],
         session,
         seed,
         log,
@@ -215,72 +217,6 @@ def _decoding(
             )
             for n in names
         )
-    )
-
-
-def _generation(
-    sec: Section,
-    out: Path,
-    decoder: Decoder,
-    data: WindowData,
-    norm: Normalisation,
-    split: Any,
-    windows: np.ndarray,
-    session: Session,
-    seed: int,
-    log: Callable[[str], None],
-) -> None:
-    generated = generate_windows(decoder, data, norm, windows, seed=seed)
-    scores, arrays = generation_scores(data.tokens, split.train, windows, generated, seed)
-    sec.numbers.update(scores)
-    sec.text(
-        f"{windows.size} consecutive held-out windows, each generated from the recorded previous window "
-        "(temperature 1, nucleus 0.95), against a Poisson baseline at each neuron's training rate."
-    )
-    keys = [
-        "set_precision",
-        "set_recall",
-        "set_f1",
-        "rate_correlation",
-        "population_rate_correlation",
-        "mean_rate_hz",
-        "spikes_per_window",
-        "capped_fraction",
-    ]
-    sec.table(
-        [
-            "source",
-            "set precision",
-            "set recall",
-            "set F1",
-            "per-neuron rate r",
-            "population rate r",
-            "mean rate (Hz)",
-            "spikes / window",
-            "windows at token cap",
-        ],
-        [[k, *(scores[k][m] for m in keys)] for k in ("generated", "poisson")],
-    )
-    sec.table(
-        ["recorded mean rate (Hz)", "recorded spikes / window"],
-        [[scores["true_mean_rate_hz"], scores["true_spikes_per_window"]]],
-    )
-    community = session.truth.get("community")
-    rate = arrays["per_neuron"]["true"]
-    order = np.lexsort((-rate, community)) if community is not None else np.argsort(-rate)
-    figures.generation_figure(
-        arrays["rasters"], order, arrays["rate_t"], arrays["population"], arrays["per_neuron"], out / "generation.png"
-    )
-    sec.figure(
-        out,
-        "generation.png",
-        "Top: 2 s of recorded, generated and Poisson activity. Bottom: population rate "
-        "over the held-out stretch (PSTH over time), and per-neuron rates against the recorded ones.",
-    )
-    g, p = scores["generated"], scores["poisson"]
-    log(
-        f"generation: set F1 {g['set_f1']:.3f} vs Poisson {p['set_f1']:.3f}; rate r {g['rate_correlation']:.3f} vs "
-        f"{p['rate_correlation']:.3f}; population rate r {g['population_rate_correlation']:.3f} vs {p['population_rate_correlation']:.3f}"
     )
 
 

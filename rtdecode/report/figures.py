@@ -10,7 +10,16 @@ import numpy as np
 
 __all__ = ["decoding_figure", "generation_figure", "connectivity_figure", "embedding_figure", "stimulus_figure"]
 
-_COLORS = {"true": "k", "model": "C0", "ridge": "C1", "mlp": "C2", "shuffle": "0.6", "generated": "C0", "poisson": "C1"}
+_COLORS = {
+    "true": "k",
+    "model": "C0",
+    "ridge": "C1",
+    "mlp": "C2",
+    "shuffle": "0.6",
+    "generated": "C0",
+    "poisson": "C1",
+    "glm": "C2",
+}
 
 
 def _plt() -> Any:

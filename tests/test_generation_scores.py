@@ -1,0 +1,79 @@
+"""Generation scores and baselines on recorded data, where the right answers are known."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rtdecode.data.generated_history import ClosedLoopHistory
+from rtdecode.data.tokenizer import WindowConfig, tokenize_session
+from rtdecode.report.generation import (
+    CountGLM,
+    baseline_windows,
+    closed_loop_stability,
+    generation_scores,
+    generation_targets,
+    recorded_windows,
+)
+
+
+def tokens_of(session):
+    cfg = WindowConfig(block_size=256, prev_block_size=256, prev_window=0.1)
+    return tokenize_session(
+        session.spike_times, session.spike_neurons, session.n_neurons, session.start, session.stop, cfg
+    )
+
+
+def test_the_recording_scored_against_itself_is_perfect(tiny_session):
+    tokens = tokens_of(tiny_session)
+    windows = np.arange(100, 300)
+    scores, arrays = generation_scores(tokens, windows, {"generated": recorded_windows(tokens, windows)})
+    g = scores["generated"]
+    assert g["rate_correlation"] > 0.999 and g["population_rate_correlation"] > 0.999
+    assert g["pairwise_correlation_similarity"] > 0.999 and g["set_f1"] == 1.0
+    assert g["fano_ks"] == 0.0 and g["isi_ks"] == 0.0 and g["capped_fraction"] == scores["true"]["capped_fraction"]
+    targets = generation_targets(scores, {})
+    assert all(v["met"] for v in targets.values()) and len(targets) == 4
+
+
+def test_baselines_keep_the_recorded_rates_teacher_forced_and_in_closed_loop(tiny_session):
+    tokens = tokens_of(tiny_session)
+    train, windows = np.arange(0, 400), np.arange(450, 550)
+    for closed in (False, True):
+        base = baseline_windows(tokens, train, windows, closed_loop=closed, seed=1)
+        scores, _ = generation_scores(tokens, windows, base)
+        for name in ("poisson", "glm"):
+            assert len(base[name]) == windows.size
+            # neither runs away nor dies: mean rate within 2x of the recording's
+            assert 0.5 < scores[name]["mean_rate_hz"] / scores["true"]["mean_rate_hz"] < 2
+
+
+def test_count_glm_recovers_a_linear_dependence():
+    rng = np.random.default_rng(0)
+    prev = rng.poisson(2.0, (4000, 3)).astype(float)
+    cur = 0.5 + prev @ np.array([[0.8, 0, 0], [0, 0, 0.3], [0, 0, 0]])
+    glm = CountGLM(prev, cur)
+    np.testing.assert_allclose(glm.expected(np.array([[1.0, 2.0, 3.0]]))[0], [1.3, 0.5, 1.1], atol=0.05)
+
+
+def test_closed_loop_history_starts_from_the_recorded_history(tiny_session):
+    tokens = tokens_of(tiny_session)
+    loop = ClosedLoopHistory(tokens, 200)
+    first = loop.tokens(200)
+    np.testing.assert_array_equal(first.ids, tokens.history(np.array([200])).ids)
+    loop.add(200, np.array([3, 1]), np.array([0, 4]))
+    second = loop.tokens(201)  # the history (2 windows) reaches back into the recorded spikes before window 200
+    rec = tokens.history(np.array([201]))
+    n_before = int(tokens.window_ptr[200] - tokens.history_ptr[201])
+    assert second.lengths[0] == n_before + 2
+    np.testing.assert_array_equal(second.ids[0, :n_before], rec.ids[0, :n_before])
+    assert second.ids[0, n_before : n_before + 2].tolist() == [3, 1]
+
+
+def test_stability_flags_a_loop_that_runs_away():
+    recorded = np.full(1200, 1000.0)  # 60 s of 50-ms windows
+    runaway = np.linspace(1000, 5000, 1200)
+    st = closed_loop_stability(runaway, recorded, 0.05)
+    assert st["rate_ratio_last"] > 4 and st["rate_ratio_first"] < 1.5
+    assert not generation_targets({}, {"stability": st})["closed loop: last 10 s population rate over the recording's"][
+        "met"
+    ]
