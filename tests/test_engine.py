@@ -154,3 +154,27 @@ def test_a_watermark_ends_the_input_grace_so_millisecond_blocks_stream(tiny_bund
     s.note_input(None)
     s.note_input(0.002)
     assert not s.ready() and s.poll_timeout_ms(20) >= 1
+
+
+def test_a_window_without_a_stream_is_streamed_whole_at_close(tiny_bundle: Path, tiny_session) -> None:
+    """No stream work between messages (as when the daemon skips ahead after a stall): every window closes without
+    a stream and goes through the `stream` graph whole, never the slower whole-window `decode` graph, and still
+    decodes like offline inference."""
+    bundle = Bundle.load(tiny_bundle)
+    out: list[list[bytes]] = []
+    engine = DecodeEngine(bundle, ServeConfig(skip_backlog=False, start=tiny_session.start), out.append)
+    assert engine.streaming
+    names = tuple(b.name for b in bundle.behavior_inputs)
+    messages = session_messages(tiny_session, batch=0.005, behavior=names)
+    for seq, (_, kind, args) in enumerate(messages):
+        engine.handle(ENCODERS[kind](seq, 0.0, *args, src="test"), time.perf_counter())  # no engine.step()
+    decodes = published_topics(out, b"decode")
+    windows = np.array([d["window"] for d in decodes])
+    data = WindowData(tiny_session, bundle.config)
+    offline = Decoder(bundle, backend="onnxruntime").decode(data.batch(windows - data.tokens.first_window, bundle.norm))
+    for spec in bundle.targets:
+        if spec.kind == "regression":
+            live = np.array([d["values"][spec.name] for d in decodes])
+            np.testing.assert_allclose(live, offline[spec.name], atol=1e-5, rtol=0)
+    counters = engine.status()["counters"]
+    assert counters["windows_streamed_at_close"] == windows.size > 10 and "windows_streamed" not in counters

@@ -246,8 +246,9 @@ class DecodeEngine:
         """Decode one closed window and publish it; account latency, deadline, budget and overload."""
         self.streamer.closing()
         feeds = None
-        out = self.streamer.finish(w, self._context_key(w)) if self.streaming else None
-        if out is None:
+        if self.streaming:
+            out = self.streamer.finish(w, self._context_key(w), self.feeds)
+        else:
             feeds = self.feeds(w)
             out = self.decoder.decode(feeds)
         values = {k: float(v[0]) for k, v in out.items()}
