@@ -10,6 +10,7 @@ from rtdecode.report.generation import (
     CountGLM,
     baseline_windows,
     closed_loop_stability,
+    fit_baselines,
     generation_scores,
     generation_targets,
     recorded_windows,
@@ -39,7 +40,7 @@ def test_baselines_keep_the_recorded_rates_teacher_forced_and_in_closed_loop(tin
     tokens = tokens_of(tiny_session)
     train, windows = np.arange(0, 400), np.arange(450, 550)
     for closed in (False, True):
-        base = baseline_windows(tokens, train, windows, closed_loop=closed, seed=1)
+        base = baseline_windows(fit_baselines(tokens, train), tokens, windows, closed_loop=closed, seed=1)
         scores, _ = generation_scores(tokens, windows, base)
         for name in ("poisson", "glm"):
             assert len(base[name]) == windows.size

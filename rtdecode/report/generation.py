@@ -26,6 +26,7 @@ about the stimulus or behavior).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -36,7 +37,9 @@ from rtdecode.data.tokenizer import TokenizedSession, token_inputs
 
 __all__ = [
     "CountGLM",
+    "Baselines",
     "baseline_windows",
+    "fit_baselines",
     "closed_loop_stability",
     "generation_targets",
     "generate_closed_loop",
@@ -135,19 +138,34 @@ def _as_window(counts: np.ndarray, bins_per_window: int, rng: np.random.Generato
     return neurons[order], offsets[order]
 
 
-def baseline_windows(
-    tokens: TokenizedSession, train: np.ndarray, windows: np.ndarray, *, closed_loop: bool, seed: int = 0
-) -> dict[str, Windows]:
-    """The Poisson and GLM baselines of `windows` (consecutive for a closed loop), fitted on the `train` windows.
-    Teacher-forced, the GLM reads the recorded previous window; in a closed loop its own previous sample."""
-    cfg, n = tokens.config, tokens.vocab.n_neurons
-    B = cfg.bins_per_window
-    rng = np.random.default_rng(seed)
+@dataclass(frozen=True)
+class Baselines:
+    """The two baselines' fitted parameters: each neuron's mean count per training window, and the count GLM (None
+    with too few consecutive training windows to fit one; it then samples the rates)."""
+
+    rate: np.ndarray
+    glm: CountGLM | None
+    bins_per_window: int
+
+
+def fit_baselines(tokens: TokenizedSession, train: np.ndarray) -> Baselines:
+    """Fit once on the `train` windows; `baseline_windows` samples them teacher-forced or in a closed loop."""
     train = np.asarray(train)
-    rate = window_counts(tokens, train).mean(axis=0) if train.size else np.zeros(n)  # mean count per window
-    poisson = [_as_window(rng.poisson(rate), B, rng) for _ in windows]
+    n = tokens.vocab.n_neurons
+    rate = window_counts(tokens, train).mean(axis=0) if train.size else np.zeros(n)
     pairs = train[np.isin(train - 1, train)]  # training windows whose previous window trained too
     glm = CountGLM(window_counts(tokens, pairs - 1), window_counts(tokens, pairs)) if pairs.size > 10 else None
+    return Baselines(rate, glm, tokens.config.bins_per_window)
+
+
+def baseline_windows(
+    baselines: Baselines, tokens: TokenizedSession, windows: np.ndarray, *, closed_loop: bool, seed: int = 0
+) -> dict[str, Windows]:
+    """The Poisson and GLM baselines of `windows` (consecutive for a closed loop). Teacher-forced, the GLM reads
+    the recorded previous window; in a closed loop its own previous sample."""
+    B, rate, glm = baselines.bins_per_window, baselines.rate, baselines.glm
+    rng = np.random.default_rng(seed)
+    poisson = [_as_window(rng.poisson(rate), B, rng) for _ in windows]
     out: Windows = []
     prev = window_counts(tokens, windows[:1] - 1)[0] if windows.size and windows[0] > 0 else rate
     recorded_prev = window_counts(tokens, np.maximum(windows - 1, 0))

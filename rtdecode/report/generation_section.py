@@ -17,6 +17,7 @@ from rtdecode.report.document import Section
 from rtdecode.report.generation import (
     baseline_windows,
     closed_loop_stability,
+    fit_baselines,
     generate_closed_loop,
     generate_windows,
     generation_scores,
@@ -41,11 +42,12 @@ def generation_section(
     log: Callable[[str], None],
 ) -> None:
     tokens, win_s = data.tokens, data.cfg.window.window
+    baselines = fit_baselines(tokens, split.train)
     forced = {"generated": generate_windows(decoder, data, norm, windows, seed=seed)}
-    forced.update(baseline_windows(tokens, split.train, windows, closed_loop=False, seed=seed))
+    forced.update(baseline_windows(baselines, tokens, windows, closed_loop=False, seed=seed))
     scores, arrays = generation_scores(tokens, windows, forced)
     looped = {"generated": generate_closed_loop(decoder, data, norm, loop_windows, seed=seed)}
-    looped.update(baseline_windows(tokens, split.train, loop_windows, closed_loop=True, seed=seed))
+    looped.update(baseline_windows(baselines, tokens, loop_windows, closed_loop=True, seed=seed))
     loop_scores, loop_arrays = generation_scores(tokens, loop_windows, looped)
     loop_scores["stability"] = closed_loop_stability(
         loop_arrays["population"]["generated"], loop_arrays["population"]["true"], win_s
