@@ -209,7 +209,7 @@ def test_streaming_stays_exact_at_rig_scale(tmp_path, bounded, by_time):
         stream = WindowStream(decoder, w, feeds, context_key=0)
         if by_time:
             for t in np.linspace(w.start, w.end, 51)[1:-1]:  # 1 ms of spikes at a time, the last left to the close
-                stream.commit_before(w, t)
+                stream.commit_first(w, int(np.searchsorted(w.times, t)))  # spikes before t
         else:
             for boundary in range(1, decoder.window.bins_per_window):  # one quantum at a time
                 stream.commit(w, boundary)

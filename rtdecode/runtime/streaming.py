@@ -198,11 +198,6 @@ class WindowStream:
         """
         return self.commit_first(opened, int(np.searchsorted(opened.offsets, boundary, side="left")))
 
-    def commit_before(self, opened: ClosedWindow, t: float) -> int:
-        """Run the open window's events with spike times < `t` that are not yet committed (token_order "time":
-        no event still to come sorts before them); returns how many ran."""
-        return self.commit_first(opened, int(np.searchsorted(opened.times, t, side="left")))
-
     def commit_first(self, opened: ClosedWindow, end: int) -> int:
         """Run the open window's first `end` events (in token order; those that can no longer change) that are not
         yet committed; returns how many ran."""
