@@ -103,7 +103,8 @@ def test_a_flooding_producer_cannot_make_the_decoder_miss_its_deadline(tiny_bund
 
 
 def test_a_bug_while_handling_one_message_is_counted_and_the_daemon_serves_on(tiny_bundle):
-    with running_daemon(tiny_bundle) as daemon, connected(daemon) as (prod, sub):
+    # window at a time: the bug is injected into the whole-window decode, which streaming never runs
+    with running_daemon(tiny_bundle, streaming=False) as daemon, connected(daemon) as (prod, sub):
         real = daemon.decoder.decode
         calls = {"n": 0}
 
