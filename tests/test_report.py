@@ -106,7 +106,7 @@ def test_evaluate_from_a_run_writes_every_section(tiny_run, tiny_session_path, t
         "lagged correlation",
         "cross-correlogram",
     }
-    assert set(numbers["stimulus"]["scores"]) == {"attention", "spike-triggered average"}
+    assert set(numbers["stimulus"]["scores"]) == {"gradient-weighted attention", "attention", "spike-triggered average"}
     assert numbers["embedding"]["kind"] == "contrastive" and math.isfinite(
         numbers["embedding"]["decodability"]["speed"]["r"]
     )

@@ -48,6 +48,35 @@ def test_stimulus_command_maps_a_run_against_the_true_fields(tiny_run, tiny_sess
     )
     assert r.exit_code == 0, r.output
     numbers = json.loads((out / "report.json").read_text())["stimulus"]
-    assert set(numbers["scores"]) == {"attention", "spike-triggered average"}
+    assert set(numbers["scores"]) == {"gradient-weighted attention", "attention", "spike-triggered average"}
     assert all(math.isfinite(s["median_r"]) for s in numbers["scores"].values())
     assert len(numbers["visual_neurons"]) == 10 and (out / "stimulus.png").stat().st_size > 1000
+
+
+def test_gradient_weighting_finds_patches_that_uniform_attention_cannot(tiny_run, tiny_session):
+    """With the frame cross-attention's queries zeroed, every position reads every patch equally: raw attention
+    maps are flat and say nothing. Gradient-weighted maps still differ between patches (what each patch's value
+    does to the predictions) and between neurons."""
+    torch = pytest.importorskip("torch")
+    from rtdecode.core.window_data import WindowData
+    from rtdecode.training.checkpoint import LoadedRun
+    from rtdecode.training.stimulus import stimulus_attention
+
+    run = LoadedRun(tiny_run)
+    with torch.no_grad():
+        for blk in run.model.frame_cross:
+            blk.attn.q.weight.zero_()
+            blk.attn.q.bias.zero_()
+    data = WindowData(tiny_session, run.config)
+    windows = np.arange(5, 45)
+    raw, counts = stimulus_attention(run.model, data, windows, run.norm, method="attention")
+    grad, grad_counts = stimulus_attention(run.model, data, windows, run.norm, method="gradient")
+    fired = counts > 0
+    assert fired.sum() > 5 and np.array_equal(counts, grad_counts)
+    np.testing.assert_allclose(raw[fired], 1.0 / raw[0].size, rtol=1e-5)  # flat: sums to 1 over the grid
+    assert np.isfinite(grad).all() and (grad >= 0).all() and not grad[~fired].any()
+    spread = grad[fired].reshape(int(fired.sum()), -1)
+    assert (spread.std(axis=1) > 0.05 * spread.mean(axis=1)).all()  # patches differ
+    assert np.abs(np.corrcoef(spread)[np.triu_indices(spread.shape[0], 1)]).min() < 0.99  # neurons differ
+    with pytest.raises(ValueError, match="unknown stimulus map method"):
+        stimulus_attention(run.model, data, windows, run.norm, method="rollout")

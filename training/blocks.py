@@ -34,7 +34,8 @@ class Attention(nn.Module):
     """Multi-head attention whose keys/values can be computed separately (cross-attention memories, KV caches).
 
     `record` switches on explicit softmax so `last_weights` (B, H, Tq, Tk) can be read for connectivity analysis;
-    off (the default) it runs F.scaled_dot_product_attention.
+    off (the default) it runs F.scaled_dot_product_attention. With `keep_graph` too, `last_weights` stays in the
+    autograd graph, so an analysis can take gradients with respect to the weights (gradient-weighted maps).
     """
 
     def __init__(self, d: int, n_heads: int, dropout: float) -> None:
@@ -46,6 +47,7 @@ class Attention(nn.Module):
         self.proj.residual = True  # type: ignore[attr-defined]  # scaled init, see Neuroformer._init
         self.dropout = dropout
         self.record = False
+        self.keep_graph = False
         self.last_weights: torch.Tensor | None = None
 
     def keys_values(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,7 +78,7 @@ class Attention(nn.Module):
             if mask is not None:
                 scores = scores.masked_fill(~mask, float("-inf"))
             w = scores.softmax(dim=-1)
-            self.last_weights = w.detach()
+            self.last_weights = w if self.keep_graph else w.detach()
             y = F.dropout(w, p) @ v
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal)
@@ -155,14 +157,17 @@ class CrossMemory:
 
 
 @contextlib.contextmanager
-def recording_attention(blocks: Iterable[SelfBlock | CrossBlock]) -> Iterator[list[SelfBlock | CrossBlock]]:
+def recording_attention(
+    blocks: Iterable[SelfBlock | CrossBlock], keep_graph: bool = False
+) -> Iterator[list[SelfBlock | CrossBlock]]:
     """Within the block, each of `blocks` keeps its last attention weights (`attn.last_weights`): the explicit
-    softmax the analyses read (connectivity, stimulus maps); back to the fused kernel afterwards."""
+    softmax the analyses read (connectivity, stimulus maps); back to the fused kernel afterwards. `keep_graph`:
+    the weights stay differentiable (see `Attention`)."""
     blocks = list(blocks)
     for blk in blocks:
-        blk.attn.record = True
+        blk.attn.record, blk.attn.keep_graph = True, keep_graph
     try:
         yield blocks
     finally:
         for blk in blocks:
-            blk.attn.record = False
+            blk.attn.record, blk.attn.keep_graph = False, False

@@ -1,10 +1,15 @@
 """Stimulus attention maps (the paper's visual-attention figure): where in the video the model looks when it
 predicts each neuron's spikes.
 
-Method: raw cross-attention, not rollout or gradient weighting. In every frame cross-attention block the weights
-from each token position to the frame patch tokens are read (mean over heads and over those blocks); a position
-counts for the neuron whose spike it predicts (the next token, as the paper keys its maps), and a neuron's map is
-the mean over all of its predicted spikes. The patch grid is the frame encoder's (`model.frame_patch`); maps are
+Two methods, both reading every frame cross-attention block's weights from each token position to the frame patch
+tokens; a position counts for the neuron whose spike it predicts (the next token, as the paper keys its maps), and
+a neuron's map is the mean over all of its predicted spikes:
+* "attention": the raw weights, mean over heads and blocks. Every neuron's positions tend to read the same patches,
+  so raw weights say little about which patches matter for which neuron.
+* "gradient" (gradient-weighted attention, Chefer et al. 2021): the positive part of weight x its gradient,
+  mean over heads and blocks. The gradient is that of the summed log-probability of the recorded next neurons of a
+  window, so a position's gradient also carries (through causal self-attention) its effect on later predictions in
+  the window: a map keyed by the predicted neuron is dominated by, not limited to, that neuron's own prediction. The patch grid is the frame encoder's (`model.frame_patch`); maps are
 averaged over the patch grid's time axis, giving one (H / ph, W / pw) map per neuron. The frame encoder's
 self-attention mixes patches before the cross-attention reads them, so a map says which patch tokens were read,
 each carrying mostly (not only) its own pixels: one reason to score the maps (`rtdecode.core.receptive_fields`)
@@ -27,14 +32,21 @@ __all__ = ["stimulus_attention"]
 
 @torch.no_grad()
 def stimulus_attention(
-    model: Neuroformer, data: WindowData, windows: np.ndarray, norm: Normalisation, batch_size: int = 32
+    model: Neuroformer,
+    data: WindowData,
+    windows: np.ndarray,
+    norm: Normalisation,
+    batch_size: int = 32,
+    method: str = "gradient",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-neuron attention to the frame patches over `windows`.
+    """Per-neuron attention to the frame patches over `windows`, by `method` ("gradient" or "attention", above).
 
     Returns:
-        maps (N, H / ph, W / pw) float64, each neuron's mean attention per patch (rows sum to 1 over the grid for
-        a neuron with spikes), and counts (N,) int64, the predicted spikes each map averages over.
+        maps (N, H / ph, W / pw) float64, each neuron's mean map per patch (with "attention", rows sum to 1 over
+        the grid for a neuron with spikes), and counts (N,) int64, the predicted spikes each map averages over.
     """
+    if method not in ("gradient", "attention"):
+        raise ValueError(f"unknown stimulus map method {method!r}: use 'gradient' or 'attention'")
     if model.frame_encoder is None or not len(model.frame_cross):
         raise ValueError("the model takes no video (its config has [frames] enabled = false): no stimulus attention")
     model.eval()
@@ -44,11 +56,15 @@ def stimulus_attention(
     n = model.vocab.n_neurons
     total = np.zeros((n, grid[1] * grid[2]))
     count = np.zeros(n, np.int64)
-    with recording_attention(model.frame_cross) as blocks:
+    with recording_attention(model.frame_cross, keep_graph=method == "gradient") as blocks:
         for lo in range(0, windows.size, batch_size):
             batch = to_torch(data.batch(windows[lo : lo + batch_size], norm), "cpu")
-            model.forward_tokens(batch["ids"], batch["dts"], model.encode_context(batch))
-            weights = torch.stack([blk.attn.last_weights for blk in blocks]).mean(dim=(0, 2))  # (B, T, P)
+            with torch.set_grad_enabled(method == "gradient"):
+                h = model.forward_tokens(batch["ids"], batch["dts"], model.encode_context(batch))
+                raw = [blk.attn.last_weights for blk in blocks]
+                if method == "gradient":
+                    raw = _gradient_weighted(model, h, batch["ids"], raw)
+            weights = torch.stack(raw).mean(dim=(0, 2))  # (B, T, P)
             w = weights.reshape(*weights.shape[:2], *grid).mean(dim=2).flatten(2).numpy()  # (B, T, H' * W')
             target = batch["ids"][:, 1:].numpy()  # position t predicts token t + 1
             b, t = np.nonzero(target < n)
@@ -56,3 +72,16 @@ def stimulus_attention(
             np.add.at(count, target[b, t], 1)
     maps = total / np.maximum(count, 1)[:, None]
     return maps.reshape(n, grid[1], grid[2]), count
+
+
+def _gradient_weighted(
+    model: Neuroformer, hidden: torch.Tensor, ids: torch.Tensor, weights: list[torch.Tensor]
+) -> list[torch.Tensor]:
+    """relu(weight x d(sum of the recorded next neurons' log-probabilities)/d(weight)) per block, detached."""
+    n = model.vocab.n_neurons
+    logp = model.token_logits(hidden)[0].float().log_softmax(-1)[:, :-1]  # position t predicts token t + 1
+    target = ids[:, 1:]
+    spike = target < n
+    objective = logp.gather(-1, target.clamp(max=logp.shape[-1] - 1).unsqueeze(-1)).squeeze(-1)[spike].sum()
+    grads = torch.autograd.grad(objective, weights)
+    return [(w * g).clamp(min=0).detach() for w, g in zip(weights, grads, strict=True)]

@@ -163,8 +163,9 @@ def stimulus(
     windows: Annotated[int, typer.Option(help="Training windows whose attention is averaged.")] = 3000,
 ) -> None:
     """Stimulus attention maps (the paper's visual-attention figure): where in the video the model looks when it
-    predicts each visual neuron's spikes (raw frame cross-attention, keyed by the predicted neuron), scored against
-    the simulator's true receptive fields beside a spike-triggered average of the same frames."""
+    predicts each visual neuron's spikes (gradient-weighted frame cross-attention, keyed by the predicted neuron;
+    raw attention beside it), scored against the simulator's true receptive fields beside a spike-triggered
+    average of the same frames."""
     from rtdecode.io import load_session
     from rtdecode.report.document import Report
     from rtdecode.report.run_sections import stimulus_section

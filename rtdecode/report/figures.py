@@ -146,7 +146,9 @@ def stimulus_figure(truth: np.ndarray, attention: np.ndarray, sta: np.ndarray, n
     rows = max(1, len(neurons))
     fig, axes = plt.subplots(rows, 3, figsize=(7.5, 1.6 * rows + 0.4), squeeze=False)
     for r, n in enumerate(neurons):
-        for c, (img, title) in enumerate(((truth[r], "true field"), (attention[r], "attention"), (sta[r], "STA"))):
+        for c, (img, title) in enumerate(
+            ((truth[r], "true field"), (attention[r], "grad-weighted attention"), (sta[r], "STA"))
+        ):
             ax = axes[r][c]
             ax.imshow(img, cmap="viridis")
             ax.set_xticks([])

@@ -168,7 +168,8 @@ def stimulus_section(
     data = WindowData(session, cfg)
     train = make_split(data, cfg).train
     pick = evenly_spaced(train, windows)
-    attention, counts = stimulus_attention(run.model, data, pick, run.norm)
+    gradient, counts = stimulus_attention(run.model, data, pick, run.norm, method="gradient")
+    attention, _ = stimulus_attention(run.model, data, pick, run.norm, method="attention")
     visual = np.asarray(session.truth["visual_neurons"], np.int64)
     patch = tuple(cfg.model.frame_patch[1:])
     truth = patch_energy(np.asarray(session.truth["receptive_fields"]), patch)
@@ -185,13 +186,17 @@ def stimulus_section(
         session.frames, session.frame_times, session.spike_times[inside], session.spike_neurons[inside], visual
     )
     scores = {
+        "gradient-weighted attention": score_maps(gradient[visual], truth),
         "attention": score_maps(attention[visual], truth),
         "spike-triggered average": score_maps(patch_energy(sta, patch), truth),
     }
-    met = scores["attention"]["median_r"] > scores["spike-triggered average"]["median_r"]
+    best = scores["gradient-weighted attention"]["median_r"]
+    met = best > scores["spike-triggered average"]["median_r"]
     sec.numbers.update(
         {
-            "method": "raw frame cross-attention, mean over heads and blocks, keyed by the predicted neuron",
+            "method": "gradient-weighted frame cross-attention (relu(weight x gradient of the recorded next "
+            "neurons' log-probability), mean over heads and blocks), keyed by the predicted neuron; raw attention "
+            "beside it",
             "windows": int(pick.size),
             "visual_neurons": visual.tolist(),
             "spikes_per_neuron": counts[visual].tolist(),
@@ -200,9 +205,11 @@ def stimulus_section(
         }
     )
     sec.text(
-        "Where the model looks when it predicts each visual neuron's spikes: raw frame cross-attention (mean over "
-        "heads and blocks, keyed by the predicted neuron), beside the spike-triggered average of the same windows' "
-        "frames; both scored as Pearson r with the true receptive field's energy on the model's patch grid."
+        "Where the model looks when it predicts each visual neuron's spikes: gradient-weighted frame cross-attention "
+        "(the positive part of each attention weight times the gradient of the recorded next neurons' "
+        "log-probability, mean over heads and blocks, keyed by the predicted neuron), raw attention and the "
+        "spike-triggered average of the same windows' frames; each scored as Pearson r with the true receptive "
+        "field's energy on the model's patch grid."
     )
     sec.table(
         ["map", "median r with the true field", "neurons"],
@@ -210,20 +217,21 @@ def stimulus_section(
     )
     verdict = "met" if met else "NOT met"
     sec.text(
-        f"Bar (median r of attention above the spike-triggered average's): {verdict}.",
+        f"Bar (median r of gradient-weighted attention above the spike-triggered average's): {verdict}.",
         "verdict-ok" if met else "verdict-no",
     )
     order = np.argsort(-counts[visual])[:4]
     figures.stimulus_figure(
-        truth[order], attention[visual][order], patch_energy(sta[order], patch), visual[order], out / "stimulus.png"
+        truth[order], gradient[visual][order], patch_energy(sta[order], patch), visual[order], out / "stimulus.png"
     )
     sec.figure(
         out,
         "stimulus.png",
-        "True receptive-field energy, stimulus attention and spike-triggered average "
+        "True receptive-field energy, gradient-weighted stimulus attention and spike-triggered average "
         "(patch grid) of the visual neurons with the most spikes.",
     )
     log(
-        f"stimulus attention: median r {scores['attention']['median_r']:.3f} vs spike-triggered average "
+        f"stimulus attention: median r {best:.3f} gradient-weighted ({scores['attention']['median_r']:.3f} raw) vs "
+        f"spike-triggered average "
         f"{scores['spike-triggered average']['median_r']:.3f} ({visual.size} visual neurons); bar {verdict}"
     )
