@@ -70,6 +70,19 @@ def test_closed_loop_history_starts_from_the_recorded_history(tiny_session):
     assert second.ids[0, n_before : n_before + 2].tolist() == [3, 1]
 
 
+def test_closed_loop_history_puts_generated_spikes_in_token_order(tiny_session):
+    """Sampling may emit one quantum's neurons in any order; the history the next window reads has them as the
+    tokenizer packs a recording (quantum, then neuron index), the only order the model saw in training."""
+    tokens = tokens_of(tiny_session)
+    assert tokens.config.token_order == "neuron"
+    loop = ClosedLoopHistory(tokens, 200)
+    loop.tokens(200)
+    loop.add(200, np.array([5, 2, 7, 1]), np.array([1, 1, 0, 3]))
+    history = loop.tokens(201)
+    n = int(history.lengths[0])
+    assert history.ids[0, n - 4 : n].tolist() == [7, 2, 5, 1]
+
+
 def test_stability_flags_a_loop_that_runs_away():
     recorded = np.full(1200, 1000.0)  # 60 s of 50-ms windows
     runaway = np.linspace(1000, 5000, 1200)

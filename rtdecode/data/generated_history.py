@@ -41,7 +41,16 @@ class ClosedLoopHistory:
         return history_tokens(self._bins, self._neurons, q0, self._cfg, self._t.vocab)
 
     def add(self, win: int, neurons: np.ndarray, offsets: np.ndarray) -> None:
-        """The spikes generated in window `win` (offsets in quanta inside it, in generation order)."""
-        self._bins = np.concatenate([self._bins, self._start(win) + np.asarray(offsets, np.int64)])
-        self._neurons = np.concatenate([self._neurons, np.asarray(neurons, np.int64)])
+        """The spikes generated in window `win` (offsets in quanta inside it, in generation order).
+
+        With token_order "neuron" they are put in token order (quantum, then neuron index), as the tokenizer packs
+        a recorded history: sampling need not emit one quantum's neurons in index order, and a history in an
+        order the model never saw in training is not the history it learned from. With "time" the generation
+        order is the arrival order."""
+        offsets, neurons = np.asarray(offsets, np.int64), np.asarray(neurons, np.int64)
+        if self._cfg.token_order == "neuron":
+            order = np.lexsort((neurons, offsets))
+            offsets, neurons = offsets[order], neurons[order]
+        self._bins = np.concatenate([self._bins, self._start(win) + offsets])
+        self._neurons = np.concatenate([self._neurons, neurons])
         self._next = win + 1
