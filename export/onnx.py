@@ -176,12 +176,15 @@ def export_bundle(
     out.mkdir(parents=True, exist_ok=True)
     batch = example_batch(run, data, windows)
     tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch.items()}
-    graphs = {
+    graphs: dict[str, Any] = {
         "decode": DecodeGraph(model),
         "context": ContextGraph(model),
         "step": StepGraph(model),
         "stream": StreamGraph(model),
     }
+    if not run.config.targets:  # spikes only: nothing to decode, so no decode or stream graph; the bundle generates
+        del graphs["decode"], graphs["stream"]
+        log("the model has no behavior targets: exporting the generation graphs only (context, step)")
     cfg = run.config
     n_causal = len(model.feature) + len(model.fused)
     H, hd, C = cfg.model.n_heads, cfg.model.d_model // cfg.model.n_heads, cfg.window.block_size

@@ -26,3 +26,12 @@ def fail(message: str) -> None:
     """Print an error the user can act on and exit with status 2."""
     console.print(f"[bold red]error:[/] {message}")
     raise typer.Exit(code=2)
+
+
+def one_line(error: BaseException, limit: int = 400) -> str:
+    """An exception as one line: its type (when the message does not say it) and its message, whitespace
+    collapsed and cut at `limit` characters. Third-party errors (onnxruntime, torch.onnx) span many lines."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    if not text.startswith(type(error).__name__) and not isinstance(error, (RuntimeError, ValueError, OSError)):
+        text = f"{type(error).__name__}: {text}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from rtdecode.cli.app import app, bench_app, console, fail
+from rtdecode.cli.app import app, bench_app, console, fail, one_line
 
 
 @app.command()
@@ -289,12 +289,13 @@ def export(
         manifest = export_bundle(
             from_run, out, weights=weights, data=wd, windows=windows, tolerance=tolerance, log=console.print
         )
-    except (RuntimeError, FileNotFoundError, ValueError) as e:
-        fail(str(e))
+    except Exception as e:  # an exporter error (torch.onnx, onnxruntime, parity) is one line, not a traceback
+        fail(f"export of {from_run} failed: {one_line(e)}")
     p = manifest["parity"]
     console.print(
-        f"[green]bundle written[/]: {out} (parity on {p['windows']} windows: decode {p['decode_max_abs']:.1e}, "
-        f"step {p['step_max_abs']:.1e}"
+        f"[green]bundle written[/]: {out} (parity on {p['windows']} windows: "
+        + (f"decode {p['decode_max_abs']:.1e}, " if "decode_max_abs" in p else "")
+        + f"context {p['context_max_abs']:.1e}, step {p['step_max_abs']:.1e}"
         + (f", stream {p['stream_max_abs']:.1e}" if "stream_max_abs" in p else "")
         + f", greedy generation identical: {p['generation_identical']})"
     )

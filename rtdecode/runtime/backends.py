@@ -96,7 +96,7 @@ class OnnxRuntimeBackend:
             if bundle.has_graph(g)
         }
         self.graphs = frozenset(self.sessions)
-        self.providers = self.sessions["decode"].get_providers()
+        self.providers = self.sessions["context"].get_providers()
 
     def run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         return self.sessions[graph].run(None, feeds)

@@ -21,7 +21,7 @@ from rtdecode.data.tokenizer import Vocab, WindowConfig
 
 FORMAT = "rtdecode-bundle"
 FORMAT_VERSION = 1
-GRAPHS = ("decode", "context", "step")
+GRAPHS = ("decode", "context", "step")  # "decode" only for a model with behavior targets (`required_graphs`)
 OPTIONAL_GRAPHS = ("stream",)  # streaming decode; bundles exported before it decode window at a time
 # The stream graph's interface (`rtdecode.runtime.streaming`): per-call token mask, the running pooled sum of the
 # heads ("hidden_before") in, per-block new keys/values out. Export writes it as graphs.stream.version; a bundle
@@ -33,7 +33,16 @@ MAX_CACHE_BYTES = 4 << 30  # K + V for one window at float32; the release model 
 MAX_NEURONS = 1 << 20
 MAX_BLOCK = 1 << 16
 
-__all__ = ["Bundle", "BundleError", "CacheShape", "FORMAT", "FORMAT_VERSION", "STREAM_GRAPH_VERSION", "sha256"]
+__all__ = [
+    "Bundle",
+    "BundleError",
+    "CacheShape",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "STREAM_GRAPH_VERSION",
+    "required_graphs",
+    "sha256",
+]
 
 
 class BundleError(ValueError):
@@ -116,7 +125,7 @@ class Bundle:
                 f"{mpath}: the generation cache would take {cache / 2**30:.1f} GiB per window "
                 f"(layers x heads x head_dim x slots); at most {MAX_CACHE_BYTES / 2**30:.0f} GiB"
             )
-        for name in GRAPHS + tuple(g for g in OPTIONAL_GRAPHS if g in m["graphs"]):
+        for name in required_graphs(config) + tuple(g for g in OPTIONAL_GRAPHS if g in m["graphs"]):
             g = m["graphs"].get(name)
             if not isinstance(g, dict) or not isinstance(g.get("file"), str) or "/" in g["file"] or ".." in g["file"]:
                 raise BundleError(f"{mpath}: graph '{name}' missing or its file name is not a plain name")
@@ -162,6 +171,11 @@ class Bundle:
     def has_graph(self, name: str) -> bool:
         return name in self.manifest["graphs"]
 
+    @property
+    def graph_names(self) -> tuple[str, ...]:
+        """The graphs this bundle has, of GRAPHS + OPTIONAL_GRAPHS, in that order."""
+        return tuple(g for g in GRAPHS + OPTIONAL_GRAPHS if self.has_graph(g))
+
     def graph_path(self, name: str) -> Path:
         return self.path / self.manifest["graphs"][name]["file"]
 
@@ -182,6 +196,12 @@ class Bundle:
     @property
     def frames(self) -> FramesConfig:
         return self.config.frames
+
+
+def required_graphs(config: RunConfig) -> tuple[str, ...]:
+    """The graphs a bundle of this config must have: `context` and `step` (generation) always, `decode` when the
+    model decodes behavior. A spikes-only model (no targets) has nothing to decode: its bundle generates."""
+    return tuple(g for g in GRAPHS if g != "decode" or config.targets)
 
 
 def sha256(path: Path) -> str:

@@ -38,7 +38,7 @@ class Decoder:
         self._behavior_norm = self.bundle.norm.behavior
         self._frame_norm = self.bundle.norm.frames
         self.targets = self.bundle.targets
-        self._decode_inputs = self.bundle.input_names("decode")
+        self._decode_inputs = self.bundle.input_names("decode") if self.can_decode else []
         self._context_inputs = self.bundle.input_names("context")
         self._context_outputs = self.bundle.output_names("context")
         c = self.bundle.cache
@@ -47,6 +47,12 @@ class Decoder:
 
     # ------------------------------------------------------------------ decoding
     @property
+    def can_decode(self) -> bool:
+        """Whether the model decodes behavior: a spikes-only model (no targets) has no `decode` graph and only
+        generates."""
+        return bool(self.targets) and self.bundle.has_graph("decode")
+
+    @property
     def can_stream(self) -> bool:
         """Whether this bundle and backend support streaming decode (`rtdecode.runtime.streaming`)."""
         return self.bundle.stream_graph_version == STREAM_GRAPH_VERSION and "stream" in self.backend.graphs
@@ -54,6 +60,8 @@ class Decoder:
     def decode(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Behavior of each window in the batch, name -> (B,) in the data's units (class index for classifiers,
         radians in (-pi, pi] for circular targets)."""
+        if not self.can_decode:
+            raise RuntimeError(f"{self.bundle.path} decodes no behavior (its model has no targets): it only generates")
         return self.to_units(self.backend.run("decode", {n: feeds[n] for n in self._decode_inputs}))
 
     def to_units(self, outs: list[np.ndarray]) -> dict[str, np.ndarray]:

@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 
 from rtdecode.io.atomic import atomic_path, atomic_write
-from rtdecode.runtime.bundle import GRAPHS, Bundle
+from rtdecode.runtime.bundle import Bundle, required_graphs
 
 __all__ = ["TensorRTBackend", "build_engines", "engine_key", "profile_shapes", "tensorrt_available"]
 
@@ -231,7 +231,7 @@ def build_engines(
     gpu, cc = _device(cudart)
     folder = bundle.path / "engines" / engine_key(gpu, cc, trt.__version__, fp16)
     paths = {}
-    for graph in GRAPHS:
+    for graph in required_graphs(bundle.config):
         profile = profile_shapes(bundle.manifest, graph, max_batch, max_samples)
         stamp = {
             "onnx_sha256": bundle.manifest["graphs"][graph].get("sha256"),
@@ -301,7 +301,7 @@ class TensorRTBackend:
         self._stream_handle = int(self._stream)  # what execute_async_v3 takes
         self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self._engines: list[Any] = []
-        self._graphs = {g: self._load(paths[g], bundle.output_names(g)) for g in GRAPHS}
+        self._graphs = {g: self._load(paths[g], bundle.output_names(g)) for g in required_graphs(bundle.config)}
         self.graphs = frozenset(self._graphs)
 
     def _load(self, path: Path, outputs: list[str]) -> _Graph:

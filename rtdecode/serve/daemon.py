@@ -12,6 +12,7 @@ examples. Optional CURVE authentication (`rtdecode.wire.auth`) secures both sock
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -42,8 +43,13 @@ class Daemon:
     def __init__(
         self, bundle_dir: str | Path, config: ServeConfig = ServeConfig(), context: zmq.Context | None = None
     ) -> None:
+        bundle = Bundle.load(bundle_dir)
+        if not bundle.targets and not config.generate:
+            # a spikes-only model decodes nothing: predicted activity is all it can serve
+            log.info("%s decodes no behavior (no targets): serving predicted activity (--generate)", bundle.path)
+            config = dataclasses.replace(config, generate=True)
         self.config = config
-        self.engine = DecodeEngine(Bundle.load(bundle_dir), config, self._send)
+        self.engine = DecodeEngine(bundle, config, self._send)
         self.ready = threading.Event()  # sockets bound
         self.stopped = threading.Event()  # the loop has ended and everything is closed
         self._own_context = context is None

@@ -248,9 +248,11 @@ class DecodeEngine:
         feeds = None
         if self.streaming:
             out = self.streamer.finish(w, self._context_key(w), self.feeds)
-        else:
+        elif self.decoder.can_decode:
             feeds = self.feeds(w)
             out = self.decoder.decode(feeds)
+        else:  # spikes only: the decode message marks the window's close (count, budget); activity follows it
+            out = {}
         values = {k: float(v[0]) for k, v in out.items()}
         t_model = time.perf_counter()
         latency = (t_model - t_recv) * 1e3
