@@ -40,6 +40,7 @@ from rtdecode.core.metrics import (
 from rtdecode.core.normalisation import Normalisation
 from rtdecode.core.window_data import WindowData, make_split
 from rtdecode.data.budget import budget_report
+from rtdecode.data.session import Session
 from rtdecode.data.splits import Split
 from rtdecode.io import load_session
 from rtdecode.io.token_store import load_tokens
@@ -104,7 +105,7 @@ def _distributed() -> tuple[int, int, torch.device]:
 
 def train(
     cfg: RunConfig,
-    session_path: str | Path,
+    session_path: str | Path | Session,
     run_dir: str | Path,
     *,
     tokens_dir: str | Path | None = None,
@@ -117,7 +118,8 @@ def train(
     log: Callable[[str], None] = print,
     progress: Callable[[int, int, dict[str, float]], None] | None = None,
 ) -> TrainResult:
-    """Train per `cfg` on the session at `session_path`, writing checkpoints and logs to `run_dir`.
+    """Train per `cfg` on the session at `session_path` (or a loaded `Session`: a part of a recording, selected
+    units), writing checkpoints and logs to `run_dir`.
 
     Fine-tuning options (see `rtdecode.training.finetune`): `init_from` loads starting weights (safetensors);
     `label_fraction` trains on a seeded random fraction of the training windows (as if only they were
@@ -141,7 +143,7 @@ def train(
     if t.num_threads:
         torch.set_num_threads(t.num_threads)
 
-    session = load_session(session_path)
+    session = session_path if isinstance(session_path, Session) else load_session(session_path)
     tokens = load_tokens(tokens_dir) if tokens_dir else None
     data = WindowData(session, cfg, tokens)
     split = make_split(data, cfg)
@@ -158,7 +160,7 @@ def train(
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         log(
-            f"session {session_path}: {data.n_windows} windows; split {split.summary()} (guard gap "
+            f"session {session_path if not isinstance(session_path, Session) else 'as selected'}: {data.n_windows} windows; split {split.summary()} (guard gap "
             f"{cfg.window.prev_window + cfg.window.window:.3f} s)"
             + (
                 f"; training on {train_windows.size} labelled windows ({label_fraction:.1%})"

@@ -12,9 +12,11 @@ import typer
 from rich.table import Table
 
 from rtdecode.cli.app import app, console, fail
+from rtdecode.cli.selection import T0, T1, BehaviorFile, Units, load_selected
 
 SessionPath = Annotated[
-    Path, typer.Argument(help="Session file: .npz (rtdecode native) or .nwb.", exists=True, dir_okay=False)
+    Path,
+    typer.Argument(help="Session file (.npz rtdecode native, or .nwb) or a Kilosort/phy output folder.", exists=True),
 ]
 
 
@@ -40,17 +42,16 @@ def info(
         ),
     ] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON instead of a table.")] = False,
+    units: Units = "good",
+    behavior: BehaviorFile = None,
+    t0: T0 = None,
+    t1: T1 = None,
 ) -> None:
     """Summarise a session: neurons, duration, firing rates, modalities, and what tokenization would give."""
-    from rtdecode.data.session import SessionError
     from rtdecode.data.summary import session_summary
     from rtdecode.data.tokenizer import WindowConfig
-    from rtdecode.io import load_session
 
-    try:
-        s = load_session(session)
-    except (SessionError, ImportError) as e:
-        fail(str(e))
+    s = load_selected(session, units, behavior, t0, t1)
     summary = session_summary(s, WindowConfig(window=window, block_size=block_size, prev_block_size=0))
     if as_json:
         print(json.dumps(summary, indent=2))
@@ -108,18 +109,17 @@ def prepare(
         ),
     ] = 0,
     prev_block_size: Annotated[int, typer.Option(help="Token slots for the history; 0 = derived at training.")] = 0,
+    units: Units = "good",
+    behavior: BehaviorFile = None,
+    t0: T0 = None,
+    t1: T1 = None,
 ) -> None:
     """Tokenize a session once and store the tokens for training (memory-mapped arrays + tokens.json)."""
-    from rtdecode.data.session import SessionError
     from rtdecode.data.tokenizer import tokenize_session
-    from rtdecode.io import load_session
     from rtdecode.io.token_store import save_tokens
 
     cfg = _window_options(window, prev_window, dt, block_size, prev_block_size)
-    try:
-        s = load_session(session)
-    except (SessionError, ImportError) as e:
-        fail(str(e))
+    s = load_selected(session, units, behavior, t0, t1)
     tokens = tokenize_session(s.spike_times, s.spike_neurons, s.n_neurons, s.start, s.stop, cfg, s.neuron_ids)
     save_tokens(tokens, out, source={"session": str(session)})
     from rtdecode.data.budget import budget_report

@@ -11,11 +11,14 @@ import typer
 from rich.table import Table
 
 from rtdecode.cli.app import app, bench_app, console, fail, one_line
+from rtdecode.cli.selection import T0, T1, BehaviorFile, Units, load_selected
 
 
 @app.command()
 def train(
-    data: Annotated[Path, typer.Option(help="Session file (.npz or .nwb) to train on.", exists=True, dir_okay=False)],
+    data: Annotated[
+        Path, typer.Option(help="Session file (.npz or .nwb) or Kilosort/phy output folder to train on.", exists=True)
+    ],
     out: Annotated[Path, typer.Option(help="Run directory for checkpoints, metrics.csv and TensorBoard logs.")],
     config: Annotated[
         str,
@@ -34,6 +37,10 @@ def train(
     allow_truncation: Annotated[
         bool, typer.Option(help="Train even if the config's token budget drops more than 0.1% of spikes.")
     ] = False,
+    units: Units = "good",
+    behavior: BehaviorFile = None,
+    t0: T0 = None,
+    t1: T1 = None,
 ) -> None:
     """Train a Neuroformer on a session: next-spike prediction, behavior decoding and contrastive alignment.
 
@@ -81,10 +88,11 @@ def train(
                     task, completed=step, info=f"loss {scalars['total']:.3f}, {scalars['windows_per_s']:.0f} windows/s"
                 )
 
+        selected = data.is_dir() or behavior is not None or t0 is not None or t1 is not None
         try:
             result = run_train(
                 cfg,
-                data,
+                load_selected(data, units, behavior, t0, t1) if selected else data,
                 out,
                 tokens_dir=tokens,
                 resume=resume,

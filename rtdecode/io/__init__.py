@@ -1,6 +1,8 @@
-"""Reading and writing sessions: the native `.npz`, NWB (`[nwb]` extra) and the Neuroformer release's layout.
+"""Reading and writing sessions: the native `.npz`, NWB (`[nwb]` extra), Kilosort/phy folders (read only) and the
+Neuroformer release's layout.
 
-`load_session` / `save_session` pick the format from the file extension, so the CLI and tools accept any of them.
+`load_session` / `save_session` pick the format from the file extension (a folder is a spike sorter's output), so
+the CLI and tools accept any of them.
 """
 
 from __future__ import annotations
@@ -14,18 +16,43 @@ from rtdecode.io.npz import load_npz, save_npz
 __all__ = ["load_session", "save_session", "load_npz", "save_npz"]
 
 
-def load_session(path: str | os.PathLike[str]) -> Session:
-    """Load a session from `.npz` (native) or `.nwb` (needs `pip install rtdecode[nwb]`)."""
-    suffix = Path(path).suffix.lower()
-    if not Path(path).exists():
-        raise FileNotFoundError(f"no such session file: {path}")
-    if suffix == ".npz":
-        return load_npz(path)
-    if suffix == ".nwb":
+def load_session(
+    path: str | os.PathLike[str],
+    *,
+    units: str = "good",
+    behavior: str | os.PathLike[str] | None = None,
+    t0: float | None = None,
+    t1: float | None = None,
+) -> Session:
+    """Load a session from `.npz` (native), `.nwb` (needs `pip install rtdecode[nwb]`) or a Kilosort/phy output
+    folder (`rtdecode.io.phy`: `units` picks good / mua / all units, `behavior` names a session file whose
+    behavior, frames and trials join the spikes). `t0`/`t1` keep only [t0, t1) s of the recording."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"no such session file or folder: {path}")
+    if behavior is not None and not p.is_dir():
+        raise SessionError(f"{path}: a behavior file joins a spike-sorter folder only; {p.name} has its own behavior")
+    if p.is_dir():
+        from rtdecode.io.phy import load_phy
+
+        session = load_phy(p, units=units, behavior=None if behavior is None else Path(behavior))
+    elif p.suffix.lower() == ".npz":
+        session = load_npz(p)
+    elif p.suffix.lower() == ".nwb":
         from rtdecode.io.nwb import load_nwb
 
-        return load_nwb(path)
-    raise SessionError(f"{path}: unknown session format '{suffix}'; use .npz (native) or .nwb")
+        session = load_nwb(p)
+    else:
+        raise SessionError(f"{path}: unknown session format '{p.suffix}'; use .npz (native), .nwb or a phy folder")
+    if t0 is not None or t1 is not None:
+        lo = session.start if t0 is None else t0
+        hi = session.stop if t1 is None else t1
+        if not session.start <= lo < hi <= session.stop:
+            raise SessionError(
+                f"{path}: --t0/--t1 [{lo}, {hi}) must lie inside the recording [{session.start}, {session.stop})"
+            )
+        session = session.slice_time(lo, hi)
+    return session
 
 
 def save_session(session: Session, path: str | os.PathLike[str]) -> None:
