@@ -94,3 +94,12 @@ def test_soak_runs_the_real_daemon(tiny_bundle: Path, tiny_session_path: Path, t
     assert all(r["rss_mb"] > 10 for r in result["rows"]) and (tmp_path / "soak.png").is_file()
     assert "RSS after warm-up" in proc.stdout
     assert isinstance(result["verdict"]["memory_flat"], bool) and isinstance(result["verdict"]["p99_stable"], bool)
+
+
+def test_bench_lsl_runs(tiny_bundle: Path, tiny_session_path: Path, tmp_path: Path) -> None:
+    pytest.importorskip("pylsl")
+    out = tmp_path / "lsl.json"
+    args = ["--bundle", str(tiny_bundle), "--data", str(tiny_session_path), "--seconds", "3", "--out", str(out)]
+    run_tool("bench_lsl.py", *args)
+    report = json.loads(out.read_text())
+    assert report["windows"] > 20 and report["input_leg_ms"]["n"] > 0 and report["output_leg_ms"]["n"] > 0

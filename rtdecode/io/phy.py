@@ -144,9 +144,13 @@ def _labels(folder: Path) -> dict[int, str]:
 def _behavior_session(path: str | Path | None) -> Session | None:
     if path is None:
         return None
-    from rtdecode.io import load_session
-
     path = Path(path)
-    if path.is_dir():
-        raise SessionError(f"{path}: a behavior file is a session file (.npz or .nwb), not a folder")
-    return load_session(path)
+    if path.suffix.lower() == ".npz":
+        from rtdecode.io.npz import load_npz
+
+        return load_npz(path)
+    if path.suffix.lower() == ".nwb":
+        from rtdecode.io.nwb import load_nwb
+
+        return load_nwb(path)
+    raise SessionError(f"{path}: a behavior file is a session file (.npz or .nwb)")
