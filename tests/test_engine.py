@@ -102,6 +102,31 @@ def test_a_bad_message_is_counted_and_changes_nothing(bundle: Bundle) -> None:
     assert published_topics(out, b"status")  # the status request was answered through `publish`
 
 
+def _stream_and_match_offline(
+    bundle: Bundle, session, *, step: bool, t1: float | None = None
+) -> tuple[DecodeEngine, np.ndarray]:
+    """Feed `session` (up to `t1`) to a streaming engine, message by message, with stream work after each one
+    (`step`) or none at all; check every published regression decode equals offline inference within 1e-5.
+    Returns the engine and the decoded window indices."""
+    out: list[list[bytes]] = []
+    engine = DecodeEngine(bundle, ServeConfig(skip_backlog=False, start=session.start), out.append)
+    assert engine.streaming
+    names = tuple(b.name for b in bundle.behavior_inputs)
+    for seq, (_, kind, args) in enumerate(session_messages(session, batch=0.005, behavior=names, t1=t1)):
+        engine.handle(ENCODERS[kind](seq, 0.0, *args, src="test"), time.perf_counter())
+        if step:
+            engine.step()
+    decodes = published_topics(out, b"decode")
+    windows = np.array([d["window"] for d in decodes])
+    data = WindowData(session, bundle.config)
+    offline = Decoder(bundle, backend="onnxruntime").decode(data.batch(windows - data.tokens.first_window, bundle.norm))
+    for spec in bundle.targets:
+        if spec.kind == "regression":
+            live = np.array([d["values"][spec.name] for d in decodes])
+            np.testing.assert_allclose(live, offline[spec.name], atol=1e-5, rtol=0)
+    return engine, windows
+
+
 @pytest.mark.parametrize("context_at", ["end", "start"])
 def test_a_context_final_at_open_is_never_refreshed_mid_window(
     tiny_bundle: Path, tiny_session_path: Path, context_at: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -116,21 +141,7 @@ def test_a_context_final_at_open_is_never_refreshed_mid_window(
     monkeypatch.setattr(streamer, "STREAM_YIELD_S", 0.0)
     bundle = reading_context_at(Bundle.load(tiny_bundle), context_at, tmp_path)
     session = load_session(tiny_session_path)
-    out: list[list[bytes]] = []
-    engine = DecodeEngine(bundle, ServeConfig(skip_backlog=False, start=session.start), out.append)
-    assert engine.streaming
-    names = tuple(b.name for b in bundle.behavior_inputs)
-    for seq, (_, kind, args) in enumerate(session_messages(session, batch=0.005, behavior=names, t1=8.0)):
-        engine.handle(ENCODERS[kind](seq, 0.0, *args, src="test"), time.perf_counter())
-        engine.step()
-    decodes = published_topics(out, b"decode")
-    windows = np.array([d["window"] for d in decodes])
-    data = WindowData(session, bundle.config)
-    offline = Decoder(bundle, backend="onnxruntime").decode(data.batch(windows - data.tokens.first_window, bundle.norm))
-    for spec in bundle.targets:
-        if spec.kind == "regression":
-            live = np.array([d["values"][spec.name] for d in decodes])
-            np.testing.assert_allclose(live, offline[spec.name], atol=1e-5, rtol=0)
+    engine, windows = _stream_and_match_offline(bundle, session, step=True, t1=8.0)
     counters = engine.status()["counters"]
     assert counters["windows_streamed"] >= 0.9 * windows.size
     refreshes = counters.get("stream_context_refresh", 0)
@@ -160,21 +171,6 @@ def test_a_window_without_a_stream_is_streamed_whole_at_close(tiny_bundle: Path,
     """No stream work between messages (as when the daemon skips ahead after a stall): every window closes without
     a stream and goes through the `stream` graph whole, never the slower whole-window `decode` graph, and still
     decodes like offline inference."""
-    bundle = Bundle.load(tiny_bundle)
-    out: list[list[bytes]] = []
-    engine = DecodeEngine(bundle, ServeConfig(skip_backlog=False, start=tiny_session.start), out.append)
-    assert engine.streaming
-    names = tuple(b.name for b in bundle.behavior_inputs)
-    messages = session_messages(tiny_session, batch=0.005, behavior=names)
-    for seq, (_, kind, args) in enumerate(messages):
-        engine.handle(ENCODERS[kind](seq, 0.0, *args, src="test"), time.perf_counter())  # no engine.step()
-    decodes = published_topics(out, b"decode")
-    windows = np.array([d["window"] for d in decodes])
-    data = WindowData(tiny_session, bundle.config)
-    offline = Decoder(bundle, backend="onnxruntime").decode(data.batch(windows - data.tokens.first_window, bundle.norm))
-    for spec in bundle.targets:
-        if spec.kind == "regression":
-            live = np.array([d["values"][spec.name] for d in decodes])
-            np.testing.assert_allclose(live, offline[spec.name], atol=1e-5, rtol=0)
+    engine, windows = _stream_and_match_offline(Bundle.load(tiny_bundle), tiny_session, step=False)
     counters = engine.status()["counters"]
     assert counters["windows_streamed_at_close"] == windows.size > 10 and "windows_streamed" not in counters
