@@ -35,7 +35,9 @@ def load_session(
     if p.is_dir():
         from rtdecode.io.phy import load_phy
 
-        session = load_phy(p, units=units, behavior=None if behavior is None else Path(behavior))
+        if behavior is not None and Path(behavior).is_dir():
+            raise SessionError(f"{behavior}: a behavior file is a session file (.npz or .nwb), not a folder")
+        session = load_phy(p, units=units, behavior=None if behavior is None else load_session(behavior))
     elif p.suffix.lower() == ".npz":
         session = load_npz(p)
     elif p.suffix.lower() == ".nwb":

@@ -9,8 +9,8 @@ become neurons (`units`):
 * "all": every unit with spikes.
 A neuron's ID is its cluster ID, so a rig sending phy's unit numbers reaches the right neuron.
 
-A sorter records no behavior: `behavior` names a session file (`.npz` or `.nwb`) whose behavior, frames and
-trials join the spikes. Both are taken to be on one clock, the recording's, starting at 0 with the first sample
+A sorter records no behavior: `behavior` is a session (from a `.npz` or `.nwb` file, `rtdecode.io.load_session`)
+whose behavior, frames and trials join the spikes. Both are taken to be on one clock, the recording's, starting at 0 with the first sample
 (`spike_times / sample_rate`); put a behavior file on that clock before joining.
 `params.py` is read as data (literal assignments), never executed.
 """
@@ -35,7 +35,7 @@ def is_phy_folder(path: str | Path) -> bool:
     return Path(path).is_dir() and (Path(path) / "spike_times.npy").is_file()
 
 
-def load_phy(folder: str | Path, units: str = "good", behavior: str | Path | None = None) -> Session:
+def load_phy(folder: str | Path, units: str = "good", behavior: Session | None = None) -> Session:
     """The spikes of the selected `units` of a Kilosort/phy `folder`, with `behavior`'s streams if given."""
     folder = Path(folder)
     if units not in UNIT_SELECTIONS:
@@ -68,7 +68,7 @@ def load_phy(folder: str | Path, units: str = "good", behavior: str | Path | Non
     times = samples[keep].astype(np.float64) / rate
     order = np.argsort(times, kind="stable")
     times, neurons = times[order], np.searchsorted(chosen, clusters[keep][order]).astype(np.int32)
-    extra = _behavior_session(behavior)
+    extra = behavior
     stop = float(times[-1]) + 1.0 / rate if times.size else 1.0 / rate
     start = 0.0
     if extra is not None:
@@ -139,18 +139,3 @@ def _labels(folder: Path) -> dict[int, str]:
                 )
             labels[int(row["cluster_id"])] = label
     return labels
-
-
-def _behavior_session(path: str | Path | None) -> Session | None:
-    if path is None:
-        return None
-    path = Path(path)
-    if path.suffix.lower() == ".npz":
-        from rtdecode.io.npz import load_npz
-
-        return load_npz(path)
-    if path.suffix.lower() == ".nwb":
-        from rtdecode.io.nwb import load_nwb
-
-        return load_nwb(path)
-    raise SessionError(f"{path}: a behavior file is a session file (.npz or .nwb)")
