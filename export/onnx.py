@@ -255,6 +255,7 @@ def export_bundle(
         "config": cfg.to_dict(),
         "vocab": json.loads(run.vocab.to_json()),
         "normalisation": run.norm.to_dict(),
+        "units": run.meta.get("units", {}),  # behavior name -> unit, for the daemon's `describe`
         "cache": {"layers": n_causal, "heads": H, "head_dim": hd, "slots": C},
         "graphs": manifest_graphs,
         "source": {"run": str(run.dir), "weights": weights, "step": run.meta.get("step"), "sha256": sha256(source)},

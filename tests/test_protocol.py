@@ -1,4 +1,4 @@
-"""Wire protocol v1 (docs/protocol.md): golden bytes, round trips, a hostile-input corpus and a bounded fuzz.
+"""Wire protocol 1.1 (docs/protocol.md): golden bytes, round trips, a hostile-input corpus and a bounded fuzz.
 
 Modelled on safetensors' `tests/test_simple.py` + `attacks/` + `fuzz.py` (style rule 4):
 
@@ -28,10 +28,12 @@ from hypothesis.extra import numpy as hnp
 
 from rtdecode.wire.hostile import HOSTILE, clk, f8, frm, head, i4, mk, mutate, nested, raw_clock_header, spk
 from rtdecode.wire.protocol import (
+    CONTROL_COMMANDS,
     MAX_BEHAVIOR_SAMPLES,
     MAX_FRAME_BYTES,
     MAX_HEADER_BYTES,
     MAX_SPIKES,
+    OUTPUT_TOPICS,
     BehaviorSamples,
     Clock,
     Control,
@@ -45,6 +47,7 @@ from rtdecode.wire.protocol import (
     encode_clock,
     encode_control,
     encode_decode,
+    encode_describe,
     encode_frame,
     encode_spikes,
     encode_status,
@@ -343,6 +346,75 @@ GOLDEN: dict[str, tuple[Callable[[], list[bytes]], list[bytes]]] = {
             ),  # . msg_spikes: 9
         ],
     ),
+    "control_describe": (
+        lambda: encode_control(15, 2.25, "describe", src="rig-1"),
+        [
+            _hx("636f6e74726f6c"),  # topic "control"
+            _hx(
+                "85",  # fixmap, 5 entries
+                "a1 76",
+                "01",  # v: 1
+                "a3 736571",
+                "0f",  # seq: 15
+                "a6 745f73656e64",
+                "cb 4002000000000000",  # t_send: 2.25
+                "a3 737263",
+                "a5 7269672d31",  # src: "rig-1"
+                "a3 636d64",
+                "a8 6465736372696265",
+            ),  # cmd: "describe"
+        ],
+    ),
+    "status_reply": (  # a status answering the `control` "status" seq 16 of "rig-1" sent at 3.5
+        lambda: encode_status(4, 4.0, {"windows": 1}, request=Control(16, 3.5, "status", None, "rig-1")),
+        [
+            _hx("737461747573"),  # topic "status"
+            _hx(
+                "87",  # fixmap, 7 entries
+                "a1 76",
+                "01",  # v: 1
+                "a3 736571",
+                "04",  # seq: 4
+                "a6 745f73656e64",
+                "cb 4010000000000000",  # t_send: 4.0
+                "a7 77696e646f7773",
+                "01",  # windows: 1
+                "a6 696e5f736571",
+                "10",  # in_seq: 16
+                "a9 696e5f745f73656e64",
+                "cb 400c000000000000",  # in_t_send: 3.5
+                "a6 696e5f737263",
+                "a5 7269672d31",
+            ),  # in_src: "rig-1"
+        ],
+    ),
+    "describe": (  # a description cut to three keys (the daemon sends all of docs/protocol.md's)
+        lambda: encode_describe(5, 5.0, {"protocol": "1.1", "ready": True, "neurons": {"n": 2, "unit_ids": [7, 300]}}),
+        [
+            _hx("6465736372696265"),  # topic "describe"
+            _hx(
+                "86",  # fixmap, 6 entries
+                "a1 76",
+                "01",  # v: 1 (the major version; the minor is in "protocol")
+                "a3 736571",
+                "05",  # seq: 5
+                "a6 745f73656e64",
+                "cb 4014000000000000",  # t_send: 5.0
+                "a8 70726f746f636f6c",
+                "a3 312e31",  # protocol: "1.1"
+                "a5 7265616479",
+                "c3",  # ready: true
+                "a7 6e6575726f6e73",
+                "82",  # neurons: fixmap, 2 entries
+                "a1 6e",
+                "02",  # . n: 2
+                "a8 756e69745f696473",
+                "92",  # . unit_ids: fixarray, 2 entries
+                "07",  # .. 7
+                "cd 012c",
+            ),  # .. 300 (uint16, big-endian)
+        ],
+    ),
 }
 INPUT_GOLDEN = [
     "spikes_index",
@@ -353,8 +425,9 @@ INPUT_GOLDEN = [
     "clock_src",
     "control_reset",
     "control_status",
+    "control_describe",
 ]
-OUTPUT_GOLDEN = ["decode", "activity", "status"]
+OUTPUT_GOLDEN = ["decode", "activity", "status", "status_reply", "describe"]
 
 
 @pytest.mark.parametrize("name", list(GOLDEN))
@@ -413,6 +486,14 @@ GOLDEN_PARSED = {
     "clock_src": {"type": "Clock", "seq": 14, "t_send": 2.0, "t": 4.0, "src": "rig-1"},
     "control_reset": {"type": "Control", "seq": 12, "t_send": 1.5, "cmd": "reset", "start": 100.0, "src": None},
     "control_status": {"type": "Control", "seq": 13, "t_send": 1.75, "cmd": "status", "start": None, "src": None},
+    "control_describe": {
+        "type": "Control",
+        "seq": 15,
+        "t_send": 2.25,
+        "cmd": "describe",
+        "start": None,
+        "src": "rig-1",
+    },
 }
 
 
@@ -478,6 +559,10 @@ def test_golden_outputs_decode() -> None:
         "latency_ms": {"p50": 0.5, "p99": 1.0, "p99.9": 2.0, "max": 4.0},
         "counters": {"msg_spikes": 9},
     }
+    reply = decode_output(GOLDEN["status_reply"][1])
+    assert (reply["in_seq"], reply["in_t_send"], reply["in_src"]) == (16, 3.5, "rig-1")
+    describe = decode_output(GOLDEN["describe"][1])
+    assert describe["topic"] == "describe" and describe["neurons"] == {"n": 2, "unit_ids": [7, 300]}
 
     for name in OUTPUT_GOLDEN:  # outputs are not inputs
         with pytest.raises(ProtocolError) as e:
@@ -560,7 +645,7 @@ def test_roundtrip_clock(seq: int, t_send: float, t: float) -> None:
 
 
 @ROUNDTRIP
-@given(seq=_seq, t_send=_finite, cmd=st.sampled_from(["reset", "status"]), start=st.none() | _finite)
+@given(seq=_seq, t_send=_finite, cmd=st.sampled_from(list(CONTROL_COMMANDS)), start=st.none() | _finite)
 def test_roundtrip_control(seq: int, t_send: float, cmd: str, start: float | None) -> None:
     assert decode_input(encode_control(seq, t_send, cmd, start)) == Control(seq, t_send, cmd, start)
 
@@ -719,7 +804,7 @@ def _check_input(frames: list[bytes]) -> None:
     elif isinstance(msg, Clock):
         assert type(msg.t) is float and math.isfinite(msg.t)
     elif isinstance(msg, Control):
-        assert msg.cmd in ("reset", "status") and (msg.start is None or math.isfinite(msg.start))
+        assert msg.cmd in CONTROL_COMMANDS and (msg.start is None or math.isfinite(msg.start))
     else:
         pytest.fail(f"decode_input returned {type(msg).__name__}")
 
@@ -729,7 +814,7 @@ def _check_output(frames: list[bytes]) -> None:
         out = decode_output(frames)
     except ProtocolError:
         return
-    assert isinstance(out, dict) and out["topic"] in ("decode", "activity", "status")
+    assert isinstance(out, dict) and out["topic"] in OUTPUT_TOPICS
 
 
 _GOLDEN_FRAMES = [GOLDEN[name][1] for name in INPUT_GOLDEN + OUTPUT_GOLDEN]

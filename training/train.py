@@ -170,6 +170,7 @@ def train(
         )
         log(budget.describe())
     budget.check(allow_truncation)
+    units = {"units": {name: b.unit for name, b in session.behavior.items()}}  # for the bundle's description
 
     model = Neuroformer(cfg, vocab).to(dev)
     if init_from is not None:
@@ -259,7 +260,9 @@ def train(
                 save_train_state(
                     run_dir, optimizer, scheduler, {"step": step, "best": best, "sampler": sampler.state()}
                 )
-                write_meta(run_dir, cfg, vocab, norm, step, val_metrics, best, {"token_budget": budget.to_dict()})
+                write_meta(
+                    run_dir, cfg, vocab, norm, step, val_metrics, best, {"token_budget": budget.to_dict(), **units}
+                )
                 log(_format_eval(step, scalars, val_metrics))
         if last:
             break
@@ -276,6 +279,7 @@ def train(
             "baseline": baseline,
             "throughput": {"windows_per_s": wps, "data_share": share},
             "token_budget": budget.to_dict(),
+            **units,
         }
         if ddp is not None:
             extra["ddp"] = ddp

@@ -142,6 +142,7 @@ class Daemon:
             if gen_pull is not None:
                 poller.register(gen_pull, zmq.POLLIN)
             next_status = time.monotonic()
+            engine.guarded(engine.publish_describe)  # the readiness signal: sockets bound, model loaded
             self.ready.set()
             while not stop.is_set():
                 events = dict(poller.poll(timeout=engine.poll_timeout_ms(IDLE_POLL_MS)))

@@ -26,6 +26,7 @@ from rtdecode.data.window import ClosedWindow, RollingWindow
 from rtdecode.runtime import Bundle, Decoder
 from rtdecode.runtime.streaming import StreamingError
 from rtdecode.serve.config import ServeConfig, backend_options
+from rtdecode.serve.description import describe
 from rtdecode.serve.health import BudgetWatch, OverloadWatch, RateLimitedLog
 from rtdecode.serve.rings import FrameRing, SampleRing
 from rtdecode.serve.sequence import SequenceTracker
@@ -41,6 +42,7 @@ from rtdecode.wire.protocol import (
     decode_input,
     encode_activity,
     encode_decode,
+    encode_describe,
     encode_status,
 )
 
@@ -56,6 +58,13 @@ _MSG_COUNTER = {
     Control: "msg_control",
 }  # accepted messages per wire topic
 BUDGET_LOG_INTERVAL_S = 10.0  # an over-budget stream is logged at most this often
+# what the rolling window drops, by reason, as the log names it
+_WINDOW_REJECTIONS = {
+    "late": "late spike(s) (older than the open window)",
+    "bad_neuron": "spike(s) with an unknown neuron",
+    "bad_time": "spike(s) or watermark(s) with an unusable time",
+    "late_clock": "watermark(s) older than the open window",
+}
 Publish = Callable[[list[bytes]], None]
 Pending = tuple[list[ClosedWindow], int, float, float, float, float]  # windows, in seq/t_send, t_recv/parsed/window
 
@@ -98,6 +107,13 @@ class DecodeEngine:
         self._out_seq = 0
         self._t0 = time.monotonic()
         self._start_session(config.start)
+        self.description = describe(
+            bundle,
+            config,
+            backend=self.decoder.backend.name,
+            streaming=bool(self.streaming),
+            deadline_ms=self.deadline_ms,
+        )
 
     # ------------------------------------------------------------------ the loop's steps
     def guarded(self, step: Callable[..., None], *args: Any) -> None:
@@ -129,10 +145,14 @@ class DecodeEngine:
         """Process one input message; never raises for anything about the message."""
         try:
             msg = decode_input(frames)
+        except ProtocolError as e:
+            self._reject(e)
+            return
+        try:
             self._validate(msg)
         except ProtocolError as e:
-            self.counters[e.reason] += 1
-            self._warn.warn(e.reason, str(e))
+            e.src, e.seq = msg.src, msg.seq
+            self._reject(e)
             return
         if not self.sequences.accept(msg.src, msg.seq):
             return
@@ -150,12 +170,32 @@ class DecodeEngine:
             self._on_behavior(msg)
         elif isinstance(msg, Control):
             self._on_control(msg)
+        if isinstance(msg, (Spikes, Clock)):
+            self._count_window_rejections()
         if closed:
             self._pending.append((closed, msg.seq, msg.t_send, t_recv, self._t_parsed, time.perf_counter()))
             if not self.overload.overloaded():
                 self._decode_pending()  # keeping up: decode now; overloaded: after the queue (`step`)
         if self.streaming and not isinstance(msg, Control):
             self.streamer.note_input(msg.t if isinstance(msg, Clock) else None)
+
+    def _reject(self, error: ProtocolError) -> None:
+        """A message rejected whole: counted and logged. One whose common header was valid still counts as
+        received from its producer, so the producer's next message shows no false `seq_gap`."""
+        self.counters[error.reason] += 1
+        self._warn.warn(error.reason, str(error))
+        if error.seq is not None:
+            self.sequences.note_rejected(error.src, error.seq)
+
+    def _count_window_rejections(self) -> None:
+        """Move the spikes and watermarks the rolling window dropped into the counters, and log them."""
+        c = self.window.counters
+        for reason, what in _WINDOW_REJECTIONS.items():
+            n = getattr(c, reason)
+            if n:
+                setattr(c, reason, 0)
+                self.counters[reason] += n
+                self._warn.warn(reason, f"{n} {what} dropped (open window starts at {self.window.open_start:.6f} s)")
 
     def _validate(self, msg: Any) -> None:
         """The checks that need the model (frame size, behavior names); ProtocolError like the wire checks."""
@@ -169,19 +209,32 @@ class DecodeEngine:
     def _on_frame(self, msg: Frame) -> None:
         if self.frames is None:
             self.counters["frame_unused"] += 1
+            self._warn.warn("frame_unused", "a frame arrived but this model takes no frames; ignored")
         elif not self.frames.push(msg.t, msg.pixels):
             self.counters["out_of_order"] += 1
+            self._warn.warn("out_of_order", f"frame at {msg.t:.6f} s is not after the previous frame; dropped")
 
     def _on_behavior(self, msg: BehaviorSamples) -> None:
-        dropped = self.behavior[msg.name].push(msg.times, msg.values)
+        times, values = msg.times, msg.values
+        usable = np.isfinite(times) & np.isfinite(values)
+        if not usable.all():  # a NaN must never reach the model; a NaN time has no place in time order
+            for reason, bad in (("bad_time", ~np.isfinite(times)), ("bad_value", np.isfinite(times) & ~usable)):
+                if bad.any():
+                    self.counters[reason] += int(bad.sum())
+                    self._warn.warn(reason, f"{int(bad.sum())} '{msg.name}' sample(s) with a non-finite {reason[4:]}")
+            times, values = times[usable], values[usable]
+        dropped = self.behavior[msg.name].push(times, values)
         if dropped:
             self.counters["out_of_order"] += dropped
+            self._warn.warn("out_of_order", f"{dropped} '{msg.name}' sample(s) not after the previous one dropped")
 
     def _on_control(self, msg: Control) -> None:
         if self._pending:
             self._decode_pending()  # windows that closed before the command: a status counts them, a reset keeps them
         if msg.cmd == "status":
-            self.publish_status()
+            self.publish_status(msg)
+        elif msg.cmd == "describe":
+            self.publish_describe(msg)
         elif msg.cmd == "reset":
             self.counters["resets"] += 1
             self._fold_window_counters()
@@ -313,8 +366,13 @@ class DecodeEngine:
         )
         self.counters["activity"] += 1
 
-    def publish_status(self) -> None:
-        self._publish(encode_status(self._out_seq, time.monotonic(), self.status()))
+    def publish_status(self, request: Control | None = None) -> None:
+        """Publish a status; `request` is the `control` message that asked for it (its seq/t_send are echoed)."""
+        self._publish(encode_status(self._out_seq, time.monotonic(), self.status(), request))
+
+    def publish_describe(self, request: Control | None = None) -> None:
+        """Publish the daemon's description: on start (the readiness signal) and when a client asks."""
+        self._publish(encode_describe(self._out_seq, time.monotonic(), self.description, request))
 
     def _fold_window_counters(self) -> None:
         c = self.window.counters

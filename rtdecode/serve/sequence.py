@@ -26,6 +26,18 @@ class SequenceTracker:
     def __init__(self, counters: collections.Counter[str], warn: Callable[[str, str], None]) -> None:
         self.counters, self.warn = counters, warn
         self._last: dict[str, int] = {}
+        self._rejected: dict[str, set[int]] = {}  # per producer, seqs after its last accepted one that were rejected
+
+    def note_rejected(self, src: str | None, seq: int) -> None:
+        """A message of this producer was received but rejected for its body: not lost, so not `seq_missing`.
+
+        It does not become the producer's last `seq` (a corrupted copy must not make the real message a
+        duplicate); the next accepted message just does not count it as missing. At most 64 are remembered."""
+        if src is None or src not in self._last or seq <= self._last[src]:
+            return
+        rejected = self._rejected.setdefault(src, set())
+        if len(rejected) < 64:
+            rejected.add(seq)
 
     def accept(self, src: str | None, seq: int) -> bool:
         """Account one message; False for a duplicate, which the caller drops."""
@@ -33,14 +45,22 @@ class SequenceTracker:
             return True
         last = self._last.pop(src, None)
         self._last[src] = seq  # re-inserted: most recently seen last
+        rejected = self._rejected.pop(src, ())
         if len(self._last) > MAX_SOURCES:
-            del self._last[next(iter(self._last))]
+            forgotten = next(iter(self._last))
+            del self._last[forgotten]
+            self._rejected.pop(forgotten, None)
             self.counters["seq_sources_forgotten"] += 1
         if last is None or seq == last + 1:
             return True
         if seq > last:
-            self.counters["seq_gap"] += 1
-            self.counters["seq_missing"] += seq - last - 1
+            missing = seq - last - 1 - sum(1 for r in rejected if last < r < seq)
+            if missing:
+                self.counters["seq_gap"] += 1
+                self.counters["seq_missing"] += missing
+                self.warn(
+                    "seq_gap", f"producer {src!r} skipped {missing} message(s) before seq {seq} (lost or dropped)"
+                )
         elif seq == last:
             self.counters["seq_duplicate"] += 1
             self.warn("seq_duplicate", f"producer {src!r} sent seq {seq} twice; the repeat is dropped")
@@ -53,3 +73,4 @@ class SequenceTracker:
     def clear(self) -> None:
         """Forget every producer (a session reset)."""
         self._last.clear()
+        self._rejected.clear()

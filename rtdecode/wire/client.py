@@ -1,10 +1,10 @@
 """A small Python client for rig software: `Producer` sends data to the daemon, `Subscriber` reads its outputs.
 
-    with Producer("tcp://127.0.0.1:5555") as p:          # the daemon's --input
-        p.spikes(times, neurons)                          # seconds on the session clock, model indices
-        p.frame(t, pixels)                                 # uint8 H x W
-        p.clock(t)                                         # "no data older than t will come"
-    with Subscriber("tcp://127.0.0.1:5556", topics=("decode",)) as s:
+    with Producer("tcp://127.0.0.1:5555") as p, Subscriber("tcp://127.0.0.1:5556", topics=("decode",)) as s:
+        model = s.describe(p)          # waits until the daemon serves: window grid, unit IDs, targets, limits
+        p.spikes(times, neurons)       # seconds on the session clock, model indices
+        p.frame(t, pixels)             # uint8 H x W
+        p.clock(t)                     # "no data older than t will come"
         for msg in s.messages(timeout=1.0):
             print(msg["window"], msg["values"]["speed"], s.latency_ms(msg))
 
@@ -188,6 +188,24 @@ class Subscriber:
             if msg is not None and msg["topic"] == topic:
                 return msg
         raise TimeoutError(f"no '{topic}' message within {timeout} s")
+
+    def describe(self, producer: Producer, timeout: float = 10.0, every: float = 0.25) -> dict[str, Any]:
+        """Wait until the daemon is ready and return its description (docs/protocol.md, "describe").
+
+        Asks for it through `producer` (a `control` "describe") every `every` s, because a PUB socket drops what
+        it sent before this subscriber joined; the first answer means the daemon is serving. Raises TimeoutError
+        when none comes (no daemon there, or one older than protocol 1.1).
+        """
+        self.socket.setsockopt(zmq.SUBSCRIBE, b"describe")
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            producer.control("describe")
+            ask_again = time.monotonic() + min(every, left)
+            while (wait := ask_again - time.monotonic()) > 0:
+                msg = self.receive(wait)
+                if msg is not None and msg["topic"] == "describe":
+                    return msg
+        raise TimeoutError(f"no description from the daemon within {timeout} s (is it running, at protocol 1.1?)")
 
     @staticmethod
     def latency_ms(msg: dict[str, Any]) -> float:

@@ -1,4 +1,4 @@
-"""The wire protocol (docs/protocol.md, version 1): encoding and strict decoding of every message.
+"""The wire protocol (docs/protocol.md, version 1.1): encoding and strict decoding of every message.
 
 Messages are ZeroMQ multipart `[topic, msgpack header, raw little-endian buffers...]`. Decoding validates every
 field named in the spec and raises `ProtocolError(reason, detail)` with the reason counter the daemon uses, so a
@@ -15,7 +15,8 @@ from typing import Any
 import msgpack
 import numpy as np
 
-VERSION = 1
+VERSION = 1  # the header's `v`: the major version; a daemon rejects every other (`bad_version`)
+PROTOCOL = "1.1"  # major.minor; minor versions only add (topics, keys, commands), announced in `describe`
 MAX_HEADER_BYTES = 64 * 1024
 MAX_SPIKES = 65_536
 MAX_FRAME_BYTES = 16 * 1024 * 1024
@@ -23,10 +24,13 @@ MAX_BEHAVIOR_SAMPLES = 65_536
 MAX_SRC_CHARS = 64
 
 INPUT_TOPICS = ("spikes", "frame", "behavior", "clock", "control")
-OUTPUT_TOPICS = ("decode", "activity", "status")
+OUTPUT_TOPICS = ("decode", "activity", "status", "describe")
+CONTROL_COMMANDS = ("reset", "status", "describe")
 
 __all__ = [
     "VERSION",
+    "PROTOCOL",
+    "CONTROL_COMMANDS",
     "ProtocolError",
     "Spikes",
     "Frame",
@@ -43,16 +47,21 @@ __all__ = [
     "encode_decode",
     "encode_activity",
     "encode_status",
+    "encode_describe",
     "decode_output",
 ]
 
 
 class ProtocolError(ValueError):
-    """An invalid message; `reason` is the counter name from docs/protocol.md."""
+    """An invalid message; `reason` is the counter name from docs/protocol.md.
 
-    def __init__(self, reason: str, detail: str) -> None:
+    `src` and `seq` are the message's producer and sequence number when its common header was valid, so that the
+    daemon can count a message rejected for its body as received (no false `seq_gap` on the producer's next one).
+    """
+
+    def __init__(self, reason: str, detail: str, src: str | None = None, seq: int | None = None) -> None:
         super().__init__(f"{reason}: {detail}")
-        self.reason = reason
+        self.reason, self.src, self.seq = reason, src, seq
 
 
 @dataclass(frozen=True)
@@ -232,6 +241,16 @@ def decode_input(frames: list[bytes]) -> InputMessage:
     src = _get(h, "src", str, None)
     if src is not None and not 0 < len(src) <= MAX_SRC_CHARS:
         raise ProtocolError("malformed", f"'src' must be 1 to {MAX_SRC_CHARS} characters, got {len(src)}")
+    try:
+        return _decode_body(topic, h, frames, seq, t_send, src)
+    except ProtocolError as e:
+        e.src, e.seq = src, seq  # the common header was valid: say whose message this was
+        raise
+
+
+def _decode_body(
+    topic: str, h: dict[str, Any], frames: list[bytes], seq: int, t_send: float, src: str | None
+) -> InputMessage:
     if topic == "spikes":
         n = _count(h, MAX_SPIKES)
         ids = _get(h, "ids", str, "index")
@@ -264,8 +283,8 @@ def decode_input(frames: list[bytes]) -> InputMessage:
         return Clock(seq, t_send, _finite(_get(h, "t", (int, float))), src)
     _buffers(frames, 0, topic)
     cmd = _get(h, "cmd", str)
-    if cmd not in ("reset", "status"):
-        raise ProtocolError("malformed", f"unknown control command {cmd!r} (reset, status)")
+    if cmd not in CONTROL_COMMANDS:
+        raise ProtocolError("malformed", f"unknown control command {reprlib.repr(cmd)} ({', '.join(CONTROL_COMMANDS)})")
     start = _get(h, "start", (int, float), None)
     return Control(seq, t_send, cmd, None if start is None else _finite(start), src)
 
@@ -335,8 +354,26 @@ def encode_activity(
     ]
 
 
-def encode_status(seq: int, t_send: float, status: dict[str, Any]) -> list[bytes]:
-    return [b"status", _header(seq, t_send, **status)]
+def _reply_to(request: Control | None) -> dict[str, Any]:
+    """The header keys that tie an answer to the `control` message that asked for it (absent otherwise)."""
+    if request is None:
+        return {}
+    echo: dict[str, Any] = {"in_seq": int(request.seq), "in_t_send": float(request.t_send)}
+    if request.src is not None:
+        echo["in_src"] = request.src
+    return echo
+
+
+def encode_status(seq: int, t_send: float, status: dict[str, Any], request: Control | None = None) -> list[bytes]:
+    """A status message; `request` is the `control` "status" message it answers, whose seq/t_send/src it echoes."""
+    return [b"status", _header(seq, t_send, **status, **_reply_to(request))]
+
+
+def encode_describe(
+    seq: int, t_send: float, description: dict[str, Any], request: Control | None = None
+) -> list[bytes]:
+    """The daemon's description (docs/protocol.md, "describe"); `request` as for `encode_status`."""
+    return [b"describe", _header(seq, t_send, **description, **_reply_to(request))]
 
 
 def decode_output(frames: list[bytes]) -> dict[str, Any]:
