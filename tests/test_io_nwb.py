@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 import warnings
 from datetime import datetime, timezone
@@ -273,3 +274,95 @@ def test_several_image_series_warn_and_stimulus_name_chooses(pynwb: Any, tmp_pat
     assert s.frames is not None and s.frames.shape == (3, 2, 2)
     with pytest.raises(SessionError, match="'nope'"):
         load_nwb(path, stimulus_name="nope")
+
+
+def _file_with_epochs_and_trials(pynwb: Any, path: Path) -> None:
+    """10 s of spikes; epochs tagged by stimulus, a `running_bouts` intervals table, and six trials with a
+    `stimulus` column, as acquisition pipelines write them."""
+    from pynwb.epoch import TimeIntervals
+
+    nwb = pynwb.NWBFile(session_description="epochs", identifier="ep-1", session_start_time=datetime.now(timezone.utc))
+    nwb.add_unit(spike_times=np.arange(0.05, 10.0, 0.1))
+    nwb.add_unit(spike_times=np.arange(0.02, 10.0, 0.25))
+    nwb.add_epoch(start_time=0.0, stop_time=4.0, tags=["spontaneous"])
+    nwb.add_epoch(start_time=4.0, stop_time=7.0, tags=["gratings", "visual"])
+    nwb.add_epoch(start_time=7.0, stop_time=10.0, tags=["movie", "visual"])
+    nwb.add_trial_column(name="stimulus", description="what was shown")
+    for i, stim in enumerate(["gray", "grating", "grating", "movie", "grating", "movie"]):
+        nwb.add_trial(start_time=1.0 + 1.5 * i, stop_time=2.0 + 1.5 * i, stimulus=stim)
+    bouts = TimeIntervals(name="running_bouts", description="running")
+    bouts.add_interval(start_time=2.0, stop_time=3.0)
+    bouts.add_interval(start_time=5.0, stop_time=6.5)
+    nwb.add_time_intervals(bouts)
+    with pynwb.NWBHDF5IO(str(path), "w") as io:
+        io.write(nwb)
+
+
+def test_epochs_and_trials_select_parts_of_a_recording_by_name(pynwb: Any, tmp_path: Path) -> None:
+    path = tmp_path / "epochs.nwb"
+    _file_with_epochs_and_trials(pynwb, path)
+
+    gratings = load_session(path, epoch="gratings")
+    assert (gratings.start, gratings.stop) == (4.0, 7.0)
+    np.testing.assert_array_equal(gratings.trials, [[4.0, 7.0]])
+    assert gratings.spike_times.min() >= 4.0 and gratings.spike_times.max() < 7.0
+
+    visual = load_session(path, epoch="visual")  # a tag on two epochs: both, as the session's trials
+    end = load_session(path).stop  # the recording ends just after its last spike, inside the last epoch
+    assert (visual.start, visual.stop) == (4.0, end)
+    np.testing.assert_array_equal(visual.trials, [[4.0, 7.0], [7.0, end]])
+
+    bouts = load_session(path, epoch="running_bouts")  # an intervals table by name
+    np.testing.assert_array_equal(bouts.trials, [[2.0, 3.0], [5.0, 6.5]])
+
+    grating_trials = load_session(path, trials="stimulus=grating")
+    np.testing.assert_array_equal(grating_trials.trials, [[2.5, 3.5], [4.0, 5.0], [7.0, 8.0]])
+    inside = load_session(path, epoch="gratings", trials="stimulus=grating")
+    np.testing.assert_array_equal(inside.trials, [[4.0, 5.0]])
+    assert load_session(path, trials="stimulus=grating", t0=3.0, t1=7.5).trials.tolist() == [[4.0, 5.0]]
+
+
+@pytest.mark.parametrize(
+    "selection, message",
+    [
+        (
+            {"epoch": "sleep"},
+            "epoch tags: ['gratings', 'movie', 'spontaneous', 'visual']; intervals tables: ['running_bouts']",
+        ),
+        ({"trials": "contrast=1"}, "no column 'contrast'"),
+        ({"trials": "stimulus=noise"}, "values: ['grating', 'gray', 'movie']"),
+        ({"trials": "stimulus"}, "COLUMN=VALUE"),
+        ({"epoch": "movie", "trials": "stimulus=gray"}, "no trial with stimulus=gray lies inside epoch 'movie'"),
+    ],
+)
+def test_a_selection_that_matches_nothing_says_what_exists(
+    pynwb: Any, tmp_path: Path, selection: dict, message: str
+) -> None:
+    path = tmp_path / "epochs.nwb"
+    _file_with_epochs_and_trials(pynwb, path)
+    with pytest.raises(SessionError, match=re.escape(message)):
+        load_session(path, **selection)
+
+
+def test_epoch_selection_is_for_nwb_files(tmp_path: Path) -> None:
+    path = tmp_path / "s.npz"
+    save_session(_session(), path)
+    with pytest.raises(SessionError, match="not an .nwb file"):
+        load_session(path, epoch="gratings")
+
+
+def test_info_selects_an_epoch_by_name(pynwb: Any, tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from rtdecode.cli import app
+
+    path = tmp_path / "epochs.nwb"
+    _file_with_epochs_and_trials(pynwb, path)
+    r = CliRunner().invoke(app, ["info", str(path), "--epoch", "gratings", "--json"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.output)
+    assert summary["duration_s"] == pytest.approx(3.0) and summary["trials"] == 1
+    r = CliRunner().invoke(app, ["info", str(path), "--trials", "stimulus=noise"])
+    assert r.exit_code == 2 and "no trial has stimulus = 'noise'" in r.output and "Traceback" not in r.output

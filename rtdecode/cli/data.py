@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from rtdecode.cli.app import app, console, fail
-from rtdecode.cli.selection import T0, T1, BehaviorFile, Units, load_selected
+from rtdecode.cli.selection import T0, T1, BehaviorFile, Epoch, Trials, Units, load_selected
 
 SessionPath = Annotated[
     Path,
@@ -46,12 +46,14 @@ def info(
     behavior: BehaviorFile = None,
     t0: T0 = None,
     t1: T1 = None,
+    epoch: Epoch = None,
+    trials: Trials = None,
 ) -> None:
     """Summarise a session: neurons, duration, firing rates, modalities, and what tokenization would give."""
     from rtdecode.data.summary import session_summary
     from rtdecode.data.tokenizer import WindowConfig
 
-    s = load_selected(session, units, behavior, t0, t1)
+    s = load_selected(session, units, behavior, t0, t1, epoch, trials)
     summary = session_summary(s, WindowConfig(window=window, block_size=block_size, prev_block_size=0))
     if as_json:
         print(json.dumps(summary, indent=2))
@@ -113,13 +115,15 @@ def prepare(
     behavior: BehaviorFile = None,
     t0: T0 = None,
     t1: T1 = None,
+    epoch: Epoch = None,
+    trials: Trials = None,
 ) -> None:
     """Tokenize a session once and store the tokens for training (memory-mapped arrays + tokens.json)."""
     from rtdecode.data.tokenizer import tokenize_session
     from rtdecode.io.token_store import save_tokens
 
     cfg = _window_options(window, prev_window, dt, block_size, prev_block_size)
-    s = load_selected(session, units, behavior, t0, t1)
+    s = load_selected(session, units, behavior, t0, t1, epoch, trials)
     tokens = tokenize_session(s.spike_times, s.spike_neurons, s.n_neurons, s.start, s.stop, cfg, s.neuron_ids)
     save_tokens(tokens, out, source={"session": str(session)})
     from rtdecode.data.budget import budget_report

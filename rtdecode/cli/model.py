@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from rtdecode.cli.app import app, bench_app, console, fail, one_line
-from rtdecode.cli.selection import T0, T1, BehaviorFile, Units, load_selected
+from rtdecode.cli.selection import T0, T1, BehaviorFile, Epoch, Trials, Units, load_selected
 
 
 @app.command()
@@ -41,6 +41,8 @@ def train(
     behavior: BehaviorFile = None,
     t0: T0 = None,
     t1: T1 = None,
+    epoch: Epoch = None,
+    trials: Trials = None,
 ) -> None:
     """Train a Neuroformer on a session: next-spike prediction, behavior decoding and contrastive alignment.
 
@@ -88,11 +90,11 @@ def train(
                     task, completed=step, info=f"loss {scalars['total']:.3f}, {scalars['windows_per_s']:.0f} windows/s"
                 )
 
-        selected = data.is_dir() or behavior is not None or t0 is not None or t1 is not None
+        selected = data.is_dir() or any(x is not None for x in (behavior, t0, t1, epoch, trials))
         try:
             result = run_train(
                 cfg,
-                load_selected(data, units, behavior, t0, t1) if selected else data,
+                load_selected(data, units, behavior, t0, t1, epoch, trials) if selected else data,
                 out,
                 tokens_dir=tokens,
                 resume=resume,

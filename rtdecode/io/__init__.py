@@ -7,8 +7,11 @@ the CLI and tools accept any of them.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
+
+import numpy as np
 
 from rtdecode.data.session import Session, SessionError
 from rtdecode.io.npz import load_npz, save_npz
@@ -23,10 +26,17 @@ def load_session(
     behavior: str | os.PathLike[str] | None = None,
     t0: float | None = None,
     t1: float | None = None,
+    epoch: str | None = None,
+    trials: str | None = None,
 ) -> Session:
     """Load a session from `.npz` (native), `.nwb` (needs `pip install rtdecode[nwb]`) or a Kilosort/phy output
     folder (`rtdecode.io.phy`: `units` picks good / mua / all units, `behavior` names a session file whose
-    behavior, frames and trials join the spikes). `t0`/`t1` keep only [t0, t1) s of the recording."""
+    behavior, frames and trials join the spikes). `t0`/`t1` keep only [t0, t1) s of the recording.
+
+    `epoch` (an epoch tag or intervals table) and `trials` ("COLUMN=VALUE") select parts of an NWB recording by
+    name (`rtdecode.io.nwb.nwb_intervals`; of the behavior file for a phy folder): the session keeps the span from
+    the first selected interval's start to the last one's stop, and the intervals become its trials, so the
+    train/validation/test split cuts between them, never across. `t0`/`t1` then cut that span further."""
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"no such session file or folder: {path}")
@@ -46,6 +56,8 @@ def load_session(
         session = load_nwb(p)
     else:
         raise SessionError(f"{path}: unknown session format '{p.suffix}'; use .npz (native), .nwb or a phy folder")
+    if epoch is not None or trials is not None:
+        session = _select_intervals(session, behavior if p.is_dir() else p, epoch, trials)
     if t0 is not None or t1 is not None:
         lo = session.start if t0 is None else t0
         hi = session.stop if t1 is None else t1
@@ -68,3 +80,23 @@ def save_session(session: Session, path: str | os.PathLike[str]) -> None:
         save_nwb(session, path)
     else:
         raise SessionError(f"{path}: unknown session format '{suffix}'; use .npz (native) or .nwb")
+
+
+def _select_intervals(
+    session: Session, nwb_path: str | os.PathLike[str] | None, epoch: str | None, trials: str | None
+) -> Session:
+    """The span of the named NWB intervals, with those intervals as its trials."""
+    if nwb_path is None or Path(nwb_path).suffix.lower() != ".nwb":
+        raise SessionError(
+            "--epoch and --trials select parts of an NWB recording by name; "
+            f"{nwb_path or 'a phy folder without --behavior'} is not an .nwb file (use --t0/--t1)"
+        )
+    from rtdecode.io.nwb import nwb_intervals
+
+    intervals = nwb_intervals(nwb_path, epoch=epoch, trials=trials)
+    lo, hi = max(float(intervals[:, 0].min()), session.start), min(float(intervals[:, 1].max()), session.stop)
+    if not lo < hi:
+        raise SessionError(
+            f"{nwb_path}: the selected intervals lie outside the recording [{session.start}, {session.stop})"
+        )
+    return dataclasses.replace(session.slice_time(lo, hi), trials=np.clip(intervals, lo, hi))
