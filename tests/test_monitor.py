@@ -111,7 +111,7 @@ def test_state_shows_the_published_decodes_with_recorded_values(tiny_bundle, tin
         assert d["values"] == m["values"] and d["n_spikes"] == m["n_spikes"]  # exact: JSON floats round-trip
         assert d["t_start"] == m["t_start"] and d["latency_ms"] == m["latency_ms"]
         expected = behavior_per_window(speed.times, speed.values, np.array([d["t_start"]]), np.array([d["t_end"]]))
-        assert d["recorded"]["speed"] == pytest.approx(float(expected[0]), abs=0, rel=1e-12)
+        assert d["recorded"]["speed"] == pytest.approx(float(expected[0]), rel=1e-9)  # training sums cumulatively
     assert isinstance(snap["status"]["counters"], dict) and snap["latency"]["n"] == n
     assert snap["feed"]["dropped"] == {} and snap["session"]["n_neurons"] == tiny_session.n_neurons
     assert event["reset"] is True and event["decode_count"] >= n
@@ -233,7 +233,7 @@ def test_the_page_shows_the_published_decodes_in_a_real_browser(
         assert page["decoded"][name]["text"] == f"{value:.3f}"
     speed = tiny_session.behavior["speed"]
     expected = behavior_per_window(speed.times, speed.values, np.array([last["t_start"]]), np.array([last["t_end"]]))
-    assert float(page["recorded"]["speed"]["value"]) == pytest.approx(float(expected[0]), rel=1e-12)
+    assert float(page["recorded"]["speed"]["value"]) == pytest.approx(float(expected[0]), rel=1e-9)
     if describe is not None:  # a classification target's recorded value is shown as its class, as training bins it
         (phi,) = [t for t in describe["targets"] if t["name"] == "phi"]
         b = tiny_session.behavior["phi"]

@@ -2,10 +2,11 @@
 
 When a session is replayed into the daemon, the operator wants to see what the model should have said. The
 recorded value of a variable for a decoded window is the value training used as that window's target
-(`rtdecode.data.alignment.behavior_per_window`): the mean of the recorded samples in [t_start, t_end), or, when
-no sample falls inside, the linear interpolation at the window's centre (NaN, sent as null, outside the sampled
-span). It is the raw value in the session's units: for a classification target the page turns it into the class
-index with the bin edges the daemon's description gives, as training does (`np.digitize`).
+(`rtdecode.data.alignment.behavior_per_window`, run on the samples around the window, so equal to training's
+within rounding): the mean of the recorded samples in [t_start, t_end), or, when no sample falls inside, the
+linear interpolation at the window's centre (NaN, sent as null, outside the sampled span or next to a gap). It
+is the raw value in the session's units: for a classification target the page turns it into the class index
+with the bin edges the daemon's description gives, as training does (`np.digitize`).
 """
 
 from __future__ import annotations
@@ -43,7 +44,10 @@ class Recorded:
             b = self.session.behavior.get(name)
             if b is None:
                 continue
-            v = float(behavior_per_window(b.times, b.values, lo, hi)[0])
+            # only the samples around the window: the mean needs those inside, the interpolation its neighbours
+            i, j = np.searchsorted(b.times, [t_start, t_end], side="left")
+            near = slice(max(int(i) - 2, 0), int(j) + 2)
+            v = float(behavior_per_window(b.times[near], b.values[near], lo, hi)[0])
             out[name] = v if np.isfinite(v) else None
         return out
 
