@@ -255,7 +255,7 @@ def export_bundle(
         "config": cfg.to_dict(),
         "vocab": json.loads(run.vocab.to_json()),
         "normalisation": run.norm.to_dict(),
-        "units": run.meta.get("units", {}),  # behavior name -> unit, for the daemon's `describe`
+        "units": _behavior_units(run, data),  # behavior name -> unit, for the daemon's `describe`
         "cache": {"layers": n_causal, "heads": H, "head_dim": hd, "slots": C},
         "graphs": manifest_graphs,
         "source": {"run": str(run.dir), "weights": weights, "step": run.meta.get("step"), "sha256": sha256(source)},
@@ -271,6 +271,14 @@ def export_bundle(
     if not parity["passed"]:
         raise RuntimeError(f"exported graphs differ from PyTorch beyond {tolerance}: {parity}")
     return manifest
+
+
+def _behavior_units(run: Any, data: Any | None) -> dict[str, str]:
+    """Each behavior variable's unit: as the run recorded it, else (runs from before it did) the session's."""
+    if run.meta.get("units"):
+        return dict(run.meta["units"])
+    session = getattr(data, "session", None)
+    return {name: b.unit for name, b in session.behavior.items()} if session is not None else {}
 
 
 def _write_manifest(out: Path, manifest: dict[str, Any]) -> None:

@@ -188,3 +188,24 @@ def test_the_doc_lists_exactly_the_reasons_the_daemon_counts() -> None:
         "seq_reset",
         "internal_error",
     }
+
+
+def test_rtdecode_describe_prints_what_the_daemon_serves(tiny_bundle: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from rtdecode.cli import app
+
+    with running_daemon(tiny_bundle) as daemon:
+        ends = ["--to", daemon.input_endpoint, "--output", daemon.output_endpoint]
+        r = CliRunner().invoke(app, ["describe", *ends, "--json"])
+        assert r.exit_code == 0, r.output
+        d = json.loads(r.output)
+        assert (
+            d["protocol"] == PROTOCOL and d["neurons"]["unit_ids"] == daemon.engine.description["neurons"]["unit_ids"]
+        )
+        r = CliRunner().invoke(app, ["describe", *ends])
+        assert r.exit_code == 0 and "targets" in r.output and "cm/s" in r.output, r.output
+    r = CliRunner().invoke(app, ["describe", *ends, "--timeout", "0.5"])  # the daemon is gone
+    assert r.exit_code == 1 and "no description from the daemon" in r.output

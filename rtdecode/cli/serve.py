@@ -1,4 +1,4 @@
-"""CLI commands about serving: serve, keys, replay, bench serve."""
+"""CLI commands about serving: serve, keys, replay, describe, bench serve."""
 
 from __future__ import annotations
 
@@ -213,3 +213,82 @@ def replay(
         + ", ".join(f"{int(v)} {k}" for k, v in counts.items() if k in ("spikes", "frame", "behavior", "clock"))
         + f", {int(counts['dropped'])} dropped"
     )
+
+
+@app.command()
+def describe(
+    to: Annotated[
+        str, typer.Option(help="The daemon's input endpoint (the request goes there).")
+    ] = "tcp://127.0.0.1:5555",
+    output: Annotated[
+        str, typer.Option(help="The daemon's output endpoint (the answer comes from there).")
+    ] = "tcp://127.0.0.1:5556",
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the daemon.")] = 10.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole description as JSON.")] = False,
+    server_key: Annotated[
+        Path | None,
+        typer.Option(help="The daemon's public key file, for a daemon run with --curve-secret.", dir_okay=False),
+    ] = None,
+    client_keys: Annotated[
+        Path | None,
+        typer.Option(
+            help="This client's .key_secret file (its public key must be allowed by the daemon).", dir_okay=False
+        ),
+    ] = None,
+) -> None:
+    """Ask a running daemon what it serves (protocol 1.1 `describe`): window grid, unit IDs, accepted behavior
+    inputs, targets with units, frame size and rate, limits. Waits until the daemon is ready; exit status 1 when
+    no answer comes (no daemon there, or one older than protocol 1.1)."""
+    import json
+
+    from rtdecode.wire.client import Producer, Subscriber
+
+    try:
+        with (
+            Producer(to, curve_server_key=server_key, curve_keys=client_keys) as producer,
+            Subscriber(output, topics=(), curve_server_key=server_key, curve_keys=client_keys) as sub,
+        ):
+            d = sub.describe(producer, timeout=timeout)
+    except ValueError as e:  # a missing or malformed key file
+        fail(str(e))
+    except TimeoutError as e:
+        err_console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(1) from None
+    d = {k: v for k, v in d.items() if k not in ("topic", "v", "seq", "t_send", "t_receive")}
+    if as_json:
+        print(json.dumps(d, indent=2))
+        return
+    w, n, m = d["window"], d["neurons"], d["model"]
+    ids = n["unit_ids"]
+    shown = ", ".join(map(str, ids[:6])) + (f", ... {ids[-1]}" if len(ids) > 6 else "")
+    rows = [
+        ("protocol", f"{d['protocol']} (ready)"),
+        (
+            "model",
+            f"step {m['step']}, sha256 {m['sha256'][:12]}, {m['backend']}, streaming {m['streaming']}, generate {m['generate']}",
+        ),
+        (
+            "window",
+            f"{w['length_s'] * 1e3:g} ms from origin {w['origin_s']:g} s (quanta {w['quantum_s'] * 1e3:g} ms, history {w['history_s'] * 1e3:g} ms, context at {w['context_at']})",
+        ),
+        ("neurons", f"{n['n']}: unit IDs {shown}"),
+        (
+            "behavior inputs",
+            ", ".join(f"{b['name']} ({b['unit'] or 'no unit'})" for b in d["behavior_inputs"]) or "none",
+        ),
+        (
+            "targets",
+            ", ".join(f"{t['name']} ({t['unit'] or 'no unit'}, {t['kind']})" for t in d["targets"])
+            or "none (predicted activity only)",
+        ),
+        (
+            "frames",
+            "none"
+            if d["frames"] is None
+            else "{height} x {width} uint8, {n_frames} per window at {rate_hz:g} Hz".format(**d["frames"]),
+        ),
+        ("limits", ", ".join(f"{k} {v:,}" for k, v in d["limits"].items())),
+        ("deadline", f"{d['deadline_ms']:g} ms per window"),
+    ]
+    for name, text in rows:
+        console.print(f"[bold]{name:>16}[/bold]  {text}")
