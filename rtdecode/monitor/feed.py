@@ -182,7 +182,8 @@ class MonitorState:
             decodes = [d for d in self.decodes if d["id"] > since_decode]
             activity = [a for a in self.activity if a["id"] > since_activity]
             latencies = [d["latency_ms"] for d in self.decodes if d["latency_ms"] is not None]
-            out = {
+            status_time = self.status["t_receive"] if self.status else None
+            out: dict[str, Any] = {
                 "version": self.version,
                 "decode_count": self.decode_count,
                 "decodes": decodes,
@@ -197,6 +198,7 @@ class MonitorState:
                     "history": self.options.history,
                 },
             }
+        out["status_age_s"] = None if status_time is None else time.monotonic() - status_time  # a silent daemon
         p50, p99 = np.percentile(latencies, [50, 99]).tolist() if latencies else (None, None)
         out["latency"] = {"n": len(latencies), "p50": p50, "p99": p99}
         out["session"] = self.recorded.summary() if self.recorded else None

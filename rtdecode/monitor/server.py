@@ -5,6 +5,7 @@ Routes:
     GET /api/state           the whole state as JSON (`MonitorState.snapshot`): for scripts and tests
     GET /api/events          Server-Sent Events: the first event is the whole state (`reset: true`), then at most
                              `rate_hz` events a second, each with only what is new since the previous one
+                             (and one a second when nothing changed, so the page can see the daemon fall silent)
     GET /api/recorded?t0=&t1= the replayed session's recorded spikes in [t0, t1) s (404 without --session)
 
 SSE rather than a WebSocket: the page only listens, and the browser's EventSource reconnects by itself. Pushes
@@ -63,10 +64,13 @@ def make_app(state: MonitorState, rate_hz: float = 10.0, closing: asyncio.Event 
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
         )
         await response.prepare(request)
-        sent_version, since_decode, since_activity, first = -1, 0, 0, True
+        sent_version, since_decode, since_activity, first, sent_at = -1, 0, 0, True, 0.0
+        loop = asyncio.get_running_loop()
         try:
             while not closing.is_set():
-                if state.version != sent_version:
+                # on change, and once a second regardless: the page tells a silent daemon from a quiet page
+                if state.version != sent_version or loop.time() - sent_at >= 1.0:
+                    sent_at = loop.time()
                     snap = state.snapshot(since_decode, since_activity)
                     snap["reset"] = first
                     first = False

@@ -53,6 +53,7 @@ function apply(snap) {
   S.feed = snap.feed;
   S.latency = snap.latency;
   S.decodeCount = snap.decode_count;
+  S.statusAge = snap.status_age_s;
   S.rejections = snap.rejections;
 }
 
@@ -389,6 +390,8 @@ function drawCounters() {
     state.append("daemon ", el("b", {}, String(st.backend)), `, ${st.streaming ? "streaming" : "decode at close"}, `);
     state.append(el("b", {}, String(st.windows)), " windows, up ", el("b", {}, fmt(st.uptime_s, 0) + " s"));
     if (st.overloaded) state.append(" ", el("b", { class: "overloaded" }, "overloaded"));
+    const interval = (S.describe && S.describe.status_interval_s) || 1;
+    if (S.statusAge > 3 * interval + 1) state.append(" ", el("b", { class: "overloaded" }, `silent for ${fmt(S.statusAge, 0)} s`));
   }
 }
 
