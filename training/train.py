@@ -38,7 +38,7 @@ from rtdecode.core.metrics import (
     ridge_decode_angle,
 )
 from rtdecode.core.normalisation import Normalisation
-from rtdecode.core.window_data import WindowData, make_split
+from rtdecode.core.window_data import WindowData, context_reach, make_split
 from rtdecode.data.budget import budget_report
 from rtdecode.data.session import Session
 from rtdecode.data.splits import Split
@@ -159,18 +159,17 @@ def train(
     data = data.with_budgets(cfg)
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        log(
-            f"session {session_path if not isinstance(session_path, Session) else 'as selected'}: {data.n_windows} windows; split {split.summary()} (guard gap "
-            f"{cfg.window.prev_window + cfg.window.window:.3f} s)"
-            + (
-                f"; training on {train_windows.size} labelled windows ({label_fraction:.1%})"
-                if label_fraction < 1
-                else ""
-            )
-        )
+        source = session_path if not isinstance(session_path, Session) else "as selected"
+        gap = cfg.window.window + context_reach(cfg)  # as make_split guards
+        log(f"session {source}: {data.n_windows} windows; split {split.summary()} (guard gap {gap:.3f} s)")
+        if label_fraction < 1:
+            log(f"training on {train_windows.size} labelled windows ({label_fraction:.1%})")
         log(budget.describe())
     budget.check(allow_truncation)
-    units = {"units": {name: b.unit for name, b in session.behavior.items()}}  # for the bundle's description
+    recorded = {
+        "token_budget": budget.to_dict(),
+        "units": {name: b.unit for name, b in session.behavior.items()},
+    }
 
     model = Neuroformer(cfg, vocab).to(dev)
     if init_from is not None:
@@ -260,9 +259,7 @@ def train(
                 save_train_state(
                     run_dir, optimizer, scheduler, {"step": step, "best": best, "sampler": sampler.state()}
                 )
-                write_meta(
-                    run_dir, cfg, vocab, norm, step, val_metrics, best, {"token_budget": budget.to_dict(), **units}
-                )
+                write_meta(run_dir, cfg, vocab, norm, step, val_metrics, best, recorded)
                 log(_format_eval(step, scalars, val_metrics))
         if last:
             break
@@ -278,8 +275,7 @@ def train(
             "test": test_metrics,
             "baseline": baseline,
             "throughput": {"windows_per_s": wps, "data_share": share},
-            "token_budget": budget.to_dict(),
-            **units,
+            **recorded,
         }
         if ddp is not None:
             extra["ddp"] = ddp

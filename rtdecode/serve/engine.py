@@ -28,6 +28,7 @@ from rtdecode.runtime.streaming import StreamingError
 from rtdecode.serve.config import ServeConfig, backend_options
 from rtdecode.serve.description import describe
 from rtdecode.serve.health import BudgetWatch, OverloadWatch, RateLimitedLog
+from rtdecode.serve.rejections import count_window_rejections, usable_samples
 from rtdecode.serve.rings import FrameRing, SampleRing
 from rtdecode.serve.sequence import SequenceTracker
 from rtdecode.serve.streamer import WindowStreamer
@@ -58,13 +59,6 @@ _MSG_COUNTER = {
     Control: "msg_control",
 }  # accepted messages per wire topic
 BUDGET_LOG_INTERVAL_S = 10.0  # an over-budget stream is logged at most this often
-# what the rolling window drops, by reason, as the log names it
-_WINDOW_REJECTIONS = {
-    "late": "late spike(s) (older than the open window)",
-    "bad_neuron": "spike(s) with an unknown neuron",
-    "bad_time": "spike(s) or watermark(s) with an unusable time",
-    "late_clock": "watermark(s) older than the open window",
-}
 Publish = Callable[[list[bytes]], None]
 Pending = tuple[list[ClosedWindow], int, float, float, float, float]  # windows, in seq/t_send, t_recv/parsed/window
 
@@ -171,7 +165,7 @@ class DecodeEngine:
         elif isinstance(msg, Control):
             self._on_control(msg)
         if isinstance(msg, (Spikes, Clock)):
-            self._count_window_rejections()
+            count_window_rejections(self.window, self.counters, self._warn.warn)
         if closed:
             self._pending.append((closed, msg.seq, msg.t_send, t_recv, self._t_parsed, time.perf_counter()))
             if not self.overload.overloaded():
@@ -186,16 +180,6 @@ class DecodeEngine:
         self._warn.warn(error.reason, str(error))
         if error.seq is not None:
             self.sequences.note_rejected(error.src, error.seq)
-
-    def _count_window_rejections(self) -> None:
-        """Move the spikes and watermarks the rolling window dropped into the counters, and log them."""
-        c = self.window.counters
-        for reason, what in _WINDOW_REJECTIONS.items():
-            n = getattr(c, reason)
-            if n:
-                setattr(c, reason, 0)
-                self.counters[reason] += n
-                self._warn.warn(reason, f"{n} {what} dropped (open window starts at {self.window.open_start:.6f} s)")
 
     def _validate(self, msg: Any) -> None:
         """The checks that need the model (frame size, behavior names); ProtocolError like the wire checks."""
@@ -215,14 +199,7 @@ class DecodeEngine:
             self._warn.warn("out_of_order", f"frame at {msg.t:.6f} s is not after the previous frame; dropped")
 
     def _on_behavior(self, msg: BehaviorSamples) -> None:
-        times, values = msg.times, msg.values
-        usable = np.isfinite(times) & np.isfinite(values)
-        if not usable.all():  # a NaN must never reach the model; a NaN time has no place in time order
-            for reason, bad in (("bad_time", ~np.isfinite(times)), ("bad_value", np.isfinite(times) & ~usable)):
-                if bad.any():
-                    self.counters[reason] += int(bad.sum())
-                    self._warn.warn(reason, f"{int(bad.sum())} '{msg.name}' sample(s) with a non-finite {reason[4:]}")
-            times, values = times[usable], values[usable]
+        times, values = usable_samples(msg.name, msg.times, msg.values, self.counters, self._warn.warn)
         dropped = self.behavior[msg.name].push(times, values)
         if dropped:
             self.counters["out_of_order"] += dropped
