@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 app = typer.Typer(
     name="rtdecode",
@@ -23,8 +24,9 @@ console = Console()
 
 
 def fail(message: str) -> None:
-    """Print an error the user can act on and exit with status 2."""
-    console.print(f"[bold red]error:[/] {message}")
+    """Print an error the user can act on and exit with status 2. The message is printed as written: brackets in
+    it (`rtdecode[nwb]`, `[Errno 98]`) are text, not rich markup."""
+    console.print(f"[bold red]error:[/] {escape(message)}")
     raise typer.Exit(code=2)
 
 

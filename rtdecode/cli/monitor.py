@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from rtdecode.cli.app import app, console, fail, one_line
 from rtdecode.cli.selection import load_selected
@@ -62,7 +61,7 @@ def monitor(
     try:
         from rtdecode.monitor.server import MonitorServer
     except ImportError as e:
-        fail(escape(str(e)))  # the message names the extra in brackets, which rich would read as markup
+        fail(str(e))
     from rtdecode.monitor.feed import Feed, FeedOptions, MonitorState
     from rtdecode.monitor.recorded import Recorded
     from rtdecode.wire.auth import is_loopback
@@ -85,7 +84,7 @@ def monitor(
         url = server.start()
     except (ValueError, OSError, RuntimeError) as e:  # bad endpoint or key file, port in use
         feed.stop()
-        fail(escape(one_line(e)))
+        fail(one_line(e))
     if not is_loopback(f"tcp://{host}:0"):
         console.print(f"[bold red]WARNING[/] the page is served on {host}: anyone who reaches it sees the decodes")
     console.print(f"monitoring {output}: open {url}")
