@@ -133,8 +133,8 @@ def _train_export_serve(
     import dataclasses
     import threading
 
-    from rtdecode.core.config import RunConfig, load_config
-    from rtdecode.core.metrics import pearson_r
+    from rtdecode.core.config import BehaviorSpec, RunConfig, load_config
+    from rtdecode.core.metrics import angular_error_deg, circular_r, pearson_r
     from rtdecode.core.window_data import WindowData, make_split
     from rtdecode.export.onnx import export_bundle
     from rtdecode.serve.daemon import Daemon, ServeConfig, serve_in_thread
@@ -144,6 +144,8 @@ def _train_export_serve(
     from rtdecode.wire.replay import send_paced, session_messages
 
     cfg = load_config("small")
+    if "direction" in session.behavior:  # the gratings' drift direction: an angle, decoded as a circular target
+        cfg = dataclasses.replace(cfg, behavior=(*cfg.behavior, BehaviorSpec("direction", kind="circular")))
     steps = steps if steps > 0 else cfg.train.max_steps  # the config's schedule, cut by the time budget
     cfg = dataclasses.replace(
         cfg,
@@ -212,11 +214,14 @@ def _train_export_serve(
     idx = np.array(sorted(got))
     scores: dict[str, Any] = {}
     for spec in cfg.targets:
-        live = np.array([got[i]["values"][spec.name] for i in idx])
+        live, truth = np.array([got[i]["values"][spec.name] for i in idx]), data.targets[spec.name][idx]
         scores[spec.name] = {
-            "live_r": pearson_r(data.targets[spec.name][idx], live),
+            "live_r": circular_r(truth, live) if spec.kind == "circular" else pearson_r(truth, live),
             "ridge_r": trained.baseline.get(f"ridge_{spec.name}_r", float("nan")),
         }
+        if spec.kind == "circular":  # r of (cos, sin), and the error in degrees
+            scores[spec.name]["live_mae_deg"] = angular_error_deg(truth, live)
+            scores[spec.name]["ridge_mae_deg"] = trained.baseline.get(f"ridge_{spec.name}_mae_deg", float("nan"))
     lat = np.array([d["t_receive"] - d["in_t_send"] for d in decodes]) * 1e3
     p50, p99 = np.percentile(lat, [50, 99]) if lat.size else (float("nan"),) * 2
     return {

@@ -25,8 +25,9 @@ def test_demo_quick_runs_the_whole_pipeline(tmp_path):
     assert r.exit_code == 0, r.output
     s = json.loads((tmp_path / "demo-summary.json").read_text())
     assert s["serve"]["windows"] == s["serve"]["expected"] > 50
-    assert set(s["decoding"]) == {"speed", "phi", "theta"}
-    assert all(v["live_r"] > 0.3 for v in s["decoding"].values())  # 60 training steps: well above chance
+    assert set(s["decoding"]) == {"speed", "phi", "theta", "direction"}  # direction: the gratings', circular
+    assert all(s["decoding"][v]["live_r"] > 0.3 for v in ("speed", "phi", "theta"))  # 60 steps: well above chance
+    assert 0 <= s["decoding"]["direction"]["live_mae_deg"] <= 180
     for name in (
         "session.npz",
         "tokens/tokens.json",

@@ -68,7 +68,7 @@ def test_session_form_and_clocks(session, config):
     np.testing.assert_allclose(session.frame_times, np.arange(n_frames) / config.frame_rate)
     assert session.frames.std() > 20  # a real stimulus, not a gray screen
     n_beh = int(DURATION * config.behavior_rate)
-    assert set(session.behavior) == {"speed", "phi", "theta"}
+    assert set(session.behavior) == {"speed", "phi", "theta", "direction"}
     for name, unit in [("speed", "cm/s"), ("phi", "deg"), ("theta", "deg")]:
         b = session.behavior[name]
         assert b.unit == unit and b.values.shape == (n_beh,) and np.all(np.isfinite(b.values))

@@ -236,10 +236,11 @@ def demo(
     _print_summary(result["session"], title=f"simulated session ({out / 'session.npz'})")
     if "decoding" in result:
         t = Table(title="live decoding of the held-out block (through the daemon)", title_justify="left")
-        for col in ("variable", "live decode r", "ridge r (offline)"):
+        for col in ("variable", "live decode r", "ridge r (offline)", "angular error, live / ridge"):
             t.add_column(col, justify="right" if col != "variable" else "left")
         for name, sc in result["decoding"].items():
-            t.add_row(name, f"{sc['live_r']:.3f}", f"{sc['ridge_r']:.3f}")
+            mae = f"{sc['live_mae_deg']:.1f} / {sc['ridge_mae_deg']:.1f} deg" if "live_mae_deg" in sc else ""
+            t.add_row(name, f"{sc['live_r']:.3f}", f"{sc['ridge_r']:.3f}", mae)
         console.print(t)
         sv = result["serve"]
         console.print(

@@ -37,13 +37,15 @@ def _grating_wavelength(c: SimulationConfig) -> float:
 
 
 # ---------------------------------------------------------------------------------------------------- stimulus
-def _stimulus(c: SimulationConfig, rng: np.random.Generator) -> np.ndarray:
-    """(F, H, W) uint8 movie, F = floor(duration * frame_rate); 127.5 is mean gray, 0/255 full contrast."""
+def _stimulus(c: SimulationConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
+    """(F, H, W) uint8 movie, F = floor(duration * frame_rate); 127.5 is mean gray, 0/255 full contrast. Also the
+    drift direction of each frame, radians in (-pi, pi], for gratings (None for noise, which has none)."""
     n_frames = max(1, int(math.floor(c.duration * c.frame_rate + 1e-9)))
     out = np.empty((n_frames, *c.frame_shape), dtype=np.uint8)
-    fill = _gratings if c.stimulus == "gratings" else _noise
-    fill(c, out, rng)
-    return out
+    if c.stimulus == "gratings":
+        return out, _gratings(c, out, rng)
+    _noise(c, out, rng)
+    return out, None
 
 
 def _to_uint8(contrast: np.ndarray) -> np.ndarray:
@@ -51,8 +53,9 @@ def _to_uint8(contrast: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(127.5 + 127.5 * contrast), 0, 255).astype(np.uint8)
 
 
-def _gratings(c: SimulationConfig, out: np.ndarray, rng: np.random.Generator) -> None:
-    """Fill `out` with drifting sinusoids: 2 Hz, one of 8 directions and a random phase per 2-4 s epoch."""
+def _gratings(c: SimulationConfig, out: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Fill `out` with drifting sinusoids: 2 Hz, one of 8 directions and a random phase per 2-4 s epoch. Returns
+    each frame's drift direction, radians in (-pi, pi] (a circular variable to decode)."""
     n_frames, h, w = out.shape
     t = np.arange(n_frames) / c.frame_rate
     n_epochs = int(c.duration / 2.0) + 2
@@ -67,6 +70,7 @@ def _gratings(c: SimulationConfig, out: np.ndarray, rng: np.random.Generator) ->
         proj = k * (np.cos(directions[e]) * xx + np.sin(directions[e]) * yy)  # (H, W) radians along the drift
         temporal = (2 * np.pi * 2.0 * (t[sel] - starts[e]) + phase0[e]).astype(np.float32)  # (n,) 2 Hz drift
         out[sel] = _to_uint8(np.sin(proj[None] - temporal[:, None, None]))
+    return np.angle(np.exp(1j * directions[epoch]))  # wrapped to (-pi, pi]
 
 
 def _noise(c: SimulationConfig, out: np.ndarray, rng: np.random.Generator) -> None:

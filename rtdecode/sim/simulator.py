@@ -52,7 +52,8 @@ def simulate(config: SimulationConfig = SimulationConfig(), progress: Callable[[
 
     Returns:
         Session on [0, duration) with spikes, uint8 frames (F, H, W), behavior "speed" (cm/s), "phi" and
-        "theta" (deg), and `truth`: "W" (N, N) float32 target x source log-rate weights, "hubs" (n_hubs,),
+        "theta" (deg), for gratings "direction" (the drift direction of each frame, radians in (-pi, pi]: a
+        circular variable, decoded from the frames and the visual neurons' responses), and `truth`: "W" (N, N) float32 target x source log-rate weights, "hubs" (n_hubs,),
         "community" (N,) (hub k and its targets are k, others -1), "visual_neurons", "speed_neurons",
         "phi_neurons", "theta_neurons" (int64 index arrays), "speed_gain"/"phi_gain"/"theta_gain" (log-rate per
         SD, aligned with the index arrays), "receptive_fields" (n_visual, H, W) float32, and the community
@@ -64,13 +65,15 @@ def simulate(config: SimulationConfig = SimulationConfig(), progress: Callable[[
     layout = _layout(c, rng_struct)
     W = _connectivity(c, layout, rng_struct)
     rfs = _receptive_fields(c, rng_struct)
-    frames = _stimulus(c, rng_stim)
+    frames, direction = _stimulus(c, rng_stim)
     frame_times = np.arange(frames.shape[0]) / c.frame_rate
     visual_drive = _visual_drive(frames, rfs, c.visual_gain)
     behavior = _behavior(c, rng_beh)
     comm_times, comm_active = _community_schedule(c, rng_comm)
 
     drive = _ExternalDrive(c, layout, visual_drive, behavior, comm_times, comm_active)
+    if direction is not None:  # a stimulus variable, not a behavior that drives neurons: added after the drive
+        behavior = {**behavior, "direction": Behavior(frame_times.copy(), direction, "rad")}
     steps, neurons = _run_network(c, W, drive, rng_spike, progress)
     # Times jittered uniformly inside their step so they are not on a grid; order within a step follows jitter.
     times = (steps + rng_jitter.random(steps.size)) * c.dt
