@@ -23,7 +23,15 @@ from test_daemon import collect, connected, running_daemon
 from rtdecode.runtime import Bundle
 from rtdecode.serve.config import ServeConfig
 from rtdecode.serve.engine import DecodeEngine
-from rtdecode.wire.protocol import PROTOCOL, encode_behavior, encode_clock, encode_frame, encode_spikes
+from rtdecode.wire.protocol import (
+    PROTOCOL,
+    decode_output,
+    encode_behavior,
+    encode_clock,
+    encode_control,
+    encode_frame,
+    encode_spikes,
+)
 
 V1 = Path(__file__).parent / "fixtures" / "v1"
 
@@ -104,6 +112,44 @@ def test_a_message_rejected_for_its_body_is_not_counted_as_missing(engine) -> No
     assert c["seq_gap"] == 1 and c["seq_missing"] == 2
     eng.handle(encode_clock(6, 0.0, 0.05, src="cam"), 0.0)  # a rejected copy never makes a later message a repeat
     assert eng.status()["counters"]["seq_duplicate"] == 1
+    eng.handle(encode_frame(7, 0.0, 0.06, np.zeros((h + 1, w), np.uint8), src="cam"), 0.0)  # rejected
+    eng.handle(encode_clock(6, 0.0, 0.07, src="cam"), 0.0)  # a repeat in between forgets nothing
+    eng.handle(encode_clock(8, 0.0, 0.08, src="cam"), 0.0)
+    c = eng.status()["counters"]
+    assert (c["seq_duplicate"], c["seq_gap"], c["seq_missing"]) == (2, 1, 2)
+
+
+def test_a_reset_moves_the_described_start_and_circular_targets_are_radians(engine) -> None:
+    from rtdecode.serve.description import _target
+
+    eng, out = engine
+    eng.handle(encode_control(0, 0.0, "reset", start=12.5, src="c"), 0.0)
+    eng.handle(encode_control(1, 0.0, "describe", src="c"), 0.0)
+    described = msgpack.unpackb([f for f in out if f[0] == b"describe"][-1][1])
+    assert described["window"]["start_s"] == 12.5 and described["in_seq"] == 1
+    assert _target("heading", "circular", [], "deg")["unit"] == "rad"  # published in (-pi, pi] whatever stored
+
+
+def test_published_windows_hold_the_spikes_each_decode_read(tiny_bundle: Path) -> None:
+    from rtdecode.io import load_session
+    from rtdecode.wire.replay import session_messages
+
+    out: list[list[bytes]] = []
+    bundle = Bundle.load(tiny_bundle)
+    eng = DecodeEngine(bundle, ServeConfig(start=0.0, publish_windows=True, skip_backlog=False), out.append)
+    session = load_session(V1 / "session.npz")
+    encoders = {"spikes": encode_spikes, "frame": encode_frame, "behavior": encode_behavior, "clock": encode_clock}
+    for seq, (_, kind, args) in enumerate(session_messages(session, batch=0.005, t1=1.0)):
+        if kind in ("spikes", "clock"):
+            eng.handle(encoders[kind](seq, 0.0, *args, src="t"), time.perf_counter())
+    topics = [f[0] for f in out if f[0] in (b"decode", b"window")]
+    assert topics and topics == [b"decode", b"window"] * (len(topics) // 2)  # each window right after its decode
+    decodes = [decode_output(f) for f in out if f[0] == b"decode"]
+    windows = [decode_output(f) for f in out if f[0] == b"window"]
+    for d, w in zip(decodes, windows):
+        assert (w["window"], w["n"], w["t_start"]) == (d["window"], d["n_spikes"], d["t_start"])
+        assert np.all((w["times"] >= w["t_start"] - 1e-9) & (w["times"] < w["t_end"]))
+    assert sum(w["n"] for w in windows) > 0
 
 
 def test_non_finite_behavior_is_dropped_and_counted(engine) -> None:

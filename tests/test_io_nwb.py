@@ -307,10 +307,10 @@ def test_epochs_and_trials_select_parts_of_a_recording_by_name(pynwb: Any, tmp_p
     np.testing.assert_array_equal(gratings.trials, [[4.0, 7.0]])
     assert gratings.spike_times.min() >= 4.0 and gratings.spike_times.max() < 7.0
 
-    visual = load_session(path, epoch="visual")  # a tag on two epochs: both, as the session's trials
+    visual = load_session(path, epoch="visual")  # a tag on two touching epochs: their union
     end = load_session(path).stop  # the recording ends just after its last spike, inside the last epoch
     assert (visual.start, visual.stop) == (4.0, end)
-    np.testing.assert_array_equal(visual.trials, [[4.0, 7.0], [7.0, end]])
+    np.testing.assert_array_equal(visual.trials, [[4.0, end]])
 
     bouts = load_session(path, epoch="running_bouts")  # an intervals table by name
     np.testing.assert_array_equal(bouts.trials, [[2.0, 3.0], [5.0, 6.5]])
@@ -366,3 +366,11 @@ def test_info_selects_an_epoch_by_name(pynwb: Any, tmp_path: Path) -> None:
     assert summary["duration_s"] == pytest.approx(3.0) and summary["trials"] == 1
     r = CliRunner().invoke(app, ["info", str(path), "--trials", "stimulus=noise"])
     assert r.exit_code == 2 and "no trial has stimulus = 'noise'" in r.output and "Traceback" not in r.output
+
+
+def test_selected_intervals_are_merged_and_cut_to_the_recording() -> None:
+    from rtdecode.io.nwb_intervals import merged
+
+    got = merged(np.array([[6.0, 7.0], [0.0, 2.0], [1.0, 3.0], [5.0, 5.0], [3.0, 3.5]]))
+    np.testing.assert_array_equal(got, [[0.0, 3.5], [6.0, 7.0]])  # overlapping and touching joined, empty dropped
+    assert merged(np.zeros((0, 2))).shape == (0, 2)

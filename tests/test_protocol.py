@@ -51,6 +51,7 @@ from rtdecode.wire.protocol import (
     encode_frame,
     encode_spikes,
     encode_status,
+    encode_window,
 )
 
 # No example database: a test run must not write files; examples are few, so settings stay explicit per test.
@@ -415,6 +416,31 @@ GOLDEN: dict[str, tuple[Callable[[], list[bytes]], list[bytes]]] = {
             ),  # .. 300 (uint16, big-endian)
         ],
     ),
+    "window": (  # the spikes of decoded window 3, [0.15, 0.2) s: one spike of neuron 4 at 0.175 s
+        lambda: encode_window(6, 6.0, 3, 0.15, 0.2, np.array([0.175]), np.array([4])),
+        [
+            _hx("77696e646f77"),  # topic "window"
+            _hx(
+                "87",  # fixmap, 7 entries
+                "a1 76",
+                "01",  # v: 1
+                "a3 736571",
+                "06",  # seq: 6
+                "a6 745f73656e64",
+                "cb 4018000000000000",  # t_send: 6.0
+                "a6 77696e646f77",
+                "03",  # window: 3
+                "a7 745f7374617274",
+                "cb 3fc3333333333333",  # t_start: 0.15
+                "a5 745f656e64",
+                "cb 3fc999999999999a",  # t_end: 0.2
+                "a1 6e",
+                "01",
+            ),  # n: 1
+            _hx("6666666666 66c63f"),  # times float64[1] LE: 0.175
+            _hx("04000000"),  # neurons int32[1] LE: 4
+        ],
+    ),
 }
 INPUT_GOLDEN = [
     "spikes_index",
@@ -427,7 +453,7 @@ INPUT_GOLDEN = [
     "control_status",
     "control_describe",
 ]
-OUTPUT_GOLDEN = ["decode", "activity", "status", "status_reply", "describe"]
+OUTPUT_GOLDEN = ["decode", "activity", "status", "status_reply", "describe", "window"]
 
 
 @pytest.mark.parametrize("name", list(GOLDEN))
@@ -561,6 +587,8 @@ def test_golden_outputs_decode() -> None:
     }
     reply = decode_output(GOLDEN["status_reply"][1])
     assert (reply["in_seq"], reply["in_t_send"], reply["in_src"]) == (16, 3.5, "rig-1")
+    window = decode_output(GOLDEN["window"][1])
+    assert (window["window"], window["n"], window["times"].tolist(), window["neurons"].tolist()) == (3, 1, [0.175], [4])
     describe = decode_output(GOLDEN["describe"][1])
     assert describe["topic"] == "describe" and describe["neurons"] == {"n": 2, "unit_ids": [7, 300]}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rtdecode.data.splits import split_blocks, split_trials
+from rtdecode.data.splits import split_blocks, split_trials, within_trials
 
 W = 0.05
 STARTS = np.arange(4000) * W
@@ -53,3 +53,16 @@ def test_bad_fractions_are_rejected():
         split_blocks(STARTS, W, fractions=(0.5, 0.1, 0.1), gap=0.1)
     with pytest.raises(ValueError, match="at least 3 trials"):
         split_trials(STARTS, W, np.array([[0.0, 1.0]]), gap=0.1)
+
+
+def test_too_few_trials_to_deal_still_keep_the_split_inside_them():
+    """Two trials (e.g. two epochs picked by --epoch) cannot be dealt whole to three splits: the session is
+    split in time blocks, and the windows between and around the trials are left out."""
+    starts = np.arange(0, 100, 0.05)
+    trials = np.array([[10.0, 30.0], [60.0, 90.0]])
+    split = within_trials(split_blocks(starts, 0.05, n_blocks=10, gap=0.3), starts, 0.05, trials)
+    kept = np.concatenate([split.train, split.val, split.test])
+    assert kept.size and np.all(
+        ((starts[kept] >= 10.0) & (starts[kept] + 0.05 <= 30.0 + 1e-9))
+        | ((starts[kept] >= 60.0) & (starts[kept] + 0.05 <= 90.0 + 1e-9))
+    )

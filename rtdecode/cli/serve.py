@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from rtdecode.cli.app import app, bench_app, console, fail
 from rtdecode.cli.options import dataclass_options
@@ -281,14 +282,16 @@ def describe(
             ", ".join(f"{t['name']} ({t['unit'] or 'no unit'}, {t['kind']})" for t in d["targets"])
             or "none (predicted activity only)",
         ),
-        (
-            "frames",
-            "none"
-            if d["frames"] is None
-            else "{height} x {width} uint8, {n_frames} per window at {rate_hz:g} Hz".format(**d["frames"]),
-        ),
+        ("frames", _frames_line(d["frames"])),
         ("limits", ", ".join(f"{k} {v:,}" for k, v in d["limits"].items())),
         ("deadline", f"{d['deadline_ms']:g} ms per window"),
     ]
-    for name, text in rows:
-        console.print(f"[bold]{name:>16}[/bold]  {text}")
+    for name, text in rows:  # names and units come from the wire: printed as text, never as rich markup
+        console.print(f"[bold]{name:>16}[/bold]  {escape(text)}")
+
+
+def _frames_line(frames: dict | None) -> str:
+    if frames is None:
+        return "none"
+    rate = f" at {frames['rate_hz']:g} Hz" if frames.get("rate_hz") else ""
+    return f"{frames['height']} x {frames['width']} uint8, {frames['n_frames']} per window{rate}"

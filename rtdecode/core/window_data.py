@@ -24,7 +24,7 @@ from rtdecode.data.alignment import (
     normalise_frames,
 )
 from rtdecode.data.session import Session
-from rtdecode.data.splits import Split, split_blocks, split_trials
+from rtdecode.data.splits import Split, split_blocks, split_trials, within_trials
 from rtdecode.data.tokenizer import TokenizedSession, WindowConfig, token_inputs, tokenize_session
 
 __all__ = ["WindowData", "context_reach", "evenly_spaced", "make_split"]
@@ -189,7 +189,7 @@ def context_reach(cfg: RunConfig) -> float:
 
 def make_split(data: WindowData, cfg: RunConfig) -> Split:
     """The train/validation/test split: whole trials when the session has at least 3 (its docstring's promise),
-    else contiguous time blocks; seeded by the config.
+    else contiguous time blocks, keeping only windows inside the 1-2 trials if it has any; seeded by the config.
 
     The guard gap is the window plus everything a window's inputs reach back (`context_reach`): windows of
     different splits are at least twice that apart, so no window reads, or is read as, another split's data."""
@@ -199,9 +199,10 @@ def make_split(data: WindowData, cfg: RunConfig) -> Split:
     trials = data.session.trials
     if trials is not None and trials.shape[0] >= 3:
         return split_trials(starts, w.window, trials, fractions=cfg.train.split, gap=gap, seed=cfg.train.seed)
-    return split_blocks(
+    split = split_blocks(
         starts, w.window, n_blocks=cfg.train.n_blocks, fractions=cfg.train.split, gap=gap, seed=cfg.train.seed
     )
+    return split if trials is None else within_trials(split, starts, w.window, trials)
 
 
 def evenly_spaced(windows: np.ndarray, n: int) -> np.ndarray:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Split", "split_blocks", "split_trials"]
+__all__ = ["Split", "split_blocks", "split_trials", "trial_of", "within_trials"]
 
 
 @dataclass(frozen=True)
@@ -113,8 +113,20 @@ def split_trials(
     counts[0] = n_trials - counts[1:].sum()
     trial_labels = np.repeat(np.arange(3), counts)
     np.random.default_rng(seed).shuffle(trial_labels)
-    # window -> trial containing it entirely
+    t = trial_of(window_starts, window, trials)
+    labels = np.where(t >= 0, trial_labels[np.clip(t, 0, None)], -1)
+    return _guarded(labels, window_starts, window, gap)
+
+
+def trial_of(window_starts: np.ndarray, window: float, trials: np.ndarray) -> np.ndarray:
+    """(W,) index of the trial that contains each window entirely, -1 for a window outside every trial."""
     t = np.searchsorted(trials[:, 0], window_starts, side="right") - 1
     inside = (t >= 0) & (window_starts + window <= trials[np.clip(t, 0, None), 1] + 1e-9)
-    labels = np.where(inside, trial_labels[np.clip(t, 0, None)], -1)
-    return _guarded(labels, window_starts, window, gap)
+    return np.where(inside, t, -1)
+
+
+def within_trials(split: Split, window_starts: np.ndarray, window: float, trials: np.ndarray) -> Split:
+    """`split` without the windows outside every trial: a session with too few trials to deal them whole still
+    trains and tests on its trials only."""
+    keep = trial_of(window_starts, window, trials) >= 0
+    return Split(*(part[keep[part]] for part in (split.train, split.val, split.test)))

@@ -34,7 +34,7 @@ def load_session(
     behavior, frames and trials join the spikes). `t0`/`t1` keep only [t0, t1) s of the recording.
 
     `epoch` (an epoch tag or intervals table) and `trials` ("COLUMN=VALUE") select parts of an NWB recording by
-    name (`rtdecode.io.nwb.nwb_intervals`; of the behavior file for a phy folder): the session keeps the span from
+    name (`rtdecode.io.nwb_intervals`; of the behavior file for a phy folder): the session keeps the span from
     the first selected interval's start to the last one's stop, and the intervals become its trials, so the
     train/validation/test split cuts between them, never across. `t0`/`t1` then cut that span further."""
     p = Path(path)
@@ -91,12 +91,12 @@ def _select_intervals(
             "--epoch and --trials select parts of an NWB recording by name; "
             f"{nwb_path or 'a phy folder without --behavior'} is not an .nwb file (use --t0/--t1)"
         )
-    from rtdecode.io.nwb import nwb_intervals
+    from rtdecode.io.nwb_intervals import merged, nwb_intervals
 
-    intervals = nwb_intervals(nwb_path, epoch=epoch, trials=trials)
-    lo, hi = max(float(intervals[:, 0].min()), session.start), min(float(intervals[:, 1].max()), session.stop)
-    if not lo < hi:
+    intervals = merged(np.clip(nwb_intervals(nwb_path, epoch=epoch, trials=trials), session.start, session.stop))
+    if not intervals.size:
         raise SessionError(
             f"{nwb_path}: the selected intervals lie outside the recording [{session.start}, {session.stop})"
         )
-    return dataclasses.replace(session.slice_time(lo, hi), trials=np.clip(intervals, lo, hi))
+    lo, hi = float(intervals[0, 0]), float(intervals[-1, 1])
+    return dataclasses.replace(session.slice_time(lo, hi), trials=intervals)

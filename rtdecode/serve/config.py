@@ -26,6 +26,8 @@ class ServeConfig:
             grows to the memory of the largest window it has decoded and stays there. --no-memory-arena lets memory
             follow the current windows at some cost in latency (docs/performance.md, Knobs).
         generate: Also publish the predicted activity of the next window (own thread and inference sessions).
+        publish_windows: Also publish each decoded window's spikes as the daemon windowed them (`window` messages),
+            for a monitor's incoming-spike raster: one more message per window, sent after its decode.
         temperature: Sampling temperature of the generated activity.
         top_p: Nucleus (top-p) sampling threshold of the generated activity.
         seed: Seed of the generated activity's sampling.
@@ -56,6 +58,7 @@ class ServeConfig:
     threads: int = 1
     memory_arena: bool = True
     generate: bool = False
+    publish_windows: bool = False
     temperature: float = 1.0
     top_p: float = 0.95
     seed: int = 0

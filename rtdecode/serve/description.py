@@ -26,7 +26,9 @@ from rtdecode.wire.protocol import (
 __all__ = ["describe"]
 
 
-def describe(bundle: Bundle, config: ServeConfig, *, backend: str, streaming: bool, deadline_ms: float) -> dict:
+def describe(
+    bundle: Bundle, config: ServeConfig, *, backend: str, streaming: bool, deadline_ms: float
+) -> dict[str, Any]:
     """The description of a daemon serving `bundle` with `config` (docs/protocol.md lists every key)."""
     w = bundle.window
     units: dict[str, str] = bundle.manifest.get("units", {})
@@ -42,9 +44,11 @@ def describe(bundle: Bundle, config: ServeConfig, *, backend: str, streaming: bo
             "streaming": bool(streaming),
             "generate": bool(config.generate),
             "decodes": bool(bundle.targets),
+            "publishes_windows": bool(config.publish_windows),
         },
         "window": {
             "length_s": w.window,
+            "bins_per_window": w.bins_per_window,
             "origin_s": w.origin,
             "start_s": config.start,
             "quantum_s": w.dt,
@@ -52,7 +56,7 @@ def describe(bundle: Bundle, config: ServeConfig, *, backend: str, streaming: bo
             "history_s": w.prev_window,
             "context_at": w.context_at,
             "token_order": w.token_order,
-            "time_of_index": "t_start = origin_s + window * length_s; a window is [t_start, t_start + length_s)",
+            "time_of_index": "t_start = origin_s + (window * bins_per_window) * quantum_s; [t_start, t_start + length_s)",
         },
         "neurons": {"n": bundle.vocab.n_neurons, "unit_ids": [int(u) for u in bundle.vocab.neuron_ids]},
         "behavior_inputs": [
@@ -89,9 +93,10 @@ def describe(bundle: Bundle, config: ServeConfig, *, backend: str, streaming: bo
 
 
 def _target(name: str, kind: str, bins: list[float], unit: str) -> dict[str, Any]:
-    """One decoded variable. A classification target publishes a class index (0 to len(bins)) into `bins`, edges
-    in `unit`; the others publish the value in `unit`."""
-    target: dict[str, Any] = {"name": name, "kind": kind, "unit": unit}
+    """One decoded variable. A circular target is published in radians in (-pi, pi], whatever unit the session
+    stored it in; a classification target publishes a class index (0 to len(bins), as a float like every value)
+    into `bins`, edges in `unit`; a regression target publishes the value in `unit`."""
+    target: dict[str, Any] = {"name": name, "kind": kind, "unit": "rad" if kind == "circular" else unit}
     if kind == "classification":
         target["bins"] = bins
     return target

@@ -7,8 +7,9 @@ decode goes to `publish`. When decoding falls behind the data, closed windows wa
 only the newest is decoded (`step`), so the daemon stays current instead of falling behind.
 
 Every bad input is counted by reason (docs/protocol.md), logged at most once per second per reason, and dropped;
-nothing raised by a message reaches the caller (`guarded`). A rejected message changes nothing but its counter:
-it is fully validated (model frame size, behavior names) before sequence accounting or any state.
+nothing raised by a message reaches the caller (`guarded`). A rejected message is fully validated (model frame
+size, behavior names) before it touches any state; only its producer's sequence accounting remembers it, so
+that it is not counted as lost.
 `rtdecode.serve.daemon` wraps this in ZeroMQ sockets; tests drive it directly.
 """
 
@@ -45,6 +46,7 @@ from rtdecode.wire.protocol import (
     encode_decode,
     encode_describe,
     encode_status,
+    encode_window,
 )
 
 __all__ = ["DecodeEngine"]
@@ -100,7 +102,6 @@ class DecodeEngine:
         self._t_parsed = self._t_window = 0.0
         self._out_seq = 0
         self._t0 = time.monotonic()
-        self._start_session(config.start)
         self.description = describe(
             bundle,
             config,
@@ -108,6 +109,7 @@ class DecodeEngine:
             streaming=bool(self.streaming),
             deadline_ms=self.deadline_ms,
         )
+        self._start_session(config.start)
 
     # ------------------------------------------------------------------ the loop's steps
     def guarded(self, step: Callable[..., None], *args: Any) -> None:
@@ -231,6 +233,7 @@ class DecodeEngine:
         self.frames = FrameRing(fr.height, fr.width) if fr.enabled else None
         self.behavior = {b.name: SampleRing() for b in self.bundle.behavior_inputs}
         self.streamer.reset()
+        self.description["window"]["start_s"] = start  # a reset may move the start: the description follows
 
     # ------------------------------------------------------------------ decoding
     def feeds(self, window: ClosedWindow) -> dict[str, np.ndarray]:
@@ -293,6 +296,8 @@ class DecodeEngine:
                 self._out_seq, time.monotonic(), w.index, w.start, w.end, values, n, cut, in_seq, in_t_send, latency
             )
         )
+        if self.config.publish_windows:  # after the decode: never on its latency
+            self._publish(encode_window(self._out_seq, time.monotonic(), w.index, w.start, w.end, w.times, w.neurons))
         if self.budget.over_budget:
             self._warn_budget.warn("over_budget", self.budget.message())
         # where the post-close time goes: parse (decode + validate the closing message), window (close it: sort

@@ -5,9 +5,10 @@ from __future__ import annotations
 import collections
 from collections.abc import Callable
 
-__all__ = ["MAX_SOURCES", "SequenceTracker"]
+__all__ = ["MAX_REJECTED_REMEMBERED", "MAX_SOURCES", "SequenceTracker"]
 
 MAX_SOURCES = 256  # producers (`src`) whose sequence is tracked; the least recently seen is forgotten beyond this
+MAX_REJECTED_REMEMBERED = 64  # per producer, rejected messages since its last accepted one not counted missing
 
 
 class SequenceTracker:
@@ -32,11 +33,12 @@ class SequenceTracker:
         """A message of this producer was received but rejected for its body: not lost, so not `seq_missing`.
 
         It does not become the producer's last `seq` (a corrupted copy must not make the real message a
-        duplicate); the next accepted message just does not count it as missing. At most 64 are remembered."""
+        duplicate); the next accepted message just does not count it as missing. At most 64 are remembered
+        between two accepted messages (`MAX_REJECTED_REMEMBERED`); more than that show up as missing."""
         if src is None or src not in self._last or seq <= self._last[src]:
             return
         rejected = self._rejected.setdefault(src, set())
-        if len(rejected) < 64:
+        if len(rejected) < MAX_REJECTED_REMEMBERED:
             rejected.add(seq)
 
     def accept(self, src: str | None, seq: int) -> bool:
@@ -44,6 +46,11 @@ class SequenceTracker:
         if src is None:
             return True
         last = self._last.pop(src, None)
+        if last is not None and seq == last:  # a repeat: dropped, and it changes nothing else
+            self._last[src] = last
+            self.counters["seq_duplicate"] += 1
+            self.warn("seq_duplicate", f"producer {src!r} sent seq {seq} twice; the repeat is dropped")
+            return False
         self._last[src] = seq  # re-inserted: most recently seen last
         rejected = self._rejected.pop(src, ())
         if len(self._last) > MAX_SOURCES:
@@ -61,10 +68,6 @@ class SequenceTracker:
                 self.warn(
                     "seq_gap", f"producer {src!r} skipped {missing} message(s) before seq {seq} (lost or dropped)"
                 )
-        elif seq == last:
-            self.counters["seq_duplicate"] += 1
-            self.warn("seq_duplicate", f"producer {src!r} sent seq {seq} twice; the repeat is dropped")
-            return False
         else:
             self.counters["seq_reset"] += 1
             self.warn("seq_reset", f"producer {src!r} restarted its sequence ({last} -> {seq})")

@@ -194,7 +194,8 @@ class Subscriber:
 
         Asks for it through `producer` (a `control` "describe") every `every` s, because a PUB socket drops what
         it sent before this subscriber joined; the first answer means the daemon is serving. Raises TimeoutError
-        when none comes (no daemon there, or one older than protocol 1.1).
+        when none comes (no daemon there, or one older than protocol 1.1). Other messages that arrive meanwhile are
+        dropped, and this subscriber stays subscribed to `describe`: call it before reading data.
         """
         self.socket.setsockopt(zmq.SUBSCRIBE, b"describe")
         deadline = time.monotonic() + timeout

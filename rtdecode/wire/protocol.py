@@ -24,7 +24,7 @@ MAX_BEHAVIOR_SAMPLES = 65_536
 MAX_SRC_CHARS = 64
 
 INPUT_TOPICS = ("spikes", "frame", "behavior", "clock", "control")
-OUTPUT_TOPICS = ("decode", "activity", "status", "describe")
+OUTPUT_TOPICS = ("decode", "activity", "status", "describe", "window")
 CONTROL_COMMANDS = ("reset", "status", "describe")
 
 __all__ = [
@@ -48,6 +48,7 @@ __all__ = [
     "encode_activity",
     "encode_status",
     "encode_describe",
+    "encode_window",
     "decode_output",
 ]
 
@@ -354,6 +355,18 @@ def encode_activity(
     ]
 
 
+def encode_window(
+    seq: int, t_send: float, window: int, t_start: float, t_end: float, times: np.ndarray, neurons: np.ndarray
+) -> list[bytes]:
+    """The spikes of a decoded window as the daemon windowed them (`serve --publish-windows`): what it decoded."""
+    return [
+        b"window",
+        _header(seq, t_send, window=int(window), t_start=float(t_start), t_end=float(t_end), n=len(times)),
+        _le(times, "f8"),
+        _le(neurons, "i4"),
+    ]
+
+
 def _reply_to(request: Control | None) -> dict[str, Any]:
     """The header keys that tie an answer to the `control` message that asked for it (absent otherwise)."""
     if request is None:
@@ -382,7 +395,7 @@ def decode_output(frames: list[bytes]) -> dict[str, Any]:
     if topic not in OUTPUT_TOPICS:
         raise ProtocolError("unknown_topic", f"'{topic}' is not an output topic")
     out = dict(h, topic=topic)
-    if topic == "activity":
+    if topic in ("activity", "window"):
         n = _count(h, 1 << 30)
         t_buf, n_buf = _buffers(frames, 2, topic)
         out["times"], out["neurons"] = _array(t_buf, "f8", n, "times"), _array(n_buf, "i4", n, "neurons")
