@@ -258,3 +258,16 @@ def test_block_scheme_matches_naive_reference(monkeypatch, delay):
 def test_invalid_configs_raise(bad):
     with pytest.raises(ValueError):
         SimulationConfig(**bad)
+
+
+def test_gratings_record_their_drift_direction(short):
+    """The direction is a circular variable on the frame clock: one of 8 angles in (-pi, pi], held for 2-4 s;
+    a noise movie has none."""
+    d = short.behavior["direction"]
+    assert d.unit == "rad" and np.array_equal(d.times, short.frame_times)
+    assert np.all((d.values > -math.pi) & (d.values <= math.pi + 1e-12))
+    eighths = d.values / (math.pi / 4)
+    assert np.allclose(eighths, np.round(eighths))
+    changes = np.flatnonzero(np.diff(d.values) != 0)
+    assert changes.size >= 2 and np.all(np.diff(changes) >= 2.0 * 20 - 1)  # held >= 2 s at 20 fps
+    assert "direction" not in simulate(SimulationConfig(duration=3.0, stimulus="noise")).behavior
