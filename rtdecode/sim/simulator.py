@@ -39,16 +39,28 @@ from rtdecode.sim.drives import (
     _visual_drive,
 )
 
-__all__ = ["SimulationConfig", "simulate"]
+__all__ = ["DriveOffsets", "SimulationConfig", "simulate"]
 
 
 # ---------------------------------------------------------------------------------------------------- public entry
-def simulate(config: SimulationConfig = SimulationConfig(), progress: Callable[[float], None] | None = None) -> Session:
+def simulate(
+    config: SimulationConfig = SimulationConfig(),
+    progress: Callable[[float], None] | None = None,
+    *,
+    day_seed: int | None = None,
+    offsets: DriveOffsets | None = None,
+) -> Session:
     """Simulate the circuit described by `config` and return it as a Session with the ground truth attached.
 
     Args:
         config: the circuit; see SimulationConfig.
         progress: optional callback, called with the fraction of steps done (0, 1] after each ~1 s chunk.
+        day_seed: None draws every stream from `config.seed`. An int keeps the structure (W, hubs, communities,
+            receptive fields, behavior-coupled sets and gains) from `config.seed` and draws the stimulus,
+            behavior, community schedule, spikes and jitter from SeedSequence([config.seed, day_seed]): another
+            recording of the same circuit (rtdecode.sim.days).
+        offsets: per-neuron changes of the drives (drift across days); None = none. With offsets the truth also
+            holds "log_rate_offset" and "log_gain_offset" (N,).
 
     Returns:
         Session on [0, duration) with spikes, uint8 frames (F, H, W), behavior "speed" (cm/s), "phi" and
@@ -60,7 +72,10 @@ def simulate(config: SimulationConfig = SimulationConfig(), progress: Callable[[
         schedule "community_times" (K,) start times with "active_community" (K,).
     """
     c = config
-    streams = [np.random.Generator(np.random.PCG64(s)) for s in np.random.SeedSequence(c.seed).spawn(6)]
+    seeds = np.random.SeedSequence(c.seed).spawn(6)
+    if day_seed is not None:  # same structure stream, new draws for everything that happens during a recording
+        seeds[1:] = np.random.SeedSequence([c.seed, day_seed]).spawn(5)
+    streams = [np.random.Generator(np.random.PCG64(s)) for s in seeds]
     rng_struct, rng_stim, rng_beh, rng_comm, rng_spike, rng_jitter = streams
     layout = _layout(c, rng_struct)
     W = _connectivity(c, layout, rng_struct)
@@ -68,10 +83,18 @@ def simulate(config: SimulationConfig = SimulationConfig(), progress: Callable[[
     frames, direction = _stimulus(c, rng_stim)
     frame_times = np.arange(frames.shape[0]) / c.frame_rate
     visual_drive = _visual_drive(frames, rfs, c.visual_gain)
+    if offsets is not None:
+        offsets.check(c.n_neurons)
+        visual_drive = visual_drive * np.exp(offsets.log_gain[layout["visual"]])[None, :]
+        layout = {
+            **layout,
+            **{f"{b}_gain": layout[f"{b}_gain"] * np.exp(offsets.log_gain[layout[b]]) for b in BEHAVIORS},
+        }
     behavior = _behavior(c, rng_beh)
     comm_times, comm_active = _community_schedule(c, rng_comm)
 
-    drive = _ExternalDrive(c, layout, visual_drive, behavior, comm_times, comm_active)
+    log_rate = None if offsets is None else offsets.log_rate
+    drive = _ExternalDrive(c, layout, visual_drive, behavior, comm_times, comm_active, log_rate)
     if direction is not None:  # a stimulus variable, not a behavior that drives neurons: added after the drive
         behavior = {**behavior, "direction": Behavior(frame_times.copy(), direction, "rad")}
     steps, neurons = _run_network(c, W, drive, rng_spike, progress)
@@ -92,6 +115,9 @@ def simulate(config: SimulationConfig = SimulationConfig(), progress: Callable[[
     for name in BEHAVIORS:
         truth[f"{name}_neurons"] = layout[name]
         truth[f"{name}_gain"] = layout[f"{name}_gain"]
+    if offsets is not None:
+        truth["log_rate_offset"] = offsets.log_rate.copy()
+        truth["log_gain_offset"] = offsets.log_gain.copy()
     return Session(
         spike_times=times[order],
         spike_neurons=neurons[order],
@@ -104,6 +130,32 @@ def simulate(config: SimulationConfig = SimulationConfig(), progress: Callable[[
         truth=truth,
         metadata={"source": "rtdecode.sim.simulator", "config": dataclasses.asdict(c)},
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class DriveOffsets:
+    """Per-neuron changes of the drives, on the log scale (what drifts between recording days).
+
+    Attributes:
+        log_rate: (N,) float64 added to each neuron's log base rate (0.1 = a 10.5% higher rate).
+        log_gain: (N,) float64 added to the log of each neuron's tuning gain: its visual gain for receptive-field
+            neurons, its behavior gain for speed/phi/theta neurons (the sets are disjoint, so one gain each);
+            ignored for the others. Signs never flip: gains scale by exp(log_gain).
+    """
+
+    log_rate: np.ndarray
+    log_gain: np.ndarray
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "log_rate", np.asarray(self.log_rate, dtype=np.float64))
+        object.__setattr__(self, "log_gain", np.asarray(self.log_gain, dtype=np.float64))
+
+    def check(self, n_neurons: int) -> None:
+        """Raise ValueError unless both arrays are finite with shape (n_neurons,)."""
+        for name in ("log_rate", "log_gain"):
+            a = getattr(self, name)
+            if a.shape != (n_neurons,) or not np.all(np.isfinite(a)):
+                raise ValueError(f"DriveOffsets.{name} must be finite with shape ({n_neurons},); got {a.shape}")
 
 
 # ---------------------------------------------------------------------------------------------------- structure
@@ -160,8 +212,9 @@ class _ExternalDrive:
         behavior: dict[str, Behavior],
         comm_times: np.ndarray,
         comm_active: np.ndarray,
+        log_rate: np.ndarray | None = None,
     ) -> None:
-        self.c, self.layout, self.visual_drive = c, layout, visual_drive
+        self.c, self.layout, self.visual_drive, self.log_rate = c, layout, visual_drive, log_rate
         self.comm_times, self.comm_active = comm_times, comm_active
         # z-score each behavior on its own trace, so behavior_gain is "log-rate per SD"
         self.z = {}
@@ -173,6 +226,8 @@ class _ExternalDrive:
         c, lay = self.c, self.layout
         t = (step0 + np.arange(n)) * c.dt  # (n,) step start times
         ext = np.full((n, c.n_neurons), math.log(c.base_rate))
+        if self.log_rate is not None:
+            ext += self.log_rate[None, :]
         if c.n_hubs:
             period = np.searchsorted(self.comm_times, t, side="right") - 1
             ext[np.arange(n), lay["hubs"][self.comm_active[period]]] += c.hub_drive
