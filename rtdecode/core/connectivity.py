@@ -115,8 +115,8 @@ def hub_circuit(truth: dict[str, np.ndarray]) -> np.ndarray:
     """W restricted to the hub -> community-target edges (simulator truth: W, hubs, community)."""
     w, hubs, community = truth["W"], np.asarray(truth["hubs"]), np.asarray(truth["community"])
     keep = np.zeros(w.shape, dtype=bool)
-    for k, h in enumerate(hubs):
-        targets = np.flatnonzero(community == k)
+    for h in hubs:  # a hub's community is its own label (a day of rtdecode.sim.days may miss some hubs)
+        targets = np.flatnonzero(community == community[h])
         keep[targets[targets != h], h] = True
     return np.where(keep, w, 0.0)
 
