@@ -135,12 +135,30 @@ def prepare(
     )
 
 
-def _simulate(config: Any, out: Path) -> None:
+_DAYS_DEFAULTS = {"overlap": 0.7, "recorded": 0.75, "drift": 0.1}
+
+
+def _simulate(
+    config: Any,
+    out: Path | None,
+    days: int | None,
+    overlap: float | None,
+    recorded: float | None,
+    drift: float | None,
+) -> None:
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from rtdecode.io import save_session
     from rtdecode.sim.simulator import simulate
 
+    day_options = {"overlap": overlap, "recorded": recorded, "drift": drift}
+    if days is None:
+        given = [f"--{k}" for k, v in day_options.items() if v is not None]
+        if given:
+            fail(f"{', '.join(given)}: only for several recording days; add --days K (and --out DIR)")
+    else:
+        options = {k: _DAYS_DEFAULTS[k] if v is None else v for k, v in day_options.items()}
+        _validate_days(config, out, days, options)
     with Progress(
         TextColumn("simulating"),
         BarColumn(),
@@ -150,7 +168,12 @@ def _simulate(config: Any, out: Path) -> None:
         transient=True,
     ) as bar:
         task = bar.add_task("sim", total=1.0)
-        session = simulate(config, progress=lambda frac: bar.update(task, completed=frac))
+        progress = lambda frac: bar.update(task, completed=frac)  # noqa: E731
+        if days is not None:
+            _simulate_days(config, out or Path("days"), days, options, progress)
+            return
+        session = simulate(config, progress=progress)
+    out = out or Path("session.npz")
     save_session(session, out)
     console.print(
         f"wrote {out}: {session.n_neurons} neurons, {session.duration:.0f} s, {session.n_spikes:,} spikes "
@@ -158,24 +181,129 @@ def _simulate(config: Any, out: Path) -> None:
     )
 
 
+def _validate_days(config: Any, out: Path | None, days: int, options: dict[str, float]) -> None:
+    """Fail before simulating anything when --days' options cannot be met."""
+    from rtdecode.sim.days import check_days
+
+    if out is not None and out.exists() and not out.is_dir():
+        fail(f"--out {out} is a file; with --days, --out names a folder for day0.npz ... and days.json")
+    try:
+        check_days(config, days, **options)
+    except ValueError as e:
+        fail(str(e))
+
+
+def _simulate_days(config: Any, out: Path, days: int, options: dict[str, float], progress: Any) -> None:
+    """Write day0.npz ... and days.json (what each file holds) into `out`."""
+    from rtdecode.io import save_session
+    from rtdecode.io.atomic import atomic_write
+    from rtdecode.sim.days import simulate_days
+
+    sessions = simulate_days(config, days, progress=progress, **options)
+    out.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for day, s in enumerate(sessions):
+        name = f"day{day}.npz"
+        save_session(s, out / name)
+        units = s.truth["circuit_neuron"]
+        prev = sessions[day - 1].truth["circuit_neuron"] if day else units
+        entries.append(
+            {
+                "day": day,
+                "file": name,
+                "units": s.n_neurons,
+                "spikes": s.n_spikes,
+                "shared_with_previous_day": int(np.intersect1d(units, prev).size) if day else None,
+            }
+        )
+        console.print(
+            f"wrote {out / name}: {s.n_neurons} units, {s.duration:.0f} s, {s.n_spikes:,} spikes "
+            f"({s.firing_rates().mean():.2f} Hz mean)"
+            + (f", {entries[-1]['shared_with_previous_day']} units shared with day {day - 1}" if day else "")
+        )
+    description = {
+        "format": "rtdecode-days",
+        "format_version": 1,
+        "circuit": sessions[0].metadata["config"],
+        **{k: sessions[0].metadata[k] for k in ("days", "overlap", "recorded", "drift")},
+        "sessions": entries,
+    }
+    with atomic_write(out / "days.json") as f:
+        f.write(json.dumps(description, indent=2).encode())
+    console.print(f"wrote {out / 'days.json'}: {days} days of one circuit of {config.n_neurons} neurons")
+
+
 def _register_simulate() -> None:
     from rtdecode.cli.options import dataclass_options
     from rtdecode.sim.simulator import SimulationConfig
 
-    out = inspect.Parameter(
-        "out",
-        inspect.Parameter.KEYWORD_ONLY,
-        default=Path("session.npz"),
-        annotation=Annotated[
-            Path, typer.Option(help="Output session file (.npz keeps the ground truth; .nwb drops it).")
-        ],
-    )
+    def option(name: str, annotation: Any) -> inspect.Parameter:
+        return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
+
+    extra = [
+        option(
+            "out",
+            Annotated[
+                Path | None,
+                typer.Option(
+                    help="Output session file (.npz keeps the ground truth; .nwb drops it) (default session.npz); "
+                    "with --days, a folder for day0.npz ... and days.json (default days/)."
+                ),
+            ],
+        ),
+        option(
+            "days",
+            Annotated[
+                int | None,
+                typer.Option(
+                    help="Simulate K recording days of one circuit (n_neurons is the whole circuit): each day "
+                    "records a different subset of its neurons under new unit IDs, with its own stimulus, "
+                    "behavior and spikes, and rates and tuning drifting; truth/circuit_neuron maps units to the "
+                    "circuit.",
+                    show_default=False,
+                ),
+            ],
+        ),
+        option(
+            "overlap",
+            Annotated[
+                float | None,
+                typer.Option(
+                    help="With --days: fraction in (0, 1] of a day's units recorded again the next day (default 0.7).",
+                    show_default=False,
+                ),
+            ],
+        ),
+        option(
+            "recorded",
+            Annotated[
+                float | None,
+                typer.Option(
+                    help="With --days: units recorded per day, a count (e.g. 300) or a fraction of "
+                    "n_neurons (e.g. 0.75) (default 0.75).",
+                    show_default=False,
+                ),
+            ],
+        ),
+        option(
+            "drift",
+            Annotated[
+                float | None,
+                typer.Option(
+                    help="With --days: SD per day of a random walk on each neuron's log base rate and log "
+                    "tuning gain (0.1 = ~10% a day; day k is off by drift x sqrt(k)) (default 0.1).",
+                    show_default=False,
+                ),
+            ],
+        ),
+    ]
     command = dataclass_options(
         SimulationConfig,
         _simulate,
         "Simulate a ground-truth session: a hub network (known weights W, target x source) driven by a visual "
-        "stimulus and coupled to running speed and eye position. Writes .npz (with the truth) or .nwb.",
-        extra=[out],
+        "stimulus and coupled to running speed and eye position. Writes .npz (with the truth) or .nwb. With "
+        "--days K: K recording days of that circuit, units resampled and drifting, in a folder.",
+        extra=extra,
     )
     app.command(name="simulate")(command)
 
