@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import threading
 from pathlib import Path
@@ -54,10 +56,17 @@ def monitor(
     """Serve a web page that watches a running daemon (`rtdecode serve`): live traces of every decoded variable
     (beside the recorded value when --session names the replayed session), spikes per window, the recorded and
     predicted spike rasters, a latency histogram with p50/p99, the daemon's counters with rejections
-    highlighted, and the model's description. The monitor is a separate process and one more subscriber of the
-    daemon's outputs: it cannot slow the daemon, and sends it nothing but a request for its description. Needs
-    the monitor extra (pip install 'rtdecode\\[monitor]'). Stop with Ctrl-C.
+    highlighted, and the model's description; with `serve --publish-windows`, also the spikes as the daemon
+    windowed them. The monitor is a separate process and one more subscriber of the daemon's outputs: it never
+    blocks the daemon (a PUB socket does not wait for a slow subscriber), runs at lower priority (nice 10) so it
+    yields the CPU to the daemon, updates the page at most --rate times a second, and sends the daemon nothing
+    but a request for its description. Needs the monitor extra (pip install 'rtdecode\\[monitor]'). Stop with
+    Ctrl-C.
     """
+    with contextlib.suppress(OSError, AttributeError):  # best effort: leave the CPU to the daemon on a small rig
+        os.nice(10)
+    import zmq
+
     try:
         from rtdecode.monitor.server import MonitorServer
     except ImportError as e:
@@ -82,6 +91,9 @@ def monitor(
     try:
         feed.start()
         url = server.start()
+    except zmq.ZMQError as e:  # an endpoint ZeroMQ cannot use
+        feed.stop()
+        fail(f"cannot connect to the daemon (--output {output!r}, --input {input_endpoint!r}): {one_line(e)}")
     except (ValueError, OSError, RuntimeError) as e:  # bad endpoint or key file, port in use
         feed.stop()
         fail(one_line(e))

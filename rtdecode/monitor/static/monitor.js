@@ -5,8 +5,8 @@
 
 const RASTER_S = 5; // seconds of spikes shown in the rasters, ending at the last decoded window
 const S = {
-  decodes: [], activity: [], status: null, describe: null, session: null, feed: null, latency: null,
-  decodeCount: 0, rejections: [], history: 600, recorded: null, recordedAsked: 0,
+  decodes: [], activity: [], windows: [], status: null, describe: null, describeStale: false, session: null,
+  feed: null, latency: null, decodeCount: 0, rejections: [], history: 600, recorded: null, recordedAsked: 0,
 };
 
 const $ = (id) => document.getElementById(id);
@@ -41,14 +41,19 @@ function apply(snap) {
   if (snap.reset) {
     S.decodes = [];
     S.activity = [];
+    S.windows = [];
   }
   S.history = snap.feed.history;
+  const kept = snap.feed.windows_kept || 100;
   S.decodes.push(...snap.decodes);
   if (S.decodes.length > S.history) S.decodes.splice(0, S.decodes.length - S.history);
   S.activity.push(...snap.activity);
-  if (S.activity.length > 200) S.activity.splice(0, S.activity.length - 200);
+  if (S.activity.length > kept) S.activity.splice(0, S.activity.length - kept);
+  S.windows.push(...(snap.windows || []));
+  if (S.windows.length > kept) S.windows.splice(0, S.windows.length - kept);
   S.status = snap.status;
   S.describe = snap.describe;
+  S.describeStale = !!snap.describe_stale;
   S.session = snap.session;
   S.feed = snap.feed;
   S.latency = snap.latency;
@@ -254,7 +259,7 @@ function nNeurons() {
   if (S.describe && S.describe.neurons) return S.describe.neurons.n;
   if (S.session) return S.session.n_neurons;
   let n = 1;
-  for (const a of S.activity) for (const k of a.neurons) n = Math.max(n, k + 1);
+  for (const a of S.activity.concat(S.windows)) for (const k of a.neurons) n = Math.max(n, k + 1);
   return n;
 }
 
@@ -274,12 +279,26 @@ function raster(canvas, xr, times, neurons, color) {
   return p;
 }
 
-function drawRecordedRaster() {
+// the incoming spikes: as the daemon windowed them (`window` messages, serve --publish-windows) when it publishes
+// them, else the --session file's spikes over the same span (what was replayed, not what arrived)
+function drawIncomingRaster() {
   const xr = rasterSpan();
-  const canvas = $("recorded-raster");
+  const canvas = $("incoming-raster");
+  const live = S.windows.length > 0;
+  $("incoming-live").classList.toggle("hidden", !live);
+  $("incoming-file").classList.toggle("hidden", live);
+  if (live) {
+    const shown = S.windows.filter((w) => w.t_end > xr[0]);
+    const times = shown.flatMap((w) => w.times);
+    const neurons = shown.flatMap((w) => w.neurons);
+    raster(canvas, xr, times, neurons, css("--spike")).done();
+    $("incoming-spike-count").textContent = String(times.length);
+    $("incoming-window-count").textContent = String(shown.length);
+    return;
+  }
   if (!S.session) {
     frame(canvas, xr, [0, 1], "session time (s)", "neuron").done();
-    message(canvas, "no --session given: recorded spikes are not shown");
+    message(canvas, "no incoming spikes: run serve --publish-windows, or give --session");
     return;
   }
   const now = Date.now();
@@ -289,7 +308,7 @@ function drawRecordedRaster() {
       .then((r) => (r.ok ? r.json() : null))
       .then((data) => {
         S.recorded = data;
-        drawRecordedRaster();
+        drawIncomingRaster();
       })
       .catch(() => {});
   }
@@ -343,9 +362,10 @@ function drawLatency() {
     p.ctx.lineTo(p.x(v), p.box.b);
     p.ctx.stroke();
     p.ctx.fillStyle = color;
-    p.ctx.textAlign = "left";
+    const left = p.x(v) + 30 > p.box.r; // near the right edge: label on the line's left
+    p.ctx.textAlign = left ? "right" : "left";
     p.ctx.textBaseline = "top";
-    p.ctx.fillText(label, p.x(v) + 3, p.box.t + 2);
+    p.ctx.fillText(label, p.x(v) + (left ? -3 : 3), p.box.t + 2);
   }
   p.done();
   $("lat-n").textContent = `(${lp.n || 0})`;
@@ -397,7 +417,10 @@ function drawCounters() {
 
 function drawDescribe() {
   const d = S.describe;
-  $("waiting").classList.toggle("hidden", !!d);
+  $("waiting").classList.toggle("hidden", !!d && !S.describeStale);
+  $("waiting").textContent = d
+    ? "The daemon's status names another model than its description: asking it for the new one\u2026"
+    : "Waiting for the daemon's description (asking it every few seconds)\u2026";
   if (!d) return;
   const dl = $("describe");
   dl.replaceChildren();
@@ -436,7 +459,7 @@ function render() {
   drawTraces();
   drawLatest();
   drawCounts();
-  drawRecordedRaster();
+  drawIncomingRaster();
   drawPredictedRaster();
   drawLatency();
   drawCounters();
