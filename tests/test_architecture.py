@@ -39,6 +39,8 @@ LONG_MODULES = {
     "rtdecode.serve.recording": "the .rtrec format's writer and reader side by side: one definition of the framing, "
     "checksums and crash repair",
     "rtdecode.io.nwb": "NWB reading and writing side by side, like every format in io/: one module per format",
+    "rtdecode.wire.protocol": "every wire message, in and out, encoded and strictly decoded in one module that "
+    "mirrors docs/protocol.md: the one place where a message is parsed",
 }
 
 
