@@ -194,42 +194,17 @@ def _validate_days(config: Any, out: Path | None, days: int, options: dict[str, 
 
 
 def _simulate_days(config: Any, out: Path, days: int, options: dict[str, float], progress: Any) -> None:
-    """Write day0.npz ... and days.json (what each file holds) into `out`."""
-    from rtdecode.io import save_session
-    from rtdecode.io.atomic import atomic_write
-    from rtdecode.sim.days import simulate_days
+    from rtdecode.sim.days import save_days, simulate_days
 
     sessions = simulate_days(config, days, progress=progress, **options)
-    out.mkdir(parents=True, exist_ok=True)
-    entries = []
-    for day, s in enumerate(sessions):
-        name = f"day{day}.npz"
-        save_session(s, out / name)
-        units = s.truth["circuit_neuron"]
-        prev = sessions[day - 1].truth["circuit_neuron"] if day else units
-        entries.append(
-            {
-                "day": day,
-                "file": name,
-                "units": s.n_neurons,
-                "spikes": s.n_spikes,
-                "shared_with_previous_day": int(np.intersect1d(units, prev).size) if day else None,
-            }
-        )
+    description = save_days(sessions, out)
+    for entry, s in zip(description["sessions"], sessions):
+        shared = entry["shared_with_previous_day"]
         console.print(
-            f"wrote {out / name}: {s.n_neurons} units, {s.duration:.0f} s, {s.n_spikes:,} spikes "
+            f"wrote {out / entry['file']}: {s.n_neurons} units, {s.duration:.0f} s, {s.n_spikes:,} spikes "
             f"({s.firing_rates().mean():.2f} Hz mean)"
-            + (f", {entries[-1]['shared_with_previous_day']} units shared with day {day - 1}" if day else "")
+            + ("" if shared is None else f", {shared} units shared with day {entry['day'] - 1}")
         )
-    description = {
-        "format": "rtdecode-days",
-        "format_version": 1,
-        "circuit": sessions[0].metadata["config"],
-        **{k: sessions[0].metadata[k] for k in ("days", "overlap", "recorded", "drift")},
-        "sessions": entries,
-    }
-    with atomic_write(out / "days.json") as f:
-        f.write(json.dumps(description, indent=2).encode())
     console.print(f"wrote {out / 'days.json'}: {days} days of one circuit of {config.n_neurons} neurons")
 
 

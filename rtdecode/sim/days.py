@@ -19,16 +19,22 @@ Every random draw is keyed by (seed, day), so the first days of a longer run are
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from rtdecode.data.session import Session
+from rtdecode.io.atomic import atomic_write
+from rtdecode.io.npz import save_npz
 from rtdecode.sim.config import BEHAVIORS, SimulationConfig
 from rtdecode.sim.simulator import DriveOffsets, simulate
 
-__all__ = ["check_days", "recorded_count", "simulate_days"]
+__all__ = ["check_days", "recorded_count", "save_days", "simulate_days"]
 
 _DRIFT, _UNITS = 1, 2  # tags of the per-day streams drawn here (SeedSequence([seed, day, tag]))
 _ID_SPAN = 1.5  # cluster IDs are drawn from [0, 1.5 x units): a sorter's numbering has gaps
@@ -139,6 +145,43 @@ def simulate_days(
         }
         sessions.append(_restrict(circuit, *recordings[day], meta))
     return sessions
+
+
+def save_days(sessions: list[Session], folder: str | os.PathLike[str]) -> dict[str, Any]:
+    """Write `simulate_days`' sessions as folder/day0.npz ... and folder/days.json (created; files atomic).
+
+    Returns:
+        The days.json content: format "rtdecode-days" version 1, "circuit" (the SimulationConfig), "days",
+        "overlap", "recorded" (units per day), "drift", and "sessions": per day its "day", "file", "units",
+        "spikes" and "shared_with_previous_day" (circuit neurons also recorded the day before; None on day 0).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for day, s in enumerate(sessions):
+        save_npz(s, folder / f"day{day}.npz")
+        previous = sessions[day - 1].truth["circuit_neuron"] if day else None
+        shared = None if previous is None else int(np.intersect1d(s.truth["circuit_neuron"], previous).size)
+        entries.append(
+            {
+                "day": day,
+                "file": f"day{day}.npz",
+                "units": s.n_neurons,
+                "spikes": s.n_spikes,
+                "shared_with_previous_day": shared,
+            }
+        )
+    meta = sessions[0].metadata
+    description = {
+        "format": "rtdecode-days",
+        "format_version": 1,
+        "circuit": meta["config"],
+        **{k: meta[k] for k in ("days", "overlap", "recorded", "drift")},
+        "sessions": entries,
+    }
+    with atomic_write(folder / "days.json") as f:
+        f.write(json.dumps(description, indent=2).encode())
+    return description
 
 
 def _rng(c: SimulationConfig, day: int, tag: int) -> np.random.Generator:
