@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 from rtdecode.core.config import RunConfig
 from rtdecode.core.window_data import WindowData
 from rtdecode.export.forms import forward_tokens_past
-from rtdecode.runtime.sampling import nucleus
+from rtdecode.runtime.sampling import nucleus, sample
 from rtdecode.runtime.streaming import stream_feeds
 from rtdecode.training.data import to_torch
 from rtdecode.training.generate import SamplingConfig, TokenCache, forward_cached, generate_window
@@ -217,3 +217,17 @@ def test_weight_decay_only_on_linear_and_conv_weights(setup):
     assert id(model.id_emb.weight) not in decayed and id(model.null_memory) not in decayed
     assert id(model.id_head.weight) in decayed and id(model.id_head.bias) not in decayed
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+
+
+def test_a_draw_above_the_rounded_total_never_picks_a_masked_token():
+    """Seven equal probabilities sum to a hair under 1 (with float32 logits, as the runtime's are, the gap is about
+    1e-7): a uniform draw above that sum used to fall through to the last token in probability order, a masked
+    one (zero probability), generated as a neuron index past the vocabulary or a time offset outside the window.
+    Found by the demo's report, which counts generated spikes per neuron."""
+
+    class HighDraw:
+        def random(self, shape: tuple[int, ...]) -> np.ndarray:
+            return np.full(shape, np.nextafter(1.0, 0.0))
+
+    logits = np.array([[0.0] * 7 + [-np.inf, -np.inf]])
+    assert sample(logits, 1.0, 1.0, HighDraw())[0] < 7  # type: ignore[arg-type]

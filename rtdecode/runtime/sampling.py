@@ -44,7 +44,10 @@ def sample(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.
     order, p = nucleus(logits, temperature, top_p)
     u = rng.random((logits.shape[0], 1))
     choice = (np.cumsum(p, -1) < u).sum(-1)
-    return np.take_along_axis(order, np.minimum(choice, logits.shape[-1] - 1)[:, None], -1)[:, 0]
+    # the cumulative sum can end a rounding error below u: then take the last token with any probability, never
+    # one of zero probability (a masked SOS or PAD would come out as a neuron index past the vocabulary)
+    last = (p > 0).sum(-1) - 1
+    return np.take_along_axis(order, np.minimum(choice, last)[:, None], -1)[:, 0]
 
 
 class WindowSampler:
