@@ -56,6 +56,7 @@ from rtdecode.training.checkpoint import (
 )
 from rtdecode.training.data import to_torch
 from rtdecode.training.evaluate import evaluate
+from rtdecode.training.freezing import FREEZE, freeze_except
 from rtdecode.training.losses import compute_losses
 from rtdecode.training.model import Neuroformer
 
@@ -113,6 +114,7 @@ def train(
     init_from: str | Path | None = None,
     label_fraction: float = 1.0,
     freeze: str = "none",
+    normalisation: Normalisation | None = None,
     device: str = "auto",
     allow_truncation: bool = False,
     log: Callable[[str], None] = print,
@@ -123,8 +125,9 @@ def train(
 
     Fine-tuning options (see `rtdecode.training.finetune`): `init_from` loads starting weights (safetensors);
     `label_fraction` trains on a seeded random fraction of the training windows (as if only they were
-    labelled; normalisation comes from them alone); `freeze` is "none", "top" (train only the fused stack and
-    the behavior heads) or "backbone" (train only the behavior heads: a probe of the pretrained features).
+    labelled; normalisation comes from them alone, unless `normalisation` gives it); `freeze` is "none", "top"
+    (train only the fused stack and the behavior heads), "backbone" (train only the behavior heads: a probe of
+    the pretrained features), "units" (only the unit tables: `rtdecode.training.adapt`) or "units+top".
 
     Token budgets the config leaves at 0 are derived from the training windows (`rtdecode.data.budget`); a budget
     that drops more than 0.1% of spikes raises `TruncationError` unless `allow_truncation`.
@@ -152,7 +155,7 @@ def train(
         n = max(t.batch_size * world, int(round(label_fraction * split.train.size)))
         pick = np.random.default_rng([t.seed, 1]).choice(split.train.size, size=min(n, split.train.size), replace=False)
         train_windows = np.sort(split.train[pick])
-    norm = data.normalisation(train_windows)
+    norm = normalisation or data.normalisation(train_windows)
     vocab = data.tokens.vocab
     budget = budget_report(data.tokens, split.train, cfg.window)
     cfg = dataclasses.replace(cfg, window=budget.window)  # what the run, its checkpoints and bundles record
@@ -174,7 +177,7 @@ def train(
     model = Neuroformer(cfg, vocab).to(dev)
     if init_from is not None:
         load_weights(model, Path(init_from))
-    _freeze(model, freeze)
+    freeze_except(model, freeze)
     optimizer = model.configure_optimizer(t.lr, t.betas, t.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     sampler = LengthGroupedBatches(train_windows, data.tokens.window_counts, t.batch_size * world, t.seed)
@@ -296,17 +299,6 @@ def _without_run_length(cfg: RunConfig) -> RunConfig:
 
 
 # what stays trainable under each freeze option (module name prefixes); everything else is frozen
-FREEZE = {"none": None, "top": ("fused.", "ln_f.", "behavior_heads."), "backbone": ("behavior_heads.",)}
-
-
-def _freeze(model: Neuroformer, freeze: str) -> None:
-    trainable = FREEZE[freeze]
-    if trainable is None:
-        return
-    for name, p in model.named_parameters():
-        p.requires_grad_(name.startswith(trainable))
-
-
 def _evaluate(
     model: Neuroformer, data: WindowData, windows: np.ndarray, norm: Normalisation, limit: int, dev: Any
 ) -> dict[str, float]:
