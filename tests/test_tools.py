@@ -103,3 +103,18 @@ def test_bench_lsl_runs(tiny_bundle: Path, tiny_session_path: Path, tmp_path: Pa
     run_tool("bench_lsl.py", *args)
     report = json.loads(out.read_text())
     assert report["windows"] > 20 and report["input_leg_ms"]["n"] > 0 and report["output_leg_ms"]["n"] > 0
+
+
+def test_adapt_curve_runs(tmp_path: Path) -> None:
+    """The whole measurement on a 30-s day with second-long budgets: every stage runs and writes its outputs."""
+    pytest.importorskip("torch")
+    out = run_tool(
+        "adapt_curve.py",
+        *("--out", str(tmp_path), "--duration", "30", "--circuit", "200", "--recorded", "150"),
+        *("--train-minutes", "0.02", "--minutes", "0.1", "--adapt-seconds", "2", "--same-units"),
+    )
+    assert "from scratch on the day" in out
+    result = json.loads((tmp_path / "adapt.json").read_text())
+    (row,) = result["rows"]
+    assert row["minutes"] == 0.1 and {"unlabeled_speed_r", "labeled_speed_r", "ridge_speed_r"} <= set(row)
+    assert (tmp_path / "adapt.png").exists() and (tmp_path / "unit-map.json").exists()

@@ -1,0 +1,220 @@
+"""A new recording day: decoding after minutes of adaptation, against a model trained from scratch on that day.
+
+What it does, in one command:
+  1. simulates two recording days of one circuit (`rtdecode.sim.days`: other units recorded, renumbered, drifted);
+  2. trains the config on day 0 (the pretrained run);
+  3. holds out the last `--eval-fraction` of day 1; for each number of minutes (default 0.5, 1, 2, 5) adapts the
+     pretrained run to the first minutes of day 1 (`rtdecode adapt`): without labels (next-spike loss only, the
+     pretrained behavior heads), and with all labels of those minutes (heads and fused stack too); fits ridge on
+     the binned counts of the same minutes;
+  4. trains the config from scratch on all of day 1 before the held-out part;
+  5. scores every model on the held-out part (Pearson r per variable, the mean over variables), prints a table
+     with each r as a share of the from-scratch r and the seconds each adaptation took, writes adapt.json and
+     adapt.png.
+Units shared between the days start from their pretrained rows with --same-units (the truth's mapping, as a
+user would give after matching waveforms); by default every unit of day 1 is new.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from rtdecode.core.config import RunConfig, load_config
+from rtdecode.core.metrics import binned_counts, pearson_r, ridge_decode
+from rtdecode.core.window_data import WindowData
+from rtdecode.data.session import Session
+from rtdecode.io import save_session
+from rtdecode.sim.days import simulate_days
+from rtdecode.sim.simulator import SimulationConfig
+from rtdecode.training.adapt import adapt
+from rtdecode.training.checkpoint import LoadedRun
+from rtdecode.training.evaluate import evaluate
+from rtdecode.training.train import train
+
+QUIET = {"log": lambda _: None}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=Path("adapt-out"), help="(default: %(default)s)")
+    p.add_argument("--config", default="small", help="run config file or built-in name (default: %(default)s)")
+    p.add_argument("--duration", type=float, default=600.0, help="seconds per simulated day (default: %(default)s)")
+    p.add_argument("--circuit", type=int, default=400, help="neurons in the circuit (default: %(default)s)")
+    p.add_argument("--recorded", type=int, default=300, help="units recorded a day (default: %(default)s)")
+    p.add_argument("--overlap", type=float, default=0.7, help="units shared by the days (default: %(default)s)")
+    p.add_argument("--drift", type=float, default=0.1, help="log-rate/gain drift per day (default: %(default)s)")
+    p.add_argument(
+        "--train-minutes", type=float, default=5.0, help="budget of each full training (default: %(default)s)"
+    )
+    p.add_argument("--minutes", type=float, nargs="+", default=[0.5, 1, 2, 5], help="(default: %(default)s)")
+    p.add_argument("--adapt-seconds", type=float, default=60.0, help="budget of each adaptation (default: %(default)s)")
+    p.add_argument("--eval-fraction", type=float, default=0.3, help="held-out end of day 1 (default: %(default)s)")
+    p.add_argument("--same-units", action="store_true", help="shared units start from their pretrained rows")
+    args = p.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    day0, day1 = simulate_days(
+        SimulationConfig(n_neurons=args.circuit, duration=args.duration),
+        days=2,
+        overlap=args.overlap,
+        recorded=args.recorded,
+        drift=args.drift,
+    )
+    cut = day1.start + (1 - args.eval_fraction) * day1.duration
+    before, held_out = day1.slice_time(day1.start, cut), day1.slice_time(cut, day1.stop)
+    if max(args.minutes) * 60 > before.duration:
+        raise SystemExit(
+            f"--minutes up to {max(args.minutes)} needs {max(args.minutes)} min of day 1 before its held-out part"
+        )
+    save_session(day0, args.out / "day0.npz")
+    cfg = _config(args.config, args.train_minutes)
+    print(f"training on day 0 ({day0.n_neurons} units, at most {args.train_minutes:g} min) ...")
+    pre = train(cfg, args.out / "day0.npz", args.out / "day0", **QUIET)
+    names = [b.name for b in _targets(args.out / "day0")]
+    print(f"  {pre.step} steps; day-0 test r " + ", ".join(f"{n} {pre.test[f'{n}_r']:.3f}" for n in names))
+
+    unit_map = _truth_map(day0, day1) if args.same_units else None
+    if unit_map is not None:
+        (args.out / "unit-map.json").write_text(json.dumps(unit_map))
+    rows = []
+    for minutes in args.minutes:
+        row: dict = {"minutes": minutes}
+        for kind, labels in (("unlabeled", 0.0), ("labeled", 1.0)):
+            run = args.out / f"adapt-{minutes:g}-{kind}"
+            t0 = time.perf_counter()
+            res = adapt(
+                args.out / "day0",
+                before,
+                run,
+                minutes=minutes,
+                labels=labels,
+                unit_map=args.out / "unit-map.json" if unit_map else None,
+                max_seconds=args.adapt_seconds,
+                **QUIET,
+            )
+            row[f"{kind}_seconds"] = time.perf_counter() - t0
+            row[f"{kind}_steps"] = res.step
+            row.update({f"{kind}_{n}_r": r for n, r in _held_out_r(run, held_out, names).items()})
+        row.update({f"ridge_{n}_r": r for n, r in _ridge_r(cfg, before, held_out, minutes, names).items()})
+        rows.append(row)
+        print(
+            f"  {minutes:g} min: "
+            + ", ".join(f"{k} r {_mean(row, k, names):.3f}" for k in ("unlabeled", "labeled", "ridge"))
+            + f" (adapted in {row['unlabeled_seconds']:.0f} / {row['labeled_seconds']:.0f} s)"
+        )
+    print(f"training from scratch on day 1 before its held-out part ({before.duration / 60:.1f} min) ...")
+    scratch = train(cfg, before, args.out / "day1-scratch", **QUIET)
+    scratch_r = _held_out_r(args.out / "day1-scratch", held_out, names)
+    print(f"  {scratch.step} steps; held-out r " + ", ".join(f"{n} {scratch_r[n]:.3f}" for n in names))
+    result = {
+        "config": args.config,
+        "days": {"circuit": args.circuit, "recorded": args.recorded, "overlap": args.overlap, "drift": args.drift},
+        "same_units": bool(args.same_units),
+        "held_out_s": held_out.duration,
+        "pretrain_steps": pre.step,
+        "scratch_steps": scratch.step,
+        "scratch_r": scratch_r,
+        "rows": rows,
+    }
+    (args.out / "adapt.json").write_text(json.dumps(result, indent=2))
+    _print_table(rows, names, scratch_r)
+    _plot(rows, names, scratch_r, args.out / "adapt.png")
+    print(f"wrote {args.out / 'adapt.json'} and {args.out / 'adapt.png'}")
+
+
+def _config(name: str, minutes: float) -> RunConfig:
+    cfg = load_config(name)
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_minutes=minutes))
+
+
+def _targets(run: Path) -> tuple:
+    return LoadedRun(run).config.targets
+
+
+def _truth_map(day0: Session, day1: Session) -> dict[str, int]:
+    """{day-1 unit ID: day-0 unit ID} for the units both days recorded (the simulator's truth)."""
+    assert day0.neuron_ids is not None and day1.neuron_ids is not None  # simulated days always name their units
+    ids0 = {int(c): int(u) for c, u in zip(day0.truth["circuit_neuron"], day0.neuron_ids)}
+    pairs = zip(day1.truth["circuit_neuron"], day1.neuron_ids)
+    return {str(int(u)): ids0[int(c)] for c, u in pairs if int(c) in ids0}
+
+
+def _held_out_r(run: Path, held_out: Session, names: list[str]) -> dict[str, float]:
+    """Pearson r per target of `run` on every window of the held-out session."""
+    loaded = LoadedRun(run)
+    data = WindowData(held_out, loaded.config)
+    metrics = evaluate(loaded.model, data, np.arange(data.n_windows), loaded.norm)
+    return {n: float(metrics[f"{n}_r"]) for n in names}
+
+
+def _ridge_r(cfg: RunConfig, before: Session, held_out: Session, minutes: float, names: list[str]) -> dict[str, float]:
+    """Ridge on binned counts of the first `minutes` (its last fifth picks the penalty), scored on the held-out."""
+    fit = WindowData(before.slice_time(before.start, before.start + 60 * minutes), cfg)
+    test = WindowData(held_out, cfg)
+    windows = np.arange(fit.n_windows)
+    n_val = max(1, windows.size // 5)
+    x = binned_counts(fit.tokens, windows)
+    x_test = binned_counts(test.tokens, np.arange(test.n_windows))
+    out = {}
+    for n in names:
+        y = fit.targets[n]
+        pred, _ = ridge_decode(x[:-n_val], y[:-n_val], x[-n_val:], y[-n_val:], x_test)
+        out[n] = pearson_r(test.targets[n], pred)
+    return out
+
+
+def _mean(row: dict, kind: str, names: list[str]) -> float:
+    return float(np.mean([row[f"{kind}_{n}_r"] for n in names]))
+
+
+def _print_table(rows: list[dict], names: list[str], scratch: dict[str, float]) -> None:
+    ref = float(np.mean(list(scratch.values())))
+    print(f"held-out r, mean over {', '.join(names)}; from scratch on the day: {ref:.3f}")
+    print(f"{'minutes':>8} {'unlabeled':>16} {'labeled':>16} {'ridge':>16} {'adapt s (unlab/lab)':>20}")
+    for row in rows:
+        cells = [
+            f"{_mean(row, k, names):.3f} ({_mean(row, k, names) / ref:>4.0%})"
+            for k in ("unlabeled", "labeled", "ridge")
+        ]
+        print(
+            f"{row['minutes']:>8g} {cells[0]:>16} {cells[1]:>16} {cells[2]:>16} "
+            f"{row['unlabeled_seconds']:>9.0f} / {row['labeled_seconds']:.0f}"
+        )
+
+
+def _plot(rows: list[dict], names: list[str], scratch: dict[str, float], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    minutes = [r["minutes"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for kind, style in (("unlabeled", "o-"), ("labeled", "s-"), ("ridge", "^--")):
+        ax.plot(
+            minutes,
+            [_mean(r, kind, names) for r in rows],
+            style,
+            label=f"adapted, {kind}" if kind != "ridge" else "ridge on the same minutes",
+        )
+    ref = float(np.mean(list(scratch.values())))
+    ax.axhline(ref, color="k", lw=1, label="from scratch on the day")
+    ax.axhline(0.95 * ref, color="k", lw=1, ls=":", label="95% of it")
+    ax.set_xscale("log")
+    ax.set_xticks(minutes, [f"{m:g}" for m in minutes])
+    ax.set_xlabel("minutes of the new day")
+    ax.set_ylabel(f"held-out r (mean of {', '.join(names)})")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
