@@ -33,7 +33,7 @@ from rtdecode.io import save_session
 from rtdecode.sim.days import simulate_days
 from rtdecode.sim.simulator import SimulationConfig
 from rtdecode.training.adapt import adapt
-from rtdecode.training.checkpoint import LoadedRun
+from rtdecode.training.checkpoint import LoadedRun, read_meta
 from rtdecode.training.evaluate import evaluate
 from rtdecode.training.train import train
 
@@ -56,6 +56,8 @@ def main() -> None:
     p.add_argument("--adapt-seconds", type=float, default=60.0, help="budget of each adaptation (default: %(default)s)")
     p.add_argument("--eval-fraction", type=float, default=0.3, help="held-out end of day 1 (default: %(default)s)")
     p.add_argument("--same-units", action="store_true", help="shared units start from their pretrained rows")
+    p.add_argument("--reuse", action="store_true", help="reuse the day-0 and from-scratch runs already in --out")
+    p.add_argument("--name", default="adapt", help="stem of the outputs (default: %(default)s)")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -74,10 +76,12 @@ def main() -> None:
         )
     save_session(day0, args.out / "day0.npz")
     cfg = _config(args.config, args.train_minutes)
-    print(f"training on day 0 ({day0.n_neurons} units, at most {args.train_minutes:g} min) ...")
-    pre = train(cfg, args.out / "day0.npz", args.out / "day0", **QUIET)
+    if not (args.reuse and (args.out / "day0" / "checkpoint.json").exists()):
+        print(f"training on day 0 ({day0.n_neurons} units, at most {args.train_minutes:g} min) ...")
+        train(cfg, args.out / "day0.npz", args.out / "day0", **QUIET)
+    pre = read_meta(args.out / "day0")
     names = [b.name for b in _targets(args.out / "day0")]
-    print(f"  {pre.step} steps; day-0 test r " + ", ".join(f"{n} {pre.test[f'{n}_r']:.3f}" for n in names))
+    print(f"  day 0: {pre['step']} steps; test r " + ", ".join(f"{n} {pre['test'][f'{n}_r']:.3f}" for n in names))
 
     unit_map = _truth_map(day0, day1) if args.same_units else None
     if unit_map is not None:
@@ -86,7 +90,7 @@ def main() -> None:
     for minutes in args.minutes:
         row: dict = {"minutes": minutes}
         for kind, labels in (("unlabeled", 0.0), ("labeled", 1.0)):
-            run = args.out / f"adapt-{minutes:g}-{kind}"
+            run = args.out / f"{args.name}-{minutes:g}-{kind}"
             t0 = time.perf_counter()
             res = adapt(
                 args.out / "day0",
@@ -108,24 +112,26 @@ def main() -> None:
             + ", ".join(f"{k} r {_mean(row, k, names):.3f}" for k in ("unlabeled", "labeled", "ridge"))
             + f" (adapted in {row['unlabeled_seconds']:.0f} / {row['labeled_seconds']:.0f} s)"
         )
-    print(f"training from scratch on day 1 before its held-out part ({before.duration / 60:.1f} min) ...")
-    scratch = train(cfg, before, args.out / "day1-scratch", **QUIET)
+    if not (args.reuse and (args.out / "day1-scratch" / "checkpoint.json").exists()):
+        print(f"training from scratch on day 1 before its held-out part ({before.duration / 60:.1f} min) ...")
+        train(cfg, before, args.out / "day1-scratch", **QUIET)
+    scratch_steps = read_meta(args.out / "day1-scratch")["step"]
     scratch_r = _held_out_r(args.out / "day1-scratch", held_out, names)
-    print(f"  {scratch.step} steps; held-out r " + ", ".join(f"{n} {scratch_r[n]:.3f}" for n in names))
+    print(f"  from scratch: {scratch_steps} steps; held-out r " + ", ".join(f"{n} {scratch_r[n]:.3f}" for n in names))
     result = {
         "config": args.config,
         "days": {"circuit": args.circuit, "recorded": args.recorded, "overlap": args.overlap, "drift": args.drift},
         "same_units": bool(args.same_units),
         "held_out_s": held_out.duration,
-        "pretrain_steps": pre.step,
-        "scratch_steps": scratch.step,
+        "pretrain_steps": pre["step"],
+        "scratch_steps": scratch_steps,
         "scratch_r": scratch_r,
         "rows": rows,
     }
-    (args.out / "adapt.json").write_text(json.dumps(result, indent=2))
+    (args.out / f"{args.name}.json").write_text(json.dumps(result, indent=2))
     _print_table(rows, names, scratch_r)
-    _plot(rows, names, scratch_r, args.out / "adapt.png")
-    print(f"wrote {args.out / 'adapt.json'} and {args.out / 'adapt.png'}")
+    _plot(rows, names, scratch_r, args.out / f"{args.name}.png")
+    print(f"wrote {args.out / f'{args.name}.json'} and {args.out / f'{args.name}.png'}")
 
 
 def _config(name: str, minutes: float) -> RunConfig:
