@@ -213,6 +213,7 @@ def _plot(rows: list[dict], names: list[str], scratch: dict[str, float], path: P
     ax.axhline(ref, color="k", lw=1, label="from scratch on the day")
     ax.axhline(0.95 * ref, color="k", lw=1, ls=":", label="95% of it")
     ax.set_xscale("log")
+    ax.minorticks_off()
     ax.set_xticks(minutes, [f"{m:g}" for m in minutes])
     ax.set_xlabel("minutes of the new day")
     ax.set_ylabel(f"held-out r (mean of {', '.join(names)})")
