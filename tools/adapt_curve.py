@@ -27,7 +27,7 @@ import numpy as np
 
 from rtdecode.core.config import RunConfig, load_config
 from rtdecode.core.metrics import binned_counts, pearson_r, ridge_decode
-from rtdecode.core.window_data import WindowData
+from rtdecode.core.window_data import WindowData, context_reach
 from rtdecode.data.session import Session
 from rtdecode.io import save_session
 from rtdecode.sim.days import simulate_days
@@ -56,7 +56,11 @@ def main() -> None:
     p.add_argument("--adapt-seconds", type=float, default=60.0, help="budget of each adaptation (default: %(default)s)")
     p.add_argument("--eval-fraction", type=float, default=0.3, help="held-out end of day 1 (default: %(default)s)")
     p.add_argument("--same-units", action="store_true", help="shared units start from their pretrained rows")
-    p.add_argument("--reuse", action="store_true", help="reuse the day-0 and from-scratch runs already in --out")
+    p.add_argument(
+        "--reuse",
+        action="store_true",
+        help="reuse the day-0 and from-scratch runs in --out (made with the same arguments)",
+    )
     p.add_argument("--name", default="adapt", help="stem of the outputs (default: %(default)s)")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -68,14 +72,15 @@ def main() -> None:
         recorded=args.recorded,
         drift=args.drift,
     )
+    cfg = _config(args.config, args.train_minutes)
     cut = day1.start + (1 - args.eval_fraction) * day1.duration
-    before, held_out = day1.slice_time(day1.start, cut), day1.slice_time(cut, day1.stop)
+    guard = cfg.window.window + context_reach(cfg)  # no held-out window reads what a trained one read
+    before, held_out = day1.slice_time(day1.start, cut), day1.slice_time(cut + guard, day1.stop)
     if max(args.minutes) * 60 > before.duration:
         raise SystemExit(
             f"--minutes up to {max(args.minutes)} needs {max(args.minutes)} min of day 1 before its held-out part"
         )
     save_session(day0, args.out / "day0.npz")
-    cfg = _config(args.config, args.train_minutes)
     if not (args.reuse and (args.out / "day0" / "checkpoint.json").exists()):
         print(f"training on day 0 ({day0.n_neurons} units, at most {args.train_minutes:g} min) ...")
         train(cfg, args.out / "day0.npz", args.out / "day0", **QUIET)

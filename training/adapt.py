@@ -10,12 +10,18 @@ vocabulary), so it exports and serves like any other.
 
 A new unit starts from the mean of the pretrained units' rows (plus a little seeded noise, so units that start
 alike can part); a unit the user says is a pretrained one (`--same-units`, or a unit map) starts from its rows.
+
+What to know: the tables' SOS/EOS/PAD rows train with the units (they are the day's window grammar too); the
+minutes are split like any training data (about 80% train, guard gaps), so the reported test figures are on a
+few seconds of them; a label fraction below 1 trains every loss on that fraction of the windows; and the
+schedule is `steps` long, so a time budget that stops it early leaves the learning rate mid-schedule.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -87,10 +93,14 @@ def read_unit_map(path: str | Path, old: Vocab, new: Vocab) -> dict[int, int]:
         if v not in old_ids:
             raise ValueError(f"{path}: unit {v} is not a unit of the pretrained run")
         out[k] = v
-    twice = [v for v in set(out.values()) if list(out.values()).count(v) > 1]
-    if twice:
-        raise ValueError(f"{path}: pretrained unit {twice[0]} is mapped from more than one new unit")
+    _check_one_to_one(out, str(path))
     return out
+
+
+def _check_one_to_one(mapping: Mapping[int, int], where: str) -> None:
+    twice = [v for v, n in Counter(mapping.values()).items() if n > 1]
+    if twice:
+        raise ValueError(f"{where}: pretrained unit {twice[0]} is mapped from more than one new unit")
 
 
 def adapt(
@@ -127,8 +137,10 @@ def adapt(
         raise ValueError(f"labels must be a fraction in [0, 1]; got {labels}")
     if minutes <= 0:
         raise ValueError(f"minutes must be > 0; got {minutes}")
+    if steps < 1 or not max_seconds > 0:
+        raise ValueError(f"steps must be >= 1 and max_seconds > 0; got {steps} and {max_seconds}")
     day = session if isinstance(session, Session) else load_session(session)
-    _check_compatible(cfg, day, labels)
+    _check_compatible(cfg, day)
     day = day.slice_time(day.start, min(day.stop, day.start + 60.0 * minutes))
     new = Vocab.for_config(cfg.window, day.n_neurons, day.neuron_ids)
     mapping = (
@@ -136,6 +148,7 @@ def adapt(
     )
     if unit_map is not None:
         mapping.update(read_unit_map(unit_map, old, new))
+    _check_one_to_one(mapping, "the unit map together with --same-units")
     sources = unit_sources(old, new, mapping)
     log(
         f"adapting {from_run} to {day.n_neurons} units ({int((sources >= 0).sum())} started from pretrained units) "
@@ -145,32 +158,39 @@ def adapt(
     init = out / "adapt-init.safetensors"
     state = load_file(str(from_run / f"{weights}.safetensors"))
     save_file(adapted_weights(state, old, new, sources, cfg.train.seed), str(init))
-    result = train(
-        adapt_config(cfg, labels=labels, steps=steps, max_seconds=max_seconds, lr=lr),
-        day,
-        out,
-        init_from=init,
-        label_fraction=labels or 1.0,
-        freeze="units" if not labels else "units+top",
-        normalisation=Normalisation.from_dict(meta["normalisation"]),  # the heads' scale, not the new day's
-        allow_truncation=True,  # the pretrained token budget; a busier day's cut spikes are counted, as when served
-        device=device,
-        log=log,
-        progress=progress,
-    )
-    init.unlink(missing_ok=True)
-    return result
+    try:
+        return train(
+            adapt_config(cfg, labels=labels, steps=steps, max_seconds=max_seconds, lr=lr),
+            day,
+            out,
+            init_from=init,
+            label_fraction=labels or 1.0,
+            freeze="units" if not labels else "units+top",
+            normalisation=Normalisation.from_dict(meta["normalisation"]),  # the heads' scale, not the new day's
+            allow_truncation=True,  # the pretrained token budget; a busier day's cut spikes are counted, as when served
+            device=device,
+            log=log,
+            progress=progress,
+        )
+    finally:
+        init.unlink(missing_ok=True)
 
 
 def adapt_config(cfg: RunConfig, *, labels: float, steps: int, max_seconds: float, lr: float) -> RunConfig:
-    """The pretrained config with a short schedule; without labels the behavior losses are off (their heads
-    stay as pretrained), and so is the contrastive loss (its projections are frozen either way)."""
-    behavior = cfg.behavior if labels else tuple(dataclasses.replace(b, weight=0.0) for b in cfg.behavior)
+    """The pretrained config with a short schedule and no weight decay (it would shrink the trained rows whatever
+    the data); without labels the behavior losses are off (their heads stay as pretrained), with labels every
+    target weighs at least 1 (a run adapted without labels has them at 0); the contrastive loss is off (its
+    projections are frozen either way)."""
+    behavior = tuple(
+        dataclasses.replace(b, weight=(b.weight or 1.0) if labels else 0.0) if b.role == "target" else b
+        for b in cfg.behavior
+    )
     t = dataclasses.replace(
         cfg.train,
         max_steps=steps,
         max_minutes=max_seconds / 60.0,
         lr=lr,
+        weight_decay=0.0,
         warmup_steps=min(20, max(1, steps // 10)),
         eval_every=max(1, steps),
     )
@@ -179,7 +199,7 @@ def adapt_config(cfg: RunConfig, *, labels: float, steps: int, max_seconds: floa
     )
 
 
-def _check_compatible(cfg: RunConfig, day: Session, labels: float) -> None:
+def _check_compatible(cfg: RunConfig, day: Session) -> None:
     """The new day must carry what the model reads (and, to be scored, what it decodes)."""
     need = [b.name for b in cfg.inputs] + [b.name for b in cfg.targets]
     missing = [n for n in need if n not in day.behavior]

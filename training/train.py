@@ -155,7 +155,7 @@ def train(
         n = max(t.batch_size * world, int(round(label_fraction * split.train.size)))
         pick = np.random.default_rng([t.seed, 1]).choice(split.train.size, size=min(n, split.train.size), replace=False)
         train_windows = np.sort(split.train[pick])
-    norm = normalisation or data.normalisation(train_windows)
+    norm = normalisation if normalisation is not None else data.normalisation(train_windows)
     vocab = data.tokens.vocab
     budget = budget_report(data.tokens, split.train, cfg.window)
     cfg = dataclasses.replace(cfg, window=budget.window)  # what the run, its checkpoints and bundles record
@@ -298,7 +298,6 @@ def _without_run_length(cfg: RunConfig) -> RunConfig:
     return dataclasses.replace(cfg, train=train)
 
 
-# what stays trainable under each freeze option (module name prefixes); everything else is frozen
 def _evaluate(
     model: Neuroformer, data: WindowData, windows: np.ndarray, norm: Normalisation, limit: int, dev: Any
 ) -> dict[str, float]:
