@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from rtdecode.cli.app import app, console, fail, one_line
+from rtdecode.cli.options import ClientKeys, ServerKey
 from rtdecode.cli.selection import load_selected
 
 
@@ -42,16 +43,8 @@ def monitor(
     port: Annotated[int, typer.Option(help="Port of the web page (0: any free port).")] = 8765,
     history: Annotated[int, typer.Option(help="Decodes kept and drawn (600 = 30 s of 50-ms windows).")] = 600,
     rate: Annotated[float, typer.Option(help="Most page updates per second (changes are batched; at most 20).")] = 10.0,
-    server_key: Annotated[
-        Path | None,
-        typer.Option(help="The daemon's public key file, for a daemon run with --curve-secret.", dir_okay=False),
-    ] = None,
-    client_keys: Annotated[
-        Path | None,
-        typer.Option(
-            help="This client's .key_secret file (its public key must be allowed by the daemon).", dir_okay=False
-        ),
-    ] = None,
+    server_key: ServerKey = None,
+    client_keys: ClientKeys = None,
 ) -> None:
     """Serve a web page that watches a running daemon (`rtdecode serve`): live traces of every decoded variable
     (beside the recorded value when --session names the replayed session), spikes per window, the recorded and

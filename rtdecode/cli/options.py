@@ -13,11 +13,12 @@ import inspect
 import re
 import typing
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
-__all__ = ["dataclass_options", "field_docs"]
+__all__ = ["ClientKeys", "ServerKey", "dataclass_options", "field_docs"]
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -91,3 +92,14 @@ def dataclass_options(
 def _repeated(typ: Any) -> bool:
     """A variable-length tuple (`tuple[X, ...]`): an option given once per value."""
     return typing.get_origin(typ) is tuple and typing.get_args(typ)[-1:] == (Ellipsis,)
+
+
+# the CURVE options of every client command (replay, describe, monitor): the daemon's key, this client's pair
+ServerKey = Annotated[
+    Path | None,
+    typer.Option(help="The daemon's public key file, for a daemon run with --curve-secret.", dir_okay=False),
+]
+ClientKeys = Annotated[
+    Path | None,
+    typer.Option(help="This client's .key_secret file (its public key must be allowed by the daemon).", dir_okay=False),
+]

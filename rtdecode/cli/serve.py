@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from rtdecode.cli.app import app, bench_app, console, fail
-from rtdecode.cli.options import dataclass_options
+from rtdecode.cli.options import ClientKeys, ServerKey, dataclass_options
 from rtdecode.serve.config import ServeConfig
 
 err_console = Console(stderr=True)
@@ -171,16 +171,8 @@ def replay(
     ] = "",
     t0: Annotated[float | None, typer.Option(help="Start of the replayed span, s (sessions only).")] = None,
     t1: Annotated[float | None, typer.Option(help="End of the replayed span, s (sessions only).")] = None,
-    server_key: Annotated[
-        Path | None,
-        typer.Option(help="The daemon's public key file, for a daemon run with --curve-secret.", dir_okay=False),
-    ] = None,
-    client_keys: Annotated[
-        Path | None,
-        typer.Option(
-            help="This client's .key_secret file (its public key must be allowed by the daemon).", dir_okay=False
-        ),
-    ] = None,
+    server_key: ServerKey = None,
+    client_keys: ClientKeys = None,
 ) -> None:
     """Stream a session or a recording to a daemon as a real producer would: time-ordered, paced, batched."""
     import time
@@ -226,16 +218,8 @@ def describe(
     ] = "tcp://127.0.0.1:5556",
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the daemon.")] = 10.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole description as JSON.")] = False,
-    server_key: Annotated[
-        Path | None,
-        typer.Option(help="The daemon's public key file, for a daemon run with --curve-secret.", dir_okay=False),
-    ] = None,
-    client_keys: Annotated[
-        Path | None,
-        typer.Option(
-            help="This client's .key_secret file (its public key must be allowed by the daemon).", dir_okay=False
-        ),
-    ] = None,
+    server_key: ServerKey = None,
+    client_keys: ClientKeys = None,
 ) -> None:
     """Ask a running daemon what it serves (protocol 1.1 `describe`): window grid, unit IDs, accepted behavior
     inputs, targets with units, frame size and rate, limits. Waits until the daemon is ready; exit status 1 when
