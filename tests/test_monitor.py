@@ -30,6 +30,8 @@ import zmq
 
 pytest.importorskip("aiohttp")
 
+from test_daemon import collect
+
 from rtdecode.core.metrics import angle_of
 from rtdecode.data.alignment import behavior_per_window
 from rtdecode.data.session import Behavior, Session
@@ -55,16 +57,6 @@ def loopback_daemon(bundle: Path, **options: Any) -> Iterator[Any]:
     config = ServeConfig(input=any_port, output=any_port, status_interval=0.05, **options)
     with serve_in_thread(Daemon(bundle, config), ready_timeout=20) as daemon:
         yield daemon
-
-
-def collect(sub: Subscriber, topic: str, until: Callable[[list[dict]], bool], timeout: float = 30.0) -> list[dict]:
-    out: list[dict] = []
-    for msg in sub.messages(timeout=timeout):
-        if msg["topic"] == topic:
-            out.append(msg)
-            if until(out):
-                break
-    return out
 
 
 @contextlib.contextmanager
