@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from rtdecode.data.generated_history import ClosedLoopHistory
@@ -14,6 +16,7 @@ from rtdecode.report.generation import (
     generation_scores,
     generation_targets,
     recorded_windows,
+    repeat_trial_windows,
 )
 
 
@@ -91,3 +94,22 @@ def test_stability_flags_a_loop_that_runs_away():
     assert not generation_targets({}, {"stability": st})["closed loop: last 10 s population rate over the recording's"][
         "met"
     ]
+
+
+def test_a_repeat_trial_of_a_simulated_session_is_the_ceiling(tiny_session):
+    """A simulated session gets a repeat trial on its own window grid, scored like a source; its scores become
+    each target's ceiling. A session that is not a whole built-in simulation gets none."""
+    tokens = tokens_of(tiny_session)
+    windows = np.arange(20, 220)
+    repeat = repeat_trial_windows(tiny_session, tokens, windows)
+    assert repeat is not None and len(repeat) == windows.size
+    sources = {"generated": recorded_windows(tokens, windows), "repeat trial": repeat}
+    scores, _ = generation_scores(tokens, windows, sources)
+    rep = scores["repeat trial"]
+    assert 0.5 < rep["rate_correlation"] < 1.0 and rep["population_rate_correlation"] < 1.0
+    assert abs(rep["spikes_per_window"] / scores["true"]["spikes_per_window"] - 1) < 0.15
+    targets = generation_targets(scores, {})
+    assert targets["teacher-forced: population rate r"]["ceiling"] == rep["population_rate_correlation"]
+    assert "ceiling" not in targets["teacher-forced: windows at the token cap, points from the recording's"]
+    recorded_elsewhere = dataclasses.replace(tiny_session, metadata={"source": "nwb"})
+    assert repeat_trial_windows(recorded_elsewhere, tokens, windows) is None

@@ -271,3 +271,15 @@ def test_gratings_record_their_drift_direction(short):
     changes = np.flatnonzero(np.diff(d.values) != 0)
     assert changes.size >= 2 and np.all(np.diff(changes) >= 2.0 * 20 - 1)  # held >= 2 s at 20 fps
     assert "direction" not in simulate(SimulationConfig(duration=3.0, stimulus="noise")).behavior
+
+
+def test_a_repeat_trial_keeps_every_cause_and_redraws_the_spikes(short):
+    """`trial=k` is the same circuit under the same stimulus, behavior and hub schedule; only the spikes differ
+    (the repeat-trial ceiling of the generation report rests on this)."""
+    again = simulate(SimulationConfig(duration=10.0, seed=3), trial=1)
+    assert np.array_equal(again.frames, short.frames)
+    assert all(np.array_equal(again.behavior[k].values, short.behavior[k].values) for k in short.behavior)
+    assert all(np.array_equal(again.truth[k], short.truth[k]) for k in short.truth)
+    assert not np.array_equal(again.spike_times[:100], short.spike_times[:100])
+    assert abs(again.spike_times.size / short.spike_times.size - 1) < 0.1
+    assert _same(simulate(SimulationConfig(duration=10.0, seed=3), trial=0), short)

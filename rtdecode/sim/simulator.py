@@ -49,6 +49,7 @@ def simulate(
     *,
     day_seed: int | None = None,
     offsets: DriveOffsets | None = None,
+    trial: int = 0,
 ) -> Session:
     """Simulate the circuit described by `config` and return it as a Session with the ground truth attached.
 
@@ -61,6 +62,10 @@ def simulate(
             recording of the same circuit (rtdecode.sim.days).
         offsets: per-neuron changes of the drives (drift across days); None = none. With offsets the truth also
             holds "log_rate_offset" and "log_gain_offset" (N,).
+        trial: 0 = the session. k > 0 = a repeat trial: the same circuit, stimulus, behavior and community
+            schedule (every cause of activity), with the spikes and their jitter drawn afresh. Two trials agree
+            only as far as the causes determine the spikes: how well any generator could match the recording
+            (`rtdecode.report.generation`'s repeat-trial ceiling).
 
     Returns:
         Session on [0, duration) with spikes, uint8 frames (F, H, W), behavior "speed" (cm/s), "phi" and
@@ -75,6 +80,8 @@ def simulate(
     seeds = np.random.SeedSequence(c.seed).spawn(6)
     if day_seed is not None:  # same structure stream, new draws for everything that happens during a recording
         seeds[1:] = np.random.SeedSequence([c.seed, day_seed]).spawn(5)
+    if trial:
+        seeds[4:] = np.random.SeedSequence([c.seed, day_seed or 0, trial]).spawn(2)
     streams = [np.random.Generator(np.random.PCG64(s)) for s in seeds]
     rng_struct, rng_stim, rng_beh, rng_comm, rng_spike, rng_jitter = streams
     layout = _layout(c, rng_struct)
