@@ -4,7 +4,8 @@
   output (z-scored value, class logits, or a circular target's (cos, sin): one tensor per target, which
   `rtdecode.runtime.Decoder.to_units` turns into the data's units). What the daemon runs once per window.
 * `context` — history, frames, behavior inputs -> the keys/values (and key masks) of every cross-attention
-  block. Run once per window before generation.
+  block, and with a count head (last) `count_log_rate`, the window's expected spike count, drawn before the
+  first spike is generated. Run once per window before generation.
 * `step`    — new tokens + the context + a caller-owned fixed-size KV cache -> next-ID and next-time logits of
   the last new token, and the new tokens' keys/values (the caller writes them into its cache).
 * `stream`  — new tokens + an additive attention mask + the sum of the earlier tokens' final hidden states + the
@@ -33,6 +34,7 @@ from rtdecode.training.blocks import CrossMemory
 from rtdecode.training.model import Context, Neuroformer
 
 __all__ = [
+    "COUNT_OUTPUT",
     "GraphSpec",
     "DecodeGraph",
     "ContextGraph",
@@ -44,6 +46,7 @@ __all__ = [
 ]
 
 TOKEN_INPUTS = ("ids", "dts", "lengths")
+COUNT_OUTPUT = "count_log_rate"  # the context graph's last output, with a count head
 HISTORY_INPUTS = ("prev_ids", "prev_dts", "prev_lengths")
 
 
@@ -129,13 +132,19 @@ class DecodeGraph(nn.Module):
 
 
 class ContextGraph(nn.Module):
+    """The memories (the `step` and `stream` graphs' context inputs, in that order), then the count if any: a
+    caller that zips the memory names with the outputs leaves the count out."""
+
     def __init__(self, model: Neuroformer) -> None:
         super().__init__()
         self.model = model
-        self.spec = GraphSpec(context_input_names(model), context_output_names(model))
+        count = (COUNT_OUTPUT,) if model.count_head is not None else ()
+        self.spec = GraphSpec(context_input_names(model), context_output_names(model) + count)
 
     def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return flatten_context(self.model, self.model.encode_context(_batch(self.spec.inputs, tensors)))
+        ctx = self.model.encode_context(_batch(self.spec.inputs, tensors))
+        count = (ctx.count_log_rate,) if ctx.count_log_rate is not None else ()
+        return flatten_context(self.model, ctx) + count
 
 
 class StepGraph(nn.Module):

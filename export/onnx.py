@@ -35,7 +35,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from rtdecode.export.graphs import ContextGraph, DecodeGraph, StepGraph, StreamGraph, context_input_names
+from rtdecode.export.graphs import (
+    ContextGraph,
+    DecodeGraph,
+    StepGraph,
+    StreamGraph,
+    context_input_names,
+    context_output_names,
+)
 from rtdecode.io.atomic import atomic_path, atomic_write
 from rtdecode.runtime.bundle import FORMAT, FORMAT_VERSION, STREAM_GRAPH_VERSION, sha256
 from rtdecode.training.checkpoint import LoadedRun
@@ -190,7 +197,7 @@ def export_bundle(
     H, hd, C = cfg.model.n_heads, cfg.model.d_model // cfg.model.n_heads, cfg.window.block_size
     with torch.no_grad():
         ctx_args = tuple(tensors[n] for n in context_input_names(model))
-        ctx_out = graphs["context"](*ctx_args)
+        ctx_out = graphs["context"](*ctx_args)[: len(context_output_names(model))]  # the memories, not the count
         B = batch["ids"].shape[0]
         past = torch.zeros(n_causal, B, H, C, hd)
         step_args = (

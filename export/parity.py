@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rtdecode.export.graphs import ContextGraph, DecodeGraph, context_input_names
+from rtdecode.export.graphs import ContextGraph, DecodeGraph, context_input_names, context_output_names
 from rtdecode.runtime import Bundle, Decoder
 from rtdecode.runtime.streaming import stream_feeds, stream_outputs
 from rtdecode.training.checkpoint import LoadedRun
@@ -62,7 +62,7 @@ def check_parity(
     past_k, past_v = decoder._cache(B)
     past_k[:] = 0.0
     past_v[:] = 0.0
-    ctx_feeds = dict(zip(ctx_graph.spec.outputs, ctx_got))
+    ctx_feeds = dict(zip(context_output_names(model), ctx_got))  # the memories (the count, if any, is last)
     errs = []
     for pos in range(min(T, generate_tokens)):
         id_l, dt_l, nk, nv = ort.run(

@@ -155,7 +155,7 @@ def _train_export_serve(
     )
     if reuse and (out / "run" / "checkpoint.json").is_file():
         meta = read_meta(out / "run")
-        cfg = RunConfig.from_dict(meta["config"])
+        cfg = RunConfig.from_saved(meta["config"])
         trained = _Trained(meta["step"], meta["throughput"]["windows_per_s"], meta["test"], meta["baseline"])
         log(f"reusing the run in {out / 'run'} ({trained.step} steps)")
     else:
@@ -165,7 +165,7 @@ def _train_export_serve(
             f"  {trained.step} steps at {trained.windows_per_s:.0f} windows/s; test r: "
             + ", ".join(f"{k[:-2]} {v:.3f}" for k, v in trained.test.items() if k.endswith("_r"))
         )
-    cfg = RunConfig.from_dict(read_meta(out / "run")["config"])  # with the token budgets training derived
+    cfg = RunConfig.from_saved(read_meta(out / "run")["config"])  # with the token budgets training derived
     data = WindowData(session, cfg)
     split = make_split(data, cfg)
     runs = np.split(split.test, np.flatnonzero(np.diff(split.test) != 1) + 1)

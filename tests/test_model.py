@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -10,7 +12,7 @@ torch = pytest.importorskip("torch")
 from rtdecode.core.config import RunConfig
 from rtdecode.core.window_data import WindowData
 from rtdecode.export.forms import forward_tokens_past
-from rtdecode.runtime.sampling import nucleus, sample
+from rtdecode.runtime.sampling import WindowSampler, nucleus, sample
 from rtdecode.runtime.streaming import stream_feeds
 from rtdecode.training.data import to_torch
 from rtdecode.training.generate import SamplingConfig, TokenCache, forward_cached, generate_window
@@ -180,16 +182,41 @@ def test_generation_stops_at_eos_and_respects_block_size(setup):
         assert i.size <= limit
         assert ((i >= 0) & (i < model.vocab.n_neurons)).all()  # never a special token
         assert (np.diff(d) >= 0).all() and ((d >= 0) & (d < model.cfg.window.bins_per_window)).all()
-    # a model whose EOS logit dominates stops at once
+    # without the count head: a model whose EOS logit dominates stops at once
+    eos_only = SamplingConfig(seed=0, use_count=False)
     with torch.no_grad():
         model.id_head.bias[model.vocab.id_eos] = 1e4
-    ids, _ = generate_window(model, ctx, SamplingConfig(seed=0))
+    ids, _ = generate_window(model, ctx, eos_only)
     assert all(i.size == 0 for i in ids)
     # one that never emits EOS fills exactly the block
     with torch.no_grad():
         model.id_head.bias[model.vocab.id_eos] = -1e4
-    ids, _ = generate_window(model, ctx, SamplingConfig(seed=0))
+    ids, _ = generate_window(model, ctx, eos_only)
     assert all(i.size == limit for i in ids)
+
+
+def test_generated_windows_hold_the_count_heads_draw(setup):
+    """The count head, not EOS, sets a window's size: whatever the EOS logit, each window holds a Poisson draw
+    of the head's expected count (the sampler's own seeded draw, made before any token's), capped at the spike
+    slots."""
+    model, data, norm = setup
+    model = copy.deepcopy(model)
+    batch = to_torch(data.batch(np.arange(64), norm), "cpu")
+    limit = model.cfg.window.max_spikes
+    with torch.no_grad():
+        for p in model.count_head.parameters():  # a constant count: the linear path's bias alone
+            p.zero_()
+        for eos_bias in (1e4, -1e4):  # EOS always or never the likeliest token: the count rules either way
+            model.id_head.bias[model.vocab.id_eos] = eos_bias
+            for log_rate, expect in ((-30.0, 0), (30.0, limit)):
+                model.count_head.linear.bias.fill_(log_rate)
+                ids, _ = generate_window(model, model.encode_context(batch), SamplingConfig(seed=0))
+                assert all(i.size == expect for i in ids)
+        model.count_head.linear.bias.fill_(float(np.log(3.0)))
+        ids, _ = generate_window(model, model.encode_context(batch), SamplingConfig(seed=1))
+    sampler = WindowSampler(model.vocab, model.cfg.window.bins_per_window, 64, seed=1)
+    drawn = sampler.set_counts(np.full(64, np.log(3.0)), limit)
+    assert [i.size for i in ids] == drawn.tolist() and 2.0 < drawn.mean() < 4.0
 
 
 def test_seeded_sampling_is_reproducible(setup):
@@ -231,3 +258,46 @@ def test_a_draw_above_the_rounded_total_never_picks_a_masked_token():
 
     logits = np.array([[0.0] * 7 + [-np.inf, -np.inf]])
     assert sample(logits, 1.0, 1.0, HighDraw())[0] < 7  # type: ignore[arg-type]
+
+
+def test_count_loss_is_poisson_and_scale_free():
+    """The count loss is lowest (zero gradient) where the head's rate equals the window's spike count, and its
+    gradient does not grow with the rate (it is divided by the batch's mean count)."""
+    from rtdecode.training.losses import count_loss
+
+    for count in (3.0, 300.0):
+        lengths = torch.tensor([count + 2.0] * 4)  # SOS and EOS are not spikes
+        log_rate = torch.full((4,), float(np.log(count)), requires_grad=True)
+        loss = count_loss(log_rate, lengths)
+        loss.backward()
+        assert float(log_rate.grad.abs().max()) < 1e-5 and abs(loss.item()) < 1e-5  # 0 at the right rate
+        log_rate = torch.full((4,), float(np.log(2 * count)), requires_grad=True)
+        count_loss(log_rate, lengths).backward()
+        torch.testing.assert_close(log_rate.grad, torch.full((4,), 0.25))  # (2c - c) / c / batch of 4
+
+
+def test_history_counts_per_window_length_stretch():
+    """History tokens are counted per window-length stretch of the history (oldest first), PAD slots not."""
+    from rtdecode.training.counts import history_log_counts
+
+    # 10 quanta per window, a 25-quantum history: stretches [0, 10), [10, 20), [20, 25)
+    prev_dts = torch.tensor([[0, 3, 9, 10, 24, 7, 7]])
+    valid = torch.tensor([[True, True, True, True, True, False, False]])
+    counts = torch.expm1(history_log_counts(prev_dts, valid, bins_per_window=10, prev_bins=25))
+    torch.testing.assert_close(counts, torch.tensor([[3.0, 1.0, 1.0]]))
+
+
+def test_count_head_starts_at_the_poisson_glm():
+    """`init_glm` finds the Poisson GLM's coefficients, and the head then predicts exactly the GLM (MLP at 0)."""
+    from rtdecode.training.counts import CountHead
+
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.normal(size=(20000, 2)).astype(np.float32))
+    y = torch.from_numpy(rng.poisson(np.exp(2.0 + 0.8 * x[:, 0].numpy() - 0.3 * x[:, 1].numpy())))
+    head = CountHead(d=8, n_stretches=2, n_pooled=1)
+    head.init_glm(x, y)
+    torch.testing.assert_close(head.linear.weight[0], torch.tensor([0.8, -0.3]), atol=0.02, rtol=0)
+    assert abs(head.linear.bias.item() - 2.0) < 0.02
+    with torch.no_grad():
+        out = head(x[:5], [torch.randn(5, 8)])
+    torch.testing.assert_close(out, x[:5] @ head.linear.weight[0] + head.linear.bias)

@@ -55,6 +55,16 @@ def test_bad_values_are_rejected_with_the_field_named(patch, message):
 
 def test_round_trip_through_dict(tiny_config):
     assert RunConfig.from_dict(tiny_config.to_dict()) == tiny_config
+    assert RunConfig.from_saved(tiny_config.to_dict()) == tiny_config
+
+
+def test_a_run_saved_before_the_count_head_loads_without_one(tiny_config):
+    """New options default on for new configs and off for saved runs that predate them (their weights lack
+    the layer)."""
+    saved = tiny_config.to_dict()
+    del saved["model"]["count_head"]
+    assert RunConfig.from_dict(saved).model.count_head
+    assert not RunConfig.from_saved(saved).model.count_head
 
 
 def test_missing_file_lists_builtins(tmp_path):

@@ -145,7 +145,7 @@ class LoadedRun:
 
         self.dir = Path(run_dir)
         self.meta = read_meta(self.dir)
-        self.config = RunConfig.from_dict(self.meta["config"])
+        self.config = RunConfig.from_saved(self.meta["config"])
         self.vocab = Vocab.from_json(json.dumps(self.meta["vocab"]))
         self.norm = Normalisation.from_dict(self.meta["normalisation"])
         self.model = Neuroformer(self.config, self.vocab).to(device)

@@ -63,7 +63,7 @@ def finetune(
     the baseline the pretrained model must beat.
     """
     meta = read_meta(Path(from_run))
-    cfg = RunConfig.from_dict(meta["config"])
+    cfg = RunConfig.from_saved(meta["config"])
     if not cfg.targets:
         raise ValueError(
             f"{from_run}: the pretrained config declares no behavior targets to fine-tune; add "

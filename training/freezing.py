@@ -13,10 +13,10 @@ __all__ = ["FREEZE", "freeze_except"]
 # freeze mode -> the parameter-name prefixes that keep training (None: everything trains)
 FREEZE: dict[str, tuple[str, ...] | None] = {
     "none": None,
-    "top": ("fused.", "ln_f.", "behavior_heads."),
+    "top": ("fused.", "ln_f.", "behavior_heads.", "count_head."),
     "backbone": ("behavior_heads.",),
     "units": ("id_emb.", "id_head."),
-    "units+top": ("id_emb.", "id_head.", "fused.", "ln_f.", "behavior_heads."),
+    "units+top": ("id_emb.", "id_head.", "fused.", "ln_f.", "behavior_heads.", "count_head."),
 }
 
 

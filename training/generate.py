@@ -25,11 +25,13 @@ __all__ = ["SamplingConfig", "TokenCache", "forward_cached", "generate_window"]
 @dataclass(frozen=True)
 class SamplingConfig:
     """temperature: softmax temperature (0 = greedy). top_p: nucleus mass kept (1 = all). seed: the sampler's
-    numpy seed (None = fresh entropy)."""
+    numpy seed (None = fresh entropy). use_count: draw each window's spike count from the model's count head
+    (when it has one) and generate exactly that many spikes; False = stop at a sampled EOS."""
 
     temperature: float = 1.0
     top_p: float = 0.95
     seed: int | None = None
+    use_count: bool = True
 
 
 @dataclass
@@ -80,7 +82,8 @@ def generate_window(
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Generate one window for each of the B contexts in `ctx`.
 
-    Returns per window (neuron indices, time offsets in dt quanta), in token order. Generation stops at EOS or
+    Returns per window (neuron indices, time offsets in dt quanta), in token order. Generation stops at EOS (with
+    a count head: after the count drawn from the context before the first spike, `SamplingConfig.use_count`) or
     when the window's spike slots (block_size - 2) are full.
     """
     limit = model.cfg.window.max_spikes if max_tokens is None else min(max_tokens, model.cfg.window.max_spikes)
@@ -96,6 +99,8 @@ def generate_window(
     )
     cache = TokenCache.empty(model)
     ids, dts = sampler.first_tokens()
+    if sampling.use_count and ctx.count_log_rate is not None:
+        sampler.set_counts(ctx.count_log_rate.float().cpu().numpy(), limit)
     for _ in range(limit):
         h = forward_cached(model, torch.from_numpy(ids).to(device), torch.from_numpy(dts).to(device), ctx, cache)
         id_logits, dt_logits = model.token_logits(h[:, -1])  # (B, id_size), (B, dt_size)

@@ -3,6 +3,10 @@
 Behavior: MSE on z-scored regression targets, cross-entropy on class bins, and for circular targets (radians)
 1 - cos(angle error) of the head's (cos, sin) vector (`circular_loss`). NaN targets are masked out.
 
+Window spike count (`model.count_head`): Poisson negative log-likelihood of the count of spikes in the window
+(its length minus SOS and EOS), as half the deviance (0 when the expected count equals the count), divided by
+the batch's mean count so its gradient is O(1) at any rate.
+
 Targets are the input tokens shifted left by one; the last position's target is PAD. PAD targets are ignored, so
 a window contributes exactly (its length - 1) predictions: the spikes after SOS, then EOS.
 """
@@ -16,7 +20,7 @@ from rtdecode.core.config import RunConfig
 from rtdecode.data.tokenizer import Vocab
 from rtdecode.training.model import Outputs
 
-__all__ = ["shifted_targets", "compute_losses", "info_nce", "circular_loss"]
+__all__ = ["shifted_targets", "compute_losses", "count_loss", "info_nce", "circular_loss"]
 
 
 def shifted_targets(tokens: torch.Tensor, pad: int) -> torch.Tensor:
@@ -48,6 +52,16 @@ def circular_loss(pred: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
     return (1.0 - (unit[:, 0] * torch.cos(a) + unit[:, 1] * torch.sin(a))).mean()
 
 
+def count_loss(log_rate: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Poisson NLL of each window's spike count (lengths - 2: SOS and EOS are not spikes) under exp(log_rate), as
+    half the deviance, over the batch's mean count."""
+    count = (lengths - 2).clamp_min(0).float()
+    rate = log_rate.float().exp()
+    # half the Poisson deviance: the NLL less its value at a perfect rate, so 0 at best and never negative
+    deviance = rate - count - count * log_rate.float() + torch.xlogy(count, count)
+    return deviance.mean() / count.mean().clamp_min(1.0)
+
+
 def compute_losses(
     out: Outputs, batch: dict[str, torch.Tensor], cfg: RunConfig, vocab: Vocab
 ) -> dict[str, torch.Tensor]:
@@ -60,6 +74,9 @@ def compute_losses(
         "dt": F.cross_entropy(out.dt_logits.flatten(0, 1).float(), dt_tgt.flatten(), ignore_index=vocab.dt_pad),
     }
     total = t.id_weight * losses["id"] + t.dt_weight * losses["dt"]
+    if out.count_log_rate is not None:
+        losses["count"] = count_loss(out.count_log_rate, batch["lengths"])
+        total = total + t.count_weight * losses["count"]
     for spec in cfg.targets:
         pred = out.behavior[spec.name].float()
         if spec.kind == "regression":

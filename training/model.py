@@ -4,11 +4,13 @@ Data flow for one window (as in the Neuroformer reference), B windows at a time,
 
     current tokens (B, T) --embed--> feature encoder (causal self-attention; over the last `attention_span` tokens)
         -> cross-attention to the previous window's tokens (history; or, with `history_latents`, to that many
-           learned summaries of them, made once per window)
+           learned summaries of them, made once per window), plus one token of its spike counts
+           (`history_count_token`: attention averages, so it cannot count the tokens it reads)
         -> cross-attention to frame patch tokens (frame encoder: Conv3d patches + position code + self-attention)
         -> cross-attention to each input behavior group
         -> fused causal self-attention -> next-ID and next-time-offset logits at every position
                                        -> masked mean pool over valid tokens -> behavior heads, contrastive feature
+    context (history spike counts, frame feature, behavior inputs) -> the window's expected spike count
 
 This file is the model as trained. Two choices let generation and serving reuse it unchanged:
 * The per-window context (history, frames, behavior inputs) is turned into every cross-attention block's keys
@@ -35,6 +37,7 @@ import torch.nn.functional as F
 from rtdecode.core.config import RunConfig
 from rtdecode.data.tokenizer import Vocab
 from rtdecode.training.blocks import CrossBlock, CrossMemory, SelfBlock
+from rtdecode.training.counts import CountHead, HistoryCountEncoder, history_log_counts, history_stretches
 
 __all__ = ["Neuroformer", "Context", "CausalBlockForm", "Outputs"]
 
@@ -50,6 +53,7 @@ class Context:
     frames: list[CrossMemory]
     behavior: dict[str, list[CrossMemory]]
     frame_feature: torch.Tensor | None = None  # (B, D) mean of frame tokens, for the contrastive loss
+    count_log_rate: torch.Tensor | None = None  # (B,) log expected spikes in the window (`model.count_head`)
 
 
 @dataclass
@@ -59,6 +63,7 @@ class Outputs:
     behavior: dict[str, torch.Tensor]  # name -> (B,) regression, (B, n_classes) logits or (B, 2) circular (cos, sin)
     pooled: torch.Tensor  # (B, D)
     contrastive: dict[str, torch.Tensor] = field(default_factory=dict)  # modality -> (B, dim), L2-normalised
+    count_log_rate: torch.Tensor | None = None  # (B,) log expected spikes in the window (`model.count_head`)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -144,6 +149,8 @@ class Neuroformer(nn.Module):
         self.history_latents = nn.Parameter(torch.zeros(1, m.history_latents, d)) if m.history_latents else None
         self.history_summary = cross(1)[0] if m.history_latents else None
         self.history_cross = cross(m.history_layers)
+        n_stretches = history_stretches(w.bins_per_window, w.prev_bins)
+        self.history_count = HistoryCountEncoder(d, n_stretches) if m.history_count_token else None
         self.frame_encoder = FrameEncoder(cfg) if cfg.frames.enabled else None
         self.frame_cross = cross(m.frame_cross_layers) if cfg.frames.enabled else nn.ModuleList()
         self.behavior_inputs = nn.ModuleDict(
@@ -155,6 +162,8 @@ class Neuroformer(nn.Module):
         self.id_head = nn.Linear(d, vocab.id_size)
         self.dt_head = nn.Linear(d, vocab.dt_size)
         self.behavior_heads = nn.ModuleDict({b.name: nn.Linear(d, b.n_outputs) for b in cfg.targets})
+        n_pooled = int(cfg.frames.enabled) + len(cfg.inputs)
+        self.count_head = CountHead(d, n_stretches, n_pooled) if m.count_head else None
         c = cfg.contrastive
         modalities = sorted({mod for pair in c.pairs for mod in pair}) if c.enabled else []
         self.contrastive_proj = nn.ModuleDict({mod: nn.Linear(d, c.dim) for mod in modalities})
@@ -186,24 +195,35 @@ class Neuroformer(nn.Module):
         null = self.null_memory.expand(B, 1, -1)
         M = batch["prev_ids"].shape[1]
         hist = self.id_emb(batch["prev_ids"]) + self.dt_emb(batch["prev_dts"]) + self.prev_pos_emb.weight[:M]
-        hist = torch.cat([null, hist], dim=1)  # (B, 1 + M, D)
         valid = torch.arange(M, device=hist.device)[None, :] < batch["prev_lengths"][:, None]
-        hist_valid = torch.cat([torch.ones(B, 1, dtype=torch.bool, device=hist.device), valid], dim=1)
+        always = [null]  # keys every window has: the null key, and the history's spike counts
+        w = self.cfg.window
+        log_counts = history_log_counts(batch["prev_dts"], valid, w.bins_per_window, w.prev_bins)
+        if self.history_count is not None:
+            always.append(self.history_count(log_counts))
+        hist = torch.cat([*always, hist], dim=1)  # (B, len(always) + M, D)
+        ones = torch.ones(B, len(always), dtype=torch.bool, device=hist.device)
+        hist_valid = torch.cat([ones, valid], dim=1)
         if self.history_summary is not None and self.history_latents is not None:
             summary = self.history_summary.memory(hist, hist_valid)
             hist = self.history_summary(self.history_latents.expand(B, -1, -1), summary)  # (B, L, D)
             ctx = Context(history=[blk.memory(hist, None) for blk in self.history_cross], frames=[], behavior={})
         else:
             ctx = Context(history=[blk.memory(hist, hist_valid) for blk in self.history_cross], frames=[], behavior={})
+        pooled: list[torch.Tensor] = []  # the count head's (B, D) summaries: frames, each behavior input
         if self.frame_encoder is not None:
             frames = self.frame_encoder(batch["frames"])  # (B, P, D)
             ctx.frames = [blk.memory(frames, None) for blk in self.frame_cross]
             ctx.frame_feature = frames.mean(dim=1)
+            pooled.append(ctx.frame_feature)
         for name, encoder in self.behavior_inputs.items():
             tokens = encoder(batch[f"in_{name}"], batch[f"in_{name}_age"])  # (B, K, D)
             tokens = torch.cat([null, tokens], dim=1)
             ok = torch.cat([torch.ones(B, 1, dtype=torch.bool, device=tokens.device), batch[f"in_{name}_valid"]], 1)
             ctx.behavior[name] = [blk.memory(tokens, ok) for blk in self.behavior_cross[name]]
+            pooled.append((tokens * ok.unsqueeze(-1)).sum(1) / ok.sum(1, keepdim=True))  # null included: never 0
+        if self.count_head is not None:
+            ctx.count_log_rate = self.count_head(log_counts, pooled)
         return ctx
 
     # ------------------------------------------------------------------ tokens
@@ -266,6 +286,7 @@ class Neuroformer(nn.Module):
         id_logits, dt_logits = self.token_logits(h)
         pooled = self.pool(h, batch["lengths"])
         out = Outputs(id_logits, dt_logits, self.behavior_outputs(pooled), pooled)
+        out.count_log_rate = ctx.count_log_rate
         if self.contrastive_proj:
             out.contrastive = self._contrastive_features(pooled, ctx, batch)
         return out

@@ -54,6 +54,7 @@ from rtdecode.training.checkpoint import (
     weights_step,
     write_meta,
 )
+from rtdecode.training.counts import init_count_head
 from rtdecode.training.data import to_torch
 from rtdecode.training.evaluate import evaluate
 from rtdecode.training.freezing import FREEZE, freeze_except
@@ -175,6 +176,8 @@ def train(
     }
 
     model = Neuroformer(cfg, vocab).to(dev)
+    if model.count_head is not None and init_from is None:
+        init_count_head(model, data, train_windows, norm, t.seed)
     if init_from is not None:
         load_weights(model, Path(init_from))
     freeze_except(model, freeze)
@@ -184,7 +187,7 @@ def train(
     step, best = 0, {name: None for name in OBJECTIVES}
     if resume:
         meta = read_meta(run_dir)
-        if _without_run_length(RunConfig.from_dict(meta["config"])) != _without_run_length(cfg):
+        if _without_run_length(RunConfig.from_saved(meta["config"])) != _without_run_length(cfg):
             raise ValueError(
                 f"{run_dir}: --resume with a different config than the run was started with "
                 "(only max_steps, max_minutes, eval_every and eval_windows may change)"

@@ -69,6 +69,15 @@ class ModelConfig:
             queries first read the previous window's tokens (once per window, in the context), and current
             tokens attend to those N summaries: every history spike still counts, at a per-token cost that
             does not grow with the history.
+        count_head: a head on the window's context (history spike counts, frames, behavior inputs) that predicts
+            its spike count (Poisson log-rate, trained on every window). Generation draws the count from it and
+            then samples exactly that many spikes. Without it a window's count is wherever EOS happens to be
+            sampled, and the generated population rate does not follow the recording (docs/results.md,
+            Generation). Runs saved before this option existed load with it off.
+        history_count_token: one more history token, made from the number of history spikes in each
+            window-length stretch of the history (log1p, then an MLP). Attention averages over the tokens it
+            reads, so without it the model sees which neurons fired before the window but hardly how many: the
+            population rate, the best single predictor of the next window's count. Off in runs saved before it.
     """
 
     d_model: int = 128
@@ -85,6 +94,8 @@ class ModelConfig:
     frame_patch: tuple[int, int, int] = (3, 8, 8)
     attention_span: int = 0
     history_latents: int = 0
+    count_head: bool = True
+    history_count_token: bool = True
 
     def __post_init__(self) -> None:
         for name in ("attention_span", "history_latents"):
@@ -209,6 +220,8 @@ class TrainConfig:
         min_lr_ratio: final learning rate as a fraction of lr.
         grad_clip: global gradient-norm clip (0 = off).
         id_weight, dt_weight: weights of the next neuron-ID and next time-offset cross-entropies.
+        count_weight: weight of the window spike-count loss (`model.count_head`; Poisson NLL over the batch's
+            mean count, so it is O(1) whatever the rate).
         eval_every: steps between validation evaluations (and checkpoints).
         eval_windows: validation windows per evaluation (0 = all).
         seed: seeds torch, numpy and the split.
@@ -229,6 +242,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     id_weight: float = 1.0
     dt_weight: float = 1.0
+    count_weight: float = 1.0
     eval_every: int = 500
     eval_windows: int = 0
     seed: int = 0
@@ -283,6 +297,16 @@ class RunConfig:
         if isinstance(d.get("window", {}), dict):
             d = {**d, "window": {**DERIVED_BUDGETS, **d.get("window", {})}}
         return _build(cls, d, "")
+
+    @classmethod
+    def from_saved(cls, d: dict[str, Any]) -> RunConfig:
+        """Build the config a run or bundle recorded. Options added since fill in as the run was made: a model
+        saved before `model.count_head` existed has no count head (nor `history_count_token`)."""
+        model = d.get("model", {})
+        if isinstance(model, dict):
+            added_since = {"count_head": False, "history_count_token": False}
+            d = {**d, "model": {**added_since, **model}}
+        return cls.from_dict(d)
 
 
 def _build(cls: Any, data: Any, where: str) -> Any:

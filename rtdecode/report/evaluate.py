@@ -42,7 +42,7 @@ def resolve_source(source: Path, out: Path, session_path: Path, log: Callable[[s
     from rtdecode.export.onnx import export_bundle
     from rtdecode.training.checkpoint import read_meta
 
-    cfg = RunConfig.from_dict(read_meta(source)["config"])
+    cfg = RunConfig.from_saved(read_meta(source)["config"])
     data = WindowData(load_session(session_path), cfg)
     test = make_split(data, cfg).test
     log(f"exporting {source} -> {out / 'bundle'} (parity-checked) ...")

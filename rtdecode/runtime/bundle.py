@@ -98,7 +98,7 @@ class Bundle:
             if not isinstance(m.get(key), typ):
                 raise BundleError(f"{mpath}: field '{key}' missing or not a {typ.__name__}")
         try:
-            config = RunConfig.from_dict(m["config"])
+            config = RunConfig.from_saved(m["config"])
             norm = Normalisation.from_dict(m["normalisation"])
             vocab = Vocab.from_json(json.dumps(m["vocab"]))
         except (KeyError, TypeError, ValueError) as e:

@@ -40,7 +40,10 @@ class Decoder:
         self.targets = self.bundle.targets
         self._decode_inputs = self.bundle.input_names("decode") if self.can_decode else []
         self._context_inputs = self.bundle.input_names("context")
-        self._context_outputs = self.bundle.output_names("context")
+        # the context graph's memories (the step and stream graphs' inputs); a count head's output comes after them
+        names = self.bundle.output_names("context")
+        self.has_count_head = bool(names) and names[-1] == "count_log_rate"
+        self._context_outputs = names[:-1] if self.has_count_head else names
         c = self.bundle.cache
         self._cache_shape = (c.layers, 0, c.heads, c.slots, c.head_dim)
         self._cache_k = self._cache_v = np.zeros(0, np.float32)
@@ -139,20 +142,25 @@ class Decoder:
         top_p: float = 0.95,
         seed: int | None = None,
         max_tokens: int | None = None,
+        use_count: bool = True,
     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Sample the next window for each context in `feeds` (history/frames/behavior inputs of a batch).
 
         Returns per window (neuron indices, time offsets in dt quanta). temperature 0 = greedy. The token grammar
         and the sampler are `rtdecode.runtime.sampling`'s, shared with training.generate: IDs are neurons or EOS,
-        offsets are in the window and non-decreasing.
+        offsets are in the window and non-decreasing; with a count head (and `use_count`) each window holds the
+        spike count drawn from it before its first spike.
         """
         limit = self.window.max_spikes if max_tokens is None else min(max_tokens, self.window.max_spikes)
-        ctx = dict(zip(self._context_outputs, self.backend.run("context", {n: feeds[n] for n in self._context_inputs})))
+        outs = self.backend.run("context", {n: feeds[n] for n in self._context_inputs})
+        ctx = dict(zip(self._context_outputs, outs))
         B = feeds["prev_ids"].shape[0]
         past_k, past_v = self._cache(B)
         sampler = WindowSampler(
             self.vocab, self.window.bins_per_window, B, temperature=temperature, top_p=top_p, seed=seed
         )
+        if use_count and self.has_count_head:
+            sampler.set_counts(outs[-1], limit)
         ids, dts = sampler.first_tokens()
         for pos in range(limit):
             id_logits, dt_logits, new_k, new_v = self.backend.run(

@@ -8,7 +8,11 @@ The grammar, for a window generated token by token:
 * generation starts from SOS (ID and time offset);
 * a sampled ID is a neuron or EOS, never SOS or PAD;
 * a sampled time offset lies in the window and is never below the previous spike's (tokens are in time order);
-* EOS ends the window: its later samples are dropped, and the next input it is fed is (EOS, time-offset EOS).
+* EOS ends the window: its later samples are dropped, and the next input it is fed is (EOS, time-offset EOS);
+* with a count (`set_counts`, from a model's count head) the window holds exactly that many spikes: EOS is never
+  sampled before the count is reached and is forced once it is. The count is drawn once, before the first spike,
+  from Poisson(the head's expected count), so a window's size follows its context (the population rate) rather
+  than whenever EOS happens to win a draw.
 """
 
 from __future__ import annotations
@@ -76,6 +80,8 @@ class WindowSampler:
         self._bins = bins_per_window
         self.last_dt = np.zeros(batch, np.int64)
         self.done = np.zeros(batch, bool)
+        self.emitted = np.zeros(batch, np.int64)  # spikes recorded per window so far
+        self.target: np.ndarray | None = None  # (B,) spikes each window must hold (`set_counts`); None = up to EOS
         self._ids: list[list[int]] = [[] for _ in range(batch)]
         self._dts: list[list[int]] = [[] for _ in range(batch)]
 
@@ -84,6 +90,14 @@ class WindowSampler:
         B = self.done.size
         return np.full((B, 1), self.vocab.id_sos, np.int64), np.full((B, 1), self.vocab.dt_sos, np.int64)
 
+    def set_counts(self, log_rate: np.ndarray, limit: int) -> np.ndarray:
+        """Fix each window's spike count before its first spike, from (B,) log expected counts: a Poisson draw
+        (the nearest integer at temperature 0), at most `limit` (the window's spike slots). Returns the counts."""
+        rate = np.exp(np.clip(np.asarray(log_rate, np.float64).reshape(-1), -30.0, 30.0))
+        n = np.rint(rate) if self.temperature <= 0 else self.rng.poisson(rate)
+        self.target = np.minimum(n, limit).astype(np.int64)
+        return self.target
+
     def dt_allowed(self) -> np.ndarray:
         """(B, dt_size) bool: the time offsets each window's next spike may take."""
         return (self._dt_index[None, :] >= self.last_dt[:, None]) & (self._dt_index[None, :] < self._bins)
@@ -91,13 +105,21 @@ class WindowSampler:
     def step(self, id_logits: np.ndarray, dt_logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Next-ID (B, id_size) and next-time-offset (B, dt_size) logits -> the next inputs (ids, dts), each (B, 1).
 
-        Records each unfinished window's sampled spike; a window that samples EOS is finished."""
-        next_id = sample(id_logits + self.id_bias, self.temperature, self.top_p, self.rng)
+        Records each unfinished window's sampled spike; a window that samples EOS (or, with counts, has its count
+        of spikes) is finished."""
+        id_bias: np.ndarray = self.id_bias
+        if self.target is not None:
+            id_bias = np.repeat(self.id_bias[None, :], id_logits.shape[0], 0)
+            id_bias[self.emitted < self.target, self.vocab.id_eos] = -np.inf
+        next_id = sample(id_logits + id_bias, self.temperature, self.top_p, self.rng)
         next_dt = sample(np.where(self.dt_allowed(), dt_logits, -np.inf), self.temperature, self.top_p, self.rng)
+        if self.target is not None:
+            next_id = np.where(self.emitted >= self.target, self.vocab.id_eos, next_id)
         is_eos = next_id == self.vocab.id_eos
         for b in np.flatnonzero(~self.done & ~is_eos):
             self._ids[b].append(int(next_id[b]))
             self._dts[b].append(int(next_dt[b]))
+            self.emitted[b] += 1
         self.done |= is_eos
         self.last_dt = np.where(self.done, self.last_dt, next_dt)
         return next_id[:, None], np.where(is_eos, self.vocab.dt_eos, next_dt)[:, None]

@@ -1,0 +1,108 @@
+"""A window's spike count, which attention cannot see: the history's counts as a token, and the count head.
+
+Attention averages over the tokens it reads (its weights sum to one whatever their number), so a model that only
+attends to the previous window's spikes learns which neurons fired but hardly how many. Two parts restore it:
+* `HistoryCountEncoder`: one more history token made from the counts per window-length stretch of the history;
+* `CountHead`: the window's expected spike count from its context, which generation draws before the first
+  spike (`rtdecode.runtime.sampling.WindowSampler.set_counts`), so a generated window's size follows the recent
+  population rate, the frames and the behavior instead of wherever EOS wins a draw. It starts at the Poisson GLM
+  of the training windows' counts on their history counts (`init_count_head`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+__all__ = ["CountHead", "HistoryCountEncoder", "history_log_counts", "history_stretches", "init_count_head"]
+
+
+class HistoryCountEncoder(nn.Module):
+    """History spikes -> one token (B, 1, D): log1p of the spike count in each window-length stretch of the history
+    (oldest first; the last may be shorter), through an MLP. The population rate just before a window, which
+    attention over the history's tokens cannot read (its weights sum to one whatever their number)."""
+
+    def __init__(self, d: int, n_stretches: int) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(n_stretches, d), nn.GELU(), nn.Linear(d, d))
+
+    def forward(self, log_counts: torch.Tensor) -> torch.Tensor:
+        """(B, K) `history_log_counts` -> the history count token (B, 1, D)."""
+        return self.mlp(log_counts).unsqueeze(1)
+
+
+def history_stretches(bins_per_window: int, prev_bins: int) -> int:
+    """How many window-length stretches the history is counted in (the oldest may be shorter)."""
+    return max(1, -(-prev_bins // bins_per_window))
+
+
+def history_log_counts(
+    prev_dts: torch.Tensor, valid: torch.Tensor, bins_per_window: int, prev_bins: int
+) -> torch.Tensor:
+    """prev_dts (B, M) history offsets in quanta from the history's start, valid (B, M) bool -> (B, K) log1p of the
+    spike count of each window-length stretch, oldest first."""
+    stretch = prev_dts // bins_per_window  # (B, M)
+    which = torch.arange(history_stretches(bins_per_window, prev_bins), device=prev_dts.device)
+    hits = (stretch.unsqueeze(-1) == which) & valid.unsqueeze(-1)  # (B, M, K)
+    return torch.log1p(hits.to(torch.float32).sum(dim=1))
+
+
+class CountHead(nn.Module):
+    """The window's expected spike count from its context, before any of its spikes: log1p history counts per
+    window-length stretch (the recent population rate: a linear path, so the GLM's predictor is there from the
+    first step), the mean frame token and each behavior input's mean token, through an MLP. Poisson log-rate.
+
+    It reads the context, not a token's state: what sets a window's size is known when the window opens, and the
+    direct path learns in a few hundred steps where the same signal routed through attention to SOS did not."""
+
+    def __init__(self, d: int, n_stretches: int, n_pooled: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(n_stretches, 1)
+        self.mlp = nn.Sequential(nn.Linear(n_stretches + n_pooled * d, d), nn.GELU(), nn.Linear(d, 1))
+
+    def forward(self, log_counts: torch.Tensor, pooled: list[torch.Tensor]) -> torch.Tensor:
+        x = torch.cat([log_counts, *pooled], dim=-1)
+        return (self.linear(log_counts) + self.mlp(x)).squeeze(-1)
+
+    @torch.no_grad()
+    def init_glm(self, log_counts: torch.Tensor, counts: torch.Tensor, ridge: float = 1e-3, iters: int = 25) -> None:
+        """Start the linear path at the Poisson GLM of the training windows' counts on their history counts
+        (Newton's method; a small ridge on the weights), the MLP at zero: training starts where the recent
+        population rate alone gets it and spends its steps on what the frames and behavior add."""
+        X = torch.cat([log_counts.double(), torch.ones(len(counts), 1, dtype=torch.float64)], 1)  # (n, K + 1)
+        y = counts.double()
+        beta = torch.zeros(X.shape[1], dtype=torch.float64)
+        beta[-1] = math.log(max(float(y.mean()), 0.5))
+        penalty = torch.full((X.shape[1],), ridge * len(y), dtype=torch.float64)
+        penalty[-1] = 0.0
+        for _ in range(iters):
+            rate = (X @ beta).clamp(max=30.0).exp()
+            grad = X.T @ (rate - y) + penalty * beta
+            hess = (X * rate[:, None]).T @ X + torch.diag(penalty)
+            beta = beta - torch.linalg.solve(hess, grad)
+        self.linear.weight.copy_(beta[:-1].view(1, -1).float())
+        self.linear.bias.fill_(float(beta[-1]))
+        last = self.mlp[-1]
+        assert isinstance(last, nn.Linear)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+
+
+def init_count_head(model: Any, data: Any, windows: np.ndarray, norm: Any, seed: int) -> None:
+    """`model`'s count head from a Poisson GLM on (up to 8192 of) the training `windows`' history counts."""
+    from rtdecode.training.data import to_torch
+
+    head = model.count_head
+    w = model.cfg.window
+    pick = windows if windows.size <= 8192 else np.sort(np.random.default_rng(seed).choice(windows, 8192, False))
+    feats, counts = [], []
+    for lo in range(0, pick.size, 512):
+        batch = to_torch(data.batch(pick[lo : lo + 512], norm), "cpu")
+        valid = torch.arange(batch["prev_ids"].shape[1])[None, :] < batch["prev_lengths"][:, None]
+        feats.append(history_log_counts(batch["prev_dts"], valid, w.bins_per_window, w.prev_bins))
+        counts.append((batch["lengths"] - 2).clamp_min(0))
+    head.init_glm(torch.cat(feats), torch.cat(counts))
