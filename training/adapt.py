@@ -131,7 +131,7 @@ def adapt(
     """
     from_run, out = Path(from_run), Path(out)
     meta = read_meta(from_run)
-    cfg = RunConfig.from_dict(meta["config"])
+    cfg = RunConfig.from_saved(meta["config"])
     old = Vocab.from_json(json.dumps(meta["vocab"]))
     if not 0 <= labels <= 1:
         raise ValueError(f"labels must be a fraction in [0, 1]; got {labels}")
@@ -139,6 +139,12 @@ def adapt(
         raise ValueError(f"minutes must be > 0; got {minutes}")
     if steps < 1 or not max_seconds > 0:
         raise ValueError(f"steps must be >= 1 and max_seconds > 0; got {steps} and {max_seconds}")
+    if "sessions" in meta and (same_units or unit_map is not None):
+        names = ", ".join(str(s["name"]) for s in meta["sessions"])
+        raise ValueError(
+            f"{from_run} is a multi-session run: its units are numbered across sessions, so unit IDs name no unit. "
+            f"To start units from a session's, adapt from that session's run: {from_run}/sessions/<name> ({names})"
+        )
     day = session if isinstance(session, Session) else load_session(session)
     _check_compatible(cfg, day)
     day = day.slice_time(day.start, min(day.stop, day.start + 60.0 * minutes))

@@ -17,7 +17,13 @@ from rtdecode.cli.selection import T0, T1, BehaviorFile, Epoch, Trials, Units, l
 @app.command()
 def train(
     data: Annotated[
-        Path, typer.Option(help="Session file (.npz or .nwb) or Kilosort/phy output folder to train on.", exists=True)
+        list[Path],
+        typer.Option(
+            help="Session file (.npz or .nwb) or Kilosort/phy output folder to train on. Repeat it (or give a "
+            "`rtdecode simulate --days` folder) to train one model on several sessions: shared backbone and heads, "
+            "each session's units its own; per-session runs are written to <out>/sessions/<name>.",
+            exists=True,
+        ),
     ],
     out: Annotated[Path, typer.Option(help="Run directory for checkpoints, metrics.csv and TensorBoard logs.")],
     config: Annotated[
@@ -53,6 +59,11 @@ def train(
     Token budgets (slots per window and per history) not set in the config are derived from the training windows
     (99.9% of windows kept whole) and printed; a budget that drops more than 0.1% of spikes is refused unless
     --allow-truncation. For 300+ units use --config rig (rtdecode's rig-scale model).
+
+    Several sessions (--data repeated, or a `rtdecode simulate --days` folder) train one model: each session's
+    units get their own embeddings, the rest is shared, each session is split on its own and scored on its own
+    test windows; <out>/sessions/<name>/ holds each session as an ordinary run to export, serve or adapt from.
+    Sessions must carry the same behavior variables and video format.
     """
     import dataclasses
 
@@ -90,23 +101,50 @@ def train(
                     task, completed=step, info=f"loss {scalars['total']:.3f}, {scalars['windows_per_s']:.0f} windows/s"
                 )
 
-        selected = data.is_dir() or any(x is not None for x in (behavior, t0, t1, epoch, trials))
+        paths = days_folder_sessions(data[0]) if len(data) == 1 else data
+        if paths is None:
+            paths = data
+        options = {"resume": resume, "device": device, "log": bar.console.print, "progress": on_step}
+        options["allow_truncation"] = allow_truncation
         try:
-            result = run_train(
-                cfg,
-                load_selected(data, units, behavior, t0, t1, epoch, trials) if selected else data,
-                out,
-                tokens_dir=tokens,
-                resume=resume,
-                device=device,
-                log=bar.console.print,
-                progress=on_step,
-                allow_truncation=allow_truncation,
-            )
+            if len(paths) > 1:
+                from rtdecode.data.session import SessionError
+                from rtdecode.training.sessions import session_names, train_sessions
+
+                if tokens is not None:
+                    fail("--tokens is for one session; multi-session training tokenizes its sessions itself")
+                sessions = [load_selected(p, units, behavior, t0, t1, epoch, trials) for p in paths]
+                try:
+                    result = train_sessions(cfg, sessions, out, names=session_names(paths), **options)
+                except SessionError as e:
+                    fail(str(e))
+            else:
+                path = paths[0]
+                selected = path.is_dir() or any(x is not None for x in (behavior, t0, t1, epoch, trials))
+                result = run_train(
+                    cfg,
+                    load_selected(path, units, behavior, t0, t1, epoch, trials) if selected else path,
+                    out,
+                    tokens_dir=tokens,
+                    **options,
+                )
         except TruncationError as e:
             fail(str(e))
     if result.test:
         print_train_result(result)
+
+
+def days_folder_sessions(path: Path) -> list[Path] | None:
+    """The session files of a `rtdecode simulate --days` folder (its days.json lists them), else None."""
+    listing = path / "days.json"
+    if not (path.is_dir() and listing.exists()):
+        return None
+    try:
+        description = json.loads(listing.read_text())
+        return [path / entry["file"] for entry in description["sessions"]]
+    except (ValueError, KeyError, TypeError) as e:
+        fail(f"{listing}: not a days listing written by `rtdecode simulate --days` ({e})")
+        raise  # fail exits
 
 
 def print_train_result(result: Any) -> None:

@@ -23,6 +23,7 @@ from rtdecode.data.alignment import (
     frames_per_window,
     normalise_frames,
 )
+from rtdecode.data.joined import session_parts, split_parts
 from rtdecode.data.session import Session
 from rtdecode.data.splits import Split, split_blocks, split_trials, within_trials
 from rtdecode.data.tokenizer import TokenizedSession, WindowConfig, token_inputs, tokenize_session
@@ -190,6 +191,7 @@ def context_reach(cfg: RunConfig) -> float:
 def make_split(data: WindowData, cfg: RunConfig) -> Split:
     """The train/validation/test split: whole trials when the session has at least 3 (its docstring's promise),
     else contiguous time blocks, keeping only windows inside the 1-2 trials if it has any; seeded by the config.
+    Sessions joined for multi-session training are split one by one (`rtdecode.data.joined.split_parts`).
 
     The guard gap is the window plus everything a window's inputs reach back (`context_reach`): windows of
     different splits are at least twice that apart, so no window reads, or is read as, another split's data."""
@@ -197,6 +199,12 @@ def make_split(data: WindowData, cfg: RunConfig) -> Split:
     gap = w.window + context_reach(cfg)
     starts = data.tokens.window_starts()
     trials = data.session.trials
+    parts = session_parts(data.session)
+    if parts is not None:  # several sessions joined: each split on its own, so each is in train, val and test
+        t = cfg.train
+        return split_parts(
+            starts, w.window, parts, n_blocks=t.n_blocks, fractions=t.split, gap=gap, seed=t.seed, trials=trials
+        )
     if trials is not None and trials.shape[0] >= 3:
         return split_trials(starts, w.window, trials, fractions=cfg.train.split, gap=gap, seed=cfg.train.seed)
     split = split_blocks(
