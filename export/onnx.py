@@ -178,6 +178,12 @@ def export_bundle(
     from rtdecode.export.parity import check_parity
 
     run = LoadedRun(run_dir, weights=weights)
+    if "sessions" in run.meta:
+        names = ", ".join(str(s["name"]) for s in run.meta["sessions"])
+        raise ValueError(
+            f"{run_dir} is a multi-session run, numbering the units of {names} together; a bundle serves one "
+            f"session's units: export {run_dir}/sessions/<name>"
+        )
     model = run.model.eval()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -155,7 +155,9 @@ def test_train_cli_takes_several_sessions_or_a_days_folder_and_adapt_refuses_uni
     args = ["train", "--data", str(tmp_path / "days" / "day0.npz"), "--data", str(tmp_path / "bad.npz")]
     r = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "bad"), "--config", str(tmp_path / "cfg.toml")])
     assert r.exit_code == 2 and "theta" in " ".join(r.output.split())
-    # unit IDs repeat across a joint run's sessions: adapting by unit ID must name a per-session run instead
+    # unit IDs repeat across a joint run's sessions: export and adapting by unit ID name a per-session run instead
+    r = CliRunner().invoke(app, ["export", "--from", str(tmp_path / "run"), "--out", str(tmp_path / "b")])
+    assert r.exit_code == 2 and "sessions/<name>" in "".join(r.output.split())
     args = ["adapt", "--from", str(tmp_path / "run"), "--data", str(tmp_path / "days" / "day1.npz")]
     r = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "ad"), "--same-units", "--steps", "2"])
     assert r.exit_code == 2 and "sessions/<name>(day0,day1)" in "".join(r.output.split())

@@ -1,7 +1,7 @@
 """Multi-session training: one model, a shared backbone and heads, each session's units its own.
 
-`train_sessions` joins the sessions (`rtdecode.data.joined`), trains on all of them at once (each batch draws
-windows from every session, as the length-grouped sampler deals them), and then
+`train_sessions` joins the sessions (`rtdecode.data.joined`), trains on all of them at once (the sampler deals
+every session's training windows in one run), and then
 
 * scores the model on each session's own test windows (`checkpoint.json` -> "sessions": per session its name,
   units, windows and test metrics);
@@ -9,8 +9,9 @@ windows from every session, as the length-grouped sampler deals them), and then
   the unit tables cut to that session's rows (and its own unit IDs in the vocabulary). Those runs export, serve,
   evaluate and adapt like any run trained on one session: a bundle serves one session's units.
 
-The joined run itself numbers units 0..N-1 across sessions (unit IDs repeat between days), so it is not served
-directly, and `rtdecode adapt` maps units by ID only from a per-session run.
+The joined run itself numbers units 0..N-1 across sessions (unit IDs repeat between days), so it is not exported
+or served (export refuses it), and `rtdecode adapt` maps units by ID only from a per-session run; adapting from
+the joined run without a map starts new units from the mean of every session's units.
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ def train_sessions(
 
 
 def score_sessions(run_dir: Path, joined: Session, parts: Sequence[SessionPart]) -> list[dict[str, Any]]:
-    """Test metrics of the joined run's weights on each session's own test windows."""
+    """Test metrics of the joined run's final weights on each session's own test windows."""
     run = LoadedRun(run_dir)
     data = WindowData(joined, run.config)
     split = make_split(data, run.config)
