@@ -118,3 +118,17 @@ def test_adapt_curve_runs(tmp_path: Path) -> None:
     (row,) = result["rows"]
     assert row["minutes"] == 0.1 and {"unlabeled_speed_r", "labeled_speed_r", "ridge_speed_r"} <= set(row)
     assert (tmp_path / "adapt.png").exists() and (tmp_path / "unit-map.json").exists()
+
+
+def test_adapt_curve_pretrains_on_several_days(tmp_path: Path) -> None:
+    """--pretrain-days 2: one multi-session model on days 0-1, adapted to day 2 (known units via day 1's run)."""
+    pytest.importorskip("torch")
+    out = run_tool(
+        "adapt_curve.py",
+        *("--out", str(tmp_path), "--duration", "30", "--circuit", "200", "--recorded", "150", "--pretrain-days", "2"),
+        *("--train-minutes", "0.02", "--minutes", "0.1", "--adapt-seconds", "2", "--same-units"),
+    )
+    assert "from scratch on the day" in out
+    result = json.loads((tmp_path / "adapt.json").read_text())
+    assert result["pretrain_days"] == ["day0", "day1"] and result["new_day"] == 2
+    assert (tmp_path / "days0-1" / "sessions" / "day1" / "model.safetensors").exists()

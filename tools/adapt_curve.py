@@ -1,18 +1,21 @@
 """A new recording day: decoding after minutes of adaptation, against a model trained from scratch on that day.
 
 What it does, in one command:
-  1. simulates two recording days of one circuit (`rtdecode.sim.days`: other units recorded, renumbered, drifted);
-  2. trains the config on day 0 (the pretrained run);
-  3. holds out the last `--eval-fraction` of day 1; for each number of minutes (default 0.5, 1, 2, 5) adapts the
-     pretrained run to the first minutes of day 1 (`rtdecode adapt`): without labels (next-spike loss only, the
+  1. simulates K + 1 recording days of one circuit (`rtdecode.sim.days`: other units recorded, renumbered,
+     drifted), K = --pretrain-days (default 1);
+  2. trains the config on days 0 .. K-1 (the pretrained run; with K > 1 one multi-session model,
+     `rtdecode.training.sessions`), the new day is day K;
+  3. holds out the last `--eval-fraction` of the new day; for each number of minutes (default 0.5, 1, 2, 5) adapts
+     the pretrained run to the first minutes of it (`rtdecode adapt`): without labels (next-spike loss only, the
      pretrained behavior heads), and with all labels of those minutes (heads and fused stack too); fits ridge on
      the binned counts of the same minutes;
-  4. trains the config from scratch on all of day 1 before the held-out part;
+  4. trains the config from scratch on all of the new day before the held-out part;
   5. scores every model on the held-out part (Pearson r per variable, the mean over variables), prints a table
      with each r as a share of the from-scratch r and the seconds each adaptation took, writes adapt.json and
      adapt.png.
 Units shared between the days start from their pretrained rows with --same-units (the truth's mapping, as a
-user would give after matching waveforms); by default every unit of day 1 is new.
+user would give after matching waveforms; the last pretraining day's units, adapting from its per-session run
+when K > 1); by default every unit of the new day is new.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from rtdecode.sim.simulator import SimulationConfig
 from rtdecode.training.adapt import adapt
 from rtdecode.training.checkpoint import LoadedRun, read_meta
 from rtdecode.training.evaluate import evaluate
+from rtdecode.training.sessions import train_sessions
 from rtdecode.training.train import train
 
 QUIET = {"log": lambda _: None}
@@ -54,7 +58,9 @@ def main() -> None:
     )
     p.add_argument("--minutes", type=float, nargs="+", default=[0.5, 1, 2, 5], help="(default: %(default)s)")
     p.add_argument("--adapt-seconds", type=float, default=60.0, help="budget of each adaptation (default: %(default)s)")
-    p.add_argument("--eval-fraction", type=float, default=0.3, help="held-out end of day 1 (default: %(default)s)")
+    p.add_argument(
+        "--eval-fraction", type=float, default=0.3, help="held-out end of the new day (default: %(default)s)"
+    )
     p.add_argument("--same-units", action="store_true", help="shared units start from their pretrained rows")
     p.add_argument(
         "--reuse",
@@ -62,31 +68,54 @@ def main() -> None:
         help="reuse the day-0 and from-scratch runs in --out (made with the same arguments)",
     )
     p.add_argument("--name", default="adapt", help="stem of the outputs (default: %(default)s)")
+    p.add_argument(
+        "--pretrain-days", type=int, default=1, help="days the pretrained run learns from (default: %(default)s)"
+    )
+    p.add_argument(
+        "--new-day",
+        type=int,
+        default=None,
+        help="index of the new day; pretraining uses the --pretrain-days days just before it (default: K)",
+    )
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    new_day = args.pretrain_days if args.new_day is None else args.new_day
+    if not 1 <= args.pretrain_days <= new_day:
+        raise SystemExit("need 1 <= --pretrain-days <= --new-day")
 
-    day0, day1 = simulate_days(
+    days = simulate_days(
         SimulationConfig(n_neurons=args.circuit, duration=args.duration),
-        days=2,
+        days=new_day + 1,
         overlap=args.overlap,
         recorded=args.recorded,
         drift=args.drift,
     )
+    first = new_day - args.pretrain_days
+    pretrain_days, day1 = days[first:new_day], days[new_day]
+    day0 = pretrain_days[-1]  # the pretraining day the new day shares most units with
     cfg = _config(args.config, args.train_minutes)
     cut = day1.start + (1 - args.eval_fraction) * day1.duration
     guard = cfg.window.window + context_reach(cfg)  # no held-out window reads what a trained one read
     before, held_out = day1.slice_time(day1.start, cut), day1.slice_time(cut + guard, day1.stop)
     if max(args.minutes) * 60 > before.duration:
         raise SystemExit(
-            f"--minutes up to {max(args.minutes)} needs {max(args.minutes)} min of day 1 before its held-out part"
+            f"--minutes up to {max(args.minutes)} needs {max(args.minutes)} min of the new day before its held-out part"
         )
-    save_session(day0, args.out / "day0.npz")
-    if not (args.reuse and (args.out / "day0" / "checkpoint.json").exists()):
-        print(f"training on day 0 ({day0.n_neurons} units, at most {args.train_minutes:g} min) ...")
-        train(cfg, args.out / "day0.npz", args.out / "day0", **QUIET)
-    pre = read_meta(args.out / "day0")
-    names = [b.name for b in _targets(args.out / "day0")]
-    print(f"  day 0: {pre['step']} steps; test r " + ", ".join(f"{n} {pre['test'][f'{n}_r']:.3f}" for n in names))
+    day_names = [f"day{i}" for i in range(first, new_day)]
+    pretrained = args.out / (day_names[0] if len(day_names) == 1 else f"days{first}-{new_day - 1}")
+    if not (args.reuse and (pretrained / "checkpoint.json").exists()):
+        units = "+".join(str(d.n_neurons) for d in pretrain_days)
+        print(f"training on {', '.join(day_names)} ({units} units, at most {args.train_minutes:g} min) ...")
+        if args.pretrain_days == 1:
+            save_session(day0, args.out / f"{day_names[0]}.npz")
+            train(cfg, args.out / f"{day_names[0]}.npz", pretrained, **QUIET)
+        else:
+            train_sessions(cfg, pretrain_days, pretrained, names=day_names, **QUIET)
+    pre = read_meta(pretrained)
+    names = [b.name for b in _targets(pretrained)]
+    print(f"  pretrained: {pre['step']} steps; test r " + ", ".join(f"{n} {pre['test'][f'{n}_r']:.3f}" for n in names))
+    # units are mapped by ID from one session's run; with several days, the last one's per-session run
+    source = pretrained if args.pretrain_days == 1 else pretrained / "sessions" / day_names[-1]
 
     unit_map = _truth_map(day0, day1) if args.same_units else None
     if unit_map is not None:
@@ -98,7 +127,7 @@ def main() -> None:
             run = args.out / f"{args.name}-{minutes:g}-{kind}"
             t0 = time.perf_counter()
             res = adapt(
-                args.out / "day0",
+                source if unit_map else pretrained,
                 before,
                 run,
                 minutes=minutes,
@@ -117,16 +146,19 @@ def main() -> None:
             + ", ".join(f"{k} r {_mean(row, k, names):.3f}" for k in ("unlabeled", "labeled", "ridge"))
             + f" (adapted in {row['unlabeled_seconds']:.0f} / {row['labeled_seconds']:.0f} s)"
         )
-    if not (args.reuse and (args.out / "day1-scratch" / "checkpoint.json").exists()):
-        print(f"training from scratch on day 1 before its held-out part ({before.duration / 60:.1f} min) ...")
-        train(cfg, before, args.out / "day1-scratch", **QUIET)
-    scratch_steps = read_meta(args.out / "day1-scratch")["step"]
-    scratch_r = _held_out_r(args.out / "day1-scratch", held_out, names)
+    scratch_dir = args.out / f"day{new_day}-scratch"
+    if not (args.reuse and (scratch_dir / "checkpoint.json").exists()):
+        print(f"training from scratch on day {new_day} before its held-out part ({before.duration / 60:.1f} min) ...")
+        train(cfg, before, scratch_dir, **QUIET)
+    scratch_steps = read_meta(scratch_dir)["step"]
+    scratch_r = _held_out_r(scratch_dir, held_out, names)
     print(f"  from scratch: {scratch_steps} steps; held-out r " + ", ".join(f"{n} {scratch_r[n]:.3f}" for n in names))
     result = {
         "config": args.config,
         "days": {"circuit": args.circuit, "recorded": args.recorded, "overlap": args.overlap, "drift": args.drift},
         "same_units": bool(args.same_units),
+        "pretrain_days": day_names,
+        "new_day": new_day,
         "held_out_s": held_out.duration,
         "pretrain_steps": pre["step"],
         "scratch_steps": scratch_steps,
