@@ -87,6 +87,13 @@ def test_sessions_that_disagree_are_refused_by_name(days: list[Session], change,
         join_sessions([days[0], change(days[1])], ["day0", "day1"], gap=1.0)
 
 
+def test_names_must_fit_the_sessions(days: list[Session]) -> None:
+    with pytest.raises(ValueError, match="2 names for 3 sessions"):
+        join_sessions([*days, days[0]], ["a", "b"], gap=1.0)
+    with pytest.raises(SessionError, match="unique"):
+        join_sessions(days, ["a", "a"], gap=1.0)
+
+
 def test_multi_session_training_scores_each_session_and_writes_per_session_runs(
     days: list[Session], tmp_path: Path
 ) -> None:

@@ -94,6 +94,8 @@ def join_sessions(sessions: Sequence[Session], names: Sequence[str], gap: float)
     """One Session holding `sessions` end to end, `gap` seconds apart (at least every window's context reach),
     each with its own units; its `metadata["sessions"]` lists the parts. Trials, when a session has them, are
     kept (on the joined timeline); truth arrays are dropped (they are per session)."""
+    if len(names) != len(sessions):
+        raise ValueError(f"one name per session: {len(names)} names for {len(sessions)} sessions")
     check_joinable(sessions, names)
     if len(set(names)) != len(names):
         raise SessionError(f"session names must be unique; got {list(names)}")
