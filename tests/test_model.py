@@ -301,3 +301,25 @@ def test_count_head_starts_at_the_poisson_glm():
     with torch.no_grad():
         out = head(x[:5], [torch.randn(5, 8)])
     torch.testing.assert_close(out, x[:5] @ head.linear.weight[0] + head.linear.bias)
+
+
+def test_count_intercept_refit_matches_the_mean_count(setup):
+    """`refit_count_intercept` leaves the head's expected counts (eval mode) summing to the windows' spike counts:
+    the Poisson MLE of its intercept. A head off by a factor e (as after training with dropout and weight decay,
+    by less) is brought back in one step, and the model's train/eval mode is kept."""
+    from rtdecode.training.counts import refit_count_intercept
+
+    model, data, norm = setup
+    windows = np.arange(min(data.n_windows, 300))
+    batch = to_torch(data.batch(windows, norm), "cpu")
+    observed = float((batch["lengths"] - 2).clamp_min(0).sum())
+    with torch.no_grad():
+        model.count_head.linear.bias.add_(1.0)
+        before = float(model.encode_context(batch).count_log_rate.double().exp().sum())
+    model.train()
+    shift = refit_count_intercept(model, data, windows, norm, "cpu")
+    assert model.training and shift == pytest.approx(np.log(observed / before), abs=1e-4)
+    model.eval()
+    with torch.no_grad():
+        expected = float(model.encode_context(batch).count_log_rate.double().exp().sum())
+    assert expected == pytest.approx(observed, rel=1e-4)

@@ -6,7 +6,8 @@ attends to the previous window's spikes learns which neurons fired but hardly ho
 * `CountHead`: the window's expected spike count from its context, which generation draws before the first
   spike (`rtdecode.runtime.sampling.WindowSampler.set_counts`), so a generated window's size follows the recent
   population rate, the frames and the behavior instead of wherever EOS wins a draw. It starts at the Poisson GLM
-  of the training windows' counts on their history counts (`init_count_head`).
+  of the training windows' counts on their history counts (`init_count_head`), and its intercept is refitted
+  whenever weights are saved (`refit_count_intercept`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,14 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-__all__ = ["CountHead", "HistoryCountEncoder", "history_log_counts", "history_stretches", "init_count_head"]
+__all__ = [
+    "CountHead",
+    "HistoryCountEncoder",
+    "history_log_counts",
+    "history_stretches",
+    "init_count_head",
+    "refit_count_intercept",
+]
 
 
 class HistoryCountEncoder(nn.Module):
@@ -106,3 +114,33 @@ def init_count_head(model: Any, data: Any, windows: np.ndarray, norm: Any, seed:
         feats.append(history_log_counts(batch["prev_dts"], valid, w.bins_per_window, w.prev_bins))
         counts.append((batch["lengths"] - 2).clamp_min(0))
     head.init_glm(torch.cat(feats), torch.cat(counts))
+
+
+@torch.no_grad()
+def refit_count_intercept(
+    model: Any, data: Any, windows: np.ndarray, norm: Any, device: Any, limit: int = 1024
+) -> float:
+    """Set the count head's intercept to its Poisson maximum-likelihood value given the rest of the model: the one
+    at which the expected counts of (up to `limit` of) the training `windows`, in eval mode, sum to their counts.
+    Returns the shift of the log-rate.
+
+    Why: trained with dropout in the encoders it reads and with weight decay, the head ends some 3-11% off the mean
+    count at eval time (measured on the demo's model). Closed-loop generation feeds each generated window back as
+    history, so that bias compounds: a loop that starts 10% low settles some 30% below the recording's rate."""
+    from rtdecode.training.data import to_torch
+
+    head = model.count_head
+    was_training = model.training
+    model.eval()
+    pick = windows if windows.size <= limit else windows[np.linspace(0, windows.size - 1, limit).astype(np.int64)]
+    expected = observed = 0.0
+    for lo in range(0, pick.size, 256):
+        batch = to_torch(data.batch(pick[lo : lo + 256], norm), device)
+        expected += float(model.encode_context(batch).count_log_rate.double().exp().sum())
+        observed += float((batch["lengths"] - 2).clamp_min(0).sum())
+    model.train(was_training)
+    if expected <= 0.0 or observed <= 0.0:
+        return 0.0
+    shift = math.log(observed / expected)
+    head.linear.bias.add_(shift)
+    return shift

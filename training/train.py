@@ -54,7 +54,7 @@ from rtdecode.training.checkpoint import (
     weights_step,
     write_meta,
 )
-from rtdecode.training.counts import init_count_head
+from rtdecode.training.counts import init_count_head, refit_count_intercept
 from rtdecode.training.data import to_torch
 from rtdecode.training.evaluate import evaluate
 from rtdecode.training.freezing import FREEZE, freeze_except
@@ -181,6 +181,7 @@ def train(
     if init_from is not None:
         load_weights(model, Path(init_from))
     freeze_except(model, freeze)
+    trainable = {name.split(".")[0] for name, p in model.named_parameters() if p.requires_grad}
     optimizer = model.configure_optimizer(t.lr, t.betas, t.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     sampler = LengthGroupedBatches(train_windows, data.tokens.window_counts, t.batch_size * world, t.seed)
@@ -255,6 +256,8 @@ def train(
             progress(step, t.max_steps, scalars)
         last = step >= t.max_steps or time.perf_counter() >= deadline
         if step % t.eval_every == 0 or last:
+            if model.count_head is not None and "count_head" in trainable:
+                refit_count_intercept(model, data, train_windows, norm, dev)  # every rank: the weights stay equal
             val_metrics = _evaluate(model, data, split.val, norm, t.eval_windows, dev)
             if is_main:
                 _log_metrics(csv_path, writer, step, scalars, val_metrics)
