@@ -9,6 +9,7 @@ import numpy as np
 from rtdecode.data.generated_history import ClosedLoopHistory
 from rtdecode.data.tokenizer import WindowConfig, tokenize_session
 from rtdecode.report.generation import (
+    UNSEEN_REDRAWN,
     CountGLM,
     baseline_windows,
     closed_loop_stability,
@@ -113,3 +114,20 @@ def test_a_repeat_trial_of_a_simulated_session_is_the_ceiling(tiny_session):
     assert "ceiling" not in targets["teacher-forced: windows at the token cap, points from the recording's"]
     recorded_elsewhere = dataclasses.replace(tiny_session, metadata={"source": "nwb"})
     assert repeat_trial_windows(recorded_elsewhere, tokens, windows) is None
+
+
+def test_the_closed_loop_is_also_scored_against_a_trial_with_its_unseen_causes_redrawn(tiny_session):
+    """With the behavior and hub schedule drawn afresh a repeat trial follows the recording less closely (per
+    neuron, over the same windows) than one under the same causes, and its scores become the closed loop's
+    "ceiling_unseen_redrawn"."""
+    tokens = tokens_of(tiny_session)
+    windows = np.arange(20, 220)
+    same = repeat_trial_windows(tiny_session, tokens, windows)
+    redrawn = repeat_trial_windows(tiny_session, tokens, windows, redraw=("behavior", "community"))
+    assert same is not None and redrawn is not None and len(redrawn) == windows.size
+    sources = {"generated": recorded_windows(tokens, windows), "repeat trial": same, UNSEEN_REDRAWN: redrawn}
+    scores, _ = generation_scores(tokens, windows, sources)
+    assert scores[UNSEEN_REDRAWN]["population_rate_correlation"] < scores["repeat trial"]["population_rate_correlation"]
+    targets = generation_targets({}, scores)
+    entry = targets["closed loop: per-neuron rate r"]
+    assert entry["ceiling_unseen_redrawn"] == scores[UNSEEN_REDRAWN]["rate_correlation"]

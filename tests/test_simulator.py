@@ -15,6 +15,7 @@ import pytest
 
 from rtdecode.io.npz import load_npz, save_npz
 from rtdecode.sim import simulator
+from rtdecode.sim.config import BEHAVIORS
 from rtdecode.sim.simulator import SimulationConfig, simulate
 
 DURATION = 120.0
@@ -283,3 +284,22 @@ def test_a_repeat_trial_keeps_every_cause_and_redraws_the_spikes(short):
     assert not np.array_equal(again.spike_times[:100], short.spike_times[:100])
     assert abs(again.spike_times.size / short.spike_times.size - 1) < 0.1
     assert _same(simulate(SimulationConfig(duration=10.0, seed=3), trial=0), short)
+
+
+def test_a_repeat_trial_can_redraw_the_causes_a_model_is_not_given(short):
+    """`redraw` draws the behavior and/or the hub schedule afresh and keeps the stimulus and the circuit: the
+    ceiling of a closed loop that decodes the behavior (never shown it) and never sees the hub schedule."""
+    config = SimulationConfig(duration=10.0, seed=3)
+    both = simulate(config, trial=2, redraw=("behavior", "community"))
+    assert np.array_equal(both.frames, short.frames)
+    assert all(np.array_equal(both.truth[k], short.truth[k]) for k in ("W", "hubs", "receptive_fields"))
+    assert not any(np.array_equal(both.behavior[k].values, short.behavior[k].values) for k in BEHAVIORS)
+    if "direction" in short.behavior:  # the gratings' direction is the stimulus's, not a behavior's
+        assert np.array_equal(both.behavior["direction"].values, short.behavior["direction"].values)
+    assert not np.array_equal(both.truth["community_times"], short.truth["community_times"])
+    behavior_only = simulate(config, trial=2, redraw=("behavior",))
+    assert np.array_equal(behavior_only.truth["community_times"], short.truth["community_times"])
+    assert not np.array_equal(behavior_only.behavior["speed"].values, short.behavior["speed"].values)
+    for bad in ({"redraw": ("stimulus",), "trial": 1}, {"redraw": ("behavior",)}):
+        with pytest.raises(ValueError, match="redraw takes"):
+            simulate(config, **bad)

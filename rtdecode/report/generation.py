@@ -24,7 +24,11 @@ about the stimulus or behavior).
 For a built-in simulated session the same windows of a repeat trial (`simulate(trial=1)`: the same circuit,
 stimulus, behavior and hub schedule, the spikes drawn afresh) are scored the same way: the recording's own
 trial-to-trial variability, so the best any generator can reach (e.g. population rate r 0.62 at 50-ms windows on
-the demo's circuit: a window's count is ~65 spikes of which Poisson noise alone is +-8).
+the demo's circuit: a window's count is ~65 spikes of which Poisson noise alone is +-8). A closed loop is not
+given what the model decodes or never sees (behavior that is a target, not an input; the hub schedule), so it
+can follow them only for as long as its start remembers them: it is also scored against a repeat trial with those
+causes drawn afresh (`simulate(trial=2, redraw=...)`, only the stimulus and behavior inputs shared), the ceiling
+of a loop that has forgotten its start.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from rtdecode.data.tokenizer import TokenizedSession, token_inputs, tokenize_ses
 from rtdecode.sim.simulator import SimulationConfig, simulate
 
 __all__ = [
+    "UNSEEN_REDRAWN",
     "CountGLM",
     "Baselines",
     "baseline_windows",
@@ -57,6 +62,7 @@ __all__ = [
 ]
 
 Windows = list[tuple[np.ndarray, np.ndarray]]  # per window (neuron indices, offsets in quanta)
+UNSEEN_REDRAWN = "repeat trial, unseen causes redrawn"  # the closed loop's source name for that repeat trial
 PAIRWISE_NEURONS = 50
 
 
@@ -103,16 +109,19 @@ def recorded_windows(tokens: TokenizedSession, windows: np.ndarray) -> Windows:
     ]
 
 
-def repeat_trial_windows(session: Session, tokens: TokenizedSession, windows: np.ndarray) -> Windows | None:
-    """`windows` of a repeat trial of `session` (see the module docstring), on the same window grid; None unless
-    the session is a whole built-in simulated one (its config recorded, nothing selected out of it)."""
+def repeat_trial_windows(
+    session: Session, tokens: TokenizedSession, windows: np.ndarray, redraw: tuple[str, ...] = ()
+) -> Windows | None:
+    """`windows` of a repeat trial of `session` (see the module docstring), on the same window grid, with the
+    causes in `redraw` drawn afresh (`simulate`'s); None unless the session is a whole built-in simulated one (its
+    config recorded, nothing selected out of it)."""
     meta = session.metadata
     if meta.get("source") != "rtdecode.sim.simulator" or not isinstance(meta.get("config"), dict):
         return None
     config = SimulationConfig(**meta["config"])
     if (config.n_neurons, session.start, session.stop) != (session.n_neurons, 0.0, config.duration):
         return None
-    repeat = simulate(config, trial=1)
+    repeat = simulate(config, trial=2 if redraw else 1, redraw=redraw)
     rep = tokenize_session(
         repeat.spike_times, repeat.spike_neurons, repeat.n_neurons, session.start, session.stop, tokens.config
     )
@@ -320,7 +329,8 @@ def closed_loop_stability(population: np.ndarray, recorded: np.ndarray, window: 
 
 def generation_targets(teacher_forced: dict[str, Any], closed_loop: dict[str, Any]) -> dict[str, Any]:
     """The issue's bars for the model ("generated") in both modes: value, bar, met, and where a repeat trial was
-    scored its value as "ceiling" (what the recording's own variability allows)."""
+    scored its value as "ceiling" (what the recording's own variability allows), and with the unseen causes
+    redrawn as "ceiling_unseen_redrawn"."""
     out: dict[str, Any] = {}
     for mode, sc in (("teacher-forced", teacher_forced), ("closed loop", closed_loop)):
         g, t, rep = sc.get("generated"), sc.get("true"), sc.get("repeat trial")
@@ -348,6 +358,9 @@ def generation_targets(teacher_forced: dict[str, Any], closed_loop: dict[str, An
             entry = {"value": float(value), "bar": bar, "met": bool(met)}
             if rep is not None and key is not None:
                 entry["ceiling"] = float(rep[key])
+            unseen = sc.get(UNSEEN_REDRAWN)
+            if unseen is not None and key is not None:
+                entry["ceiling_unseen_redrawn"] = float(unseen[key])
             out[f"{mode}: {name}"] = entry
     st = closed_loop.get("stability")
     if st is not None:

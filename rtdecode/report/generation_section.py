@@ -15,6 +15,7 @@ from rtdecode.data.session import Session
 from rtdecode.report import figures
 from rtdecode.report.document import Section
 from rtdecode.report.generation import (
+    UNSEEN_REDRAWN,
     baseline_windows,
     closed_loop_stability,
     fit_baselines,
@@ -27,6 +28,8 @@ from rtdecode.report.generation import (
 from rtdecode.runtime import Decoder
 
 __all__ = ["generation_section"]
+
+UNSEEN_NAMES = {"behavior": "the behavior (decoded, never an input)", "community": "the hub schedule"}
 
 
 def generation_section(
@@ -49,12 +52,18 @@ def generation_section(
     looped = {"generated": generate_closed_loop(decoder, data, norm, loop_windows, seed=seed)}
     looped.update(baseline_windows(baselines, tokens, loop_windows, closed_loop=True, seed=seed))
     both = np.union1d(windows, loop_windows)
+    # what the model is never given, drawn afresh: the hub schedule, and the behavior unless it is an input
+    unseen = ("community",) if data.cfg.inputs else ("behavior", "community")
     repeat = repeat_trial_windows(session, tokens, both)
     if repeat is not None:  # a second trial of the simulated circuit: the ceiling of every score
         where = {int(w): i for i, w in enumerate(both)}
         forced["repeat trial"] = [repeat[where[int(w)]] for w in windows]
         looped["repeat trial"] = [repeat[where[int(w)]] for w in loop_windows]
         log(f"scored a repeat trial of the simulated circuit ({both.size} windows) as the ceiling")
+        redrawn = repeat_trial_windows(session, tokens, loop_windows, redraw=unseen)
+        if redrawn is not None:
+            looped[UNSEEN_REDRAWN] = redrawn
+            log(f"scored a repeat trial with {' and '.join(unseen)} redrawn as the closed loop's ceiling")
     scores, arrays = generation_scores(tokens, windows, forced)
     loop_scores, loop_arrays = generation_scores(tokens, loop_windows, looped)
     loop_scores["stability"] = closed_loop_stability(
@@ -73,7 +82,9 @@ def generation_section(
         + (
             " Repeat trial (simulated sessions): the same windows of a second run of the circuit with the same "
             "stimulus, behavior and hub schedule, the spikes drawn afresh: the recording's own variability, the "
-            "ceiling of every score."
+            "ceiling of every score. Closed loop only, repeat trial with the unseen causes redrawn: a third run "
+            f"with {' and '.join(UNSEEN_NAMES[u] for u in unseen)} drawn afresh (nothing the model reads gives "
+            "them): what a loop that has forgotten its start can reach."
             if repeat is not None
             else ""
         )
@@ -96,7 +107,7 @@ def generation_section(
             ["source", *(label for _, label in keys)],
             [
                 [f"{mode}: {k}", *(sc[k][m] for m, _ in keys)]
-                for k in ("generated", "glm", "poisson", "repeat trial")
+                for k in ("generated", "glm", "poisson", "repeat trial", UNSEEN_REDRAWN)
                 if k in sc
             ]
             + [
@@ -129,9 +140,16 @@ def generation_section(
         ],
     )
     sec.table(
-        ["target", "value", "bar", "met", "repeat trial (ceiling)"],
+        ["target", "value", "bar", "met", "repeat trial (ceiling)", "unseen causes redrawn"],
         [
-            [name, v["value"], v["bar"], "met" if v["met"] else "NOT met", v.get("ceiling", "")]
+            [
+                name,
+                v["value"],
+                v["bar"],
+                "met" if v["met"] else "NOT met",
+                v.get("ceiling", ""),
+                v.get("ceiling_unseen_redrawn", ""),
+            ]
             for name, v in targets.items()
         ],
     )

@@ -50,6 +50,7 @@ def simulate(
     day_seed: int | None = None,
     offsets: DriveOffsets | None = None,
     trial: int = 0,
+    redraw: tuple[str, ...] = (),
 ) -> Session:
     """Simulate the circuit described by `config` and return it as a Session with the ground truth attached.
 
@@ -66,6 +67,9 @@ def simulate(
             schedule (every cause of activity), with the spikes and their jitter drawn afresh. Two trials agree
             only as far as the causes determine the spikes: how well any generator could match the recording
             (`rtdecode.report.generation`'s repeat-trial ceiling).
+        redraw: with `trial`, causes drawn afresh too: "behavior" (speed, eye position), "community" (the hub
+            schedule). Such a trial shares only the rest (e.g. the stimulus) with the session: the ceiling of a
+            generator that is not given those causes (a closed loop decoding behavior it is never shown).
 
     Returns:
         Session on [0, duration) with spikes, uint8 frames (F, H, W), behavior "speed" (cm/s), "phi" and
@@ -80,8 +84,16 @@ def simulate(
     seeds = np.random.SeedSequence(c.seed).spawn(6)
     if day_seed is not None:  # same structure stream, new draws for everything that happens during a recording
         seeds[1:] = np.random.SeedSequence([c.seed, day_seed]).spawn(5)
+    unknown = set(redraw) - {"behavior", "community"}
+    if unknown or (redraw and not trial):
+        raise ValueError(f"redraw takes 'behavior' and 'community', with a trial > 0; got {redraw!r}, trial {trial}")
     if trial:
         seeds[4:] = np.random.SeedSequence([c.seed, day_seed or 0, trial]).spawn(2)
+        fresh = np.random.SeedSequence([c.seed, day_seed or 0, trial, 1]).spawn(2)
+        if "behavior" in redraw:
+            seeds[2] = fresh[0]
+        if "community" in redraw:
+            seeds[3] = fresh[1]
     streams = [np.random.Generator(np.random.PCG64(s)) for s in seeds]
     rng_struct, rng_stim, rng_beh, rng_comm, rng_spike, rng_jitter = streams
     layout = _layout(c, rng_struct)
