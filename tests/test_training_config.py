@@ -18,8 +18,10 @@ def test_builtin_configs_load():
     release = load_config("release")
     assert (release.model.d_model, release.model.n_heads, release.model.fused_layers) == (256, 8, 6)
     assert not load_config("spikes_only").behavior
-    coarse = load_config("small_10ms")  # small with the reference's 10-ms quanta, nothing else
+    coarse = load_config("small_10ms")  # small with the reference's 10-ms quanta and neuron order, nothing else
     assert small.window.dt == 0.005 and coarse.window.dt == 0.01  # 5 ms: a shorter streaming tail
+    # spike-time order: sampled (neuron, offset) pairs cannot break it, so a closed loop reads histories it knows
+    assert small.window.token_order == "time" and coarse.window.token_order == "neuron"
     assert dataclasses.replace(coarse, window=small.window) == small
 
 
