@@ -48,7 +48,12 @@ def test_stimulus_command_maps_a_run_against_the_true_fields(tiny_run, tiny_sess
     )
     assert r.exit_code == 0, r.output
     numbers = json.loads((out / "report.json").read_text())["stimulus"]
-    assert set(numbers["scores"]) == {"gradient-weighted attention", "attention", "spike-triggered average"}
+    assert set(numbers["scores"]) == {
+        "gradient-weighted attention",
+        "attention",
+        "spike-triggered average",
+        "input gradient (not attention)",
+    }
     assert all(math.isfinite(s["median_r"]) for s in numbers["scores"].values())
     assert len(numbers["visual_neurons"]) == 10 and (out / "stimulus.png").stat().st_size > 1000
 
@@ -81,3 +86,35 @@ def test_gradient_weighting_finds_patches_that_uniform_attention_cannot(tiny_run
     assert np.abs(np.corrcoef(spread)[np.triu_indices(spread.shape[0], 1)]).min() < 0.99  # neurons differ
     with pytest.raises(ValueError, match="unknown stimulus map method"):
         stimulus_attention(run.model, data, windows, run.norm, method="rollout")
+
+
+def test_input_gradient_maps_follow_what_the_model_reads(tiny_run, tiny_session):
+    """The input-gradient map of a neuron sums over windows in which it fires; one that fires in none gets an
+    empty map. With the frame pathway cut (frame cross-attention outputs zeroed), no pixel moves any prediction:
+    every map is zero. So a map that is not zero is the model's own use of the frames."""
+    torch = pytest.importorskip("torch")
+    from rtdecode.core.window_data import WindowData
+    from rtdecode.training.checkpoint import LoadedRun
+    from rtdecode.training.stimulus import input_gradient_maps
+
+    run = LoadedRun(tiny_run)
+    data = WindowData(tiny_session, run.config)
+    windows = np.arange(5, 45)
+    fired = np.unique(data.tokens.neurons[data.tokens.window_ptr[5] : data.tokens.window_ptr[45]])
+    silent = np.setdiff1d(np.arange(data.tokens.vocab.n_neurons), fired)
+    neurons = np.concatenate([fired[:3], silent[:1]])
+    maps, counts = input_gradient_maps(run.model, data, windows, run.norm, neurons, per_neuron=8)
+    grid = (
+        run.config.frames.height // run.config.model.frame_patch[1],
+        run.config.frames.width // run.config.model.frame_patch[2],
+    )
+    assert maps.shape == (neurons.size, *grid) and np.isfinite(maps).all() and (maps >= 0).all()
+    assert (counts[:3] >= 1).all() and (counts[:3] <= 8).all() and (maps[:3].sum(axis=(1, 2)) > 0).all()
+    if silent.size:
+        assert counts[3] == 0 and not maps[3].any()
+    with torch.no_grad():
+        for blk in run.model.frame_cross:
+            blk.attn.proj.weight.zero_()
+            blk.attn.proj.bias.zero_()
+    cut, _ = input_gradient_maps(run.model, data, windows, run.norm, neurons[:3], per_neuron=8)
+    assert not cut.any()

@@ -14,6 +14,10 @@ averaged over the patch grid's time axis, giving one (H / ph, W / pw) map per ne
 self-attention mixes patches before the cross-attention reads them, so a map says which patch tokens were read,
 each carrying mostly (not only) its own pixels: one reason to score the maps (`rtdecode.core.receptive_fields`)
 rather than trust them by eye.
+
+Beside them, not attention, `input_gradient_maps`: how much the model's probability of each neuron's recorded
+spikes moves with each pixel of the frames (squared gradient, summed over a patch). It asks whether the model
+holds the receptive fields at all: if this map does not follow a field, no map read from attention can.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from rtdecode.training.blocks import recording_attention
 from rtdecode.training.data import to_torch
 from rtdecode.training.model import Neuroformer
 
-__all__ = ["stimulus_attention"]
+__all__ = ["input_gradient_maps", "stimulus_attention"]
 
 
 @torch.no_grad()
@@ -85,3 +89,48 @@ def _gradient_weighted(
     objective = logp.gather(-1, target.clamp(max=logp.shape[-1] - 1).unsqueeze(-1)).squeeze(-1)[spike].sum()
     grads = torch.autograd.grad(objective, weights)
     return [(w * g).clamp(min=0).detach() for w, g in zip(weights, grads, strict=True)]
+
+
+def input_gradient_maps(
+    model: Neuroformer,
+    data: WindowData,
+    windows: np.ndarray,
+    norm: Normalisation,
+    neurons: np.ndarray,
+    per_neuron: int = 32,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per neuron of `neurons`, the squared gradient of the summed log-probability of its recorded spikes (the
+    positions whose next token it is) with respect to the frames, over (up to `per_neuron`, evenly spaced) of
+    `windows` in which it fires, summed over those windows, the frames and each patch's pixels.
+
+    Returns:
+        maps (K, H / ph, W / pw) float64 (zero for a neuron that fires in none of `windows`), and counts (K,)
+        int64, the windows each map sums over.
+    """
+    if model.frame_encoder is None or not len(model.frame_cross):
+        raise ValueError("the model takes no video (its config has [frames] enabled = false): no stimulus maps")
+    model.eval()
+    cfg = model.cfg
+    _, ph, pw = cfg.model.frame_patch
+    tokens = data.tokens
+    where = np.repeat(np.arange(tokens.n_windows), np.diff(tokens.window_ptr))  # each token's window
+    maps = np.zeros((neurons.size, cfg.frames.height // ph, cfg.frames.width // pw))
+    counts = np.zeros(neurons.size, np.int64)
+    for k, neuron in enumerate(neurons):
+        fired = np.intersect1d(windows, where[tokens.neurons == neuron])
+        if fired.size == 0:
+            continue
+        pick = fired[np.linspace(0, fired.size - 1, min(per_neuron, fired.size)).astype(np.int64)]
+        pick = np.unique(pick)
+        batch = to_torch(data.batch(pick, norm), "cpu")
+        frames = batch["frames"].float().requires_grad_(True)
+        batch["frames"] = frames
+        with torch.enable_grad():
+            h = model.forward_tokens(batch["ids"], batch["dts"], model.encode_context(batch))
+            logp = model.token_logits(h)[0].float().log_softmax(-1)[:, :-1, int(neuron)]
+            objective = logp[batch["ids"][:, 1:] == int(neuron)].sum()
+            (grad,) = torch.autograd.grad(objective, frames)
+        energy = (grad.double() ** 2).sum(dim=(0, 1)).numpy()  # (H, W)
+        maps[k] = energy.reshape(maps.shape[1], ph, maps.shape[2], pw).sum(axis=(1, 3))
+        counts[k] = pick.size
+    return maps, counts

@@ -165,7 +165,8 @@ def stimulus(
     """Stimulus attention maps (the paper's visual-attention figure): where in the video the model looks when it
     predicts each visual neuron's spikes (gradient-weighted frame cross-attention, keyed by the predicted neuron;
     raw attention beside it), scored against the simulator's true receptive fields beside a spike-triggered
-    average of the same frames."""
+    average of the same frames, and beside the model's input gradient (how much each patch's pixels move each
+    neuron's predicted spikes: if that does not follow the fields, the model holds none to attend to)."""
     from rtdecode.io import load_session
     from rtdecode.report.document import Report
     from rtdecode.report.run_sections import stimulus_section

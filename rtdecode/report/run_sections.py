@@ -152,6 +152,9 @@ def embedding_section(
     log(f"embedding: {kind} latents, linear {speed_name} r {score['r']:.3f}")
 
 
+INPUT_GRADIENT = "input gradient (not attention)"
+
+
 def stimulus_section(
     sec: Section,
     out: Path,
@@ -162,7 +165,7 @@ def stimulus_section(
 ) -> None:
     """Also the body of `rtdecode stimulus`: each visual neuron's stimulus attention map and spike-triggered
     average, scored against its true receptive field on the model's patch grid (`rtdecode.core.receptive_fields`)."""
-    from rtdecode.training.stimulus import stimulus_attention
+    from rtdecode.training.stimulus import input_gradient_maps, stimulus_attention
 
     cfg = run.config
     data = WindowData(session, cfg)
@@ -171,6 +174,7 @@ def stimulus_section(
     gradient, counts = stimulus_attention(run.model, data, pick, run.norm, method="gradient")
     attention, _ = stimulus_attention(run.model, data, pick, run.norm, method="attention")
     visual = np.asarray(session.truth["visual_neurons"], np.int64)
+    sensitivity, _ = input_gradient_maps(run.model, data, pick, run.norm, visual)
     patch = tuple(cfg.model.frame_patch[1:])
     truth = patch_energy(np.asarray(session.truth["receptive_fields"]), patch)
     # the spikes of the same windows, for the spike-triggered average
@@ -189,6 +193,7 @@ def stimulus_section(
         "gradient-weighted attention": score_maps(gradient[visual], truth),
         "attention": score_maps(attention[visual], truth),
         "spike-triggered average": score_maps(patch_energy(sta, patch), truth),
+        INPUT_GRADIENT: score_maps(sensitivity, truth),
     }
     best = scores["gradient-weighted attention"]["median_r"]
     met = best > scores["spike-triggered average"]["median_r"]
@@ -209,7 +214,10 @@ def stimulus_section(
         "(the positive part of each attention weight times the gradient of the recorded next neurons' "
         "log-probability, mean over heads and blocks, keyed by the predicted neuron), raw attention and the "
         "spike-triggered average of the same windows' frames; each scored as Pearson r with the true receptive "
-        "field's energy on the model's patch grid."
+        "field's energy on the model's patch grid. The input gradient is no attention map: the squared gradient of "
+        "each neuron's recorded spikes' log-probability with respect to the frames' pixels, per patch (32 of the "
+        "windows in which it fires). It asks whether the model holds the fields at all; where it does not follow "
+        "them, no attention map can."
     )
     sec.table(
         ["map", "median r with the true field", "neurons"],
@@ -233,5 +241,6 @@ def stimulus_section(
     log(
         f"stimulus attention: median r {best:.3f} gradient-weighted ({scores['attention']['median_r']:.3f} raw) vs "
         f"spike-triggered average "
-        f"{scores['spike-triggered average']['median_r']:.3f} ({visual.size} visual neurons); bar {verdict}"
+        f"{scores['spike-triggered average']['median_r']:.3f} ({visual.size} visual neurons); bar {verdict}; "
+        f"the model's input gradient {scores[INPUT_GRADIENT]['median_r']:.3f}"
     )
