@@ -106,7 +106,13 @@ def test_evaluate_from_a_run_writes_every_section(tiny_run, tiny_session_path, t
         "lagged correlation",
         "cross-correlogram",
     }
-    assert set(numbers["stimulus"]["scores"]) == {"gradient-weighted attention", "attention", "spike-triggered average"}
+    assert set(numbers["stimulus"]["scores"]) == {
+        "gradient-weighted attention",
+        "attention",
+        "spike-triggered average",
+        "input gradient (not attention)",
+    }
+    assert "ceiling_unseen_redrawn" in numbers["generation"]["targets"]["closed loop: per-neuron rate r"]
     assert numbers["embedding"]["kind"] == "contrastive" and math.isfinite(
         numbers["embedding"]["decodability"]["speed"]["r"]
     )
