@@ -121,7 +121,6 @@ def input_gradient_maps(
         if fired.size == 0:
             continue
         pick = fired[np.linspace(0, fired.size - 1, min(per_neuron, fired.size)).astype(np.int64)]
-        pick = np.unique(pick)
         batch = to_torch(data.batch(pick, norm), "cpu")
         frames = batch["frames"].float().requires_grad_(True)
         batch["frames"] = frames

@@ -181,7 +181,6 @@ def train(
     if init_from is not None:
         load_weights(model, Path(init_from))
     freeze_except(model, freeze)
-    trainable = {name.split(".")[0] for name, p in model.named_parameters() if p.requires_grad}
     optimizer = model.configure_optimizer(t.lr, t.betas, t.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     sampler = LengthGroupedBatches(train_windows, data.tokens.window_counts, t.batch_size * world, t.seed)
@@ -256,7 +255,7 @@ def train(
             progress(step, t.max_steps, scalars)
         last = step >= t.max_steps or time.perf_counter() >= deadline
         if step % t.eval_every == 0 or last:
-            if model.count_head is not None and "count_head" in trainable:
+            if model.count_head is not None and any(p.requires_grad for p in model.count_head.parameters()):
                 refit_count_intercept(model, data, train_windows, norm, dev)  # every rank: the weights stay equal
             val_metrics = _evaluate(model, data, split.val, norm, t.eval_windows, dev)
             if is_main:
