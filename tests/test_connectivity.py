@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from rtdecode.core.connectivity import (
+    UNCORRECTED_BASELINES,
     auprc,
     auroc,
     cross_correlogram_baseline,
@@ -22,6 +23,7 @@ from rtdecode.core.connectivity import (
     meets_stimulus_bar,
     score_against_truth,
     score_matrix,
+    slow_corrected_cross_correlogram,
 )
 
 
@@ -139,12 +141,13 @@ def test_both_keyings_count_exactly_the_pairs_they_describe(tiny_run, tiny_sessi
     windows = np.arange(5, 11)
     keyed = attention_connectivity(run.model, data, windows, run.norm, batch_size=4)
     n = run.model.vocab.n_neurons
-    want = {k: np.zeros((n, n)) for k in ("spike", "predicted")}
+    want = {k: np.zeros((n, n)) for k in ("spike", "predicted", "lag contrast")}
     batch = data.batch(windows, run.norm)
     for ids, dts in zip(batch["ids"], batch["dts"]):
         for q, k in product(range(ids.size), repeat=2):
             if ids[q] < n and ids[k] < n and dts[k] < dts[q]:
                 want["spike"][ids[q], ids[k]] += 1
+                want["lag contrast"][ids[q], ids[k]] += dts[q] - dts[k] == 1
             if q + 1 < ids.size and k <= q and ids[q + 1] < n and ids[k] < n and dts[k] < dts[q + 1]:
                 want["predicted"][ids[q + 1], ids[k]] += 1
     for name, (matrix, count) in keyed.items():
@@ -175,10 +178,15 @@ def test_connectivity_command_on_the_tiny_run(tiny_run, tiny_session_path, tmp_p
     assert set(section["scores"]) == {
         "attention",
         "attention (predicted)",
+        "attention (lag contrast)",
         "correlation",
         "lagged correlation",
         "cross-correlogram",
+        "cross-correlogram (slow-corrected)",
     }
+    for reading, bars in section["auprc_bar_by_reading"].items():
+        assert reading.startswith("attention")
+        assert bars["uncorrected baselines"]["best_baseline"] in ("lagged correlation", "cross-correlogram")
     for s in section["scores"].values():
         assert {"hub_circuit", "all_weights"} <= set(s) <= {"hub_circuit", "all_weights", "visual"}
         assert all(0 <= s[e]["auroc"] <= 1 for e in s)
@@ -199,6 +207,25 @@ def test_the_cross_correlogram_finds_a_2_ms_connection_and_its_direction():
     assert m[1, 0] > 20 and m[1, 0] > 10 * abs(m[0, 1]) and abs(m[2, 0]) < 5 and abs(m[0, 2]) < 5
 
 
+def test_the_slow_corrected_correlogram_removes_shared_slow_drive():
+    """Neurons 0 and 1 are both driven by the same slow on/off periods (5 s on, 5 s off), and 1 also fires 2 ms after
+    some spikes of 0. The plain correlogram sees 1 -> 0 too (the shared drive puts 0's spikes after 1's at every
+    lag); the corrected one keeps 0 -> 1 and leaves 1 -> 0 at chance. Spike times on a 1-ms grid, 400 s."""
+    rng = np.random.default_rng(1)
+    grid = np.arange(400_000)
+    on = (grid // 5000) % 2 == 0
+    p = np.where(on, 0.04, 0.002)  # 40 Hz on, 2 Hz off
+    first, second = grid[rng.random(grid.size) < p], grid[rng.random(grid.size) < p]
+    relayed = first[rng.random(first.size) < 0.3] + 2
+    times = np.concatenate([first, second, relayed]) * 1e-3
+    neurons = np.concatenate([np.zeros(first.size), np.ones(second.size + relayed.size)]).astype(np.int64)
+    plain = cross_correlogram_baseline(times, neurons, 2, 400.0)
+    corrected = slow_corrected_cross_correlogram(times, neurons, 2, 400.0)
+    assert plain[0, 1] > 10  # the shared drive, seen as an edge against the true direction
+    assert abs(corrected[0, 1]) < 4 and abs(corrected[0, 1]) < 0.2 * plain[0, 1] and corrected[1, 0] > 20
+    assert corrected[1, 0] / abs(corrected[0, 1]) > 5 * plain[1, 0] / plain[0, 1]
+
+
 def test_the_auprc_bar_compares_with_the_best_directed_baseline():
     truth = _hub_truth()
     good, noise = hub_circuit(truth), np.random.default_rng(0).random((6, 6))
@@ -214,6 +241,9 @@ def test_the_auprc_bar_compares_with_the_best_directed_baseline():
     leaky = good + 0.9 * good.T  # ranks the true edges first, but barely tells their direction
     bar = meets_auprc_bar(scores(leaky, good, noise))
     assert bar["auprc"] and not bar["direction"] and not bar["met"]
+    named = {**scores(good, symmetric, noise), "cross-correlogram (slow-corrected)": score_against_truth(good, truth)}
+    assert meets_auprc_bar(named)["best_baseline"] == "cross-correlogram (slow-corrected)"
+    assert meets_auprc_bar(named, baselines=UNCORRECTED_BASELINES)["best_baseline"] == "lagged correlation"
 
 
 def test_the_visual_edge_set_and_its_bar():

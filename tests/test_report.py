@@ -102,9 +102,11 @@ def test_evaluate_from_a_run_writes_every_section(tiny_run, tiny_session_path, t
     assert set(numbers["connectivity"]["scores"]) == {
         "attention",
         "attention (predicted)",
+        "attention (lag contrast)",
         "correlation",
         "lagged correlation",
         "cross-correlogram",
+        "cross-correlogram (slow-corrected)",
     }
     assert set(numbers["stimulus"]["scores"]) == {
         "gradient-weighted attention",

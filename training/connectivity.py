@@ -8,6 +8,9 @@ source matrices comparable with the simulator's W and scored by `rtdecode.core.c
   earlier time bin than that next spike are added to A[ids[q + 1], ids[k]] (what the model reads to predict
   neuron i's spike).
 Each sum is divided by how often its pair occurred (co-occurrence), so frequent pairs are not favoured.
+A third reading, the lag contrast, keys by spike and takes the attention to keys exactly one bin earlier less that
+to keys further back (clipped at zero): what drives two neurons together on slow time scales (the hubs' active
+periods, the stimulus) draws attention at every lag and in both directions, a synapse mostly at the first.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from rtdecode.core.connectivity import (
     correlation_baseline,
     cross_correlogram_baseline,
     lagged_correlation_baseline,
+    slow_corrected_cross_correlogram,
 )
 from rtdecode.core.window_data import WindowData, evenly_spaced, make_split
 from rtdecode.data.session import Session
@@ -36,10 +40,13 @@ __all__ = ["attention_connectivity", "connectivity_matrices"]
 def attention_connectivity(
     model: Neuroformer, data: WindowData, windows: np.ndarray, norm: Any, batch_size: int = 32
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Keying ("spike", "predicted") -> (matrix (N, N) target x source, co-occurrence counts (N, N))."""
+    """Reading ("spike", "predicted", "lag contrast") -> (matrix (N, N) target x source, co-occurrence counts
+    (N, N); for "lag contrast", those of the first-bin pairs)."""
     model.eval()
     n = model.vocab.n_neurons
-    sums = {k: (np.zeros((n, n)), np.zeros((n, n))) for k in ("spike", "predicted")}
+    # per keying, (sums, counts) of the pairs one bin apart and of those further apart
+    near = {k: (np.zeros((n, n)), np.zeros((n, n))) for k in ("spike", "predicted")}
+    far = {k: (np.zeros((n, n)), np.zeros((n, n))) for k in ("spike", "predicted")}
     with recording_attention(model.feature) as blocks:
         for lo in range(0, windows.size, batch_size):
             batch = to_torch(data.batch(windows[lo : lo + batch_size], norm), "cpu")
@@ -49,31 +56,50 @@ def attention_connectivity(
             spike = ids < n
             # key strictly earlier in time than the spike: spikes of the same bin are ordered by neuron index in
             # the token stream, so counting them would only let higher indices "see" lower ones (an artefact)
-            earlier = dts[:, None, :] < dts[:, :, None]
-            _add(sums["spike"], spike[:, :, None] & spike[:, None, :] & earlier, ids, ids, weights)
+            lag = dts[:, :, None] - dts[:, None, :]  # (B, query, key) in bins
+            _add_by_lag(near["spike"], far["spike"], spike[:, :, None] & spike[:, None, :], lag, ids, ids, weights)
             # position q predicts token q + 1: its row is that token's neuron, its keys those before that token's bin
-            nxt_ids, nxt_earlier = ids[:, 1:], earlier[:, 1:, :-1]
+            nxt_ids = ids[:, 1:]
             causal = np.tril(np.ones((ids.shape[1] - 1,) * 2, bool))  # keys up to q itself
-            pair = (nxt_ids < n)[:, :, None] & spike[:, None, :-1] & nxt_earlier & causal
-            _add(sums["predicted"], pair, nxt_ids, ids[:, :-1], weights[:, :-1, :-1])
-    return {k: (total / np.maximum(count, 1.0), count) for k, (total, count) in sums.items()}
+            pair = (nxt_ids < n)[:, :, None] & spike[:, None, :-1] & causal
+            _add_by_lag(
+                near["predicted"], far["predicted"], pair, lag[:, 1:, :-1], nxt_ids, ids[:, :-1], weights[:, :-1, :-1]
+            )
+    out = {}
+    for k in ("spike", "predicted"):
+        total, count = near[k][0] + far[k][0], near[k][1] + far[k][1]
+        out[k] = (total / np.maximum(count, 1.0), count)
+    (s1, c1), (s2, c2) = near["spike"], far["spike"]
+    # the first bin's attention less the later bins': a synapse acts within a bin or two, what drives a pair
+    # together slowly draws attention at every lag (the correlogram's shift-predictor idea, within a window)
+    contrast = np.where((c1 > 0) & (c2 > 0), s1 / np.maximum(c1, 1.0) - s2 / np.maximum(c2, 1.0), 0.0)
+    out["lag contrast"] = (np.clip(contrast, 0.0, None), c1)
+    return out
 
 
-def _add(
-    acc: tuple[np.ndarray, np.ndarray], pair: np.ndarray, rows: np.ndarray, cols: np.ndarray, weights: np.ndarray
+def _add_by_lag(
+    near: tuple[np.ndarray, np.ndarray],
+    far: tuple[np.ndarray, np.ndarray],
+    pair: np.ndarray,
+    lag: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    weights: np.ndarray,
 ) -> None:
-    """Add the weights of every (b, q, k) in `pair` at (rows[b, q], cols[b, k]) and count it."""
-    b, q, k = np.nonzero(pair)
-    np.add.at(acc[0], (rows[b, q], cols[b, k]), weights[b, q, k])
-    np.add.at(acc[1], (rows[b, q], cols[b, k]), 1.0)
+    """Add the weights of every (b, q, k) in `pair` whose key lies an earlier bin at (rows[b, q], cols[b, k]) and
+    count it: in `near` for a lag of one bin, in `far` for more."""
+    for acc, keep in ((near, pair & (lag == 1)), (far, pair & (lag > 1))):
+        b, q, k = np.nonzero(keep)
+        np.add.at(acc[0], (rows[b, q], cols[b, k]), weights[b, q, k])
+        np.add.at(acc[1], (rows[b, q], cols[b, k]), 1.0)
 
 
 def connectivity_matrices(
     run: Any, session: Session, windows: int = 3000, bin_ms: float = 10.0
 ) -> dict[str, np.ndarray]:
-    """Attention matrix of a LoadedRun over up to `windows` evenly spaced training windows, beside the
+    """Attention matrices of a LoadedRun over up to `windows` evenly spaced training windows, beside the
     correlation and lagged-correlation baselines from the whole session binned at `bin_ms`, and the 1-5 ms
-    cross-correlogram at spike-time resolution."""
+    cross-correlogram at spike-time resolution, plain and slow-corrected."""
     data = WindowData(session, run.config)
     train = make_split(data, run.config).train
     pick = evenly_spaced(train, windows)
@@ -84,9 +110,13 @@ def connectivity_matrices(
     return {
         "attention": keyed["spike"][0],
         "attention (predicted)": keyed["predicted"][0],
+        "attention (lag contrast)": keyed["lag contrast"][0],
         "correlation": correlation_baseline(counts),
         "lagged correlation": lagged_correlation_baseline(counts),
         "cross-correlogram": cross_correlogram_baseline(
+            session.spike_times, session.spike_neurons, session.n_neurons, session.stop - session.start
+        ),
+        "cross-correlogram (slow-corrected)": slow_corrected_cross_correlogram(
             session.spike_times, session.spike_neurons, session.n_neurons, session.stop - session.start
         ),
     }

@@ -127,14 +127,17 @@ def connectivity(
         console.print(t)
     bar = sec.numbers["bar"]
     console.print(
-        f"bar (hub circuit: AUROC >= 0.85, hubs found, direction > 1, beats both baselines): "
-        f"{'met' if bar['met'] else 'NOT met: ' + ', '.join(k for k, v in bar.items() if not v)}"
+        f"bar (hub circuit: AUROC >= 0.85, hubs found, direction > 1, beats every baseline): "
+        f"{'met' if bar['met'] else 'NOT met: ' + ', '.join(k for k, v in bar.items() if k != 'met' and not v)}"
     )
     auprc_bar = sec.numbers["auprc_bar"]
     console.print(
         f"bar (hub circuit: AUPRC within 0.05 of the best directed baseline, {auprc_bar['best_baseline']}, and a "
         f"direction index at least its): {'met' if auprc_bar['met'] else 'NOT met'}"
     )
+    for reading, bars in sec.numbers["auprc_bar_by_reading"].items():
+        verdicts = [f"{'met' if b['met'] else 'NOT met'} vs {b['best_baseline']} ({kind})" for kind, b in bars.items()]
+        console.print(f"  AUPRC bar, {reading}: " + "; ".join(verdicts))
     stimulus_bar = sec.numbers["stimulus_bar"]
     if stimulus_bar is not None:
         console.print(

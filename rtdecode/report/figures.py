@@ -112,8 +112,12 @@ def connectivity_figure(w: np.ndarray, candidates: dict[str, np.ndarray], path: 
     """True W beside each inferred matrix (target x source; diagonal blanked; colour range 1st-99.5th percentile)."""
     plt = _plt()
     panels = {"true W (target x source)": w, **candidates}
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4))
-    for ax, (name, m) in zip(axes, panels.items()):
+    cols = min(4, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 4 * rows), squeeze=False)
+    for ax in axes.flat[len(panels) :]:
+        ax.axis("off")
+    for ax, (name, m) in zip(axes.flat, panels.items()):
         m = np.where(np.eye(m.shape[0], dtype=bool), 0, m)
         ax.imshow(m, cmap="magma", vmin=np.percentile(m, 1), vmax=np.percentile(m, 99.5), interpolation="nearest")
         ax.set_title(name)
