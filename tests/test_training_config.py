@@ -12,7 +12,7 @@ from rtdecode.core.config import RunConfig, builtin_configs, load_config
 
 
 def test_builtin_configs_load():
-    assert set(builtin_configs()) >= {"small", "small_10ms", "release", "spikes_only"}
+    assert set(builtin_configs()) >= {"small", "small_10ms", "small_behavior_input", "release", "spikes_only"}
     small = load_config("small")
     assert small.frames.enabled and [b.name for b in small.targets] == ["speed", "phi", "theta"]
     release = load_config("release")
@@ -23,6 +23,10 @@ def test_builtin_configs_load():
     # spike-time order: sampled (neuron, offset) pairs cannot break it, so a closed loop reads histories it knows
     assert small.window.token_order == "time" and coarse.window.token_order == "neuron"
     assert dataclasses.replace(coarse, window=small.window) == small
+    # for generation given the behavior: small with every behavior variable read, none decoded
+    given = load_config("small_behavior_input")
+    assert [b.name for b in given.inputs] == ["speed", "phi", "theta"] and not given.targets
+    assert dataclasses.replace(given, behavior=small.behavior) == small
 
 
 def test_unknown_key_names_the_allowed_ones():
@@ -71,6 +75,7 @@ def test_a_run_saved_before_the_count_head_loads_without_one(tiny_config):
 
 def test_missing_file_lists_builtins(tmp_path):
     with pytest.raises(
-        FileNotFoundError, match="built-in configs: reference, release, rig, small, small_10ms, spikes_only"
+        FileNotFoundError,
+        match="built-in configs: reference, release, rig, small, small_10ms, small_behavior_input, spikes_only",
     ):
         load_config(tmp_path / "nope.toml")
