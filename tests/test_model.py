@@ -303,6 +303,76 @@ def test_count_head_starts_at_the_poisson_glm():
     torch.testing.assert_close(out, x[:5] @ head.linear.weight[0] + head.linear.bias)
 
 
+def test_the_count_head_reads_the_behavior_inputs_on_its_linear_path(setup):
+    """The tiny config reads theta as an input: its recent mean value and that value squared are linear features of
+    the count head, so a window count the behavior moves is predicted from the behavior even with the history
+    held fixed (before, only an MLP over learned tokens could find it, and after training it had not: a closed loop
+    whose history is its own lost the behavior's pull on the population rate)."""
+    from rtdecode.training.counts import behavior_count_features, init_count_head
+
+    model, data, norm = setup
+    windows = busy_windows(data, 8)
+    batch = to_torch(data.batch(windows, norm), "cpu")
+    feats = behavior_count_features(batch, ["theta"])
+    ok = batch["in_theta_valid"].float()
+    mean = (batch["in_theta"] * ok).sum(1) / ok.sum(1).clamp_min(1)
+    torch.testing.assert_close(feats, torch.stack([mean, mean * mean], 1))
+    with torch.no_grad():
+        head = model.count_head
+        head.linear.weight.zero_()
+        head.linear.weight[0, -2] = 0.5  # log-rate rises with theta's recent mean
+        head.mlp[-1].weight.zero_()  # the linear path alone
+        head.mlp[-1].bias.zero_()
+        base = model.encode_context(batch).count_log_rate
+        shifted = dict(batch, in_theta=batch["in_theta"] + 1.0)
+        moved = model.encode_context(shifted).count_log_rate
+    has_any = ok.sum(1) > 0
+    torch.testing.assert_close(moved[has_any] - base[has_any], torch.full_like(base[has_any], 0.5))
+    # the GLM start fits the behavior terms: counts drawn from theta alone give a clearly positive weight
+    rng = np.random.default_rng(0)
+    all_windows = np.arange(data.n_windows)
+    full = data.batch(all_windows, norm)
+    okf = full["in_theta_valid"].astype(np.float32)
+    theta = (full["in_theta"] * okf).sum(1) / np.maximum(okf.sum(1), 1)
+    drawn = rng.poisson(np.exp(1.5 + 0.7 * theta))
+
+    class Redrawn:  # the same windows, their counts replaced by the theta-driven draw
+        def __init__(self, inner):
+            self.inner = inner
+
+        def batch(self, w, n):
+            b = self.inner.batch(w, n)
+            b["lengths"] = (drawn[w] + 2).astype(b["lengths"].dtype)
+            return b
+
+    init_count_head(model, Redrawn(data), all_windows, norm, seed=0)
+    assert abs(model.count_head.linear.weight[0, -2].item() - 0.7) < 0.15
+
+
+def test_a_count_head_saved_without_behavior_terms_loads_and_predicts_as_before(setup, tmp_path):
+    """Weights saved before the count head's linear path read the behavior inputs (history-count weights only) load
+    with the behavior terms at zero: the same expected counts as that head gave."""
+    from safetensors.torch import load_file, save_file
+
+    from rtdecode.training.checkpoint import load_weights, save_weights
+
+    model, data, norm = setup
+    with torch.no_grad():
+        model.count_head.linear.weight[0, -2:] = 0.0  # what the old head computed
+    batch = to_torch(data.batch(busy_windows(data), norm), "cpu")
+    with torch.no_grad():
+        before = model.encode_context(batch).count_log_rate
+    save_weights(model, tmp_path / "m.safetensors")
+    state = load_file(str(tmp_path / "m.safetensors"))
+    state["count_head.linear.weight"] = state["count_head.linear.weight"][:, :-2].contiguous()  # the old shape
+    save_file(state, str(tmp_path / "old.safetensors"))
+    with torch.no_grad():
+        model.count_head.linear.weight.fill_(3.0)
+    load_weights(model, tmp_path / "old.safetensors")
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode_context(batch).count_log_rate, before)
+
+
 def test_count_intercept_refit_matches_the_mean_count(setup):
     """`refit_count_intercept` leaves the head's expected counts (eval mode) summing to the windows' spike counts:
     the Poisson MLE of its intercept. A head off by a factor e (as after training with dropout and weight decay,

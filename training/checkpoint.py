@@ -71,9 +71,20 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
     """Load safetensors weights; every key must match (a mismatch names the missing/unexpected keys)."""
     state = load_file(str(path))
     module = getattr(model, "module", model)
+    _widen_count_head(state, module)
     missing, unexpected = module.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(f"{path}: weights do not fit this model (missing {missing[:5]}, unexpected {unexpected[:5]})")
+
+
+def _widen_count_head(state: dict[str, torch.Tensor], module: torch.nn.Module) -> None:
+    """A count head saved before its linear path read the behavior inputs has only the history-count weights:
+    give the behavior terms weight zero, so the checkpoint loads and predicts exactly what it did."""
+    key = "count_head.linear.weight"
+    want = module.state_dict().get(key)
+    have = state.get(key)
+    if want is not None and have is not None and have.shape[0] == want.shape[0] and have.shape[1] < want.shape[1]:
+        state[key] = torch.cat([have, have.new_zeros(have.shape[0], want.shape[1] - have.shape[1])], dim=1)
 
 
 def code_version() -> str:

@@ -22,6 +22,7 @@ import torch.nn as nn
 __all__ = [
     "CountHead",
     "HistoryCountEncoder",
+    "behavior_count_features",
     "history_log_counts",
     "history_stretches",
     "init_count_head",
@@ -61,27 +62,36 @@ def history_log_counts(
 
 class CountHead(nn.Module):
     """The window's expected spike count from its context, before any of its spikes: log1p history counts per
-    window-length stretch (the recent population rate: a linear path, so the GLM's predictor is there from the
-    first step), the mean frame token and each behavior input's mean token, through an MLP. Poisson log-rate.
+    window-length stretch (the recent population rate) and each behavior input's recent mean value and its square
+    (`behavior_count_features`) on a linear path, so the GLM's predictor is there from the first step; the mean
+    frame token and each behavior input's mean token, with the history counts, through an MLP. Poisson log-rate.
 
     It reads the context, not a token's state: what sets a window's size is known when the window opens, and the
-    direct path learns in a few hundred steps where the same signal routed through attention to SOS did not."""
+    direct path learns in a few hundred steps where the same signal routed through attention to SOS did not. The
+    behavior terms are on the linear path because the history counts alone explain the window count in training,
+    so an MLP left to find the behavior did not (its prediction with the history held constant: r -0.08 with the
+    count), and a closed loop, whose history is its own, then lost the behavior's pull on the population rate."""
 
-    def __init__(self, d: int, n_stretches: int, n_pooled: int) -> None:
+    def __init__(self, d: int, n_stretches: int, n_pooled: int, n_behavior: int = 0) -> None:
         super().__init__()
-        self.linear = nn.Linear(n_stretches, 1)
+        self.linear = nn.Linear(n_stretches + 2 * n_behavior, 1)
         self.mlp = nn.Sequential(nn.Linear(n_stretches + n_pooled * d, d), nn.GELU(), nn.Linear(d, 1))
 
-    def forward(self, log_counts: torch.Tensor, pooled: list[torch.Tensor]) -> torch.Tensor:
+    def forward(
+        self, log_counts: torch.Tensor, pooled: list[torch.Tensor], behavior: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """log_counts (B, K), pooled [(B, D)], behavior (B, 2 x inputs) `behavior_count_features` -> (B,)."""
         x = torch.cat([log_counts, *pooled], dim=-1)
-        return (self.linear(log_counts) + self.mlp(x)).squeeze(-1)
+        linear_in = log_counts if behavior is None else torch.cat([log_counts, behavior], dim=-1)
+        return (self.linear(linear_in) + self.mlp(x)).squeeze(-1)
 
     @torch.no_grad()
-    def init_glm(self, log_counts: torch.Tensor, counts: torch.Tensor, ridge: float = 1e-3, iters: int = 25) -> None:
-        """Start the linear path at the Poisson GLM of the training windows' counts on their history counts
-        (Newton's method; a small ridge on the weights), the MLP at zero: training starts where the recent
-        population rate alone gets it and spends its steps on what the frames and behavior add."""
-        X = torch.cat([log_counts.double(), torch.ones(len(counts), 1, dtype=torch.float64)], 1)  # (n, K + 1)
+    def init_glm(self, features: torch.Tensor, counts: torch.Tensor, ridge: float = 1e-3, iters: int = 25) -> None:
+        """Start the linear path at the Poisson GLM of the training windows' counts on its `features` (history
+        counts, then the behavior terms; Newton's method, a small ridge on the weights), the MLP at zero: training
+        starts where the recent population rate and the behavior alone get it and spends its steps on what the
+        frames and the rest add."""
+        X = torch.cat([features.double(), torch.ones(len(counts), 1, dtype=torch.float64)], 1)  # (n, F + 1)
         y = counts.double()
         beta = torch.zeros(X.shape[1], dtype=torch.float64)
         beta[-1] = math.log(max(float(y.mean()), 0.5))
@@ -100,18 +110,36 @@ class CountHead(nn.Module):
         nn.init.zeros_(last.bias)
 
 
+def behavior_count_features(batch: dict[str, torch.Tensor], names: list[str]) -> torch.Tensor | None:
+    """(B, 2 x len(names)): each behavior input's mean normalised value over its valid samples in the input window
+    (0, the training mean, where none is valid) and that mean squared (a tuning curve's bend: neurons that prefer
+    the middle of a range, as eye position does, move the population rate both ways). None without inputs."""
+    if not names:
+        return None
+    cols = []
+    for name in names:
+        ok = batch[f"in_{name}_valid"].to(torch.float32)
+        mean = (batch[f"in_{name}"] * ok).sum(1) / ok.sum(1).clamp_min(1.0)
+        cols += [mean, mean * mean]
+    return torch.stack(cols, dim=-1)
+
+
 def init_count_head(model: Any, data: Any, windows: np.ndarray, norm: Any, seed: int) -> None:
-    """`model`'s count head from a Poisson GLM on (up to 8192 of) the training `windows`' history counts."""
+    """`model`'s count head from a Poisson GLM on (up to 8192 of) the training `windows`' history counts and
+    behavior terms."""
     from rtdecode.training.data import to_torch
 
     head = model.count_head
     w = model.cfg.window
+    names = [b.name for b in model.cfg.inputs]
     pick = windows if windows.size <= 8192 else np.sort(np.random.default_rng(seed).choice(windows, 8192, False))
     feats, counts = [], []
     for lo in range(0, pick.size, 512):
         batch = to_torch(data.batch(pick[lo : lo + 512], norm), "cpu")
         valid = torch.arange(batch["prev_ids"].shape[1])[None, :] < batch["prev_lengths"][:, None]
-        feats.append(history_log_counts(batch["prev_dts"], valid, w.bins_per_window, w.prev_bins))
+        history = history_log_counts(batch["prev_dts"], valid, w.bins_per_window, w.prev_bins)
+        behavior = behavior_count_features(batch, names)
+        feats.append(history if behavior is None else torch.cat([history, behavior], dim=-1))
         counts.append((batch["lengths"] - 2).clamp_min(0))
     head.init_glm(torch.cat(feats), torch.cat(counts))
 

@@ -37,7 +37,13 @@ import torch.nn.functional as F
 from rtdecode.core.config import RunConfig
 from rtdecode.data.tokenizer import Vocab
 from rtdecode.training.blocks import CrossBlock, CrossMemory, SelfBlock
-from rtdecode.training.counts import CountHead, HistoryCountEncoder, history_log_counts, history_stretches
+from rtdecode.training.counts import (
+    CountHead,
+    HistoryCountEncoder,
+    behavior_count_features,
+    history_log_counts,
+    history_stretches,
+)
 
 __all__ = ["Neuroformer", "Context", "CausalBlockForm", "Outputs"]
 
@@ -163,7 +169,7 @@ class Neuroformer(nn.Module):
         self.dt_head = nn.Linear(d, vocab.dt_size)
         self.behavior_heads = nn.ModuleDict({b.name: nn.Linear(d, b.n_outputs) for b in cfg.targets})
         n_pooled = int(cfg.frames.enabled) + len(cfg.inputs)
-        self.count_head = CountHead(d, n_stretches, n_pooled) if m.count_head else None
+        self.count_head = CountHead(d, n_stretches, n_pooled, len(cfg.inputs)) if m.count_head else None
         c = cfg.contrastive
         modalities = sorted({mod for pair in c.pairs for mod in pair}) if c.enabled else []
         self.contrastive_proj = nn.ModuleDict({mod: nn.Linear(d, c.dim) for mod in modalities})
@@ -223,7 +229,8 @@ class Neuroformer(nn.Module):
             ctx.behavior[name] = [blk.memory(tokens, ok) for blk in self.behavior_cross[name]]
             pooled.append((tokens * ok.unsqueeze(-1)).sum(1) / ok.sum(1, keepdim=True))  # null included: never 0
         if self.count_head is not None:
-            ctx.count_log_rate = self.count_head(log_counts, pooled)
+            behavior = behavior_count_features(batch, list(self.behavior_inputs))
+            ctx.count_log_rate = self.count_head(log_counts, pooled, behavior)
         return ctx
 
     # ------------------------------------------------------------------ tokens
