@@ -82,8 +82,13 @@ class CountHead(nn.Module):
     ) -> torch.Tensor:
         """log_counts (B, K), pooled [(B, D)], behavior (B, 2 x inputs) `behavior_count_features` -> (B,)."""
         x = torch.cat([log_counts, *pooled], dim=-1)
-        linear_in = log_counts if behavior is None else torch.cat([log_counts, behavior], dim=-1)
-        return (self.linear(linear_in) + self.mlp(x)).squeeze(-1)
+        return (self.linear(self.linear_inputs(log_counts, behavior)) + self.mlp(x)).squeeze(-1)
+
+    @staticmethod
+    def linear_inputs(log_counts: torch.Tensor, behavior: torch.Tensor | None) -> torch.Tensor:
+        """The linear path's features in the order its weights expect (history counts, then behavior terms): one
+        place, shared by `forward` and the GLM start (`init_count_head`)."""
+        return log_counts if behavior is None else torch.cat([log_counts, behavior], dim=-1)
 
     @torch.no_grad()
     def init_glm(self, features: torch.Tensor, counts: torch.Tensor, ridge: float = 1e-3, iters: int = 25) -> None:
@@ -138,8 +143,7 @@ def init_count_head(model: Any, data: Any, windows: np.ndarray, norm: Any, seed:
         batch = to_torch(data.batch(pick[lo : lo + 512], norm), "cpu")
         valid = torch.arange(batch["prev_ids"].shape[1])[None, :] < batch["prev_lengths"][:, None]
         history = history_log_counts(batch["prev_dts"], valid, w.bins_per_window, w.prev_bins)
-        behavior = behavior_count_features(batch, names)
-        feats.append(history if behavior is None else torch.cat([history, behavior], dim=-1))
+        feats.append(CountHead.linear_inputs(history, behavior_count_features(batch, names)))
         counts.append((batch["lengths"] - 2).clamp_min(0))
     head.init_glm(torch.cat(feats), torch.cat(counts))
 
