@@ -140,30 +140,15 @@ def _edit(d: Path, change) -> None:
     (d / "manifest.json").write_text(json.dumps(m))
 
 
-def test_export_and_bench_cli(run_dir, tiny_session_path, tmp_path):
-    r = CliRunner().invoke(
-        app,
-        [
-            "export",
-            "--from",
-            str(run_dir),
-            "--out",
-            str(tmp_path / "b"),
-            "--data",
-            str(tiny_session_path),
-            "--parity-windows",
-            "3",
-        ],
-    )
-    assert r.exit_code == 0, r.output
-    text = " ".join(r.output.split())  # rich wraps long lines at the runner's 80 columns
-    assert "bundle written" in text and "identical: True" in text
+def test_bench_cli(bundle_dir, tmp_path):
+    """`rtdecode bench model` on an exported bundle (the `rtdecode export` command itself: tests/test_spikes_only.py,
+    whose model exports in a fraction of the time)."""
     r = CliRunner().invoke(
         app,
         [
             "bench",
             "model",
-            str(tmp_path / "b"),
+            str(bundle_dir),
             "--repeats",
             "5",
             "--gen-windows",

@@ -33,7 +33,9 @@ def spikes_only(tiny_session: Session, tmp_path_factory: pytest.TempPathFactory)
     return {"session": root / "spikes.npz", "run": root / "run", "root": root}
 
 
-def test_a_spikes_only_run_exports_the_generation_graphs(spikes_only):
+@pytest.fixture(scope="module")
+def spikes_only_bundle(spikes_only: dict[str, Path]) -> tuple[Path, str]:
+    """The spikes-only run exported once by the CLI, as a user would; (bundle, the command's output)."""
     pytest.importorskip("onnxscript")
     from rtdecode.cli import app
 
@@ -41,19 +43,22 @@ def test_a_spikes_only_run_exports_the_generation_graphs(spikes_only):
     args = ["export", "--from", str(spikes_only["run"]), "--out", str(bundle), "--data", str(spikes_only["session"])]
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
-    manifest = json.loads((bundle / "manifest.json").read_text())
+    text = " ".join(r.output.split())  # rich wraps long lines at the runner's 80 columns
+    assert "bundle written" in text and "identical: True" in text
+    return bundle, r.output
+
+
+def test_a_spikes_only_run_exports_the_generation_graphs(spikes_only_bundle):
+    manifest = json.loads((spikes_only_bundle[0] / "manifest.json").read_text())
     assert set(manifest["graphs"]) == {"context", "step"} and manifest["parity"]["passed"]
     assert manifest["parity"]["generation_identical"] and "decode_max_abs" not in manifest["parity"]
 
 
-def test_the_daemon_serves_a_spikes_only_bundle_as_predicted_activity(spikes_only, tiny_session):
+def test_the_daemon_serves_a_spikes_only_bundle_as_predicted_activity(spikes_only_bundle):
     pytest.importorskip("onnxruntime")
-    from tests.conftest import _export_tiny
     from tests.test_daemon import collect, connected, running_daemon
 
-    session = dataclasses.replace(tiny_session, behavior={}, frames=None, frame_times=None, truth={})
-    bundle = _export_tiny(spikes_only["run"], session, spikes_only["root"] / "bundle-daemon")
-    with running_daemon(bundle) as daemon, connected(daemon) as (prod, sub):
+    with running_daemon(spikes_only_bundle[0]) as daemon, connected(daemon) as (prod, sub):
         assert daemon.config.generate and not daemon.streaming and not daemon.decoder.can_decode
         prod.spikes(np.array([0.01, 0.03]), np.array([1, 2], np.int32))
         prod.clock(0.05)

@@ -164,15 +164,14 @@ def test_a_stream_graph_of_another_version_is_not_streamed(tiny_bundle, tmp_path
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "bounded, by_time", [(False, False), (True, False), (True, True)], ids=["whole", "bounded", "bounded-by-time"]
-)
+@pytest.mark.parametrize("bounded, by_time", [(False, False), (True, True)], ids=["whole", "rig"])
 def test_streaming_stays_exact_at_rig_scale(tmp_path, bounded, by_time):
     """Over 1000 spikes per window (derived budgets, nothing truncated): a window streamed quantum by quantum, as
-    the daemon does, decodes like the whole window within 1e-5; also with the rig config's bounded attention (a
-    span far shorter than the window, history through latent summaries), whose export parity (decode, step,
-    stream, greedy generation vs PyTorch) must pass too; and with tokens in spike-time order, streamed 1 ms of
-    spikes at a time."""
+    the daemon does, decodes like the whole window within 1e-5, with the reference's whole attention and tokens
+    in neuron order; and as the rig config runs: bounded attention (a span far shorter than the window, history
+    through latent summaries), whose export parity (decode, step, stream, greedy generation vs PyTorch) must pass
+    too, and tokens in spike-time order, streamed 1 ms of spikes at a time. (Bounded attention in neuron order is
+    checked in PyTorch, tests/test_model.py: each export here costs most of the test's time.)"""
     pytest.importorskip("torch")
     pytest.importorskip("onnxscript")
     from rtdecode.core.config import RunConfig

@@ -27,19 +27,14 @@ NO_TRT = "needs TensorRT, cuda-python and a CUDA GPU (pip install 'rtdecode[tens
 
 
 @pytest.fixture(scope="module")
-def run_and_bundle(tiny_session_path, tmp_path_factory) -> tuple[Path, Bundle]:
-    pytest.importorskip("torch")
-    pytest.importorskip("onnxruntime")
-    from conftest import tiny_config_dict
+def run_and_bundle(tiny_run, tiny_bundle, tmp_path_factory) -> tuple[Path, Bundle]:
+    """The session's tiny run and bundle (frames, a behavior input and two targets: every kind of axis); the bundle
+    copied, since engine caches are written inside it."""
+    import shutil
 
-    from rtdecode.core.config import RunConfig
-    from rtdecode.export.onnx import export_bundle
-    from rtdecode.training.train import train
-
-    root = tmp_path_factory.mktemp("trt")  # frames, a behavior input and two targets: every kind of axis
-    train(RunConfig.from_dict(tiny_config_dict(max_steps=2, eval_every=2)), tiny_session_path, root / "run", **QUIET)
-    export_bundle(root / "run", root / "bundle", **QUIET)
-    return root / "run", Bundle.load(root / "bundle")
+    bundle = tmp_path_factory.mktemp("trt") / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    return tiny_run, Bundle.load(bundle)
 
 
 @pytest.fixture(scope="module")
