@@ -290,7 +290,7 @@ _register_simulate()
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for everything the demo writes.")] = Path("demo-out"),
     quick: Annotated[
-        bool, typer.Option(help="A first look in about a minute: 60-s session, 60 training steps.")
+        bool, typer.Option(help="A first look in about 2 minutes: 60-s session, 60 training steps.")
     ] = False,
     duration: Annotated[float, typer.Option(help="Simulated seconds (ignored with --quick).")] = 600.0,
     train_minutes: Annotated[float, typer.Option(help="Training time budget, minutes (ignored with --quick).")] = 5.0,
