@@ -76,6 +76,21 @@ def test_mlp_baseline_fits_what_ridge_cannot():
     assert pearson_r(y[te, 0], mlp[:, 0]) > 0.9 > 0.3 > abs(pearson_r(y[te, 0], ridge))
 
 
+def test_a_model_that_decodes_the_behavior_is_told_why_its_loop_cannot_follow(tiny_config, tiny_session):
+    """The demo's model decodes speed and eye position and reads none of them: its report names what to train."""
+    import dataclasses
+
+    from rtdecode.report.generation_section import unread_behavior_note
+
+    assert tiny_config.inputs and unread_behavior_note(tiny_config, tiny_session) is None  # reads theta
+    decodes_only = dataclasses.replace(
+        tiny_config, behavior=tuple(b for b in tiny_config.behavior if b.role != "input")
+    )
+    note = unread_behavior_note(decodes_only, tiny_session)
+    assert note and "small_behavior_input" in note and "speed" in note
+    assert unread_behavior_note(decodes_only, dataclasses.replace(tiny_session, behavior={})) is None
+
+
 def test_evaluate_from_a_run_writes_every_section(tiny_run, tiny_session_path, tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("onnxruntime")

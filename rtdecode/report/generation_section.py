@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from rtdecode.core.config import RunConfig
 from rtdecode.core.normalisation import Normalisation
 from rtdecode.core.window_data import WindowData
 from rtdecode.data.session import Session
@@ -27,7 +28,7 @@ from rtdecode.report.generation import (
 )
 from rtdecode.runtime import Decoder
 
-__all__ = ["generation_section"]
+__all__ = ["generation_section", "unread_behavior_note"]
 
 UNSEEN_NAMES = {"behavior": "the behavior (decoded, never an input)", "community": "the hub schedule"}
 
@@ -89,6 +90,9 @@ def generation_section(
             else ""
         )
     )
+    note = unread_behavior_note(data.cfg, session)
+    if note:
+        sec.text(note, "note")
     keys = [
         ("set_f1", "set F1"),
         ("rate_correlation", "per-neuron rate r"),
@@ -184,4 +188,17 @@ def generation_section(
         f"population rate r {g['population_rate_correlation']:.3f} teacher-forced, "
         f"{gl['population_rate_correlation']:.3f} closed loop (last 10 s at {st['rate_ratio_last']:.2f}x the "
         f"recorded rate); targets met {sum(v['met'] for v in targets.values())} of {len(targets)}"
+    )
+
+
+def unread_behavior_note(cfg: RunConfig, session: Session) -> str | None:
+    """Why a closed loop of a model that decodes the behavior (the demo's) cannot follow the recording, and what
+    to train instead; None when the model reads the behavior or the session has none."""
+    if cfg.inputs or not session.behavior:
+        return None
+    return (
+        f"This model reads none of the session's behavior ({', '.join(sorted(session.behavior))}): a closed loop "
+        "runs without the behavior that drives part of the activity, and cannot follow the recording where it "
+        "does. A model that reads the behavior as it reads the frames: `rtdecode train --config "
+        "small_behavior_input`, then `rtdecode evaluate` on its run."
     )
