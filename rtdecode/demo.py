@@ -90,6 +90,7 @@ def run_demo(
         result.update(_train_export_serve(out, session, train_steps, train_minutes, parity_windows, speed, reuse, log))
         if report:
             from rtdecode.report.evaluate import evaluate_report
+            from rtdecode.report.targets import science_targets
 
             log(f"writing the evaluation report -> {out / 'report'} ...")
             live = {
@@ -113,6 +114,7 @@ def run_demo(
                 "path": str(out / "report" / "report.html"),
                 "generation": {k: numbers["generation"][k] for k in ("generated", "glm", "poisson", "targets")},
                 "connectivity_bar": numbers["connectivity"].get("bar"),
+                "science_targets": science_targets(numbers),
             }
     with atomic_write(out / "demo-summary.json") as f:
         f.write(json.dumps(result, indent=2).encode())

@@ -42,6 +42,9 @@ def test_demo_quick_runs_the_whole_pipeline(tmp_path):
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert report["latency"]["demo_real_time"]["windows"] == s["serve"]["windows"]  # the live latencies, not a re-run
     assert s["report"]["generation"]["generated"]["set_f1"] > 0
+    targets = {row["target"]: row for row in s["report"]["science_targets"]}
+    assert "generation, closed loop: per-neuron rate r" in targets and "science targets" in r.output
+    assert any(t.startswith("connectivity") for t in targets) and any(t.startswith("stimulus") for t in targets)
 
     # --reuse serves and reports again without simulating or training
     r = CliRunner().invoke(app, ["demo", "--quick", "--reuse", "--no-report", "--out", str(tmp_path)])

@@ -139,6 +139,11 @@ def test_evaluate_from_a_run_writes_every_section(tiny_run, tiny_session_path, t
     assert latents["latent"].shape[0] == latents["window"].size == latents["behavior_speed"].size
     for png in ("decoding.png", "generation.png", "connectivity.png", "stimulus.png", "embedding.png", "latency.png"):
         assert png in (out / "report.html").read_text()
+    from rtdecode.report.targets import science_targets
+
+    rows = science_targets(numbers)  # what `rtdecode demo` prints: every target of the report, one row each
+    assert len(rows) == len(numbers["generation"]["targets"]) + 3  # + hub circuit, visual edges, stimulus
+    assert all(isinstance(r["met"], bool) and r["value"] and r["bar"] for r in rows)
 
 
 def test_evaluate_command_from_a_bundle_and_embed(tiny_bundle, tiny_session_path, tmp_path):

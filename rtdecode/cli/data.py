@@ -357,5 +357,11 @@ def demo(
             f"{g['poisson']['set_f1']:.3f}, per-neuron rate r {g['generated']['rate_correlation']:.3f} vs "
             f"{g['poisson']['rate_correlation']:.3f}"
         )
+        t = Table(title="science targets (the report explains each)", title_justify="left")
+        for col in ("target", "this run", "bar", "met"):
+            t.add_column(col)
+        for row in result["report"]["science_targets"]:
+            t.add_row(row["target"], row["value"], row["bar"], "[green]yes[/]" if row["met"] else "[red]no[/]")
+        console.print(t)
         console.print(f"report: {result['report']['path']}")
     console.print(f"[green]demo finished[/]: summary in {out / 'demo-summary.json'}")
