@@ -97,6 +97,7 @@ def generation_section(
         ("set_f1", "set F1"),
         ("rate_correlation", "per-neuron rate r"),
         ("population_rate_correlation", "population rate r"),
+        ("population_rate_correlation_slow", f"population rate r, {scores['slow_bin_s']:g}-s bins"),
         ("pairwise_correlation_similarity", "pairwise correlation similarity r"),
         ("spikes_per_window", "spikes / window"),
         ("capped_fraction", "windows at token cap"),
@@ -117,10 +118,7 @@ def generation_section(
             + [
                 [
                     f"{mode}: recording",
-                    "",
-                    "",
-                    "",
-                    "",
+                    *([""] * 5),  # set F1, per-neuron rate, both population rates, pairwise: against itself
                     t["spikes_per_window"],
                     t["capped_fraction"],
                     t["fano_median"],
