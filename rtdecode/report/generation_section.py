@@ -79,7 +79,9 @@ def generation_section(
         f"window. Closed loop: {loop_windows.size} consecutive held-out windows ({loop_windows.size * win_s:.0f} s), "
         "each generated from the windows generated before it. Temperature 1, nucleus 0.95, frames and behavior "
         "inputs as recorded. Baselines generated the same two ways: Poisson at each neuron's training rate, and a "
-        "GLM (counts linear in the previous window's counts, ridge-fitted on the training windows, Poisson sampled)."
+        "GLM (counts linear in the previous window's counts, ridge-fitted on the training windows, Poisson sampled). "
+        f"The population rate is compared per window and summed over {scores['slow_bin_s']:g}-s bins: a window's "
+        "count is dominated by spike-count noise, a bin's by the slow causes (behavior, hub schedule)."
         + (
             " Repeat trial (simulated sessions): the same windows of a second run of the circuit with the same "
             "stimulus, behavior and hub schedule, the spikes drawn afresh: the recording's own variability, the "
