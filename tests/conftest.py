@@ -102,9 +102,23 @@ def tiny_run(tiny_session_path: Path, tmp_path_factory: pytest.TempPathFactory) 
 
 
 @pytest.fixture(scope="session")
-def tiny_bundle(tiny_run: Path, tiny_session: Session, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny run exported to a bundle, parity-checked on 6 held-out windows."""
-    return _export_tiny(tiny_run, tiny_session, tmp_path_factory.mktemp("bundles") / "tiny")
+def tiny_bundle(tiny_run: Path, tiny_session_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny run exported by `rtdecode export` as a user would, parity-checked on 6 held-out windows: the
+    command's export of a model that decodes is checked here, once, for every test that uses the bundle (an
+    export is most of a test's time)."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from typer.testing import CliRunner
+
+    from rtdecode.cli import app
+
+    out = tmp_path_factory.mktemp("bundles") / "tiny"
+    args = ["export", "--from", str(tiny_run), "--out", str(out), "--data", str(tiny_session_path)]
+    r = CliRunner().invoke(app, [*args, "--parity-windows", "6"])
+    assert r.exit_code == 0, r.output
+    text = " ".join(r.output.split())  # rich wraps long lines at the runner's 80 columns
+    assert "bundle written" in text and "parity on 6 windows: decode" in text and "identical: True" in text
+    return out
 
 
 @pytest.fixture(scope="session")

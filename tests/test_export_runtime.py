@@ -141,8 +141,8 @@ def _edit(d: Path, change) -> None:
 
 
 def test_bench_cli(bundle_dir, tmp_path):
-    """`rtdecode bench model` on an exported bundle (the `rtdecode export` command itself: tests/test_spikes_only.py,
-    whose model exports in a fraction of the time)."""
+    """`rtdecode bench model` on an exported bundle (the `rtdecode export` command itself is checked where the
+    `tiny_bundle` fixture makes the bundle, tests/conftest.py)."""
     r = CliRunner().invoke(
         app,
         [

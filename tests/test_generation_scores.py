@@ -46,6 +46,7 @@ def test_the_slow_population_rate_sums_consecutive_windows(tiny_session):
     tokens = tokens_of(tiny_session)
     windows = np.arange(100, 300)
     per_bin = int(round(0.5 / tokens.config.window))
+    assert windows.size % per_bin == 0
     rng = np.random.default_rng(0)
     order = np.concatenate([b + rng.permutation(per_bin) for b in range(0, windows.size, per_bin)])
     recorded = recorded_windows(tokens, windows)

@@ -82,13 +82,15 @@ def test_a_model_that_decodes_the_behavior_is_told_why_its_loop_cannot_follow(ti
 
     from rtdecode.report.generation_section import unread_behavior_note
 
-    assert tiny_config.inputs and unread_behavior_note(tiny_config, tiny_session) is None  # reads theta
-    decodes_only = dataclasses.replace(
-        tiny_config, behavior=tuple(b for b in tiny_config.behavior if b.role != "input")
+    note = unread_behavior_note(tiny_config, tiny_session)  # decodes speed and phi, reads theta only
+    assert note and "small_behavior_input" in note and "speed" in note and "theta" not in note
+    only_theta = dataclasses.replace(tiny_session, behavior={"theta": tiny_session.behavior["theta"]})
+    assert unread_behavior_note(tiny_config, only_theta) is None  # reads every behavior the session has
+    spikes_only = dataclasses.replace(
+        tiny_config, behavior=(), contrastive=dataclasses.replace(tiny_config.contrastive, enabled=False)
     )
-    note = unread_behavior_note(decodes_only, tiny_session)
-    assert note and "small_behavior_input" in note and "speed" in note
-    assert unread_behavior_note(decodes_only, dataclasses.replace(tiny_session, behavior={})) is None
+    assert unread_behavior_note(spikes_only, tiny_session) is None  # decodes nothing: nothing to point it to
+    assert unread_behavior_note(tiny_config, dataclasses.replace(tiny_session, behavior={})) is None
 
 
 def test_evaluate_from_a_run_writes_every_section(tiny_run, tiny_session_path, tmp_path):

@@ -34,8 +34,8 @@ def spikes_only(tiny_session: Session, tmp_path_factory: pytest.TempPathFactory)
 
 
 @pytest.fixture(scope="module")
-def spikes_only_bundle(spikes_only: dict[str, Path]) -> tuple[Path, str]:
-    """The spikes-only run exported once by the CLI, as a user would; (bundle, the command's output)."""
+def spikes_only_bundle(spikes_only: dict[str, Path]) -> Path:
+    """The spikes-only run exported once by the CLI, as a user would."""
     pytest.importorskip("onnxscript")
     from rtdecode.cli import app
 
@@ -45,11 +45,11 @@ def spikes_only_bundle(spikes_only: dict[str, Path]) -> tuple[Path, str]:
     assert r.exit_code == 0, r.output
     text = " ".join(r.output.split())  # rich wraps long lines at the runner's 80 columns
     assert "bundle written" in text and "identical: True" in text
-    return bundle, r.output
+    return bundle
 
 
 def test_a_spikes_only_run_exports_the_generation_graphs(spikes_only_bundle):
-    manifest = json.loads((spikes_only_bundle[0] / "manifest.json").read_text())
+    manifest = json.loads((spikes_only_bundle / "manifest.json").read_text())
     assert set(manifest["graphs"]) == {"context", "step"} and manifest["parity"]["passed"]
     assert manifest["parity"]["generation_identical"] and "decode_max_abs" not in manifest["parity"]
 
@@ -58,7 +58,7 @@ def test_the_daemon_serves_a_spikes_only_bundle_as_predicted_activity(spikes_onl
     pytest.importorskip("onnxruntime")
     from tests.test_daemon import collect, connected, running_daemon
 
-    with running_daemon(spikes_only_bundle[0]) as daemon, connected(daemon) as (prod, sub):
+    with running_daemon(spikes_only_bundle) as daemon, connected(daemon) as (prod, sub):
         assert daemon.config.generate and not daemon.streaming and not daemon.decoder.can_decode
         prod.spikes(np.array([0.01, 0.03]), np.array([1, 2], np.int32))
         prod.clock(0.05)

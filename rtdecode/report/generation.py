@@ -360,7 +360,7 @@ def generation_targets(teacher_forced: dict[str, Any], closed_loop: dict[str, An
                 g["population_rate_correlation"] >= 0.6,
             ),
             (
-                f"population rate r, {sc.get('slow_bin_s', SLOW_BIN_S):g}-s bins",
+                f"population rate r, {SLOW_BIN_S:g}-s bins",  # a stable key; the bin is the nearest whole windows
                 "population_rate_correlation_slow",
                 g.get("population_rate_correlation_slow", float("nan")),
                 ">= 0.6 (the same bar at the behavior's time scale)",

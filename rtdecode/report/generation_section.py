@@ -192,13 +192,14 @@ def generation_section(
 
 
 def unread_behavior_note(cfg: RunConfig, session: Session) -> str | None:
-    """Why a closed loop of a model that decodes the behavior (the demo's) cannot follow the recording, and what
-    to train instead; None when the model reads the behavior or the session has none."""
-    if cfg.inputs or not session.behavior:
+    """Why a closed loop of a model that decodes behavior it does not read (the demo's) cannot follow the
+    recording, and what to train instead; None when the model reads all of the session's behavior, decodes no
+    behavior (a spikes-only model: nothing to point it to), or the session has none."""
+    unread = sorted(set(session.behavior) - {b.name for b in cfg.inputs})
+    if not unread or not cfg.targets:
         return None
     return (
-        f"This model reads none of the session's behavior ({', '.join(sorted(session.behavior))}): a closed loop "
-        "runs without the behavior that drives part of the activity, and cannot follow the recording where it "
-        "does. A model that reads the behavior as it reads the frames: `rtdecode train --config "
-        "small_behavior_input`, then `rtdecode evaluate` on its run."
+        f"This model does not read {', '.join(unread)}: a closed loop runs without the behavior that drives part of "
+        "the activity, and cannot follow the recording where it does. A model that reads the behavior as it reads "
+        "the frames: `rtdecode train --config small_behavior_input`, then `rtdecode evaluate` on its run."
     )
