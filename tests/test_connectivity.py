@@ -141,7 +141,7 @@ def test_both_keyings_count_exactly_the_pairs_they_describe(tiny_run, tiny_sessi
     windows = np.arange(5, 11)
     keyed = attention_connectivity(run.model, data, windows, run.norm, batch_size=4)
     n = run.model.vocab.n_neurons
-    want = {k: np.zeros((n, n)) for k in ("spike", "predicted", "lag contrast")}
+    want = {k: np.zeros((n, n)) for k in ("spike", "predicted", "lag contrast", "gradient-weighted")}
     batch = data.batch(windows, run.norm)
     for ids, dts in zip(batch["ids"], batch["dts"]):
         for q, k in product(range(ids.size), repeat=2):
@@ -150,6 +150,7 @@ def test_both_keyings_count_exactly_the_pairs_they_describe(tiny_run, tiny_sessi
                 want["lag contrast"][ids[q], ids[k]] += dts[q] - dts[k] == 1
             if q + 1 < ids.size and k <= q and ids[q + 1] < n and ids[k] < n and dts[k] < dts[q + 1]:
                 want["predicted"][ids[q + 1], ids[k]] += 1
+                want["gradient-weighted"][ids[q + 1], ids[k]] += 1
     for name, (matrix, count) in keyed.items():
         assert count.sum() > 0 and np.array_equal(count, want[name]), name
         assert np.all(matrix[count == 0] == 0) and np.all(matrix >= 0)
@@ -179,6 +180,7 @@ def test_connectivity_command_on_the_tiny_run(tiny_run, tiny_session_path, tmp_p
         "attention",
         "attention (predicted)",
         "attention (lag contrast)",
+        "attention (gradient-weighted)",
         "correlation",
         "lagged correlation",
         "cross-correlogram",
@@ -191,7 +193,12 @@ def test_connectivity_command_on_the_tiny_run(tiny_run, tiny_session_path, tmp_p
         assert {"hub_circuit", "all_weights"} <= set(s) <= {"hub_circuit", "all_weights", "visual"}
         assert all(0 <= s[e]["auroc"] <= 1 for e in s)
     assert set(section["bar"]) == {"auroc", "hubs", "direction", "beats_baselines", "met"}
-    assert section["stimulus_bar"] is None or isinstance(section["stimulus_bar"]["met"], bool)
+    assert section["judged_reading"] == "attention (gradient-weighted)"
+    assert section["auprc_bar_uncorrected"] == section["auprc_bar_by_reading"][section["judged_reading"]][
+        "uncorrected baselines"
+    ]
+    for key in ("stimulus_bar", "stimulus_bar_uncorrected"):
+        assert section[key] is None or isinstance(section[key]["met"], bool)
     assert (tmp_path / "connectivity.png").stat().st_size > 1000
     assert "connectivity.png" in (tmp_path / "report.html").read_text()
 
@@ -261,3 +268,9 @@ def test_the_visual_edge_set_and_its_bar():
     assert not meets_stimulus_bar({**scores, "attention": score_against_truth(shared, truth)})["met"]
     plain = {"attention": score_against_truth(found, _hub_truth())}
     assert "visual" not in plain["attention"] and meets_stimulus_bar(plain) is None
+    # judged against named baselines only: the symmetric correlation no longer counts, and an absent one is an error
+    scores["lagged correlation"] = score_against_truth(shared, truth)
+    named = meets_stimulus_bar(scores, baselines=("lagged correlation", "cross-correlogram"))
+    assert named is not None and named["best_baseline"] == "lagged correlation"
+    with pytest.raises(ValueError, match="no baseline"):
+        meets_stimulus_bar(scores, baselines=("cross-correlogram",))

@@ -120,6 +120,7 @@ def test_evaluate_from_a_run_writes_every_section(tiny_run, tiny_session_path, t
         "attention",
         "attention (predicted)",
         "attention (lag contrast)",
+        "attention (gradient-weighted)",
         "correlation",
         "lagged correlation",
         "cross-correlogram",
@@ -144,7 +145,8 @@ def test_evaluate_from_a_run_writes_every_section(tiny_run, tiny_session_path, t
     from rtdecode.report.targets import science_targets
 
     rows = science_targets(numbers)  # what `rtdecode demo` prints: every target of the report, one row each
-    assert len(rows) == len(numbers["generation"]["targets"]) + 3  # + hub circuit, visual edges, stimulus
+    # + hub circuit and visual edges, each against the baselines and against every one, + stimulus
+    assert len(rows) == len(numbers["generation"]["targets"]) + 5
     assert all(isinstance(r["met"], bool) and r["value"] and r["bar"] for r in rows)
 
 

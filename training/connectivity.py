@@ -11,6 +11,12 @@ Each sum is divided by how often its pair occurred (co-occurrence), so frequent 
 A third reading, the lag contrast, keys by spike and takes the attention to keys exactly one bin earlier less that
 to keys further back (clipped at zero): what drives two neurons together on slow time scales (the hubs' active
 periods, the stimulus) draws attention at every lag and in both directions, a synapse mostly at the first.
+A fourth, the gradient-weighted reading, keys by predicted neuron like the second but weights each attention weight
+by the gradient of the window's next-spike log-likelihood with respect to it, positive part only
+(`rtdecode.training.attribution`): it counts the attention the prediction rests on. Attention to a spike that
+only says "the hub's community is active", which the rest of the history says as well, moves the prediction
+little; attention to a spike that raises the probability of the next one beyond that, as a synapse does, moves it
+most.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from rtdecode.core.connectivity import (
 )
 from rtdecode.core.window_data import WindowData, evenly_spaced, make_split
 from rtdecode.data.session import Session
+from rtdecode.training.attribution import gradient_weighted
 from rtdecode.training.blocks import recording_attention
 from rtdecode.training.data import to_torch
 from rtdecode.training.model import Neuroformer
@@ -36,22 +43,25 @@ from rtdecode.training.model import Neuroformer
 __all__ = ["attention_connectivity", "connectivity_matrices"]
 
 
-@torch.no_grad()
 def attention_connectivity(
     model: Neuroformer, data: WindowData, windows: np.ndarray, norm: Any, batch_size: int = 32
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Reading ("spike", "predicted", "lag contrast") -> (matrix (N, N) target x source, co-occurrence counts
-    (N, N); for "lag contrast", those of the first-bin pairs)."""
+    """Reading ("spike", "predicted", "lag contrast", "gradient-weighted") -> (matrix (N, N) target x source,
+    co-occurrence counts (N, N); for "lag contrast", those of the first-bin pairs)."""
     model.eval()
     n = model.vocab.n_neurons
-    # per keying, (sums, counts) of the pairs one bin apart and of those further apart
-    near = {k: (np.zeros((n, n)), np.zeros((n, n))) for k in ("spike", "predicted")}
-    far = {k: (np.zeros((n, n)), np.zeros((n, n))) for k in ("spike", "predicted")}
-    with recording_attention(model.feature) as blocks:
+    # per reading, (sums, counts) of the pairs one bin apart and of those further apart
+    near = {k: (np.zeros((n, n)), np.zeros((n, n))) for k in ("spike", "predicted", "gradient-weighted")}
+    far = {k: (np.zeros((n, n)), np.zeros((n, n))) for k in ("spike", "predicted", "gradient-weighted")}
+    with recording_attention(model.feature, keep_graph=True) as blocks:
         for lo in range(0, windows.size, batch_size):
             batch = to_torch(data.batch(windows[lo : lo + batch_size], norm), "cpu")
-            model.forward_tokens(batch["ids"], batch["dts"], model.encode_context(batch))
-            weights = torch.stack([blk.attn.last_weights for blk in blocks]).mean(dim=(0, 2)).numpy()  # (B, T, T)
+            with torch.enable_grad():
+                hidden = model.forward_tokens(batch["ids"], batch["dts"], model.encode_context(batch))
+                recorded = [blk.attn.last_weights for blk in blocks]
+                attributed = gradient_weighted(model, hidden, batch["ids"], recorded)
+            weights = torch.stack([w.detach() for w in recorded]).mean(dim=(0, 2)).numpy()  # (B, T, T)
+            weighted = torch.stack(attributed).mean(dim=(0, 2)).numpy()  # (B, T, T)
             ids, dts = batch["ids"].numpy(), batch["dts"].numpy()
             spike = ids < n
             # key strictly earlier in time than the spike: spikes of the same bin are ordered by neuron index in
@@ -62,11 +72,10 @@ def attention_connectivity(
             nxt_ids = ids[:, 1:]
             causal = np.tril(np.ones((ids.shape[1] - 1,) * 2, bool))  # keys up to q itself
             pair = (nxt_ids < n)[:, :, None] & spike[:, None, :-1] & causal
-            _add_by_lag(
-                near["predicted"], far["predicted"], pair, lag[:, 1:, :-1], nxt_ids, ids[:, :-1], weights[:, :-1, :-1]
-            )
+            for reading, w in (("predicted", weights), ("gradient-weighted", weighted)):
+                _add_by_lag(near[reading], far[reading], pair, lag[:, 1:, :-1], nxt_ids, ids[:, :-1], w[:, :-1, :-1])
     out = {}
-    for k in ("spike", "predicted"):
+    for k in ("spike", "predicted", "gradient-weighted"):
         total, count = near[k][0] + far[k][0], near[k][1] + far[k][1]
         out[k] = (total / np.maximum(count, 1.0), count)
     (s1, c1), (s2, c2) = near["spike"], far["spike"]
@@ -111,6 +120,7 @@ def connectivity_matrices(
         "attention": keyed["spike"][0],
         "attention (predicted)": keyed["predicted"][0],
         "attention (lag contrast)": keyed["lag contrast"][0],
+        "attention (gradient-weighted)": keyed["gradient-weighted"][0],
         "correlation": correlation_baseline(counts),
         "lagged correlation": lagged_correlation_baseline(counts),
         "cross-correlogram": cross_correlogram_baseline(

@@ -27,6 +27,7 @@ import torch
 
 from rtdecode.core.normalisation import Normalisation
 from rtdecode.core.window_data import WindowData
+from rtdecode.training.attribution import gradient_weighted
 from rtdecode.training.blocks import recording_attention
 from rtdecode.training.data import to_torch
 from rtdecode.training.model import Neuroformer
@@ -67,7 +68,7 @@ def stimulus_attention(
                 h = model.forward_tokens(batch["ids"], batch["dts"], model.encode_context(batch))
                 raw = [blk.attn.last_weights for blk in blocks]
                 if method == "gradient":
-                    raw = _gradient_weighted(model, h, batch["ids"], raw)
+                    raw = gradient_weighted(model, h, batch["ids"], raw)
             weights = torch.stack(raw).mean(dim=(0, 2))  # (B, T, P)
             w = weights.reshape(*weights.shape[:2], *grid).mean(dim=2).flatten(2).numpy()  # (B, T, H' * W')
             target = batch["ids"][:, 1:].numpy()  # position t predicts token t + 1
@@ -76,19 +77,6 @@ def stimulus_attention(
             np.add.at(count, target[b, t], 1)
     maps = total / np.maximum(count, 1)[:, None]
     return maps.reshape(n, grid[1], grid[2]), count
-
-
-def _gradient_weighted(
-    model: Neuroformer, hidden: torch.Tensor, ids: torch.Tensor, weights: list[torch.Tensor]
-) -> list[torch.Tensor]:
-    """relu(weight x d(sum of the recorded next neurons' log-probabilities)/d(weight)) per block, detached."""
-    n = model.vocab.n_neurons
-    logp = model.token_logits(hidden)[0].float().log_softmax(-1)[:, :-1]  # position t predicts token t + 1
-    target = ids[:, 1:]
-    spike = target < n
-    objective = logp.gather(-1, target.clamp(max=logp.shape[-1] - 1).unsqueeze(-1)).squeeze(-1)[spike].sum()
-    grads = torch.autograd.grad(objective, weights)
-    return [(w * g).clamp(min=0).detach() for w, g in zip(weights, grads, strict=True)]
 
 
 def input_gradient_maps(

@@ -125,26 +125,31 @@ def connectivity(
                 f"{e['direction_index']:.2f}",
             )
         console.print(t)
-    bar = sec.numbers["bar"]
+    bar, judged = sec.numbers["bar"], sec.numbers["judged_reading"]
     console.print(
-        f"bar (hub circuit: AUROC >= 0.85, hubs found, direction > 1, beats every baseline): "
+        f"bar ({judged}, hub circuit: AUROC >= 0.85, hubs found, direction > 1, beats every baseline): "
         f"{'met' if bar['met'] else 'NOT met: ' + ', '.join(k for k, v in bar.items() if k != 'met' and not v)}"
     )
     auprc_bar = sec.numbers["auprc_bar"]
     console.print(
-        f"bar (hub circuit: AUPRC within 0.05 of the best directed baseline, {auprc_bar['best_baseline']}, and a "
+        f"bar ({judged}, hub circuit: AUPRC within 0.05 of the best directed baseline, "
+        f"{auprc_bar['best_baseline']}, and a "
         f"direction index at least its): {'met' if auprc_bar['met'] else 'NOT met'}"
     )
     for reading, bars in sec.numbers["auprc_bar_by_reading"].items():
         verdicts = [f"{'met' if b['met'] else 'NOT met'} vs {b['best_baseline']} ({kind})" for kind, b in bars.items()]
         console.print(f"  AUPRC bar, {reading}: " + "; ".join(verdicts))
-    stimulus_bar = sec.numbers["stimulus_bar"]
-    if stimulus_bar is not None:
-        console.print(
-            f"bar (weights into the visual neurons: AUPRC above every baseline, for a model that sees the frames): "
-            f"{'met' if stimulus_bar['met'] else 'NOT met'} ({stimulus_bar['auprc']:.3f} vs "
-            f"{stimulus_bar['best_auprc']:.3f}, {stimulus_bar['best_baseline']})"
-        )
+    for key, against in (
+        ("stimulus_bar_uncorrected", "the lagged correlation and the cross-correlogram"),
+        ("stimulus_bar", "every baseline"),
+    ):
+        visual_bar = sec.numbers[key]
+        if visual_bar is not None:
+            console.print(
+                f"bar ({judged}, weights into the visual neurons: AUPRC above {against}, for a model that sees the "
+                f"frames): {'met' if visual_bar['met'] else 'NOT met'} ({visual_bar['auprc']:.3f} vs "
+                f"{visual_bar['best_auprc']:.3f}, {visual_bar['best_baseline']})"
+            )
     console.print(f"wrote {out / 'report.json'}, {out / 'connectivity.npz'} and {out / 'connectivity.png'}")
 
 

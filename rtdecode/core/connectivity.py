@@ -36,6 +36,7 @@ __all__ = [
     "score_against_truth",
     "meets_auprc_bar",
     "DIRECTED_BASELINES",
+    "JUDGED_READING",
     "UNCORRECTED_BASELINES",
     "meets_bar",
     "meets_stimulus_bar",
@@ -265,6 +266,9 @@ def _independent_counts(
 
 UNCORRECTED_BASELINES = ("lagged correlation", "cross-correlogram")
 DIRECTED_BASELINES = (*UNCORRECTED_BASELINES, "cross-correlogram (slow-corrected)")
+# The attention reading the bars judge: the one that counts the attention the model's predictions rest on
+# (training/connectivity.py); the others are reported beside it.
+JUDGED_READING = "attention (gradient-weighted)"
 
 
 def meets_auprc_bar(
@@ -289,14 +293,20 @@ def meets_auprc_bar(
 
 
 def meets_stimulus_bar(
-    scores: dict[str, dict[str, dict[str, Any]]], method: str = "attention"
+    scores: dict[str, dict[str, dict[str, Any]]],
+    method: str = "attention",
+    baselines: tuple[str, ...] | None = None,
 ) -> dict[str, Any] | None:
-    """On the weights into the visual neurons (a shared stimulus drives them): `method`'s AUPRC above every baseline's
-    (the stimulus makes correlation-based baselines see edges that do not exist; a model that sees the frames
-    can explain that drive away). None where the truth has no visual edge set."""
+    """On the weights into the visual neurons (a shared stimulus drives them): `method`'s AUPRC above that of every
+    baseline (of `baselines` where given, else of every method in `scores` that is no attention reading): the
+    stimulus makes correlation-based baselines see edges that do not exist; a model that sees the frames can
+    explain that drive away. None where the truth has no visual edge set."""
     if "visual" not in scores[method]:
         return None
-    baselines = {m: scores[m]["visual"]["auprc"] for m in _baselines(scores)}
-    best = max(baselines, key=lambda m: baselines[m])
+    names = _baselines(scores) if baselines is None else [b for b in baselines if b in scores]
+    if not names:
+        raise ValueError(f"no baseline among {sorted(scores)}; expected one of {baselines}")
+    auprcs = {m: scores[m]["visual"]["auprc"] for m in names}
+    best = max(auprcs, key=lambda m: auprcs[m])
     mine = scores[method]["visual"]["auprc"]
-    return {"auprc": mine, "best_baseline": best, "best_auprc": baselines[best], "met": bool(mine > baselines[best])}
+    return {"auprc": mine, "best_baseline": best, "best_auprc": auprcs[best], "met": bool(mine > auprcs[best])}
