@@ -7,6 +7,12 @@ simulator's behavior and a ridge baseline, with end-to-end latency -> write the 
 decoding vs baselines, generation, connectivity, embeddings, the live latency histogram). Everything lands in
 <out>/, the summary in <out>/demo-summary.json. With `reuse`, an existing session, run and bundle in <out>/ are
 used instead of made again (to re-serve or re-report without retraining). Training, export and serving need the `[train,export]` extras.
+
+The demo's model decodes behavior from video and spikes, and its self-attention carries no connectivity. With
+`connectivity_minutes`, the demo also trains a model that learns only the spikes while seeing the video (the
+`spikes_frames` config: the paper's hub experiment, with the stimulus that drives the visual neurons together)
+on the same session and scores its attention against the simulator's W (<out>/connectivity/), as
+`rtdecode connectivity` would.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ def run_demo(
     speed: float = 1.0,
     reuse: bool = False,
     report: bool = True,
+    connectivity_minutes: float = 0.0,
     log: Callable[[str], None] = print,
     progress: Callable[[float], None] | None = None,
 ) -> dict[str, Any]:
@@ -116,6 +123,10 @@ def run_demo(
                 "connectivity_bar": numbers["connectivity"].get("bar"),
                 "science_targets": science_targets(numbers),
             }
+        if connectivity_minutes > 0:
+            result["connectivity_model"] = _connectivity_model(
+                out, session, connectivity_minutes, 60 if train_steps > 0 else -1, reuse, log
+            )
     with atomic_write(out / "demo-summary.json") as f:
         f.write(json.dumps(result, indent=2).encode())
     return result
@@ -243,6 +254,47 @@ def _train_export_serve(
             "skipped": status["counters"].get("windows_skipped", 0),
         },
         "decoding": scores,
+    }
+
+
+def _connectivity_model(
+    out: Path, session: Session, minutes: float, steps: int, reuse: bool, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """Train `spikes_frames` on the demo's session for `minutes` (at most `steps` steps; -1: its own schedule),
+    then write its connectivity report to <out>/connectivity/; return its scores and its science targets."""
+    import dataclasses
+
+    from rtdecode.core.config import load_config
+    from rtdecode.report.document import Report
+    from rtdecode.report.run_sections import connectivity_section
+    from rtdecode.report.targets import science_targets
+    from rtdecode.training.checkpoint import LoadedRun
+    from rtdecode.training.train import train
+
+    run_dir = out / "run-connectivity"
+    if reuse and (run_dir / "checkpoint.json").is_file():
+        log(f"reusing the connectivity model in {run_dir}")
+    else:
+        cfg = load_config("spikes_frames")
+        steps = steps if steps > 0 else cfg.train.max_steps
+        train_cfg = dataclasses.replace(
+            cfg.train, max_steps=steps, max_minutes=minutes, eval_every=max(1, min(cfg.train.eval_every, steps // 3))
+        )
+        log(f"training the spikes_frames config for connectivity ({steps} steps, at most {minutes:g} min) ...")
+        trained = train(dataclasses.replace(cfg, train=train_cfg), out / "session.npz", run_dir, log=lambda _: None)
+        log(f"  {trained.step} steps at {trained.windows_per_s:.0f} windows/s")
+    report = Report(out / "connectivity", "rtdecode connectivity (spikes_frames)", {"run": str(run_dir)})
+    sec = report.section("connectivity", "Connectivity")
+    windows = 3000 if session.duration >= 120 else 300
+    connectivity_section(sec, out / "connectivity", LoadedRun(run_dir), session, windows, log=log)
+    report.write()
+    targets = science_targets({"connectivity": sec.numbers})
+    for row in targets:
+        row["target"] = row["target"].replace("connectivity,", "connectivity (spikes_frames model),", 1)
+    return {
+        "path": str(out / "connectivity" / "report.html"),
+        "scores": sec.numbers["scores"],
+        "science_targets": targets,
     }
 
 

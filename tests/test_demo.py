@@ -21,7 +21,7 @@ def test_demo_data_stages_only(tmp_path):
 def test_demo_quick_runs_the_whole_pipeline(tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("onnxruntime")
-    r = CliRunner().invoke(app, ["demo", "--quick", "--out", str(tmp_path)])
+    r = CliRunner().invoke(app, ["demo", "--quick", "--connectivity-minutes", "0.05", "--out", str(tmp_path)])
     assert r.exit_code == 0, r.output
     s = json.loads((tmp_path / "demo-summary.json").read_text())
     assert s["serve"]["windows"] == s["serve"]["expected"] > 50
@@ -45,6 +45,13 @@ def test_demo_quick_runs_the_whole_pipeline(tmp_path):
     targets = {row["target"]: row for row in s["report"]["science_targets"]}
     assert "generation, closed loop: per-neuron rate r" in targets and "science targets" in r.output
     assert any(t.startswith("connectivity") for t in targets) and any(t.startswith("stimulus") for t in targets)
+    # --connectivity-minutes: a model that learns only the spikes, seeing the video, scored for connectivity
+    model = s["connectivity_model"]
+    assert (tmp_path / "run-connectivity" / "checkpoint.json").is_file()
+    assert json.loads((tmp_path / "connectivity" / "report.json").read_text())["connectivity"]["sees_frames"]
+    assert len(model["science_targets"]) == 4  # hub circuit and visual edges, each against both baseline sets
+    assert all(row["target"].startswith("connectivity (spikes_frames model)") for row in model["science_targets"])
+    assert "connectivity of the spikes_frames model" in " ".join(r.output.split())
 
     # --reuse serves and reports again without simulating or training
     r = CliRunner().invoke(app, ["demo", "--quick", "--reuse", "--no-report", "--out", str(tmp_path)])

@@ -84,3 +84,19 @@ def test_one_line_collapses_a_multi_line_third_party_error():
     text = one_line(RuntimeError("[ONNXRuntimeError] : 1 : FAIL :\n  indexes\n\tshould have been populated"))
     assert text == "[ONNXRuntimeError] : 1 : FAIL : indexes should have been populated"
     assert one_line(KeyError("x")) == "KeyError: 'x'" and len(one_line(ValueError("y" * 1000))) == 400
+
+
+def test_connectivity_of_a_model_without_frames_leaves_the_visual_bar_out(spikes_only, tiny_session_path, tmp_path):
+    """The visual-edge bar asks whether seeing the stimulus separates its drive from edges: it does not apply to a
+    model that does not see the frames, and the report says which config does."""
+    from rtdecode.cli import app
+
+    args = ["connectivity", "--from", str(spikes_only["run"]), "--data", str(tiny_session_path)]
+    r = CliRunner().invoke(app, [*args, "--out", str(tmp_path), "--windows", "32"])
+    assert r.exit_code == 0, r.output
+    section = json.loads((tmp_path / "report.json").read_text())["connectivity"]
+    assert section["sees_frames"] is False and section["spikes_only_model"]
+    assert section["stimulus_bar"] is None and section["stimulus_bar_uncorrected"] is None
+    assert "visual" in section["scores"]["attention (gradient-weighted)"]  # scored all the same, not judged
+    assert "spikes_frames" in (tmp_path / "report.html").read_text()
+    assert "weights into the visual neurons" not in " ".join(r.output.split())

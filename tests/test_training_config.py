@@ -12,12 +12,22 @@ from rtdecode.core.config import RunConfig, builtin_configs, load_config
 
 
 def test_builtin_configs_load():
-    assert set(builtin_configs()) >= {"small", "small_10ms", "small_behavior_input", "release", "spikes_only"}
+    assert set(builtin_configs()) >= {
+        "small",
+        "small_10ms",
+        "small_behavior_input",
+        "release",
+        "spikes_only",
+        "spikes_frames",
+    }
     small = load_config("small")
     assert small.frames.enabled and [b.name for b in small.targets] == ["speed", "phi", "theta"]
     release = load_config("release")
     assert (release.model.d_model, release.model.n_heads, release.model.fused_layers) == (256, 8, 6)
     assert not load_config("spikes_only").behavior
+    seeing = load_config("spikes_frames")  # spikes_only with small's frames: learns the spikes, sees the stimulus
+    assert seeing.frames == small.frames and not seeing.behavior and not seeing.contrastive.enabled
+    assert seeing.window == load_config("spikes_only").window
     coarse = load_config("small_10ms")  # small with the reference's 10-ms quanta and neuron order, nothing else
     assert small.window.dt == 0.005 and coarse.window.dt == 0.01  # 5 ms: a shorter streaming tail
     # spike-time order: sampled (neuron, offset) pairs cannot break it, so a closed loop reads histories it knows
@@ -76,6 +86,6 @@ def test_a_run_saved_before_the_count_head_loads_without_one(tiny_config):
 def test_missing_file_lists_builtins(tmp_path):
     with pytest.raises(
         FileNotFoundError,
-        match="built-in configs: reference, release, rig, small, small_10ms, small_behavior_input, spikes_only",
+        match="built-in configs: reference, release, rig, small, small_10ms, small_behavior_input, spikes_frames, spikes_only",
     ):
         load_config(tmp_path / "nope.toml")

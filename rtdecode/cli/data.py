@@ -303,6 +303,15 @@ def demo(
         ),
     ] = False,
     report: Annotated[bool, typer.Option(help="Write the evaluation report to <out>/report/ at the end.")] = True,
+    connectivity_minutes: Annotated[
+        float,
+        typer.Option(
+            help="Also train a model that learns only the spikes while seeing the video (config spikes_frames) for "
+            "this many minutes (10 reaches the figures in the docs) and score its attention against the true "
+            "connectivity in <out>/connectivity/ (0: skip; the demo's own model decodes behavior, and its "
+            "attention carries no connectivity)."
+        ),
+    ] = 0.0,
 ) -> None:
     """Run the whole pipeline on the built-in simulated session and print a summary.
 
@@ -335,6 +344,7 @@ def demo(
             parity_windows=4 if quick else 16,
             reuse=reuse,
             report=report,
+            connectivity_minutes=0.0 if skip_training else connectivity_minutes,
         )
     _print_summary(result["session"], title=f"simulated session ({out / 'session.npz'})")
     if "decoding" in result:
@@ -360,8 +370,17 @@ def demo(
         t = Table(title="science targets (the report explains each)", title_justify="left")
         for col in ("target", "this run", "bar", "met"):
             t.add_column(col)
-        for row in result["report"]["science_targets"]:
+        rows = [*result["report"]["science_targets"], *result.get("connectivity_model", {}).get("science_targets", [])]
+        for row in rows:
             t.add_row(row["target"], row["value"], row["bar"], "[green]yes[/]" if row["met"] else "[red]no[/]")
         console.print(t)
         console.print(f"report: {result['report']['path']}")
+        if "connectivity_model" in result:
+            console.print(f"connectivity of the spikes_frames model: {result['connectivity_model']['path']}")
+        else:
+            console.print(
+                "connectivity: the demo's model decodes behavior, and its attention carries no connectivity; "
+                "--connectivity-minutes 10 also trains a model that learns only the spikes (seeing the video) and "
+                "scores its attention"
+            )
     console.print(f"[green]demo finished[/]: summary in {out / 'demo-summary.json'}")

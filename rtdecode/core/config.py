@@ -365,7 +365,7 @@ def builtin_configs() -> list[str]:
 
 
 def load_config(path: str | Path) -> RunConfig:
-    """Read a run config from a TOML file, or a built-in one by name ("small", "rig", "release", "spikes_only").
+    """Read a run config from a TOML file, or a built-in one by name ("small", "rig", "release", "spikes_only", "spikes_frames").
 
     Raises ValueError naming any unknown key or mistyped value.
     """

@@ -48,7 +48,10 @@ def connectivity_section(
         }
         for name in readings
     }
-    stimulus_bar = meets_stimulus_bar(scores, judged)
+    # the visual-edge bar asks whether seeing the stimulus lets attention tell its drive from an edge
+    sees_frames = bool(run.config.frames.enabled)
+    stimulus_bar = meets_stimulus_bar(scores, judged) if sees_frames else None
+    visual_bar_uncorrected = meets_stimulus_bar(scores, judged, UNCORRECTED_BASELINES) if sees_frames else None
     sec.numbers.update(
         {
             "windows": windows,
@@ -59,15 +62,22 @@ def connectivity_section(
             "auprc_bar_uncorrected": auprc_bars[judged]["uncorrected baselines"],
             "auprc_bar_by_reading": auprc_bars,
             "stimulus_bar": stimulus_bar,
-            "stimulus_bar_uncorrected": meets_stimulus_bar(scores, judged, UNCORRECTED_BASELINES),
+            "stimulus_bar_uncorrected": visual_bar_uncorrected,
+            "sees_frames": sees_frames,
             "spikes_only_model": not (run.config.frames.enabled or run.config.behavior),
         }
     )
-    if not sec.numbers["spikes_only_model"]:
+    if run.config.behavior:
         sec.text(
-            "This model also attends to video and/or behavior, which explain much of each neuron's activity; the "
-            "bar is defined for a spikes-only model (`rtdecode train --config spikes_only`, then `rtdecode "
-            "connectivity`).",
+            "This model also decodes or reads behavior, which explains much of each neuron's activity; the bars are "
+            "meant for a model that learns only the spikes (`rtdecode train --config spikes_only`, or "
+            "`spikes_frames` to see the stimulus too, then `rtdecode connectivity`).",
+            "note",
+        )
+    if not sees_frames:
+        sec.text(
+            "This model does not see the frames: the bar on the weights into the visual neurons is for one that "
+            "does (config `spikes_frames`).",
             "note",
         )
     sec.text(
