@@ -194,9 +194,10 @@ def test_connectivity_command_on_the_tiny_run(tiny_run, tiny_session_path, tmp_p
         assert all(0 <= s[e]["auroc"] <= 1 for e in s)
     assert set(section["bar"]) == {"auroc", "hubs", "direction", "beats_baselines", "met"}
     assert section["judged_reading"] == "attention (gradient-weighted)"
-    assert section["auprc_bar_uncorrected"] == section["auprc_bar_by_reading"][section["judged_reading"]][
-        "uncorrected baselines"
-    ]
+    assert (
+        section["auprc_bar_uncorrected"]
+        == section["auprc_bar_by_reading"][section["judged_reading"]]["uncorrected baselines"]
+    )
     for key in ("stimulus_bar", "stimulus_bar_uncorrected"):
         assert section[key] is None or isinstance(section[key]["met"], bool)
     assert (tmp_path / "connectivity.png").stat().st_size > 1000
