@@ -125,7 +125,7 @@ def run_demo(
             }
         if connectivity_minutes > 0:
             result["connectivity_model"] = _connectivity_model(
-                out, session, connectivity_minutes, 60 if train_steps > 0 else -1, reuse, log
+                out, session, connectivity_minutes, train_steps, reuse, log
             )
     with atomic_write(out / "demo-summary.json") as f:
         f.write(json.dumps(result, indent=2).encode())

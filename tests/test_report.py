@@ -148,6 +148,7 @@ def test_evaluate_from_a_run_writes_every_section(tiny_run, tiny_session_path, t
     # + hub circuit and visual edges, each against the baselines and against every one, + stimulus
     assert len(rows) == len(numbers["generation"]["targets"]) + 5
     assert all(isinstance(r["met"], bool) and r["value"] and r["bar"] for r in rows)
+    assert len({r["target"] for r in rows}) == len(rows)  # a row is found by its name (demo-summary.json)
 
 
 def test_evaluate_command_from_a_bundle_and_embed(tiny_bundle, tiny_session_path, tmp_path):

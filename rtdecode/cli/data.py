@@ -308,8 +308,8 @@ def demo(
         typer.Option(
             help="Also train a model that learns only the spikes while seeing the video (config spikes_frames) for "
             "this many minutes (10 reaches the figures in the docs) and score its attention against the true "
-            "connectivity in <out>/connectivity/ (0: skip; the demo's own model decodes behavior, and its "
-            "attention carries no connectivity)."
+            "connectivity in <out>/connectivity/ (at most 60 steps with --quick; 0: skip; the demo's own model "
+            "decodes behavior, and its attention carries no connectivity)."
         ),
     ] = 0.0,
 ) -> None:
@@ -367,20 +367,25 @@ def demo(
             f"{g['poisson']['set_f1']:.3f}, per-neuron rate r {g['generated']['rate_correlation']:.3f} vs "
             f"{g['poisson']['rate_correlation']:.3f}"
         )
-        t = Table(title="science targets (the report explains each)", title_justify="left")
-        for col in ("target", "this run", "bar", "met"):
-            t.add_column(col)
-        rows = [*result["report"]["science_targets"], *result.get("connectivity_model", {}).get("science_targets", [])]
-        for row in rows:
-            t.add_row(row["target"], row["value"], row["bar"], "[green]yes[/]" if row["met"] else "[red]no[/]")
-        console.print(t)
+        _print_targets(result["report"]["science_targets"])
         console.print(f"report: {result['report']['path']}")
-        if "connectivity_model" in result:
-            console.print(f"connectivity of the spikes_frames model: {result['connectivity_model']['path']}")
-        else:
+        if "connectivity_model" not in result:
             console.print(
                 "connectivity: the demo's model decodes behavior, and its attention carries no connectivity; "
                 "--connectivity-minutes 10 also trains a model that learns only the spikes (seeing the video) and "
                 "scores its attention"
             )
+    if "connectivity_model" in result:
+        _print_targets(result["connectivity_model"]["science_targets"])
+        console.print(f"connectivity of the spikes_frames model: {result['connectivity_model']['path']}")
     console.print(f"[green]demo finished[/]: summary in {out / 'demo-summary.json'}")
+
+
+def _print_targets(rows: list[dict[str, Any]]) -> None:
+    """The science targets of a report as a table: this run's figure, the bar, met or not."""
+    t = Table(title="science targets (the report explains each)", title_justify="left")
+    for col in ("target", "this run", "bar", "met"):
+        t.add_column(col)
+    for row in rows:
+        t.add_row(row["target"], row["value"], row["bar"], "[green]yes[/]" if row["met"] else "[red]no[/]")
+    console.print(t)

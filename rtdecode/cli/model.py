@@ -29,7 +29,7 @@ def train(
     config: Annotated[
         str,
         typer.Option(
-            help="Run config: a TOML file, or a built-in name (small, small_10ms, rig, release, spikes_only, spikes_frames)."
+            help="Run config: a TOML file, or a built-in name (small, small_10ms, small_behavior_input, rig, release, reference, spikes_only, spikes_frames)."
         ),
     ] = "small",
     tokens: Annotated[

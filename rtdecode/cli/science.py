@@ -77,7 +77,12 @@ def evaluate(
 def connectivity(
     from_run: Annotated[
         Path,
-        typer.Option("--from", help="Run directory (a spikes-only model works best).", exists=True, file_okay=False),
+        typer.Option(
+            "--from",
+            help="Run directory (spikes_only or, to see the stimulus too, spikes_frames works best).",
+            exists=True,
+            file_okay=False,
+        ),
     ],
     data: Annotated[
         Path,

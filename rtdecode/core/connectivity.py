@@ -8,7 +8,8 @@ Matrices are target x source (M[i, j] = influence of neuron j on neuron i), like
 Two sets of true edges are scored: the hub circuit (each hub -> its community's targets: the network the default
 simulation is built around, as in the Neuroformer paper's hub experiment) and all non-zero weights (the hub circuit
 plus the sparse random background of weak +/- weights, mostly below any method's detection limit in 10 minutes).
-Two bars are judged on the hub circuit; both edge sets are always reported. `meets_bar` (AUROC): AUROC >= 0.85,
+Two bars are judged on the hub circuit; both edge sets are always reported. Each bar judges the matrix named by
+its `method` argument ("attention" unless given; the report and `rtdecode connectivity` pass JUDGED_READING). `meets_bar` (AUROC): AUROC >= 0.85,
 hubs found, direction index > 1 and a higher AUROC than every baseline. AUROC saturates on hub networks (every
 method scores ~0.98-1.0), so `meets_auprc_bar` asks what separates methods there: an AUPRC within 0.05 of the best
 directed baseline's and a direction index at least that baseline's.
@@ -305,7 +306,8 @@ def meets_stimulus_bar(
         return None
     names = _baselines(scores) if baselines is None else [b for b in baselines if b in scores]
     if not names:
-        raise ValueError(f"no baseline among {sorted(scores)}; expected one of {baselines}")
+        wanted = "a method that is no attention reading" if baselines is None else f"one of {baselines}"
+        raise ValueError(f"no baseline among {sorted(scores)}; expected {wanted}")
     auprcs = {m: scores[m]["visual"]["auprc"] for m in names}
     best = max(auprcs, key=lambda m: auprcs[m])
     mine = scores[method]["visual"]["auprc"]

@@ -74,7 +74,7 @@ def connectivity_section(
             "`spikes_frames` to see the stimulus too, then `rtdecode connectivity`).",
             "note",
         )
-    if not sees_frames:
+    if not sees_frames and "visual" in scores[judged]:
         sec.text(
             "This model does not see the frames: the bar on the weights into the visual neurons is for one that "
             "does (config `spikes_frames`).",
