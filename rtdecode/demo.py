@@ -17,6 +17,7 @@ on the same session and scores its attention against the simulator's W (<out>/co
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 import time
@@ -26,6 +27,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from rtdecode.core.config import BehaviorSpec, RunConfig, load_config
 from rtdecode.data.session import Session
 from rtdecode.data.splits import split_blocks
 from rtdecode.data.summary import session_summary
@@ -143,10 +145,8 @@ def _train_export_serve(
     log: Callable[[str], None],
 ) -> dict[str, Any]:
     """Train the small config, export it, serve it, replay the held-out block through the daemon, score."""
-    import dataclasses
     import threading
 
-    from rtdecode.core.config import BehaviorSpec, RunConfig, load_config
     from rtdecode.core.metrics import angular_error_deg, circular_r, pearson_r
     from rtdecode.core.window_data import WindowData, make_split
     from rtdecode.export.onnx import export_bundle
@@ -159,13 +159,8 @@ def _train_export_serve(
     cfg = load_config("small")
     if "direction" in session.behavior:  # the gratings' drift direction: an angle, decoded as a circular target
         cfg = dataclasses.replace(cfg, behavior=(*cfg.behavior, BehaviorSpec("direction", kind="circular")))
-    steps = steps if steps > 0 else cfg.train.max_steps  # the config's schedule, cut by the time budget
-    cfg = dataclasses.replace(
-        cfg,
-        train=dataclasses.replace(
-            cfg.train, max_steps=steps, max_minutes=minutes, eval_every=max(1, min(cfg.train.eval_every, steps // 3))
-        ),
-    )
+    cfg = _with_budget(cfg, steps, minutes)
+    steps = cfg.train.max_steps
     if reuse and (out / "run" / "checkpoint.json").is_file():
         meta = read_meta(out / "run")
         cfg = RunConfig.from_saved(meta["config"])
@@ -257,14 +252,20 @@ def _train_export_serve(
     }
 
 
+def _with_budget(cfg: RunConfig, steps: int, minutes: float) -> RunConfig:
+    """`cfg` trained for `steps` (<= 0: the config's own schedule), cut by `minutes` (0: no limit), evaluated about
+    three times or every eval_every steps, whichever is more often."""
+    steps = steps if steps > 0 else cfg.train.max_steps
+    evals = max(1, min(cfg.train.eval_every, steps // 3))
+    train = dataclasses.replace(cfg.train, max_steps=steps, max_minutes=minutes, eval_every=evals)
+    return dataclasses.replace(cfg, train=train)
+
+
 def _connectivity_model(
     out: Path, session: Session, minutes: float, steps: int, reuse: bool, log: Callable[[str], None]
 ) -> dict[str, Any]:
     """Train `spikes_frames` on the demo's session for `minutes` (at most `steps` steps; -1: its own schedule),
     then write its connectivity report to <out>/connectivity/; return its scores and its science targets."""
-    import dataclasses
-
-    from rtdecode.core.config import load_config
     from rtdecode.report.document import Report
     from rtdecode.report.run_sections import connectivity_section
     from rtdecode.report.targets import science_targets
@@ -275,13 +276,12 @@ def _connectivity_model(
     if reuse and (run_dir / "checkpoint.json").is_file():
         log(f"reusing the connectivity model in {run_dir}")
     else:
-        cfg = load_config("spikes_frames")
-        steps = steps if steps > 0 else cfg.train.max_steps
-        train_cfg = dataclasses.replace(
-            cfg.train, max_steps=steps, max_minutes=minutes, eval_every=max(1, min(cfg.train.eval_every, steps // 3))
+        cfg = _with_budget(load_config("spikes_frames"), steps, minutes)
+        log(
+            f"training the spikes_frames config for connectivity ({cfg.train.max_steps} steps, at most {minutes:g} "
+            "min) ..."
         )
-        log(f"training the spikes_frames config for connectivity ({steps} steps, at most {minutes:g} min) ...")
-        trained = train(dataclasses.replace(cfg, train=train_cfg), out / "session.npz", run_dir, log=lambda _: None)
+        trained = train(cfg, out / "session.npz", run_dir, log=lambda _: None)
         log(f"  {trained.step} steps at {trained.windows_per_s:.0f} windows/s")
     report = Report(out / "connectivity", "rtdecode connectivity (spikes_frames)", {"run": str(run_dir)})
     sec = report.section("connectivity", "Connectivity")

@@ -24,33 +24,35 @@ def science_targets(numbers: dict[str, Any]) -> list[dict[str, Any]]:
     if "scores" in conn:
         judged = conn.get("judged_reading", "attention")
         a = conn["scores"][judged]["hub_circuit"]
-        # the two plain baselines, then with the slow-corrected correlogram (a stricter one) among them
-        plain = "of the lagged correlation and the 1-5 ms cross-correlogram"
-        against = ((plain, "_uncorrected"), ("of those and the slow-corrected cross-correlogram", ""))
-        versus = {"_uncorrected": "vs the lagged correlation and the cross-correlogram", "": "vs every baseline"}
-        for baselines, suffix in against:
+        plain = "the lagged correlation and the 1-5 ms cross-correlogram"
+        # (report.json key suffix, which baselines, the bars' wording): the two plain baselines, then every one
+        sets = (
+            ("_uncorrected", f"vs {plain}", f"of {plain}", f"above the best of {plain}"),
+            ("", "vs every baseline", "of those and the slow-corrected cross-correlogram", "above every baseline"),
+        )
+        for suffix, versus, best_of, _ in sets:
             auprc = conn.get(f"auprc_bar{suffix}")
             if auprc is None:
                 continue
             best = conn["scores"][auprc["best_baseline"]]["hub_circuit"]
             rows.append(
                 {
-                    "target": f"connectivity, hub circuit: {judged} AUPRC and direction index, {versus[suffix]}",
+                    "target": f"connectivity, hub circuit: {judged} AUPRC and direction index, {versus}",
                     "value": f"{a['auprc']:.3f}, {a['direction_index']:.2f} ({auprc['best_baseline']} "
                     f"{best['auprc']:.3f}, {best['direction_index']:.2f})",
-                    "bar": f"AUPRC within 0.05 of the best {baselines}, direction index at least its",
+                    "bar": f"AUPRC within 0.05 of the best {best_of}, direction index at least its",
                     "met": bool(auprc["met"]),
                 }
             )
-        for bar, suffix in ((f"above the best {plain}", "_uncorrected"), ("above every baseline", "")):
+        for suffix, versus, _, above in sets:
             visual = conn.get(f"stimulus_bar{suffix}")
             if visual is None:
                 continue
             rows.append(
                 {
-                    "target": f"connectivity, weights into the visual neurons: {judged} AUPRC, {versus[suffix]}",
+                    "target": f"connectivity, weights into the visual neurons: {judged} AUPRC, {versus}",
                     "value": f"{visual['auprc']:.3f} ({visual['best_baseline']} {visual['best_auprc']:.3f})",
-                    "bar": bar,
+                    "bar": above,
                     "met": bool(visual["met"]),
                 }
             )
