@@ -9,8 +9,8 @@ Two sets of true edges are scored: the hub circuit (each hub -> its community's 
 simulation is built around, as in the Neuroformer paper's hub experiment) and all non-zero weights (the hub circuit
 plus the sparse random background of weak +/- weights, mostly below any method's detection limit in 10 minutes).
 Two bars are judged on the hub circuit; both edge sets are always reported. Each bar judges the matrix named by
-its `method` argument ("attention" unless given; the report and `rtdecode connectivity` pass JUDGED_READING). `meets_bar` (AUROC): AUROC >= 0.85,
-hubs found, direction index > 1 and a higher AUROC than every baseline. AUROC saturates on hub networks (every
+its `method` argument ("attention" unless given; the report and `rtdecode connectivity` pass JUDGED_READING).
+`meets_bar` (AUROC): AUROC >= 0.85, hubs found, direction index > 1 and a higher AUROC than every baseline. AUROC saturates on hub networks (every
 method scores ~0.98-1.0), so `meets_auprc_bar` asks what separates methods there: an AUPRC within 0.05 of the best
 directed baseline's and a direction index at least that baseline's.
 Baselines: the correlation of binned counts (symmetric, so it carries no direction), the lagged cross-correlation

@@ -37,9 +37,8 @@ def connectivity_section(
 
     matrices = connectivity_matrices(run, session, windows)
     scores = {name: score_against_truth(m, session.truth) for name, m in matrices.items()}
-    judged = JUDGED_READING if JUDGED_READING in scores else "attention"
+    judged = JUDGED_READING  # connectivity_matrices always reads it
     bar = meets_bar(scores, judged)
-    auprc_bar = meets_auprc_bar(scores, judged)
     readings = [name for name in scores if name.startswith("attention")]
     auprc_bars = {
         name: {
@@ -48,6 +47,7 @@ def connectivity_section(
         }
         for name in readings
     }
+    auprc_bar = auprc_bars[judged]["all directed baselines"]
     # the visual-edge bar asks whether seeing the stimulus lets attention tell its drive from an edge
     sees_frames = bool(run.config.frames.enabled)
     stimulus_bar = meets_stimulus_bar(scores, judged) if sees_frames else None
