@@ -51,8 +51,9 @@ def attention_connectivity(
     model.eval()
     n = model.vocab.n_neurons
     # per reading, (sums, counts) of the pairs one bin apart and of those further apart
-    near = {k: (np.zeros((n, n)), np.zeros((n, n))) for k in ("spike", "predicted", "gradient-weighted")}
-    far = {k: (np.zeros((n, n)), np.zeros((n, n))) for k in ("spike", "predicted", "gradient-weighted")}
+    keyings = ("spike", "predicted", "gradient-weighted")
+    near = {k: (np.zeros((n, n)), np.zeros((n, n))) for k in keyings}
+    far = {k: (np.zeros((n, n)), np.zeros((n, n))) for k in keyings}
     with recording_attention(model.feature, keep_graph=True) as blocks:
         for lo in range(0, windows.size, batch_size):
             batch = to_torch(data.batch(windows[lo : lo + batch_size], norm), "cpu")
@@ -75,7 +76,7 @@ def attention_connectivity(
             for reading, w in (("predicted", weights), ("gradient-weighted", weighted)):
                 _add_by_lag(near[reading], far[reading], pair, lag[:, 1:, :-1], nxt_ids, ids[:, :-1], w[:, :-1, :-1])
     out = {}
-    for k in ("spike", "predicted", "gradient-weighted"):
+    for k in keyings:
         total, count = near[k][0] + far[k][0], near[k][1] + far[k][1]
         out[k] = (total / np.maximum(count, 1.0), count)
     (s1, c1), (s2, c2) = near["spike"], far["spike"]
